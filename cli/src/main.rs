@@ -1,0 +1,51 @@
+//! `remora`: one binary, one subcommand per role. This file only parses the command line and
+//! dispatches; each role lives in its crate.
+
+#![forbid(unsafe_code)]
+
+mod init;
+mod proxy;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// EX_USAGE from sysexits.h: the command line or the configuration is wrong.
+pub const EXIT_USAGE: u8 = 64;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "remora",
+    version,
+    about = "Remora: a sidecar L4/L7 micro-proxy with mutual TLS, wire-compatible with Linkerd",
+    propagate_version = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Proxy(proxy::ProxyArgs),
+    Init(init::InitArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let usage_error = e.use_stderr();
+            let _ = e.print();
+            return if usage_error {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Proxy(args) => proxy::main(args),
+        Command::Init(args) => init::main(args),
+    }
+}

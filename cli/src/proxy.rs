@@ -1,0 +1,122 @@
+//! `remora proxy`: the sidecar. Configured entirely by `REMORA_*` variables.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use remora_proxy::config::{Config, VARS};
+use remora_proxy::{Proxy, drain::Drain};
+use tracing::{error, info, warn};
+
+use crate::EXIT_USAGE;
+
+#[derive(Debug, Args)]
+#[command(
+    about = "Run the sidecar proxy (configured by REMORA_* environment variables)",
+    long_about = "Run the sidecar proxy.\n\nThe proxy takes the pod's traffic that `remora init` \
+                  redirects: the app's outbound connections arrive on the outbound listener and \
+                  are forwarded to their original destination; other pods' connections arrive \
+                  on the inbound listener and are forwarded to the app on the pod's own \
+                  address. It is configured entirely by the environment variables below; \
+                  CONFIG.md documents them.",
+    after_long_help = env_help(),
+    after_help = "Run `remora proxy --help` for the environment variables and their defaults."
+)]
+pub struct ProxyArgs {}
+
+fn env_help() -> String {
+    let mut out = String::from("Environment (default in brackets):\n");
+    for var in VARS {
+        out.push_str(&format!(
+            "  {}  [{}]\n      {}\n",
+            var.name, var.default, var.help
+        ));
+    }
+    out
+}
+
+pub fn main(_args: ProxyArgs) -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("remora proxy: invalid configuration: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(e) = remora_proxy::log::init(&config.log) {
+        eprintln!("remora proxy: cannot start logging: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    match remora_proxy::rlimit::raise_nofile() {
+        Ok(limit) => info!(limit, "raised the open-file soft limit to the hard limit"),
+        Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
+    }
+    log_config(&config);
+    let runtime = match config.worker_threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!(error = %e, "cannot start the runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let proxy = match Proxy::bind(config) {
+            Ok(proxy) => proxy,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        info!(
+            outbound = ?proxy.outbound_addrs(),
+            inbound = ?proxy.inbound_addrs(),
+            admin = ?proxy.admin_addr(),
+            "listening"
+        );
+        tokio::spawn(drain_on_signal(proxy.drain()));
+        proxy.run().await;
+        info!("exiting");
+        ExitCode::SUCCESS
+    })
+}
+
+fn log_config(c: &Config) {
+    info!(
+        outbound = ?c.outbound_addrs,
+        inbound = ?c.inbound_addrs,
+        admin = %c.admin_addr,
+        connect_timeout = ?c.connect_timeout,
+        tcp_idle_timeout = ?c.idle_timeout,
+        inbound_max_connections = c.inbound_max_connections,
+        outbound_max_connections = c.outbound_max_connections,
+        shutdown_grace = ?c.shutdown_grace,
+        worker_threads = c.worker_threads,
+        log = %c.log.filter,
+        log_format = ?c.log.format,
+        "effective configuration"
+    );
+}
+
+async fn drain_on_signal(drain: Drain) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers; use POST /shutdown to stop");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM received; shutting down gracefully"),
+        _ = int.recv() => info!("SIGINT received; shutting down gracefully"),
+    }
+    drain.signal();
+}

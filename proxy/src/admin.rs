@@ -1,0 +1,122 @@
+//! The admin server: `GET /live`, `GET /ready`, `GET /metrics`, `POST /shutdown`.
+//!
+//! HTTP/1.1 only, a bounded number of concurrent connections, a header-read timeout. Endpoints
+//! that change the process (`/shutdown`) accept only loopback peers, so the admin port can be
+//! exposed to probes and Prometheus without exposing them.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use remora_metrics::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use crate::drain::Drain;
+
+const MAX_CONNECTIONS: usize = 64;
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the admin endpoints report on and act on.
+#[derive(Clone, Debug)]
+pub struct AdminState {
+    pub registry: Arc<Registry>,
+    pub ready: Arc<AtomicBool>,
+    pub drain: Drain,
+}
+
+/// Serves the admin API on `listener` for as long as the process runs (also while draining, so
+/// metrics can still be scraped).
+pub async fn serve(listener: TcpListener, state: AdminState) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            debug!(%peer, "admin connection limit reached");
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, peer, req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "admin connection error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn route(state: &AdminState, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/live") => text(StatusCode::OK, "live\n".into()),
+        (&Method::GET, "/ready") => {
+            if state.drain.is_draining() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
+            } else if state.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "ready\n".into())
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
+            }
+        }
+        (&Method::GET, "/metrics") => match remora_metrics::encode(&state.registry) {
+            Ok(body) => Response::builder()
+                .status(StatusCode::OK)
+                .header(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .body(Full::new(Bytes::from(body)))
+                .unwrap_or_default(),
+            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n".into()),
+        },
+        (&Method::POST, "/shutdown") => {
+            if !peer.ip().to_canonical().is_loopback() {
+                warn!(%peer, "refusing POST /shutdown from a non-loopback peer");
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "shutdown is only accepted from loopback\n".into(),
+                );
+            }
+            info!(%peer, "shutdown requested through the admin API");
+            state.drain.signal();
+            text(StatusCode::OK, "shutdown\n".into())
+        }
+        (_, "/live" | "/ready" | "/metrics" | "/shutdown") => {
+            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into())
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut rsp = Response::new(Full::new(Bytes::from(body)));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp
+}

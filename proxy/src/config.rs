@@ -1,0 +1,334 @@
+//! The proxy's configuration: every `REMORA_*` variable, parsed in one place into typed structs
+//! before the runtime starts.
+//!
+//! [`VARS`] is the single table of variables, defaults and help texts: the parser reads defaults
+//! from it, `remora proxy --help` prints it, and a test checks that CONFIG.md documents each one.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const OUTBOUND_ADDR: &str = "REMORA_OUTBOUND_ADDR";
+pub const INBOUND_ADDR: &str = "REMORA_INBOUND_ADDR";
+pub const ADMIN_ADDR: &str = "REMORA_ADMIN_ADDR";
+pub const CONNECT_TIMEOUT: &str = "REMORA_CONNECT_TIMEOUT";
+pub const TCP_IDLE_TIMEOUT: &str = "REMORA_TCP_IDLE_TIMEOUT";
+pub const INBOUND_MAX_CONNECTIONS: &str = "REMORA_INBOUND_MAX_CONNECTIONS";
+pub const OUTBOUND_MAX_CONNECTIONS: &str = "REMORA_OUTBOUND_MAX_CONNECTIONS";
+pub const SHUTDOWN_GRACE: &str = "REMORA_SHUTDOWN_GRACE";
+pub const WORKER_THREADS: &str = "REMORA_WORKER_THREADS";
+pub const LOG: &str = "REMORA_LOG";
+pub const LOG_FORMAT: &str = "REMORA_LOG_FORMAT";
+
+/// One configuration variable: its name, its default and what it does.
+#[derive(Clone, Copy, Debug)]
+pub struct Var {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+/// Every variable `remora proxy` reads.
+pub const VARS: &[Var] = &[
+    Var {
+        name: OUTBOUND_ADDR,
+        default: "127.0.0.1:4140",
+        help: "Outbound listener address(es), comma-separated (add [::1]:4140 for IPv6)",
+    },
+    Var {
+        name: INBOUND_ADDR,
+        default: "0.0.0.0:4143",
+        help: "Inbound listener address(es), comma-separated (add [::]:4143 for IPv6)",
+    },
+    Var {
+        name: ADMIN_ADDR,
+        default: "127.0.0.1:4191",
+        help: "Admin listener: /live, /ready, /metrics, POST /shutdown",
+    },
+    Var {
+        name: CONNECT_TIMEOUT,
+        default: "1s",
+        help: "Timeout for the proxy's own connects to a target",
+    },
+    Var {
+        name: TCP_IDLE_TIMEOUT,
+        default: "off",
+        help: "Close a proxied TCP connection idle this long in both directions (off = never)",
+    },
+    Var {
+        name: INBOUND_MAX_CONNECTIONS,
+        default: "20000",
+        help: "Concurrent inbound connections; beyond it new ones are refused and counted",
+    },
+    Var {
+        name: OUTBOUND_MAX_CONNECTIONS,
+        default: "20000",
+        help: "Concurrent outbound connections; beyond it new ones are refused and counted",
+    },
+    Var {
+        name: SHUTDOWN_GRACE,
+        default: "30s",
+        help: "After SIGTERM or POST /shutdown, how long open connections may finish",
+    },
+    Var {
+        name: WORKER_THREADS,
+        default: "1",
+        help: "Runtime worker threads (1 = a single-threaded runtime)",
+    },
+    Var {
+        name: LOG,
+        default: "info",
+        help: "Log filter, RUST_LOG syntax (e.g. warn,remora_proxy=debug)",
+    },
+    Var {
+        name: LOG_FORMAT,
+        default: "plain",
+        help: "Log format: plain or json",
+    },
+];
+
+/// The effective configuration of `remora proxy`.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub outbound_addrs: Vec<SocketAddr>,
+    pub inbound_addrs: Vec<SocketAddr>,
+    pub admin_addr: SocketAddr,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub inbound_max_connections: usize,
+    pub outbound_max_connections: usize,
+    pub shutdown_grace: Duration,
+    pub worker_threads: usize,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug)]
+pub struct LogConfig {
+    pub filter: String,
+    pub format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// A variable whose value could not be used. Displays as `REMORA_X="value": reason`.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={:?}: {}", self.var, self.value, self.reason)
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup`; unset or empty variables take their default.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let env = Env { lookup: &lookup };
+        Ok(Config {
+            outbound_addrs: env.parse(OUTBOUND_ADDR, parse_addrs)?,
+            inbound_addrs: env.parse(INBOUND_ADDR, parse_addrs)?,
+            admin_addr: env.parse(ADMIN_ADDR, parse_addr)?,
+            connect_timeout: env.parse(CONNECT_TIMEOUT, parse_nonzero_duration)?,
+            idle_timeout: env.parse(TCP_IDLE_TIMEOUT, parse_optional_duration)?,
+            inbound_max_connections: env.parse(INBOUND_MAX_CONNECTIONS, parse_positive)?,
+            outbound_max_connections: env.parse(OUTBOUND_MAX_CONNECTIONS, parse_positive)?,
+            shutdown_grace: env.parse(SHUTDOWN_GRACE, parse_duration)?,
+            worker_threads: env.parse(WORKER_THREADS, parse_positive)?,
+            log: LogConfig {
+                filter: env.parse(LOG, parse_log_filter)?,
+                format: env.parse(LOG_FORMAT, parse_log_format)?,
+            },
+        })
+    }
+}
+
+struct Env<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Env<'_> {
+    fn parse<T>(
+        &self,
+        var: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        let value = (self.lookup)(var)
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| default_of(var).to_string());
+        parse(value.trim()).map_err(|reason| ConfigError {
+            var,
+            value,
+            reason,
+        })
+    }
+}
+
+/// The documented default of a variable in [`VARS`].
+pub fn default_of(var: &str) -> &'static str {
+    VARS.iter()
+        .find(|v| v.name == var)
+        .map(|v| v.default)
+        .unwrap_or("")
+}
+
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| "expected an IP:port address, e.g. 127.0.0.1:4140 or [::1]:4140".to_string())
+}
+
+fn parse_addrs(s: &str) -> Result<Vec<SocketAddr>, String> {
+    let addrs = s
+        .split(',')
+        .map(|a| parse_addr(a.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let ports: std::collections::HashSet<u16> = addrs.iter().map(|a| a.port()).collect();
+    if ports.len() != 1 {
+        return Err("all addresses of one listener must share one port".to_string());
+    }
+    Ok(addrs)
+}
+
+fn parse_positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err("expected a whole number greater than zero".to_string()),
+    }
+}
+
+fn parse_log_filter(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_string())
+        .map_err(|e| format!("not a valid log filter: {e}"))
+}
+
+fn parse_log_format(s: &str) -> Result<LogFormat, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "plain" => Ok(LogFormat::Plain),
+        "json" => Ok(LogFormat::Json),
+        _ => Err("expected plain or json".to_string()),
+    }
+}
+
+/// Parses `250ms`, `30s`, `5m`, `1h` (a unit is required, so `30` is not mistaken for ms).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let err = || format!("expected a duration such as 500ms, 30s, 5m or 1h, got {s:?}");
+    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| err())?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        _ => return Err(err()),
+    };
+    ms.map(Duration::from_millis).ok_or_else(err)
+}
+
+fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err("must be greater than zero".to_string()),
+        d => Ok(d),
+    }
+}
+
+/// Like [`parse_duration`], but `off` (or a zero duration) disables the timeout.
+pub fn parse_optional_duration(s: &str) -> Result<Option<Duration>, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    Ok(Some(parse_duration(s)?).filter(|d| !d.is_zero()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_issue() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.outbound_addrs, vec!["127.0.0.1:4140".parse().unwrap()]);
+        assert_eq!(c.inbound_addrs, vec!["0.0.0.0:4143".parse().unwrap()]);
+        assert_eq!(c.admin_addr, "127.0.0.1:4191".parse().unwrap());
+        assert_eq!(c.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(c.idle_timeout, None);
+        assert_eq!(c.log.format, LogFormat::Plain);
+    }
+
+    #[test]
+    fn dual_stack_lists() {
+        let c = config(&[(INBOUND_ADDR, "0.0.0.0:4143, [::]:4143")]).unwrap();
+        assert_eq!(c.inbound_addrs.len(), 2);
+        let e = config(&[(INBOUND_ADDR, "0.0.0.0:4143,[::]:4144")]).unwrap_err();
+        assert_eq!(e.var, INBOUND_ADDR);
+    }
+
+    #[test]
+    fn errors_name_the_variable() {
+        let e = config(&[(OUTBOUND_ADDR, "nonsense")]).unwrap_err();
+        assert_eq!(e.var, OUTBOUND_ADDR);
+        assert!(e.to_string().starts_with("REMORA_OUTBOUND_ADDR=\"nonsense\""));
+        assert_eq!(config(&[(SHUTDOWN_GRACE, "30")]).unwrap_err().var, SHUTDOWN_GRACE);
+        assert_eq!(config(&[(LOG_FORMAT, "xml")]).unwrap_err().var, LOG_FORMAT);
+        assert_eq!(config(&[(LOG, "info,[=")]).unwrap_err().var, LOG);
+        assert_eq!(config(&[(CONNECT_TIMEOUT, "0s")]).unwrap_err().var, CONNECT_TIMEOUT);
+        assert_eq!(
+            config(&[(INBOUND_MAX_CONNECTIONS, "0")]).unwrap_err().var,
+            INBOUND_MAX_CONNECTIONS
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("1.5s").is_err());
+        assert!(parse_duration("99999999999999999999h").is_err());
+        assert_eq!(parse_optional_duration("off").unwrap(), None);
+        assert_eq!(parse_optional_duration("0s").unwrap(), None);
+        assert_eq!(
+            parse_optional_duration("10s").unwrap(),
+            Some(Duration::from_secs(10))
+        );
+    }
+
+    #[test]
+    fn config_md_documents_every_variable() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../CONFIG.md"))
+            .expect("CONFIG.md at the workspace root");
+        for var in VARS {
+            assert!(doc.contains(var.name), "CONFIG.md does not document {}", var.name);
+            assert!(
+                doc.contains(&format!("`{}`", var.default)),
+                "CONFIG.md does not give {}'s default `{}`",
+                var.name,
+                var.default
+            );
+        }
+    }
+}

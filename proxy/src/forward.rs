@@ -1,0 +1,271 @@
+//! Opaque byte forwarding between the two sides of a proxied connection.
+//!
+//! Both directions run concurrently in one task over two fixed buffers allocated once per
+//! connection (tokio's `copy_bidirectional`); an EOF one way shuts down writing on the other
+//! side and the other way carries on (half-close). Each side is wrapped in [`Counted`], which
+//! adds the socket's bytes to its metrics as they move and notes activity for the optional idle
+//! timeout.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use remora_metrics::tcp::TcpConn;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+
+/// Bytes buffered per direction: one TLS record's worth of plaintext.
+pub const BUF_SIZE: usize = 16 * 1024;
+
+/// When either side of a connection last moved a byte, in milliseconds since `epoch`.
+#[derive(Debug)]
+pub struct Activity {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Activity {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// A stream whose reads and writes are counted into one side's TCP metrics.
+#[derive(Debug)]
+pub struct Counted<S> {
+    inner: S,
+    metrics: TcpConn,
+    activity: Option<Arc<Activity>>,
+}
+
+impl<S> Counted<S> {
+    pub fn new(inner: S, metrics: TcpConn, activity: Option<Arc<Activity>>) -> Self {
+        Counted {
+            inner,
+            metrics,
+            activity,
+        }
+    }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Records the error that ended this side, for `tcp_close_total{errno}`.
+    pub fn record_error(&mut self, e: &io::Error) {
+        if let Some(code) = e.raw_os_error() {
+            self.metrics.set_errno(errno_name(code));
+        }
+    }
+
+    #[inline]
+    fn active(&self) {
+        if let Some(a) = &self.activity {
+            a.touch();
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = res {
+            let n = buf.filled().len() - before;
+            if n > 0 {
+                self.metrics.read(n);
+                self.active();
+            }
+        }
+        res
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = res {
+            self.metrics.wrote(n);
+            self.active();
+        }
+        res
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// How a forwarded connection ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Both directions reached EOF: (bytes src → dst, bytes dst → src).
+    Closed(u64, u64),
+    /// Neither side moved a byte for the idle timeout.
+    Idle,
+    /// A read or write failed.
+    Error(io::Error),
+}
+
+/// Forwards bytes both ways between `src` and `dst` until both directions are done.
+pub async fn forward<A, B>(src: &mut A, dst: &mut B, idle: Option<(Duration, &Activity)>) -> Ended
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let copy = tokio::io::copy_bidirectional_with_sizes(src, dst, BUF_SIZE, BUF_SIZE);
+    let Some((timeout, activity)) = idle else {
+        return match copy.await {
+            Ok((a, b)) => Ended::Closed(a, b),
+            Err(e) => Ended::Error(e),
+        };
+    };
+    tokio::pin!(copy);
+    activity.touch();
+    loop {
+        let deadline = activity.last() + timeout;
+        tokio::select! {
+            res = &mut copy => return match res {
+                Ok((a, b)) => Ended::Closed(a, b),
+                Err(e) => Ended::Error(e),
+            },
+            _ = tokio::time::sleep_until(deadline) => {
+                if activity.last() + timeout <= Instant::now() {
+                    return Ended::Idle;
+                }
+            }
+        }
+    }
+}
+
+/// The conventional name of an errno, for metric labels (a fixed set, so label values stay
+/// bounded).
+pub fn errno_name(code: i32) -> &'static str {
+    use nix::errno::Errno;
+    match Errno::from_raw(code) {
+        Errno::ECONNRESET => "ECONNRESET",
+        Errno::ECONNREFUSED => "ECONNREFUSED",
+        Errno::ECONNABORTED => "ECONNABORTED",
+        Errno::EPIPE => "EPIPE",
+        Errno::ETIMEDOUT => "ETIMEDOUT",
+        Errno::EHOSTUNREACH => "EHOSTUNREACH",
+        Errno::ENETUNREACH => "ENETUNREACH",
+        Errno::ENETDOWN => "ENETDOWN",
+        Errno::EADDRNOTAVAIL => "EADDRNOTAVAIL",
+        Errno::ENOBUFS => "ENOBUFS",
+        Errno::ENOMEM => "ENOMEM",
+        Errno::EMFILE => "EMFILE",
+        _ => "EOTHER",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use remora_metrics::Registry;
+    use remora_metrics::tcp::{Direction, Peer, TcpLabels, TcpMetrics};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn sides(m: &TcpMetrics) -> (TcpConn, TcpConn) {
+        (
+            m.open(TcpLabels::new(Direction::Outbound, Peer::Src)),
+            m.open(TcpLabels::new(Direction::Outbound, Peer::Dst)),
+        )
+    }
+
+    #[tokio::test]
+    async fn forwards_both_ways_with_half_close_and_counts() {
+        let mut reg = Registry::default();
+        let m = TcpMetrics::register(&mut reg);
+        let (mut client, proxy_src) = tokio::io::duplex(64);
+        let (proxy_dst, mut server) = tokio::io::duplex(64);
+        let (s, d) = sides(&m);
+        let task = tokio::spawn(async move {
+            let mut src = Counted::new(proxy_src, s, None);
+            let mut dst = Counted::new(proxy_dst, d, None);
+            forward(&mut src, &mut dst, None).await
+        });
+        let payload: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
+        client.write_all(&payload).await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, payload);
+        // The other direction still works after the client's FIN.
+        server.write_all(b"reply after eof").await.unwrap();
+        server.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        client.read_to_end(&mut reply).await.unwrap();
+        assert_eq!(reply, b"reply after eof");
+        match task.await.unwrap() {
+            Ended::Closed(a, b) => assert_eq!((a, b), (10_000, 15)),
+            other => panic!("unexpected end: {other:?}"),
+        }
+        let text = remora_metrics::encode(&reg).unwrap();
+        assert!(text.contains(r#"tcp_read_bytes_total{direction="outbound",peer="src"} 10000"#));
+        assert!(text.contains(r#"tcp_write_bytes_total{direction="outbound",peer="dst"} 10000"#));
+        assert!(text.contains(r#"tcp_read_bytes_total{direction="outbound",peer="dst"} 15"#));
+        assert!(text.contains(r#"tcp_write_bytes_total{direction="outbound",peer="src"} 15"#));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_timeout_fires_only_when_idle() {
+        let mut reg = Registry::default();
+        let m = TcpMetrics::register(&mut reg);
+        let (mut client, proxy_src) = tokio::io::duplex(64);
+        let (proxy_dst, mut server) = tokio::io::duplex(64);
+        let (s, d) = sides(&m);
+        let activity = Activity::new();
+        let a2 = activity.clone();
+        let task = tokio::spawn(async move {
+            let mut src = Counted::new(proxy_src, s, Some(a2.clone()));
+            let mut dst = Counted::new(proxy_dst, d, Some(a2.clone()));
+            forward(&mut src, &mut dst, Some((Duration::from_secs(10), &a2))).await
+        });
+        // Activity every 6 s keeps it open past the 10 s timeout.
+        let mut buf = [0u8; 1];
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            client.write_all(b"x").await.unwrap();
+            server.read_exact(&mut buf).await.unwrap();
+        }
+        assert!(!task.is_finished());
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        assert!(matches!(task.await.unwrap(), Ended::Idle));
+        drop(activity);
+    }
+
+    #[test]
+    fn errno_names_are_bounded() {
+        assert_eq!(errno_name(nix::libc::ECONNRESET), "ECONNRESET");
+        assert_eq!(errno_name(nix::libc::EPIPE), "EPIPE");
+        assert_eq!(errno_name(9999), "EOTHER");
+    }
+}

@@ -1,0 +1,38 @@
+//! Remora's data plane: the sidecar proxy and its pod setup.
+//!
+//! An app's outbound connections are redirected by iptables to the outbound listener, which
+//! learns their original destination (`SO_ORIGINAL_DST`) and forwards them; other pods'
+//! connections to this pod are redirected to the inbound listener, which forwards them to the
+//! app at the pod's own address. The admin listener serves probes, metrics and shutdown.
+//!
+//! # Layout
+//! - [`config`]: every `REMORA_*` variable, parsed once into [`config::Config`].
+//! - [`app`]: binds the listeners and runs inbound, outbound and admin until drained.
+//! - [`outbound`], [`inbound`]: per-connection decisions of each listener.
+//! - [`listen`]: binding and the shared accept loop (connection limit, drain).
+//! - [`tcp`], [`forward`]: connect with a timeout, then counted two-way forwarding.
+//! - [`orig_dst`], [`own`]: the original destination and the proxy's own addresses.
+//! - [`admin`]: `/live`, `/ready`, `/metrics`, `/shutdown`.
+//! - [`drain`]: the process-wide two-phase shutdown signal.
+//! - [`init`]: `remora init`, the iptables rules that redirect a pod's traffic.
+//! - [`log`], [`rlimit`]: process setup.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod drain;
+pub mod forward;
+pub mod inbound;
+pub mod init;
+pub mod listen;
+pub mod log;
+pub mod orig_dst;
+pub mod outbound;
+pub mod own;
+pub mod rlimit;
+pub mod tcp;
+
+pub use app::Proxy;
+pub use config::Config;

@@ -1,0 +1,91 @@
+//! The L4 path shared by inbound and outbound: connect to a target (with a timeout), then
+//! forward bytes both ways with both sides counted, and log how the connection ended.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use remora_metrics::tcp::{Direction, Peer, RefuseReason, TcpLabels, TcpMetrics};
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use crate::forward::{Activity, Counted, Ended, forward};
+
+/// Settings of the L4 path.
+#[derive(Clone, Debug)]
+pub struct TcpCtx {
+    pub direction: Direction,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub metrics: TcpMetrics,
+}
+
+/// Why a connect failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {addr} timed out after {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("connect to {addr} failed: {source}")]
+    Io { addr: SocketAddr, source: io::Error },
+}
+
+/// Connects to `addr` within `timeout`, with `TCP_NODELAY` set.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ConnectError::Timeout { addr, timeout }),
+        Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
+        Ok(Ok(s)) => s,
+    };
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "set TCP_NODELAY failed");
+    }
+    Ok(stream)
+}
+
+/// Closes a connection with a RST rather than a FIN, so the peer sees an error rather than a
+/// clean end (used when the other side failed).
+pub fn reset(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+}
+
+/// Connects to `target` and forwards `client` to it until both directions are done.
+pub async fn proxy_to(ctx: &TcpCtx, client: TcpStream, target: SocketAddr) {
+    let upstream = match connect(target, ctx.connect_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.metrics
+                .refused(ctx.direction, RefuseReason::ConnectFailed);
+            warn!(error = %e, "closing the client connection");
+            reset(client);
+            return;
+        }
+    };
+    let activity = ctx.idle_timeout.map(|_| Activity::new());
+    let mut src = Counted::new(
+        client,
+        ctx.metrics.open(TcpLabels::new(ctx.direction, Peer::Src)),
+        activity.clone(),
+    );
+    let mut dst = Counted::new(
+        upstream,
+        ctx.metrics.open(TcpLabels::new(ctx.direction, Peer::Dst)),
+        activity.clone(),
+    );
+    let idle = ctx.idle_timeout.zip(activity.as_deref());
+    match forward(&mut src, &mut dst, idle).await {
+        Ended::Closed(sent, received) => {
+            debug!(%target, sent, received, "connection closed");
+        }
+        Ended::Idle => {
+            info!(%target, timeout = ?ctx.idle_timeout, "closing idle connection");
+        }
+        Ended::Error(e) => {
+            debug!(%target, error = %e, "connection ended with an error");
+            src.record_error(&e);
+            dst.record_error(&e);
+            let _ = socket2::SockRef::from(src.get_ref()).set_linger(Some(Duration::ZERO));
+            let _ = socket2::SockRef::from(dst.get_ref()).set_linger(Some(Duration::ZERO));
+        }
+    }
+}
