@@ -246,9 +246,11 @@ mod tests {
         drop(conn);
         let text = render(&reg);
         assert!(text.contains(r#"tcp_open_connections{direction="inbound",peer="src"} 0"#));
-        assert!(text.contains(
-            r#"tcp_close_total{direction="inbound",peer="src",errno="ECONNRESET"} 1"#
-        ));
+        assert!(
+            text.contains(
+                r#"tcp_close_total{direction="inbound",peer="src",errno="ECONNRESET"} 1"#
+            )
+        );
     }
 
     #[test]
@@ -258,8 +260,8 @@ mod tests {
         m.refused(Direction::Outbound, RefuseReason::ConnectionLimit);
         m.refused(Direction::Outbound, RefuseReason::ConnectionLimit);
         let text = render(&reg);
-        assert!(text.contains(
-            r#"tcp_refused_total{direction="outbound",reason="connection_limit"} 2"#
-        ));
+        assert!(
+            text.contains(r#"tcp_refused_total{direction="outbound",reason="connection_limit"} 2"#)
+        );
     }
 }

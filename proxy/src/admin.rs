@@ -90,7 +90,10 @@ fn route(state: &AdminState, peer: SocketAddr, req: Request<Incoming>) -> Respon
                 )
                 .body(Full::new(Bytes::from(body)))
                 .unwrap_or_default(),
-            Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "encoding failed\n".into()),
+            Err(_) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encoding failed\n".into(),
+            ),
         },
         (&Method::POST, "/shutdown") => {
             if !peer.ip().to_canonical().is_loopback() {
@@ -104,9 +107,10 @@ fn route(state: &AdminState, peer: SocketAddr, req: Request<Incoming>) -> Respon
             state.drain.signal();
             text(StatusCode::OK, "shutdown\n".into())
         }
-        (_, "/live" | "/ready" | "/metrics" | "/shutdown") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into())
-        }
+        (_, "/live" | "/ready" | "/metrics" | "/shutdown") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+        ),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
 }

@@ -49,7 +49,10 @@ fn bind_all(var: &'static str, addrs: &[SocketAddr]) -> Result<Vec<TcpListener>,
 }
 
 fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
-    listeners.iter().filter_map(|l| l.local_addr().ok()).collect()
+    listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect()
 }
 
 impl Proxy {

@@ -168,11 +168,7 @@ impl Env<'_> {
         let value = (self.lookup)(var)
             .filter(|v| !v.trim().is_empty())
             .unwrap_or_else(|| default_of(var).to_string());
-        parse(value.trim()).map_err(|reason| ConfigError {
-            var,
-            value,
-            reason,
-        })
+        parse(value.trim()).map_err(|reason| ConfigError { var, value, reason })
     }
 }
 
@@ -289,11 +285,20 @@ mod tests {
     fn errors_name_the_variable() {
         let e = config(&[(OUTBOUND_ADDR, "nonsense")]).unwrap_err();
         assert_eq!(e.var, OUTBOUND_ADDR);
-        assert!(e.to_string().starts_with("REMORA_OUTBOUND_ADDR=\"nonsense\""));
-        assert_eq!(config(&[(SHUTDOWN_GRACE, "30")]).unwrap_err().var, SHUTDOWN_GRACE);
+        assert!(
+            e.to_string()
+                .starts_with("REMORA_OUTBOUND_ADDR=\"nonsense\"")
+        );
+        assert_eq!(
+            config(&[(SHUTDOWN_GRACE, "30")]).unwrap_err().var,
+            SHUTDOWN_GRACE
+        );
         assert_eq!(config(&[(LOG_FORMAT, "xml")]).unwrap_err().var, LOG_FORMAT);
         assert_eq!(config(&[(LOG, "info,[=")]).unwrap_err().var, LOG);
-        assert_eq!(config(&[(CONNECT_TIMEOUT, "0s")]).unwrap_err().var, CONNECT_TIMEOUT);
+        assert_eq!(
+            config(&[(CONNECT_TIMEOUT, "0s")]).unwrap_err().var,
+            CONNECT_TIMEOUT
+        );
         assert_eq!(
             config(&[(INBOUND_MAX_CONNECTIONS, "0")]).unwrap_err().var,
             INBOUND_MAX_CONNECTIONS
@@ -322,7 +327,11 @@ mod tests {
         let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../CONFIG.md"))
             .expect("CONFIG.md at the workspace root");
         for var in VARS {
-            assert!(doc.contains(var.name), "CONFIG.md does not document {}", var.name);
+            assert!(
+                doc.contains(var.name),
+                "CONFIG.md does not document {}",
+                var.name
+            );
             assert!(
                 doc.contains(&format!("`{}`", var.default)),
                 "CONFIG.md does not give {}'s default `{}`",

@@ -49,7 +49,9 @@ impl Drain {
 
     /// Waits up to `grace` for tracked work to finish; true if it all did.
     pub async fn wait(&self, grace: Duration) -> bool {
-        tokio::time::timeout(grace, self.tracker.wait()).await.is_ok()
+        tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_ok()
     }
 }
 

@@ -128,11 +128,17 @@ mod tests {
             Decision::Refuse(RefuseReason::Direct)
         );
         assert_eq!(
-            decide(OrigDst::Redirected("192.0.2.10:8080".parse().unwrap()), &own),
+            decide(
+                OrigDst::Redirected("192.0.2.10:8080".parse().unwrap()),
+                &own
+            ),
             Decision::Refuse(RefuseReason::NotLocal)
         );
         let app = "127.0.0.1:8080".parse().unwrap();
-        assert_eq!(decide(OrigDst::Redirected(app), &own), Decision::Forward(app));
+        assert_eq!(
+            decide(OrigDst::Redirected(app), &own),
+            Decision::Forward(app)
+        );
         assert_eq!(
             decide(OrigDst::Redirected("127.0.0.1:4191".parse().unwrap()), &own),
             Decision::Refuse(RefuseReason::Loop)

@@ -200,7 +200,16 @@ impl InitConfig {
                 family,
                 false,
                 &[
-                    "-A", chain, "-p", "tcp", "-m", "multiport", "--dports", &ports, "-j", "RETURN",
+                    "-A",
+                    chain,
+                    "-p",
+                    "tcp",
+                    "-m",
+                    "multiport",
+                    "--dports",
+                    &ports,
+                    "-j",
+                    "RETURN",
                 ],
             ));
         }
@@ -208,7 +217,16 @@ impl InitConfig {
         cmds.push(cmd(
             family,
             false,
-            &["-A", chain, "-p", "tcp", "-j", "REDIRECT", "--to-ports", &to],
+            &[
+                "-A",
+                chain,
+                "-p",
+                "tcp",
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                &to,
+            ],
         ));
         cmds.push(cmd(family, false, &["-A", "PREROUTING", "-j", chain]));
     }
@@ -220,29 +238,64 @@ impl InitConfig {
         cmds.push(cmd(
             family,
             false,
-            &["-A", chain, "-m", "owner", "--uid-owner", &uid, "-j", "RETURN"],
+            &[
+                "-A",
+                chain,
+                "-m",
+                "owner",
+                "--uid-owner",
+                &uid,
+                "-j",
+                "RETURN",
+            ],
         ));
-        cmds.push(cmd(family, false, &["-A", chain, "-o", "lo", "-j", "RETURN"]));
+        cmds.push(cmd(
+            family,
+            false,
+            &["-A", chain, "-o", "lo", "-j", "RETURN"],
+        ));
         for ports in multiport_groups(&self.skip_outbound_ports) {
             cmds.push(cmd(
                 family,
                 false,
                 &[
-                    "-A", chain, "-p", "tcp", "-m", "multiport", "--dports", &ports, "-j", "RETURN",
+                    "-A",
+                    chain,
+                    "-p",
+                    "tcp",
+                    "-m",
+                    "multiport",
+                    "--dports",
+                    &ports,
+                    "-j",
+                    "RETURN",
                 ],
             ));
         }
         for subnet in &self.skip_subnets {
             if subnet.addr.is_ipv4() == (family == Family::V4) {
                 let net = subnet.to_string();
-                cmds.push(cmd(family, false, &["-A", chain, "-d", &net, "-j", "RETURN"]));
+                cmds.push(cmd(
+                    family,
+                    false,
+                    &["-A", chain, "-d", &net, "-j", "RETURN"],
+                ));
             }
         }
         let to = self.outbound_port.to_string();
         cmds.push(cmd(
             family,
             false,
-            &["-A", chain, "-p", "tcp", "-j", "REDIRECT", "--to-ports", &to],
+            &[
+                "-A",
+                chain,
+                "-p",
+                "tcp",
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                &to,
+            ],
         ));
         cmds.push(cmd(family, false, &["-A", "OUTPUT", "-j", chain]));
     }
@@ -273,10 +326,7 @@ fn multiport_groups(ports: &[PortRange]) -> Vec<String> {
 #[derive(Debug, thiserror::Error)]
 pub enum InitError {
     #[error("cannot run `{cmd}`: {source} (is iptables installed?)")]
-    Spawn {
-        cmd: String,
-        source: std::io::Error,
-    },
+    Spawn { cmd: String, source: std::io::Error },
     #[error("`{cmd}` failed ({status}): {stderr}")]
     Failed {
         cmd: String,
@@ -363,12 +413,20 @@ mod tests {
         assert!(all.contains(
             &"iptables -w -t nat -A REMORA_OUTBOUND -d 10.0.0.0/8 -j RETURN".to_string()
         ));
-        assert!(all.contains(
-            &"ip6tables -w -t nat -A REMORA_OUTBOUND -d fd00::/8 -j RETURN".to_string()
-        ));
+        assert!(
+            all.contains(
+                &"ip6tables -w -t nat -A REMORA_OUTBOUND -d fd00::/8 -j RETURN".to_string()
+            )
+        );
         // Subnets only go to their own family.
-        assert!(!all.iter().any(|l| l.starts_with("iptables") && l.contains("fd00::/8")));
-        assert!(!all.iter().any(|l| l.starts_with("ip6tables") && l.contains("10.0.0.0/8")));
+        assert!(
+            !all.iter()
+                .any(|l| l.starts_with("iptables") && l.contains("fd00::/8"))
+        );
+        assert!(
+            !all.iter()
+                .any(|l| l.starts_with("ip6tables") && l.contains("10.0.0.0/8"))
+        );
     }
 
     #[test]
@@ -388,21 +446,37 @@ mod tests {
         assert_eq!(groups.len(), 2);
         assert_eq!(groups[0].split(',').count(), 15);
         let ranges: Vec<PortRange> = (0..8)
-            .map(|i| format!("{}-{}", 1000 + i * 10, 1005 + i * 10).parse().unwrap())
+            .map(|i| {
+                format!("{}-{}", 1000 + i * 10, 1005 + i * 10)
+                    .parse()
+                    .unwrap()
+            })
             .collect();
         let groups = multiport_groups(&ranges);
-        assert_eq!(groups.iter().map(|g| g.split(',').count()).collect::<Vec<_>>(), [7, 1]);
+        assert_eq!(
+            groups
+                .iter()
+                .map(|g| g.split(',').count())
+                .collect::<Vec<_>>(),
+            [7, 1]
+        );
     }
 
     #[test]
     fn parses_ports_and_subnets() {
         assert_eq!(
             "80".parse::<PortRange>().unwrap(),
-            PortRange { first: 80, last: 80 }
+            PortRange {
+                first: 80,
+                last: 80
+            }
         );
         assert_eq!(
             "8000:8080".parse::<PortRange>().unwrap(),
-            PortRange { first: 8000, last: 8080 }
+            PortRange {
+                first: 8000,
+                last: 8080
+            }
         );
         assert!("0".parse::<PortRange>().is_err());
         assert!("90-80".parse::<PortRange>().is_err());

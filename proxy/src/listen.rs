@@ -82,7 +82,10 @@ where
             continue;
         };
         if at_limit {
-            debug!(direction = ctx.direction.as_str(), "below the connection limit again");
+            debug!(
+                direction = ctx.direction.as_str(),
+                "below the connection limit again"
+            );
             at_limit = false;
         }
         if let Err(e) = stream.set_nodelay(true) {

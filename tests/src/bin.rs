@@ -1,0 +1,82 @@
+//! The `remora` binary under test. The first call in a test process runs `cargo build` for the
+//! same profile the tests were built with, so the harness never runs a stale binary; later calls
+//! reuse that path. If uid 2102 could not read or execute it where cargo put it, it is copied to
+//! a world-readable directory.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+static BIN: OnceLock<PathBuf> = OnceLock::new();
+
+/// Path of a freshly built `remora` binary, executable by any uid.
+pub fn remora() -> &'static Path {
+    BIN.get_or_init(build)
+}
+
+fn build() -> PathBuf {
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(&workspace).args([
+        "build",
+        "--quiet",
+        "-p",
+        "remora",
+        "--bin",
+        "remora",
+        "--message-format=json",
+    ]);
+    if !cfg!(debug_assertions) {
+        cmd.arg("--release");
+    }
+    let out = cmd.output().expect("run cargo build");
+    assert!(
+        out.status.success(),
+        "cargo build of remora failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let exe = stdout
+        .lines()
+        .filter(|l| {
+            l.contains(r#""reason":"compiler-artifact""#) && l.contains(r#""name":"remora""#)
+        })
+        .find_map(|l| {
+            let start = l.find(r#""executable":""#)? + r#""executable":""#.len();
+            let end = l[start..].find('"')? + start;
+            Some(PathBuf::from(&l[start..end]))
+        })
+        .expect("cargo reported the remora executable");
+    if readable_by_all(&exe) {
+        exe
+    } else {
+        copy_world_readable(&exe)
+    }
+}
+
+fn readable_by_all(path: &Path) -> bool {
+    let mode = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0)
+    };
+    if mode(path) & 0o005 != 0o005 {
+        return false;
+    }
+    path.ancestors()
+        .skip(1)
+        .filter(|p| !p.as_os_str().is_empty())
+        .all(|dir| mode(dir) & 0o001 != 0)
+}
+
+fn copy_world_readable(exe: &Path) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rmt{}-bin", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create binary dir");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    let dst = dir.join("remora");
+    std::fs::copy(exe, &dst).expect("copy remora");
+    std::fs::set_permissions(&dst, std::fs::Permissions::from_mode(0o755)).expect("chmod bin");
+    dst
+}

@@ -1,0 +1,430 @@
+//! [`Net`] (a cluster network: a bridge in its own namespace) and [`Pod`] (a namespace on it,
+//! optionally meshed with `remora init` + `remora proxy` as uid 2102).
+//!
+//! Addresses: the bridge is `10.213.0.1/24` and `fd00:5ee::1/64`; pod `n` gets `10.213.0.n` and
+//! `fd00:5ee::n`. Networks never share a bridge, so parallel tests may reuse these addresses.
+
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::admin::{self, Metrics};
+use crate::apps::{App, AppHandle, connect_in};
+use crate::{bin, eventually, netns};
+
+/// uid the proxy runs as (what `remora init` exempts).
+pub const PROXY_UID: u32 = 2102;
+pub const ADMIN_PORT: u16 = 4191;
+
+#[derive(Debug)]
+struct NetInner {
+    bridge_ns: String,
+    next_host: AtomicU8,
+    pods: Mutex<Vec<String>>,
+}
+
+impl Drop for NetInner {
+    fn drop(&mut self) {
+        let pods = self.pods.lock().map(|p| p.clone()).unwrap_or_default();
+        for ns in pods {
+            netns::delete(&ns);
+        }
+        netns::delete(&self.bridge_ns);
+    }
+}
+
+/// A cluster network. Deleted, with every pod on it, when the last handle goes.
+#[derive(Clone, Debug)]
+pub struct Net {
+    inner: Arc<NetInner>,
+}
+
+impl Net {
+    /// Makes a new network, or returns `None` when namespaces are unavailable and not required
+    /// (see [`netns::require`]).
+    pub fn new() -> Option<Net> {
+        if !netns::require() {
+            return None;
+        }
+        let ns = netns::unique("br");
+        let inner = Arc::new(NetInner {
+            bridge_ns: ns.clone(),
+            next_host: AtomicU8::new(2),
+            pods: Mutex::new(Vec::new()),
+        });
+        netns::ip(&["netns", "add", &ns]);
+        netns::ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        netns::ip(&["-n", &ns, "link", "add", "br0", "type", "bridge"]);
+        netns::ip(&["-n", &ns, "addr", "add", "10.213.0.1/24", "dev", "br0"]);
+        netns::ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            "fd00:5ee::1/64",
+            "dev",
+            "br0",
+            "nodad",
+        ]);
+        netns::ip(&["-n", &ns, "link", "set", "br0", "up"]);
+        Some(Net { inner })
+    }
+
+    /// Starts describing a pod on this network.
+    pub fn pod(&self, name: &str) -> PodBuilder {
+        PodBuilder {
+            net: self.inner.clone(),
+            name: name.to_string(),
+            apps: Vec::new(),
+            meshed: false,
+            env: Vec::new(),
+            init_args: Vec::new(),
+        }
+    }
+
+    /// Every namespace this network made (the bridge's and its pods').
+    pub fn namespaces(&self) -> Vec<String> {
+        let mut all = self
+            .inner
+            .pods
+            .lock()
+            .map(|p| p.clone())
+            .unwrap_or_default();
+        all.push(self.inner.bridge_ns.clone());
+        all
+    }
+}
+
+/// A pod being described; [`start`](PodBuilder::start) creates it.
+#[derive(Debug)]
+pub struct PodBuilder {
+    net: Arc<NetInner>,
+    name: String,
+    apps: Vec<App>,
+    meshed: bool,
+    env: Vec<(String, String)>,
+    init_args: Vec<String>,
+}
+
+impl PodBuilder {
+    pub fn app(mut self, app: App) -> Self {
+        self.apps.push(app);
+        self
+    }
+
+    /// Runs `remora init` and `remora proxy` (as uid 2102) in the pod.
+    pub fn meshed(mut self) -> Self {
+        self.meshed = true;
+        self
+    }
+
+    /// Sets a variable in the proxy's environment.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_string(), value.to_string()));
+        self
+    }
+
+    /// Extra arguments for `remora init`.
+    pub fn init_args(mut self, args: &[&str]) -> Self {
+        self.init_args.extend(args.iter().map(|a| a.to_string()));
+        self
+    }
+
+    pub async fn start(self) -> Pod {
+        let host = self.net.next_host.fetch_add(1, Ordering::Relaxed);
+        assert!(host < 250, "too many pods on one network");
+        let ns = netns::unique(&self.name);
+        self.net.pods.lock().unwrap().push(ns.clone());
+        let br = &self.net.bridge_ns;
+        let veth = format!("v{host}");
+        let ip4 = Ipv4Addr::new(10, 213, 0, host);
+        let ip6: Ipv6Addr = format!("fd00:5ee::{host}").parse().unwrap();
+        netns::ip(&["netns", "add", &ns]);
+        netns::ip(&["-n", &ns, "link", "set", "lo", "up"]);
+        netns::ip(&[
+            "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &veth, "netns", br,
+        ]);
+        netns::ip(&["-n", br, "link", "set", &veth, "master", "br0", "up"]);
+        netns::ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{ip4}/24"),
+            "dev",
+            "eth0",
+        ]);
+        netns::ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{ip6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ]);
+        netns::ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+        netns::ip(&["-n", &ns, "route", "add", "default", "via", "10.213.0.1"]);
+        netns::ip(&[
+            "-n",
+            &ns,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            "fd00:5ee::1",
+        ]);
+
+        let apps = self
+            .apps
+            .into_iter()
+            .map(|app| app.start(&ns).expect("start app"))
+            .collect();
+        let mut pod = Pod {
+            _net: self.net.clone(),
+            name: self.name,
+            ns,
+            ip4,
+            ip6,
+            apps,
+            proxy: None,
+        };
+        if self.meshed {
+            pod.mesh(&self.init_args, &self.env).await;
+        }
+        pod
+    }
+}
+
+/// A running pod. Its proxy is killed and its namespace deleted when it is dropped.
+#[derive(Debug)]
+pub struct Pod {
+    _net: Arc<NetInner>,
+    pub name: String,
+    pub ns: String,
+    ip4: Ipv4Addr,
+    ip6: Ipv6Addr,
+    apps: Vec<AppHandle>,
+    proxy: Option<ProxyProcess>,
+}
+
+impl Pod {
+    pub fn ip4(&self) -> Ipv4Addr {
+        self.ip4
+    }
+
+    pub fn ip6(&self) -> Ipv6Addr {
+        self.ip6
+    }
+
+    pub fn addr4(&self, port: u16) -> SocketAddr {
+        SocketAddr::from((self.ip4, port))
+    }
+
+    pub fn addr6(&self, port: u16) -> SocketAddr {
+        SocketAddr::from((self.ip6, port))
+    }
+
+    /// The `i`th app, in the order they were added.
+    pub fn app(&self, i: usize) -> &AppHandle {
+        &self.apps[i]
+    }
+
+    /// Opens a connection from inside the pod (as the app would, so it is intercepted when the
+    /// pod is meshed).
+    pub async fn connect(&self, addr: SocketAddr) -> std::io::Result<TcpStream> {
+        connect_in(&self.ns, addr).await
+    }
+
+    /// Runs a command inside the pod's namespace (as root).
+    pub fn exec(&self, program: &str, args: &[&str]) -> Result<String, String> {
+        let mut all = vec!["netns", "exec", &self.ns, program];
+        all.extend_from_slice(args);
+        netns::run("ip", &all)
+    }
+
+    /// Runs `ip <args>` inside the pod.
+    pub fn ip(&self, args: &[&str]) {
+        let mut all = vec!["-n", &self.ns];
+        all.extend_from_slice(args);
+        netns::ip(&all);
+    }
+
+    /// The pod's proxy. Panics if the pod is not meshed.
+    pub fn proxy(&self) -> &ProxyProcess {
+        self.proxy.as_ref().expect("the pod is meshed")
+    }
+
+    pub fn proxy_mut(&mut self) -> &mut ProxyProcess {
+        self.proxy.as_mut().expect("the pod is meshed")
+    }
+
+    /// Sends a request to the proxy's admin listener from inside the pod.
+    pub async fn admin(&self, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+        let conn = connect_in(&self.ns, SocketAddr::from(([127, 0, 0, 1], ADMIN_PORT))).await?;
+        admin::request(conn, method, path).await
+    }
+
+    /// Scrapes the proxy's `/metrics`.
+    pub async fn metrics(&self) -> Metrics {
+        let (status, text) = self
+            .admin("GET", "/metrics")
+            .await
+            .expect("scrape /metrics");
+        assert_eq!(status, 200, "GET /metrics: {text}");
+        Metrics { text }
+    }
+
+    async fn mesh(&mut self, init_args: &[String], env: &[(String, String)]) {
+        let bin = bin::remora().to_str().expect("utf-8 path").to_string();
+        let mut args: Vec<&str> = vec!["init"];
+        args.extend(init_args.iter().map(String::as_str));
+        if let Err(e) = self.exec(&bin, &args) {
+            panic!("remora init in pod {}: {e}", self.name);
+        }
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns, "setpriv"])
+            .arg(format!("--reuid={PROXY_UID}"))
+            .arg(format!("--regid={PROXY_UID}"))
+            .args(["--clear-groups", "--", &bin, "proxy"])
+            .env_clear()
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .env("REMORA_INBOUND_ADDR", "0.0.0.0:4143,[::]:4143")
+            .env("REMORA_OUTBOUND_ADDR", "127.0.0.1:4140,[::1]:4140")
+            .env("REMORA_LOG", "info,remora_proxy=debug");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let proxy = ProxyProcess::spawn(&self.name, cmd);
+        self.proxy = Some(proxy);
+        let ready = eventually(Duration::from_secs(30), || async {
+            matches!(self.admin("GET", "/ready").await, Ok((200, _))) || !self.proxy().is_running()
+        })
+        .await;
+        let proxy = self.proxy();
+        assert!(
+            ready && proxy.is_running(),
+            "proxy of pod {} did not become ready; its log:\n{}",
+            self.name,
+            proxy.log()
+        );
+    }
+}
+
+impl Drop for Pod {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(p) = &self.proxy
+        {
+            eprintln!("--- log of pod {}'s proxy ---\n{}", self.name, p.log());
+        }
+        self.proxy.take();
+        self.apps.clear();
+        netns::delete(&self.ns);
+    }
+}
+
+/// A `remora proxy` process. Killed (SIGKILL) when dropped if still running.
+#[derive(Debug)]
+pub struct ProxyProcess {
+    child: Child,
+    log: Arc<Mutex<String>>,
+    status: Option<ExitStatus>,
+}
+
+impl ProxyProcess {
+    fn spawn(name: &str, mut cmd: Command) -> Self {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn the proxy of pod {name}: {e}"));
+        let log = Arc::new(Mutex::new(String::new()));
+        for out in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    if let Ok(mut l) = log.lock() {
+                        l.push_str(&line);
+                        l.push('\n');
+                    }
+                }
+            });
+        }
+        ProxyProcess {
+            child,
+            log,
+            status: None,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Everything the proxy has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    pub fn is_running(&self) -> bool {
+        std::path::Path::new(&format!("/proc/{}", self.pid())).exists() && self.zombie_free()
+    }
+
+    fn zombie_free(&self) -> bool {
+        std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).expect("signal proxy");
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status if it did.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let end = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.status {
+                return Some(s);
+            }
+            if let Ok(Some(s)) = self.child.try_wait() {
+                self.status = Some(s);
+                return Some(s);
+            }
+            if tokio::time::Instant::now() >= end {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,175 @@
+//! The `remora` command line as a user meets it, without root: help texts, configuration
+//! errors, `init --dry-run`, and the refusals of connections that were not redirected.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use remora_tests::admin::{Metrics, request};
+use remora_tests::bin::remora;
+use remora_tests::eventually;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = Command::new(remora())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn proxy_help_lists_every_variable_with_its_default() {
+    let (code, out, _) = run(&["proxy", "--help"], &[]);
+    assert_eq!(code, 0);
+    for var in remora_proxy_vars() {
+        assert!(out.contains(var), "--help lacks {var}:\n{out}");
+    }
+    assert!(out.contains("[127.0.0.1:4140]"));
+}
+
+fn remora_proxy_vars() -> Vec<&'static str> {
+    vec![
+        "REMORA_OUTBOUND_ADDR",
+        "REMORA_INBOUND_ADDR",
+        "REMORA_ADMIN_ADDR",
+        "REMORA_CONNECT_TIMEOUT",
+        "REMORA_TCP_IDLE_TIMEOUT",
+        "REMORA_INBOUND_MAX_CONNECTIONS",
+        "REMORA_OUTBOUND_MAX_CONNECTIONS",
+        "REMORA_SHUTDOWN_GRACE",
+        "REMORA_LOG",
+        "REMORA_LOG_FORMAT",
+    ]
+}
+
+#[test]
+fn bad_configuration_exits_64_naming_the_variable() {
+    for (var, value) in [
+        ("REMORA_OUTBOUND_ADDR", "localhost"),
+        ("REMORA_SHUTDOWN_GRACE", "soon"),
+        ("REMORA_LOG", "info,[="),
+        ("REMORA_LOG_FORMAT", "xml"),
+    ] {
+        let (code, _, err) = run(&["proxy"], &[(var, value)]);
+        assert_eq!(code, 64, "{var}={value}: {err}");
+        assert!(err.contains(var), "{var}: {err}");
+    }
+    let (code, _, _) = run(&["init", "--skip-subnets", "10.0.0.0/99"], &[]);
+    assert_eq!(code, 64);
+}
+
+#[test]
+fn init_dry_run_prints_the_commands() {
+    let (code, out, _) = run(
+        &[
+            "init",
+            "--dry-run",
+            "--skip-inbound-ports",
+            "22",
+            "--skip-subnets",
+            "10.96.0.0/12",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0);
+    for line in [
+        "iptables -w -t nat -A REMORA_INBOUND -p tcp -m multiport --dports 4191,22 -j RETURN",
+        "iptables -w -t nat -A REMORA_OUTBOUND -m owner --uid-owner 2102 -j RETURN",
+        "iptables -w -t nat -A REMORA_OUTBOUND -d 10.96.0.0/12 -j RETURN",
+        "ip6tables -w -t nat -A REMORA_OUTBOUND -p tcp -j REDIRECT --to-ports 4140",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing {line:?} in:\n{out}"
+        );
+    }
+}
+
+/// A proxy on its own loopback address (127.88.x.y), so tests never fight over ports.
+struct LocalProxy {
+    child: std::process::Child,
+    ip: String,
+}
+
+impl LocalProxy {
+    fn start(last_octet: u8) -> Self {
+        let ip = format!("127.88.{}.{last_octet}", std::process::id() % 250);
+        let child = Command::new(remora())
+            .arg("proxy")
+            .env("REMORA_OUTBOUND_ADDR", format!("{ip}:4140"))
+            .env("REMORA_INBOUND_ADDR", format!("{ip}:4143"))
+            .env("REMORA_ADMIN_ADDR", format!("{ip}:4191"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        LocalProxy { child, ip }
+    }
+
+    fn addr(&self, port: u16) -> SocketAddr {
+        format!("{}:{port}", self.ip).parse().unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let conn = TcpStream::connect(self.addr(4191)).await.ok()?;
+        request(conn, "GET", path).await.ok()
+    }
+}
+
+impl Drop for LocalProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn unredirected_connections_are_refused_and_counted() {
+    let p = LocalProxy::start(1);
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            matches!(p.get("/ready").await, Some((200, _)))
+        })
+        .await,
+        "proxy became ready"
+    );
+    // Straight to the outbound listener: explicit mode, not supported yet. Straight to the
+    // inbound listener: the direct path, which needs mTLS.
+    for port in [4140, 4143] {
+        let mut conn = TcpStream::connect(p.addr(port)).await.unwrap();
+        let mut buf = [0u8; 1];
+        let res = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await;
+        assert!(
+            matches!(res, Ok(Ok(0)) | Ok(Err(_))),
+            "port {port}: {res:?}"
+        );
+    }
+    let (_, text) = p.get("/metrics").await.unwrap();
+    let m = Metrics { text };
+    assert_eq!(
+        m.get(
+            "tcp_refused_total",
+            &[("direction", "outbound"), ("reason", "explicit")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.get(
+            "tcp_refused_total",
+            &[("direction", "inbound"), ("reason", "direct")]
+        ),
+        1.0
+    );
+    assert_eq!(m.get("tcp_open_total", &[]), 0.0);
+    assert_eq!(p.get("/live").await.unwrap().0, 200);
+    assert_eq!(p.get("/nope").await.unwrap().0, 404);
+}
