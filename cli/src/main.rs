@@ -3,6 +3,8 @@
 
 #![forbid(unsafe_code)]
 
+mod certs;
+mod control;
 mod init;
 mod proxy;
 
@@ -29,6 +31,8 @@ struct Cli {
 enum Command {
     Proxy(proxy::ProxyArgs),
     Init(init::InitArgs),
+    Certs(certs::CertsArgs),
+    Control(control::ControlArgs),
 }
 
 fn main() -> ExitCode {
@@ -47,5 +51,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Proxy(args) => proxy::main(args),
         Command::Init(args) => init::main(args),
+        Command::Certs(args) => certs::main(args),
+        Command::Control(args) => control::main(args),
     }
 }

@@ -105,7 +105,7 @@ fn log_config(c: &Config) {
     );
 }
 
-async fn drain_on_signal(drain: Drain) {
+pub async fn drain_on_signal(drain: Drain) {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

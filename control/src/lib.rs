@@ -1,7 +1,25 @@
-//! The embedded control plane behind `remora control`: the identity issuer (#3), the destination
-//! service (#4) and the service mirror (#10), serving Linkerd's proxy API from a config file.
+//! The embedded control plane behind `remora control`: one cluster's Identity service (and,
+//! with later issues, Destination and the service mirror), serving Linkerd's proxy API from a
+//! config file.
 //!
-//! This crate is filled in by those issues; the workspace carries it from the start so the tree
-//! shows the architecture.
+//! Data flow: the config file is validated into [`config::Config`]; the issuer files are loaded
+//! into an [`issuer::IssuerStore`] that a background task reloads when they change; the gRPC
+//! server ([`server`]) serves [`identity::IdentityService`] (TLS with the control plane's own
+//! identity unless it listens on loopback) and an admin listener serves metrics and probes.
+//!
+//! # Layout
+//! - [`config`]: the TOML schema and its validation.
+//! - [`token`]: workload tokens (HMAC-signed, expiring).
+//! - [`issuer`]: issuer reloading and the control plane's serving certificate.
+//! - [`identity`]: the `Identity/Certify` service.
+//! - [`server`]: the gRPC and admin servers.
+//! - [`metrics`]: the control plane's metric families.
 
 #![forbid(unsafe_code)]
+
+pub mod config;
+pub mod identity;
+pub mod issuer;
+pub mod metrics;
+pub mod server;
+pub mod token;

@@ -10,11 +10,13 @@ use std::time::{Duration, SystemTime};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
-    SanType,
+    DnType, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, SanType,
 };
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivatePkcs8KeyDer};
 use time::OffsetDateTime;
+
+/// A key pair (rcgen's), as issued keys and CAs hold them.
+pub use rcgen::KeyPair;
 
 use crate::name::Name;
 
@@ -160,6 +162,12 @@ impl Ca {
             what: "the issuer certificate".into(),
             why,
         })?;
+        if crate::verify::public_key(&cert).as_deref() != Some(key.public_key_raw()) {
+            return Err(CertError::Pem {
+                what: "the issuer key".into(),
+                why: "it does not match the issuer certificate".into(),
+            });
+        }
         Ok(Ca {
             cert,
             key,

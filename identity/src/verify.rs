@@ -157,3 +157,9 @@ pub fn not_after(cert: &CertificateDer<'_>) -> Result<SystemTime, String> {
     let ts = parsed.validity().not_after.timestamp();
     Ok(UNIX_EPOCH + Duration::from_secs(ts.max(0) as u64))
 }
+
+/// A certificate's raw subject public key.
+pub fn public_key(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert).ok()?;
+    Some(parsed.public_key().subject_public_key.data.to_vec())
+}

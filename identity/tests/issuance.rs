@@ -254,6 +254,14 @@ fn trust_anchor_file_with_two_roots_verifies_both() {
 }
 
 #[test]
+fn a_ca_whose_key_does_not_match_is_refused() {
+    let (_, issuer, _) = pki();
+    let (_, other, _) = pki();
+    let err = Ca::from_pem(&issuer.cert_pem(), &other.key_pem()).unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+}
+
+#[test]
 fn pem_roundtrip_of_a_ca() {
     let (_, issuer, _) = pki();
     let loaded = Ca::from_pem(&issuer.cert_pem(), &issuer.key_pem()).unwrap();

@@ -8,9 +8,11 @@
 //! # Layout
 //! - [`tcp`]: connection and byte counters for the L4 path (`tcp_open_total`, `tcp_close_total`,
 //!   `tcp_open_connections`, `tcp_read_bytes_total`, `tcp_write_bytes_total`) and refusals.
+//! - [`identity`]: certificate expiry and renewal outcomes.
 
 #![forbid(unsafe_code)]
 
+pub mod identity;
 pub mod tcp;
 
 pub use prometheus_client::registry::Registry;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use remora_metrics::Registry;
+use remora_metrics::identity::IdentityMetrics;
 use remora_metrics::tcp::{Direction, TcpMetrics};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -15,6 +16,7 @@ use tracing::{info, warn};
 use crate::admin::{self, AdminState};
 use crate::config::{self, Config};
 use crate::drain::Drain;
+use crate::identity::{self, CredsRx, IdentityError};
 use crate::inbound::Inbound;
 use crate::listen::{AcceptCtx, bind};
 use crate::orig_dst::LocalIps;
@@ -22,7 +24,8 @@ use crate::outbound::Outbound;
 use crate::own::OwnAddrs;
 use crate::tcp::TcpCtx;
 
-/// A proxy whose listeners are bound, ready to [`run`](Proxy::run).
+/// A proxy whose listeners are bound and whose identity is being fetched, ready to
+/// [`run`](Proxy::run).
 #[derive(Debug)]
 pub struct Proxy {
     config: Config,
@@ -30,21 +33,28 @@ pub struct Proxy {
     inbound: Vec<TcpListener>,
     admin: TcpListener,
     drain: Drain,
+    registry: Registry,
+    tcp_metrics: TcpMetrics,
+    creds: Option<CredsRx>,
 }
 
-/// A bind failure, naming the variable that configured the address.
+/// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot listen on {addr} ({var}): {source}")]
-pub struct BindError {
-    pub var: &'static str,
-    pub addr: SocketAddr,
-    pub source: io::Error,
+pub enum StartError {
+    #[error("cannot listen on {addr} ({var}): {source}")]
+    Bind {
+        var: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+    #[error("identity: {0}")]
+    Identity(#[from] IdentityError),
 }
 
-fn bind_all(var: &'static str, addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, BindError> {
+fn bind_all(var: &'static str, addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
     addrs
         .iter()
-        .map(|&addr| bind(addr).map_err(|source| BindError { var, addr, source }))
+        .map(|&addr| bind(addr).map_err(|source| StartError::Bind { var, addr, source }))
         .collect()
 }
 
@@ -56,15 +66,31 @@ fn local_addrs(listeners: &[TcpListener]) -> Vec<SocketAddr> {
 }
 
 impl Proxy {
-    /// Binds the outbound, inbound and admin listeners.
-    pub fn bind(config: Config) -> Result<Self, BindError> {
+    /// Binds the outbound, inbound and admin listeners and, with an identity configured,
+    /// starts fetching its certificate. Call within a runtime.
+    pub fn bind(config: Config) -> Result<Self, StartError> {
+        let mut registry = Registry::default();
+        let tcp_metrics = TcpMetrics::register(&mut registry);
+        let identity_metrics = IdentityMetrics::register(&mut registry);
+        let creds = match &config.identity {
+            Some(id) => Some(identity::spawn(id.clone(), &[], identity_metrics)?),
+            None => None,
+        };
         Ok(Proxy {
             outbound: bind_all(config::OUTBOUND_ADDR, &config.outbound_addrs)?,
             inbound: bind_all(config::INBOUND_ADDR, &config.inbound_addrs)?,
             admin: bind_all(config::ADMIN_ADDR, &[config.admin_addr])?.remove(0),
             config,
             drain: Drain::new(),
+            registry,
+            tcp_metrics,
+            creds,
         })
+    }
+
+    /// The current credentials, when the proxy has an identity.
+    pub fn creds(&self) -> Option<CredsRx> {
+        self.creds.clone()
     }
 
     pub fn outbound_addrs(&self) -> Vec<SocketAddr> {
@@ -87,14 +113,12 @@ impl Proxy {
     /// Serves until the drain is signalled, then gives open connections the configured grace
     /// period. Returns when they have finished or the grace period is over.
     pub async fn run(self) {
-        let mut registry = Registry::default();
-        let tcp_metrics = TcpMetrics::register(&mut registry);
-        let registry = Arc::new(registry);
-        let ready = Arc::new(AtomicBool::new(false));
-
         let mut own_listeners = self.outbound_addrs();
         own_listeners.extend(self.inbound_addrs());
         own_listeners.extend(self.admin_addr());
+        let tcp_metrics = self.tcp_metrics.clone();
+        let registry = Arc::new(self.registry);
+        let ready = Arc::new(AtomicBool::new(false));
         let own = Arc::new(OwnAddrs::new(own_listeners, LocalIps::new()));
 
         let cfg = &self.config;
@@ -131,8 +155,8 @@ impl Proxy {
         let outbound = tokio::spawn(outbound.run());
         let inbound = tokio::spawn(inbound.run());
 
-        ready.store(true, Ordering::Release);
-        info!("proxy ready");
+        // Ready once the listeners are up and, with an identity, once it holds a certificate.
+        let readiness = tokio::spawn(mark_ready(ready, self.creds.clone()));
         self.drain.signaled().await;
         let _ = tokio::join!(outbound, inbound);
         let open = self.drain.in_flight();
@@ -150,5 +174,17 @@ impl Proxy {
             );
         }
         admin.abort();
+        readiness.abort();
     }
+}
+
+async fn mark_ready(ready: Arc<AtomicBool>, creds: Option<CredsRx>) {
+    if let Some(mut creds) = creds {
+        info!("waiting for an identity certificate before reporting ready");
+        if creds.wait_for(|c| c.is_some()).await.is_err() {
+            return;
+        }
+    }
+    ready.store(true, Ordering::Release);
+    info!("proxy ready");
 }

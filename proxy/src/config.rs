@@ -6,7 +6,12 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use remora_identity::{Name, TrustAnchors};
+
+use crate::identity::IdentityConfig;
 
 pub const OUTBOUND_ADDR: &str = "REMORA_OUTBOUND_ADDR";
 pub const INBOUND_ADDR: &str = "REMORA_INBOUND_ADDR";
@@ -18,6 +23,11 @@ pub const OUTBOUND_MAX_CONNECTIONS: &str = "REMORA_OUTBOUND_MAX_CONNECTIONS";
 pub const SHUTDOWN_GRACE: &str = "REMORA_SHUTDOWN_GRACE";
 pub const WORKER_THREADS: &str = "REMORA_WORKER_THREADS";
 pub const LOG: &str = "REMORA_LOG";
+pub const IDENTITY_NAME: &str = "REMORA_IDENTITY_NAME";
+pub const IDENTITY_TRUST_ANCHORS: &str = "REMORA_IDENTITY_TRUST_ANCHORS";
+pub const IDENTITY_TOKEN_FILE: &str = "REMORA_IDENTITY_TOKEN_FILE";
+pub const IDENTITY_ADDR: &str = "REMORA_IDENTITY_ADDR";
+pub const IDENTITY_SVC_NAME: &str = "REMORA_IDENTITY_SVC_NAME";
 pub const LOG_FORMAT: &str = "REMORA_LOG_FORMAT";
 
 /// One configuration variable: its name, its default and what it does.
@@ -76,6 +86,31 @@ pub const VARS: &[Var] = &[
         help: "Runtime worker threads (1 = a single-threaded runtime)",
     },
     Var {
+        name: IDENTITY_NAME,
+        default: "",
+        help: "This workload's identity; unset = no identity (plaintext only)",
+    },
+    Var {
+        name: IDENTITY_TRUST_ANCHORS,
+        default: "",
+        help: "PEM file of the trust anchors (one or more roots); required with an identity",
+    },
+    Var {
+        name: IDENTITY_TOKEN_FILE,
+        default: "",
+        help: "File holding the workload's token, re-read at every renewal",
+    },
+    Var {
+        name: IDENTITY_ADDR,
+        default: "",
+        help: "The identity service (IP:port); required with an identity",
+    },
+    Var {
+        name: IDENTITY_SVC_NAME,
+        default: "",
+        help: "The identity service's own identity; required unless it is on loopback",
+    },
+    Var {
         name: LOG,
         default: "info",
         help: "Log filter, RUST_LOG syntax (e.g. warn,remora_proxy=debug)",
@@ -100,6 +135,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub worker_threads: usize,
     pub log: LogConfig,
+    /// `None` when no identity is configured: the proxy then has no certificate.
+    pub identity: Option<IdentityConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -151,8 +188,48 @@ impl Config {
                 filter: env.parse(LOG, parse_log_filter)?,
                 format: env.parse(LOG_FORMAT, parse_log_format)?,
             },
+            identity: identity_config(&env)?,
         })
     }
+}
+
+fn identity_config(env: &Env<'_>) -> Result<Option<IdentityConfig>, ConfigError> {
+    let Some(name) = env.optional(IDENTITY_NAME, parse_name)? else {
+        return Ok(None);
+    };
+    let anchors_path = env.required(IDENTITY_TRUST_ANCHORS, |s| Ok(PathBuf::from(s)))?;
+    let trust_anchors = std::fs::read(&anchors_path)
+        .map_err(|e| e.to_string())
+        .and_then(|pem| TrustAnchors::from_pem(&pem))
+        .map_err(|reason| ConfigError {
+            var: IDENTITY_TRUST_ANCHORS,
+            value: anchors_path.display().to_string(),
+            reason,
+        })?;
+    let addr = env.required(IDENTITY_ADDR, parse_addr)?;
+    let svc_name = env.optional(IDENTITY_SVC_NAME, parse_name)?;
+    if svc_name.is_none() && !addr.ip().is_loopback() {
+        return Err(ConfigError {
+            var: IDENTITY_SVC_NAME,
+            value: String::new(),
+            reason: format!(
+                "required: the identity service at {addr} is not on loopback, so the proxy must \
+                 know the identity it presents"
+            ),
+        });
+    }
+    Ok(Some(IdentityConfig {
+        name,
+        trust_anchors,
+        token_file: env.required(IDENTITY_TOKEN_FILE, |s| Ok(PathBuf::from(s)))?,
+        addr,
+        svc_name,
+    }))
+}
+
+fn parse_name(s: &str) -> Result<Name, String> {
+    s.parse()
+        .map_err(|e: remora_identity::NameError| e.to_string())
 }
 
 struct Env<'a> {
@@ -160,6 +237,35 @@ struct Env<'a> {
 }
 
 impl Env<'_> {
+    /// An optional variable: `None` when unset or empty.
+    fn optional<T>(
+        &self,
+        var: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ConfigError> {
+        match (self.lookup)(var).filter(|v| !v.trim().is_empty()) {
+            None => Ok(None),
+            Some(value) => {
+                parse(value.trim())
+                    .map(Some)
+                    .map_err(|reason| ConfigError { var, value, reason })
+            }
+        }
+    }
+
+    /// A variable that must be set (given what else is configured).
+    fn required<T>(
+        &self,
+        var: &'static str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        self.optional(var, parse)?.ok_or_else(|| ConfigError {
+            var,
+            value: String::new(),
+            reason: format!("required when {IDENTITY_NAME} is set"),
+        })
+    }
+
     fn parse<T>(
         &self,
         var: &'static str,
@@ -303,6 +409,22 @@ mod tests {
             config(&[(INBOUND_MAX_CONNECTIONS, "0")]).unwrap_err().var,
             INBOUND_MAX_CONNECTIONS
         );
+    }
+
+    #[test]
+    fn identity_is_optional_but_complete_when_set() {
+        assert!(config(&[]).unwrap().identity.is_none());
+        let name = "web.shop.serviceaccount.identity.linkerd.east.example";
+        let e = config(&[(IDENTITY_NAME, name)]).unwrap_err();
+        assert_eq!(e.var, IDENTITY_TRUST_ANCHORS);
+        let e = config(&[(IDENTITY_NAME, "not a name")]).unwrap_err();
+        assert_eq!(e.var, IDENTITY_NAME);
+        let e = config(&[
+            (IDENTITY_NAME, name),
+            (IDENTITY_TRUST_ANCHORS, "/nonexistent.pem"),
+        ])
+        .unwrap_err();
+        assert_eq!(e.var, IDENTITY_TRUST_ANCHORS);
     }
 
     #[test]

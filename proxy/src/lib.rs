@@ -12,6 +12,8 @@
 //! - [`listen`]: binding and the shared accept loop (connection limit, drain).
 //! - [`tcp`], [`forward`]: connect with a timeout, then counted two-way forwarding.
 //! - [`orig_dst`], [`own`]: the original destination and the proxy's own addresses.
+//! - [`identity`], [`control_client`]: the workload certificate from the control plane,
+//!   renewed in the background and published as rustls configs.
 //! - [`admin`]: `/live`, `/ready`, `/metrics`, `/shutdown`.
 //! - [`drain`]: the process-wide two-phase shutdown signal.
 //! - [`init`]: `remora init`, the iptables rules that redirect a pod's traffic.
@@ -22,8 +24,10 @@
 pub mod admin;
 pub mod app;
 pub mod config;
+pub mod control_client;
 pub mod drain;
 pub mod forward;
+pub mod identity;
 pub mod inbound;
 pub mod init;
 pub mod listen;

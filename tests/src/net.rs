@@ -387,6 +387,12 @@ impl ProxyProcess {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// Waits up to `deadline` for a log line containing `needle` (logs arrive through a pipe,
+    /// a moment after the proxy writes them).
+    pub async fn wait_log(&self, needle: &str, deadline: Duration) -> bool {
+        eventually(deadline, || async { self.log().contains(needle) }).await
+    }
+
     pub fn is_running(&self) -> bool {
         std::path::Path::new(&format!("/proc/{}", self.pid())).exists() && self.zombie_free()
     }

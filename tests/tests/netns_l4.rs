@@ -201,7 +201,11 @@ async fn netns_inbound_is_not_an_open_relay() {
         ),
         1.0
     );
-    assert!(b.proxy().log().contains("not one of this pod's addresses"));
+    assert!(
+        b.proxy()
+            .wait_log("not one of this pod's addresses", Duration::from_secs(10))
+            .await
+    );
 }
 
 /// Writes `chunks` × 64 KiB with a pause between chunks and reads the echo concurrently.
@@ -239,10 +243,9 @@ async fn netns_graceful_shutdown_finishes_in_flight_and_refuses_new() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     a.proxy().signal(Signal::SIGTERM);
     assert!(
-        eventually(Duration::from_secs(10), || async {
-            a.proxy().log().contains("draining")
-        })
-        .await,
+        a.proxy()
+            .wait_log("draining", Duration::from_secs(10))
+            .await,
         "proxy started draining:\n{}",
         a.proxy().log()
     );
@@ -291,7 +294,11 @@ async fn netns_grace_period_closes_what_remains() {
         .await
         .expect("proxy exits after the grace period");
     assert!(status.success(), "exit status {status:?}");
-    assert!(a.proxy().log().contains("grace period over"));
+    assert!(
+        a.proxy()
+            .wait_log("grace period over", Duration::from_secs(10))
+            .await
+    );
     // The idle connection was closed when the proxy exited.
     let closed = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
@@ -390,7 +397,11 @@ async fn netns_idle_timeout_closes_idle_connections() {
     conn.read_exact(&mut buf).await.unwrap();
     let closed = tokio::time::timeout(Duration::from_secs(15), conn.read(&mut buf)).await;
     assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
-    assert!(a.proxy().log().contains("closing idle connection"));
+    assert!(
+        a.proxy()
+            .wait_log("closing idle connection", Duration::from_secs(10))
+            .await
+    );
 }
 
 #[tokio::test]
@@ -412,8 +423,11 @@ async fn netns_connect_timeout_is_a_clear_error() {
     assert!(matches!(res, Ok(Ok(0)) | Ok(Err(_))), "{res:?}");
     assert!(
         a.proxy()
-            .log()
-            .contains("connect to 10.213.0.99:7000 timed out after 300ms"),
+            .wait_log(
+                "connect to 10.213.0.99:7000 timed out after 300ms",
+                Duration::from_secs(10)
+            )
+            .await,
         "{}",
         a.proxy().log()
     );

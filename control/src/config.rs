@@ -1,0 +1,260 @@
+//! `remora control`'s config file (TOML): one cluster's control plane.
+//!
+//! ```toml
+//! [cluster]
+//! name = "east"
+//! trust_domain = "east.example"
+//! control_plane_namespace = "linkerd"   # optional, default "linkerd"
+//!
+//! [server]
+//! addr = "127.0.0.1:8086"               # gRPC; TLS whenever not loopback
+//! admin_addr = "127.0.0.1:9990"         # /live, /ready, /metrics
+//!
+//! [identity]
+//! trust_anchors = "root.pem"            # paths are relative to this file
+//! issuer_cert = "issuer.pem"
+//! issuer_key = "issuer.key"
+//! token_key = "token.key"
+//! cert_lifetime = "24h"                 # optional, default 24h
+//! ```
+//!
+//! The file is parsed into [`RawConfig`] (what serde reads) and validated into [`Config`]
+//! (typed, paths resolved), so every later stage works with checked values.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use remora_identity::{Name, WorkloadId};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub cluster: RawCluster,
+    #[serde(default)]
+    pub server: RawServer,
+    pub identity: RawIdentity,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub name: String,
+    pub trust_domain: String,
+    #[serde(default = "default_cp_ns")]
+    pub control_plane_namespace: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    #[serde(default = "default_addr")]
+    pub addr: String,
+    #[serde(default = "default_admin")]
+    pub admin_addr: String,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            addr: default_addr(),
+            admin_addr: default_admin(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    pub trust_anchors: PathBuf,
+    pub issuer_cert: PathBuf,
+    pub issuer_key: PathBuf,
+    pub token_key: PathBuf,
+    #[serde(default = "default_lifetime")]
+    pub cert_lifetime: String,
+}
+
+fn default_cp_ns() -> String {
+    "linkerd".into()
+}
+fn default_addr() -> String {
+    "0.0.0.0:8086".into()
+}
+fn default_admin() -> String {
+    "127.0.0.1:9990".into()
+}
+fn default_lifetime() -> String {
+    "24h".into()
+}
+
+/// The validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub cluster: String,
+    pub trust_domain: String,
+    pub control_plane_ns: String,
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub trust_anchors: PathBuf,
+    pub issuer_cert: PathBuf,
+    pub issuer_key: PathBuf,
+    pub token_key: PathBuf,
+    pub cert_lifetime: Duration,
+}
+
+/// A config file that cannot be used, with the reason.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct ConfigError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let err = |reason: String| ConfigError {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, dir).map_err(err)
+    }
+
+    /// Parses and validates `text`; relative paths are resolved against `dir`.
+    pub fn parse(text: &str, dir: &Path) -> Result<Config, String> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let cluster = raw.cluster;
+        let td: Name = cluster
+            .trust_domain
+            .parse()
+            .map_err(|e| format!("cluster.trust_domain: {e}"))?;
+        let cp: Name = cluster
+            .control_plane_namespace
+            .parse()
+            .map_err(|e| format!("cluster.control_plane_namespace: {e}"))?;
+        if cp.as_str().contains('.') {
+            return Err("cluster.control_plane_namespace must be a single label".into());
+        }
+        let name: Name = cluster
+            .name
+            .parse()
+            .map_err(|e| format!("cluster.name: {e}"))?;
+        let addr = |field: &str, v: &str| {
+            v.parse::<SocketAddr>()
+                .map_err(|_| format!("{field}: {v:?} is not an IP:port address"))
+        };
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { dir.join(p) };
+        let id = raw.identity;
+        Ok(Config {
+            cluster: name.to_string(),
+            trust_domain: td.to_string(),
+            control_plane_ns: cp.to_string(),
+            addr: addr("server.addr", &raw.server.addr)?,
+            admin_addr: addr("server.admin_addr", &raw.server.admin_addr)?,
+            cert_lifetime: remora_proxy::config::parse_duration(&id.cert_lifetime)
+                .map_err(|e| format!("identity.cert_lifetime: {e}"))
+                .and_then(|d| {
+                    if d < Duration::from_secs(10) {
+                        Err("identity.cert_lifetime: at least 10s".to_string())
+                    } else {
+                        Ok(d)
+                    }
+                })?,
+            trust_anchors: resolve(id.trust_anchors),
+            issuer_cert: resolve(id.issuer_cert),
+            issuer_key: resolve(id.issuer_key),
+            token_key: resolve(id.token_key),
+        })
+    }
+
+    /// Whether `name` is an identity this control plane may issue: a workload of our
+    /// control-plane namespace's form under our trust domain.
+    pub fn owns(&self, name: &Name) -> bool {
+        match WorkloadId::try_from(name.clone()) {
+            Ok(id) => {
+                id.trust_domain == self.trust_domain && id.control_plane_ns == self.control_plane_ns
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The control plane's own identity, which its TLS server presents.
+    pub fn control_identity(&self) -> Name {
+        WorkloadId {
+            service_account: "remora-control".into(),
+            namespace: self.control_plane_ns.clone(),
+            control_plane_ns: self.control_plane_ns.clone(),
+            trust_domain: self.trust_domain.clone(),
+        }
+        .name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../examples/control.toml");
+
+    #[test]
+    fn the_example_parses() {
+        let c = Config::parse(EXAMPLE, Path::new("/etc/remora")).unwrap();
+        assert_eq!(c.cluster, "east");
+        assert_eq!(c.trust_domain, "east.example");
+        assert_eq!(c.control_plane_ns, "linkerd");
+        assert_eq!(
+            c.issuer_cert,
+            Path::new("/etc/remora/certs/east/issuer.pem")
+        );
+        assert_eq!(c.cert_lifetime, Duration::from_secs(86_400));
+        assert_eq!(
+            c.control_identity().as_str(),
+            "remora-control.linkerd.serviceaccount.identity.linkerd.east.example"
+        );
+        assert!(
+            c.owns(
+                &"web.shop.serviceaccount.identity.linkerd.east.example"
+                    .parse()
+                    .unwrap()
+            )
+        );
+        assert!(
+            !c.owns(
+                &"web.shop.serviceaccount.identity.linkerd.west.example"
+                    .parse()
+                    .unwrap()
+            )
+        );
+        assert!(
+            !c.owns(
+                &"web.shop.serviceaccount.identity.other.east.example"
+                    .parse()
+                    .unwrap()
+            )
+        );
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let bad = EXAMPLE.replace("east.example", "not a domain");
+        assert!(
+            Config::parse(&bad, Path::new("."))
+                .unwrap_err()
+                .contains("trust_domain")
+        );
+        let bad = EXAMPLE.replace("\"24h\"", "\"forever\"");
+        assert!(
+            Config::parse(&bad, Path::new("."))
+                .unwrap_err()
+                .contains("cert_lifetime")
+        );
+        let bad = format!("{EXAMPLE}\n[bogus]\nx = 1\n");
+        assert!(
+            Config::parse(&bad, Path::new("."))
+                .unwrap_err()
+                .contains("bogus")
+        );
+    }
+}

@@ -1,0 +1,73 @@
+//! The control plane's metrics.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    result: &'static str,
+}
+
+/// Metrics of the identity service.
+#[derive(Clone, Debug, Default)]
+pub struct IdentityMetrics {
+    issued: Counter,
+    refused: Family<Reason, Counter>,
+    reloads: Family<Outcome, Counter>,
+    issuer_expiry: Gauge,
+}
+
+impl IdentityMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = IdentityMetrics::default();
+        registry.register(
+            "identity_certs_issued",
+            "Certificates issued",
+            m.issued.clone(),
+        );
+        registry.register(
+            "identity_certs_refused",
+            "Certify requests refused, by reason",
+            m.refused.clone(),
+        );
+        registry.register(
+            "identity_issuer_reloads",
+            "Issuer reloads from disk, by result",
+            m.reloads.clone(),
+        );
+        registry.register(
+            "identity_issuer_expiration_timestamp_seconds",
+            "When the current issuer certificate expires (Unix seconds)",
+            m.issuer_expiry.clone(),
+        );
+        m
+    }
+
+    pub fn issued(&self) {
+        self.issued.inc();
+    }
+
+    pub fn refused(&self, reason: &'static str) {
+        self.refused.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.get_or_create(&Outcome { result }).inc();
+    }
+
+    pub fn issuer_expiry(&self, at: SystemTime) {
+        let secs = at.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        self.issuer_expiry.set(secs as i64);
+    }
+}

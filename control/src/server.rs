@@ -1,0 +1,298 @@
+//! The control plane's servers: gRPC (TLS with the control plane's own identity unless it
+//! listens on loopback) and admin (`/live`, `/ready`, `/metrics`).
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use linkerd2_proxy_api::identity::identity_server::IdentityServer;
+use remora_identity::{Name, TrustAnchors};
+use remora_metrics::Registry;
+use remora_proxy::admin::{self, AdminState};
+use remora_proxy::drain::Drain;
+use remora_proxy::listen::bind;
+use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tonic::transport::server::Connected;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::identity::IdentityService;
+use crate::issuer::{IssuerStore, ServingCert, watch};
+use crate::metrics::IdentityMetrics;
+use crate::token::TokenKey;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_CONNECTIONS: usize = 4096;
+const ISSUER_POLL: Duration = Duration::from_secs(1);
+
+/// Who is on the other end of a gRPC connection.
+#[derive(Clone, Debug)]
+pub struct PeerInfo {
+    pub addr: Option<SocketAddr>,
+    /// The client's mesh identity, when it presented a certificate (TLS only).
+    pub identity: Option<Name>,
+}
+
+/// A TLS connection to the gRPC server.
+#[derive(Debug)]
+pub struct TlsIo(TlsStream<TcpStream>);
+
+impl Connected for TlsIo {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        let (tcp, tls) = self.0.get_ref();
+        PeerInfo {
+            addr: tcp.peer_addr().ok(),
+            identity: tls
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(remora_identity::verify::peer_identity),
+        }
+    }
+}
+
+impl AsyncRead for TlsIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// A control plane whose listeners are bound and whose files are loaded.
+#[derive(Debug)]
+pub struct Control {
+    config: Arc<Config>,
+    grpc: TcpListener,
+    admin: TcpListener,
+    issuer: Arc<IssuerStore>,
+    tokens: TokenKey,
+    anchors: TrustAnchors,
+    drain: Drain,
+}
+
+impl Control {
+    /// Loads the issuer, the token key and the trust anchors, and binds both listeners.
+    pub fn bind(config: Config) -> Result<Control, String> {
+        let issuer = IssuerStore::load(&config.issuer_cert, &config.issuer_key)
+            .map_err(|e| format!("issuer: {e}"))?;
+        let token_text = std::fs::read_to_string(&config.token_key)
+            .map_err(|e| format!("token key {}: {e}", config.token_key.display()))?;
+        let tokens = TokenKey::from_hex(&token_text)
+            .map_err(|e| format!("token key {}: {e}", config.token_key.display()))?;
+        let anchors_pem = std::fs::read(&config.trust_anchors)
+            .map_err(|e| format!("trust anchors {}: {e}", config.trust_anchors.display()))?;
+        let anchors = TrustAnchors::from_pem(&anchors_pem)
+            .map_err(|e| format!("trust anchors {}: {e}", config.trust_anchors.display()))?;
+        let grpc =
+            bind(config.addr).map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
+        let admin = bind(config.admin_addr)
+            .map_err(|e| format!("cannot listen on {}: {e}", config.admin_addr))?;
+        Ok(Control {
+            config: Arc::new(config),
+            grpc,
+            admin,
+            issuer: Arc::new(issuer),
+            tokens,
+            anchors,
+            drain: Drain::new(),
+        })
+    }
+
+    pub fn grpc_addr(&self) -> Option<SocketAddr> {
+        self.grpc.local_addr().ok()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.local_addr().ok()
+    }
+
+    pub fn drain(&self) -> Drain {
+        self.drain.clone()
+    }
+
+    /// Serves until the drain is signalled.
+    pub async fn run(self) -> Result<(), String> {
+        let grpc_addr = self.grpc_addr();
+        let mut registry = Registry::default();
+        let metrics = IdentityMetrics::register(&mut registry);
+        metrics.issuer_expiry(self.issuer.current().not_after);
+        let tls = !self.config.addr.ip().is_loopback();
+        let serving = if tls {
+            let s = Arc::new(ServingCert::new(
+                self.config.control_identity(),
+                self.config.cert_lifetime,
+            ));
+            s.refresh(&self.issuer.current())?;
+            Some(s)
+        } else {
+            None
+        };
+        let watcher = tokio::spawn(watch(
+            self.issuer.clone(),
+            serving.clone(),
+            metrics.clone(),
+            ISSUER_POLL,
+        ));
+        let admin_state = AdminState {
+            registry: Arc::new(registry),
+            ready: Arc::new(AtomicBool::new(true)),
+            drain: self.drain.clone(),
+        };
+        let admin = tokio::spawn(admin::serve(self.admin, admin_state));
+        let identity = IdentityServer::new(IdentityService::new(
+            self.config.clone(),
+            self.issuer.clone(),
+            self.tokens.clone(),
+            metrics,
+        ));
+        let routes = Routes { identity };
+        let server = tonic::transport::Server::builder().tcp_nodelay(true);
+        let drain = self.drain.clone();
+        info!(
+            cluster = %self.config.cluster,
+            addr = ?grpc_addr,
+            tls,
+            identity = %self.config.control_identity(),
+            "control plane serving"
+        );
+        let res = match serving {
+            Some(cert) => {
+                let acceptor = TlsAcceptor::from(server_config(cert, &self.anchors)?);
+                let incoming = tls_incoming(self.grpc, acceptor, self.drain.clone());
+                server
+                    .serve_with_incoming_shutdown(routes, incoming, drain.signaled())
+                    .await
+            }
+            None => {
+                let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.grpc);
+                server
+                    .serve_with_incoming_shutdown(routes, incoming, drain.signaled())
+                    .await
+            }
+        };
+        watcher.abort();
+        admin.abort();
+        res.map_err(|e| format!("gRPC server: {e}"))
+    }
+}
+
+/// Dispatches gRPC requests to the services by path (`/<package>.<Service>/<Method>`), so one
+/// server serves them all without a routing framework.
+#[derive(Clone, Debug)]
+struct Routes {
+    identity: IdentityServer<IdentityService>,
+}
+
+impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Routes {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = std::convert::Infallible;
+    type Future = tonic::codegen::BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let path = req.uri().path();
+        if path.starts_with("/io.linkerd.proxy.identity.Identity/") {
+            return self.identity.call(req);
+        }
+        let status = tonic::Status::unimplemented(format!("no service serves {path}"));
+        Box::pin(async move { Ok(status.into_http()) })
+    }
+}
+
+fn server_config(
+    cert: Arc<ServingCert>,
+    anchors: &TrustAnchors,
+) -> Result<Arc<ServerConfig>, String> {
+    let provider = remora_identity::tls::provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(
+        Arc::new(anchors.root_store()),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| e.to_string())?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(cert);
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts TCP connections and completes TLS handshakes concurrently (bounded, with a timeout),
+/// yielding the established connections.
+fn tls_incoming(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    drain: Drain,
+) -> tokio_stream::wrappers::ReceiverStream<Result<TlsIo, io::Error>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = drain.signaled() => break,
+                a = listener.accept() => a,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    warn!(error = %e, "control accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let Ok(permit) = limit.clone().try_acquire_owned() else {
+                debug!(%peer, "control connection limit reached");
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let _ = tx.send(Ok(TlsIo(tls))).await;
+                    }
+                    Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => debug!(%peer, "TLS handshake timed out"),
+                }
+                drop(permit);
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
