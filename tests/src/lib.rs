@@ -20,6 +20,8 @@
 //! # Layout
 //! - [`bin`]: builds (never reuses a stale) `remora` binary for the tests.
 //! - [`netns`]: namespace plumbing, the capability check, the sweep of leftovers.
+//! - [`control`]: a mesh PKI and `remora control` processes, made with the CLI.
+//! - [`local`]: a proxy on its own loopback address, without namespaces or root.
 //! - [`net`]: [`Net`] and [`Pod`], the prose-like builder API.
 //! - [`apps`]: echo, reply-after-EOF and HTTP-reporting servers; byte patterns.
 //! - [`admin`]: a tiny HTTP client for the proxies' admin endpoints, and a metrics reader.
@@ -29,6 +31,8 @@
 pub mod admin;
 pub mod apps;
 pub mod bin;
+pub mod control;
+pub mod local;
 pub mod net;
 pub mod netns;
 

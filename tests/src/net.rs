@@ -129,6 +129,12 @@ impl PodBuilder {
         self
     }
 
+    /// Gives the pod's proxy workload identity `sa` in namespace `ns` of `cp`'s cluster.
+    pub fn identity(mut self, cp: &crate::control::ControlPlane, sa: &str, ns: &str) -> Self {
+        self.env.extend(cp.proxy_env(sa, ns));
+        self
+    }
+
     /// Extra arguments for `remora init`.
     pub fn init_args(mut self, args: &[&str]) -> Self {
         self.init_args.extend(args.iter().map(|a| a.to_string()));
@@ -212,7 +218,7 @@ pub struct Pod {
     ip4: Ipv4Addr,
     ip6: Ipv6Addr,
     apps: Vec<AppHandle>,
-    proxy: Option<ProxyProcess>,
+    proxy: Option<Process>,
 }
 
 impl Pod {
@@ -258,11 +264,11 @@ impl Pod {
     }
 
     /// The pod's proxy. Panics if the pod is not meshed.
-    pub fn proxy(&self) -> &ProxyProcess {
+    pub fn proxy(&self) -> &Process {
         self.proxy.as_ref().expect("the pod is meshed")
     }
 
-    pub fn proxy_mut(&mut self) -> &mut ProxyProcess {
+    pub fn proxy_mut(&mut self) -> &mut Process {
         self.proxy.as_mut().expect("the pod is meshed")
     }
 
@@ -302,7 +308,7 @@ impl Pod {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let proxy = ProxyProcess::spawn(&self.name, cmd);
+        let proxy = Process::spawn(&format!("the proxy of pod {}", self.name), cmd);
         self.proxy = Some(proxy);
         let ready = eventually(Duration::from_secs(30), || async {
             matches!(self.admin("GET", "/ready").await, Ok((200, _))) || !self.proxy().is_running()
@@ -331,22 +337,22 @@ impl Drop for Pod {
     }
 }
 
-/// A `remora proxy` process. Killed (SIGKILL) when dropped if still running.
+/// A `remora` process (proxy or control plane). Killed (SIGKILL) when dropped if still running.
 #[derive(Debug)]
-pub struct ProxyProcess {
+pub struct Process {
     child: Child,
     log: Arc<Mutex<String>>,
     status: Option<ExitStatus>,
 }
 
-impl ProxyProcess {
-    fn spawn(name: &str, mut cmd: Command) -> Self {
+impl Process {
+    pub fn spawn(name: &str, mut cmd: Command) -> Self {
         let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn the proxy of pod {name}: {e}"));
+            .unwrap_or_else(|e| panic!("spawn {name}: {e}"));
         let log = Arc::new(Mutex::new(String::new()));
         for out in [
             child
@@ -371,7 +377,7 @@ impl ProxyProcess {
                 }
             });
         }
-        ProxyProcess {
+        Process {
             child,
             log,
             status: None,
@@ -426,7 +432,7 @@ impl ProxyProcess {
     }
 }
 
-impl Drop for ProxyProcess {
+impl Drop for Process {
     fn drop(&mut self) {
         if self.status.is_none() {
             let _ = self.child.kill();

@@ -3,13 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use remora_tests::admin::{Metrics, request};
 use remora_tests::bin::remora;
-use remora_tests::eventually;
+use remora_tests::local::LocalProxy;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
@@ -94,54 +92,10 @@ fn init_dry_run_prints_the_commands() {
     }
 }
 
-/// A proxy on its own loopback address (127.88.x.y), so tests never fight over ports.
-struct LocalProxy {
-    child: std::process::Child,
-    ip: String,
-}
-
-impl LocalProxy {
-    fn start(last_octet: u8) -> Self {
-        let ip = format!("127.88.{}.{last_octet}", std::process::id() % 250);
-        let child = Command::new(remora())
-            .arg("proxy")
-            .env("REMORA_OUTBOUND_ADDR", format!("{ip}:4140"))
-            .env("REMORA_INBOUND_ADDR", format!("{ip}:4143"))
-            .env("REMORA_ADMIN_ADDR", format!("{ip}:4191"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        LocalProxy { child, ip }
-    }
-
-    fn addr(&self, port: u16) -> SocketAddr {
-        format!("{}:{port}", self.ip).parse().unwrap()
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        let conn = TcpStream::connect(self.addr(4191)).await.ok()?;
-        request(conn, "GET", path).await.ok()
-    }
-}
-
-impl Drop for LocalProxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn unredirected_connections_are_refused_and_counted() {
-    let p = LocalProxy::start(1);
-    assert!(
-        eventually(Duration::from_secs(30), || async {
-            matches!(p.get("/ready").await, Some((200, _)))
-        })
-        .await,
-        "proxy became ready"
-    );
+    let p = LocalProxy::start(1, &[]);
+    assert!(p.wait_ready(Duration::from_secs(30)).await, "proxy became ready");
     // Straight to the outbound listener: explicit mode, not supported yet. Straight to the
     // inbound listener: the direct path, which needs mTLS.
     for port in [4140, 4143] {
@@ -153,8 +107,7 @@ async fn unredirected_connections_are_refused_and_counted() {
             "port {port}: {res:?}"
         );
     }
-    let (_, text) = p.get("/metrics").await.unwrap();
-    let m = Metrics { text };
+    let m = p.metrics().await;
     assert_eq!(
         m.get(
             "tcp_refused_total",

@@ -1,0 +1,262 @@
+//! A mesh PKI and `remora control` processes for tests, made with the `remora` CLI the way an
+//! operator would: `remora certs root|issuer|token-key`, a config file, `remora control token`.
+//!
+//! Everything lives in a world-readable temporary directory (`rmt<pid>-<n>-pki`, swept like the
+//! namespaces) so the proxies, running as uid 2102, can read the trust anchors and tokens.
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::admin;
+use crate::apps::connect_in;
+use crate::net::Process;
+use crate::{bin, eventually, netns};
+
+/// A root CA shared by clusters, in its own directory.
+#[derive(Debug)]
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+fn remora(args: &[&str]) -> String {
+    let out = Command::new(bin::remora()).args(args).output().expect("run remora");
+    assert!(
+        out.status.success(),
+        "remora {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn world_readable(path: &Path) {
+    for entry in walk(path) {
+        let mode = if entry.is_dir() { 0o755 } else { 0o644 };
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+}
+
+fn walk(path: &Path) -> Vec<PathBuf> {
+    let mut out = vec![path.to_path_buf()];
+    if path.is_dir() {
+        for e in std::fs::read_dir(path).unwrap().flatten() {
+            out.extend(walk(&e.path()));
+        }
+    }
+    out
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = std::env::temp_dir().join(netns::unique("pki"));
+        std::fs::create_dir_all(&dir).unwrap();
+        remora(&["certs", "root", "--out", dir.to_str().unwrap()]);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Pki { dir }
+    }
+
+    pub fn root_pem(&self) -> PathBuf {
+        self.dir.join("root.pem")
+    }
+
+    /// A control plane for a cluster under this root, not yet started.
+    pub fn control(&self, cluster: &str, trust_domain: &str, addr: SocketAddr, admin: SocketAddr) -> ControlPlane {
+        let dir = self.dir.join(cluster);
+        let d = dir.to_str().unwrap();
+        remora(&[
+            "certs",
+            "issuer",
+            "--root",
+            self.dir.to_str().unwrap(),
+            "--trust-domain",
+            trust_domain,
+            "--out",
+            d,
+        ]);
+        remora(&["certs", "token-key", "--out", d]);
+        std::fs::create_dir_all(dir.join("tokens")).unwrap();
+        let cp = ControlPlane {
+            dir,
+            root: self.root_pem(),
+            cluster: cluster.to_string(),
+            trust_domain: trust_domain.to_string(),
+            addr,
+            admin,
+            cert_lifetime: "24h".into(),
+            ns: None,
+            process: None,
+        };
+        cp.write_config();
+        cp
+    }
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// One cluster's `remora control`.
+#[derive(Debug)]
+pub struct ControlPlane {
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub cluster: String,
+    pub trust_domain: String,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    cert_lifetime: String,
+    ns: Option<String>,
+    process: Option<Process>,
+}
+
+impl ControlPlane {
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("control.toml")
+    }
+
+    fn write_config(&self) {
+        let config = format!(
+            r#"[cluster]
+name = "{}"
+trust_domain = "{}"
+
+[server]
+addr = "{}"
+admin_addr = "{}"
+
+[identity]
+trust_anchors = "{}"
+issuer_cert = "issuer.pem"
+issuer_key = "issuer.key"
+token_key = "token.key"
+cert_lifetime = "{}"
+"#,
+            self.cluster,
+            self.trust_domain,
+            self.addr,
+            self.admin,
+            self.root.display(),
+            self.cert_lifetime
+        );
+        std::fs::write(self.config_path(), config).unwrap();
+    }
+
+    /// Sets the lifetime of the certificates it issues (takes effect at the next start).
+    pub fn cert_lifetime(mut self, lifetime: &str) -> Self {
+        self.cert_lifetime = lifetime.to_string();
+        self.write_config();
+        self
+    }
+
+    /// Runs the control plane inside namespace `ns` (default: the test's own).
+    pub fn in_netns(mut self, ns: &str) -> Self {
+        self.ns = Some(ns.to_string());
+        self
+    }
+
+    /// The identity of workload `sa` in namespace `ns` of this cluster.
+    pub fn identity(&self, sa: &str, ns: &str) -> String {
+        format!("{sa}.{ns}.serviceaccount.identity.linkerd.{}", self.trust_domain)
+    }
+
+    /// The control plane's own identity.
+    pub fn own_identity(&self) -> String {
+        self.identity("remora-control", "linkerd")
+    }
+
+    /// Writes a token file for a workload and returns its path.
+    pub fn token_file(&self, sa: &str, ns: &str) -> PathBuf {
+        let identity = self.identity(sa, ns);
+        let token = remora(&[
+            "control",
+            "token",
+            "--config",
+            self.config_path().to_str().unwrap(),
+            "--identity",
+            &identity,
+        ]);
+        let path = self.dir.join("tokens").join(format!("{sa}.{ns}.token"));
+        std::fs::write(&path, token).unwrap();
+        world_readable(&self.dir);
+        path
+    }
+
+    /// The proxy environment for workload `sa` in namespace `ns`.
+    pub fn proxy_env(&self, sa: &str, ns: &str) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("REMORA_IDENTITY_NAME".to_string(), self.identity(sa, ns)),
+            ("REMORA_IDENTITY_TRUST_ANCHORS".into(), self.root.display().to_string()),
+            ("REMORA_IDENTITY_TOKEN_FILE".into(), self.token_file(sa, ns).display().to_string()),
+            ("REMORA_IDENTITY_ADDR".into(), self.addr.to_string()),
+        ];
+        if !self.addr.ip().is_loopback() {
+            env.push(("REMORA_IDENTITY_SVC_NAME".into(), self.own_identity()));
+        }
+        env
+    }
+
+    /// Starts `remora control` and waits until its admin port answers `/ready`.
+    pub async fn start(&mut self) {
+        world_readable(&self.dir);
+        let bin = bin::remora().to_str().unwrap().to_string();
+        let config = self.config_path().display().to_string();
+        let mut cmd = match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, &bin]);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        cmd.args(["control", "--config", &config]).env("REMORA_LOG", "info");
+        self.process = Some(Process::spawn(&format!("control plane {}", self.cluster), cmd));
+        let ready = eventually(Duration::from_secs(30), || async {
+            self.admin_get("/ready").await == Some(200) || !self.process().is_running()
+        })
+        .await;
+        assert!(
+            ready && self.process().is_running(),
+            "control plane {} did not start:\n{}",
+            self.cluster,
+            self.process().log()
+        );
+    }
+
+    /// Kills the control plane.
+    pub fn stop(&mut self) {
+        self.process = None;
+    }
+
+    pub fn process(&self) -> &Process {
+        self.process.as_ref().expect("the control plane was started")
+    }
+
+    async fn admin_get(&self, path: &str) -> Option<u16> {
+        let conn = match &self.ns {
+            Some(ns) => connect_in(ns, self.admin).await.ok()?,
+            None => tokio::net::TcpStream::connect(self.admin).await.ok()?,
+        };
+        admin::request(conn, "GET", path).await.ok().map(|(s, _)| s)
+    }
+
+    /// Scrapes the control plane's metrics.
+    pub async fn metrics(&self) -> admin::Metrics {
+        let conn = match &self.ns {
+            Some(ns) => connect_in(ns, self.admin).await.unwrap(),
+            None => tokio::net::TcpStream::connect(self.admin).await.unwrap(),
+        };
+        let (_, text) = admin::request(conn, "GET", "/metrics").await.unwrap();
+        admin::Metrics { text }
+    }
+}

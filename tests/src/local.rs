@@ -1,0 +1,64 @@
+//! A `remora proxy` on a loopback address of its own (127.88.x.y), for tests that need no
+//! namespaces and no root. Distinct addresses keep parallel tests from fighting over ports.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::admin::{Metrics, request};
+use crate::net::Process;
+use crate::{bin, eventually};
+
+/// A loopback address unique to this test process and `n`.
+pub fn loopback(n: u8) -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 88, (std::process::id() % 250) as u8, n])
+}
+
+#[derive(Debug)]
+pub struct LocalProxy {
+    pub process: Process,
+    pub ip: std::net::IpAddr,
+}
+
+impl LocalProxy {
+    /// Starts a proxy whose listeners are all on `loopback(n)`, with extra environment.
+    pub fn start(n: u8, env: &[(String, String)]) -> Self {
+        let ip = loopback(n);
+        let mut cmd = Command::new(bin::remora());
+        cmd.arg("proxy")
+            .env("REMORA_OUTBOUND_ADDR", format!("{ip}:4140"))
+            .env("REMORA_INBOUND_ADDR", format!("{ip}:4143"))
+            .env("REMORA_ADMIN_ADDR", format!("{ip}:4191"))
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        LocalProxy {
+            process: Process::spawn(&format!("proxy on {ip}"), cmd),
+            ip,
+        }
+    }
+
+    pub fn addr(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.ip, port)
+    }
+
+    /// `GET path` on the admin listener: the status and body, or `None` if it does not answer.
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        let conn = TcpStream::connect(self.addr(4191)).await.ok()?;
+        request(conn, "GET", path).await.ok()
+    }
+
+    pub async fn metrics(&self) -> Metrics {
+        Metrics {
+            text: self.get("/metrics").await.expect("metrics").1,
+        }
+    }
+
+    /// Waits until `/ready` answers 200.
+    pub async fn wait_ready(&self, deadline: Duration) -> bool {
+        eventually(deadline, || async {
+            matches!(self.get("/ready").await, Some((200, _)))
+        })
+        .await
+    }
+}
