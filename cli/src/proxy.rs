@@ -103,6 +103,20 @@ fn log_config(c: &Config) {
         log_format = ?c.log.format,
         "effective configuration"
     );
+    match &c.identity {
+        Some(id) => info!(
+            identity = %id.name,
+            identity_addr = %id.addr,
+            identity_svc = ?id.svc_name.as_ref().map(|n| n.to_string()),
+            token_file = %id.token_file.display(),
+            trust_anchors = id.trust_anchors.certs().len(),
+            "workload identity"
+        ),
+        None => info!(
+            "no workload identity configured ({} unset)",
+            remora_proxy::config::IDENTITY_NAME
+        ),
+    }
 }
 
 pub async fn drain_on_signal(drain: Drain) {

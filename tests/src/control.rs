@@ -22,7 +22,10 @@ pub struct Pki {
 }
 
 fn remora(args: &[&str]) -> String {
-    let out = Command::new(bin::remora()).args(args).output().expect("run remora");
+    let out = Command::new(bin::remora())
+        .args(args)
+        .output()
+        .expect("run remora");
     assert!(
         out.status.success(),
         "remora {}: {}",
@@ -63,7 +66,13 @@ impl Pki {
     }
 
     /// A control plane for a cluster under this root, not yet started.
-    pub fn control(&self, cluster: &str, trust_domain: &str, addr: SocketAddr, admin: SocketAddr) -> ControlPlane {
+    pub fn control(
+        &self,
+        cluster: &str,
+        trust_domain: &str,
+        addr: SocketAddr,
+        admin: SocketAddr,
+    ) -> ControlPlane {
         let dir = self.dir.join(cluster);
         let d = dir.to_str().unwrap();
         remora(&[
@@ -167,7 +176,10 @@ cert_lifetime = "{}"
 
     /// The identity of workload `sa` in namespace `ns` of this cluster.
     pub fn identity(&self, sa: &str, ns: &str) -> String {
-        format!("{sa}.{ns}.serviceaccount.identity.linkerd.{}", self.trust_domain)
+        format!(
+            "{sa}.{ns}.serviceaccount.identity.linkerd.{}",
+            self.trust_domain
+        )
     }
 
     /// The control plane's own identity.
@@ -196,8 +208,14 @@ cert_lifetime = "{}"
     pub fn proxy_env(&self, sa: &str, ns: &str) -> Vec<(String, String)> {
         let mut env = vec![
             ("REMORA_IDENTITY_NAME".to_string(), self.identity(sa, ns)),
-            ("REMORA_IDENTITY_TRUST_ANCHORS".into(), self.root.display().to_string()),
-            ("REMORA_IDENTITY_TOKEN_FILE".into(), self.token_file(sa, ns).display().to_string()),
+            (
+                "REMORA_IDENTITY_TRUST_ANCHORS".into(),
+                self.root.display().to_string(),
+            ),
+            (
+                "REMORA_IDENTITY_TOKEN_FILE".into(),
+                self.token_file(sa, ns).display().to_string(),
+            ),
             ("REMORA_IDENTITY_ADDR".into(), self.addr.to_string()),
         ];
         if !self.addr.ip().is_loopback() {
@@ -219,8 +237,12 @@ cert_lifetime = "{}"
             }
             None => Command::new(&bin),
         };
-        cmd.args(["control", "--config", &config]).env("REMORA_LOG", "info");
-        self.process = Some(Process::spawn(&format!("control plane {}", self.cluster), cmd));
+        cmd.args(["control", "--config", &config])
+            .env("REMORA_LOG", "info");
+        self.process = Some(Process::spawn(
+            &format!("control plane {}", self.cluster),
+            cmd,
+        ));
         let ready = eventually(Duration::from_secs(30), || async {
             self.admin_get("/ready").await == Some(200) || !self.process().is_running()
         })
@@ -239,7 +261,9 @@ cert_lifetime = "{}"
     }
 
     pub fn process(&self) -> &Process {
-        self.process.as_ref().expect("the control plane was started")
+        self.process
+            .as_ref()
+            .expect("the control plane was started")
     }
 
     async fn admin_get(&self, path: &str) -> Option<u16> {

@@ -95,7 +95,10 @@ fn init_dry_run_prints_the_commands() {
 #[tokio::test]
 async fn unredirected_connections_are_refused_and_counted() {
     let p = LocalProxy::start(1, &[]);
-    assert!(p.wait_ready(Duration::from_secs(30)).await, "proxy became ready");
+    assert!(
+        p.wait_ready(Duration::from_secs(30)).await,
+        "proxy became ready"
+    );
     // Straight to the outbound listener: explicit mode, not supported yet. Straight to the
     // inbound listener: the direct path, which needs mTLS.
     for port in [4140, 4143] {

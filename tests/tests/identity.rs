@@ -13,13 +13,22 @@ use remora_tests::control::Pki;
 use remora_tests::local::{LocalProxy, loopback};
 
 fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
 }
 
 #[test]
 fn certs_writes_keys_private_and_certs_public() {
     let pki = Pki::new();
-    let mode = |f: &str| std::fs::metadata(pki.dir.join(f)).unwrap().permissions().mode() & 0o777;
+    let mode = |f: &str| {
+        std::fs::metadata(pki.dir.join(f))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("root.key"), 0o600);
     let out = Command::new(remora())
         .args(["certs", "issuer", "--root", pki.dir.to_str().unwrap()])
@@ -30,10 +39,17 @@ fn certs_writes_keys_private_and_certs_public() {
     assert!(out.status.success());
     assert_eq!(mode("east/issuer.key"), 0o600);
     assert_eq!(mode("east/issuer.pem") & 0o044, 0o044);
-    for help in [&["certs", "--help"][..], &["control", "--help"], &["certs", "issuer", "--help"]] {
+    for help in [
+        &["certs", "--help"][..],
+        &["control", "--help"],
+        &["certs", "issuer", "--help"],
+    ] {
         let out = Command::new(remora()).args(help).output().unwrap();
         assert!(out.status.success());
-        assert!(String::from_utf8_lossy(&out.stdout).len() > 200, "{help:?} says little");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).len() > 200,
+            "{help:?} says little"
+        );
     }
 }
 
@@ -41,7 +57,12 @@ fn certs_writes_keys_private_and_certs_public() {
 async fn proxy_is_ready_only_once_it_holds_a_certificate() {
     let pki = Pki::new();
     let cp_addr = SocketAddr::new(loopback(20), 8086);
-    let mut cp = pki.control("east", "east.example", cp_addr, SocketAddr::new(loopback(20), 9990));
+    let mut cp = pki.control(
+        "east",
+        "east.example",
+        cp_addr,
+        SocketAddr::new(loopback(20), 9990),
+    );
     let proxy = LocalProxy::start(21, &cp.proxy_env("web", "shop"));
     // The control plane is down: the proxy answers probes but is not ready.
     let mut seen = 0;
@@ -63,7 +84,10 @@ async fn proxy_is_ready_only_once_it_holds_a_certificate() {
     );
     let m = proxy.metrics().await;
     let expiry = m.get("identity_cert_expiration_timestamp_seconds", &[]);
-    assert!(expiry > now_secs() + 23.0 * 3600.0, "a 24 h certificate: {expiry}");
+    assert!(
+        expiry > now_secs() + 23.0 * 3600.0,
+        "a 24 h certificate: {expiry}"
+    );
     assert!(m.get("identity_cert_renewals_total", &[("result", "success")]) >= 1.0);
     assert!(m.get("identity_cert_renewals_total", &[("result", "failure")]) >= 1.0);
     let cm = cp.metrics().await;
@@ -74,7 +98,12 @@ async fn proxy_is_ready_only_once_it_holds_a_certificate() {
 async fn a_proxy_with_the_wrong_token_never_becomes_ready() {
     let pki = Pki::new();
     let cp_addr = SocketAddr::new(loopback(30), 8086);
-    let mut cp = pki.control("east", "east.example", cp_addr, SocketAddr::new(loopback(30), 9990));
+    let mut cp = pki.control(
+        "east",
+        "east.example",
+        cp_addr,
+        SocketAddr::new(loopback(30), 9990),
+    );
     cp.start().await;
     // db's token, but asking for web's identity.
     let mut env = cp.proxy_env("web", "shop");
@@ -95,7 +124,12 @@ async fn a_proxy_with_the_wrong_token_never_becomes_ready() {
     );
     assert_eq!(proxy.get("/ready").await.unwrap().0, 503);
     let cm = cp.metrics().await;
-    assert!(cm.get("identity_certs_refused_total", &[("reason", "not_authenticated")]) >= 1.0);
+    assert!(
+        cm.get(
+            "identity_certs_refused_total",
+            &[("reason", "not_authenticated")]
+        ) >= 1.0
+    );
     assert_eq!(cm.get("identity_certs_issued_total", &[]), 0.0);
 }
 
@@ -103,7 +137,10 @@ async fn a_proxy_with_the_wrong_token_never_becomes_ready() {
 fn identity_configuration_errors_exit_64() {
     let out = Command::new(remora())
         .arg("proxy")
-        .env("REMORA_IDENTITY_NAME", "web.shop.serviceaccount.identity.linkerd.east.example")
+        .env(
+            "REMORA_IDENTITY_NAME",
+            "web.shop.serviceaccount.identity.linkerd.east.example",
+        )
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(64));

@@ -43,7 +43,12 @@ async fn netns_certificates_rotate_under_traffic() {
         .meshed()
         .start()
         .await;
-    let a = net.pod("a").identity(&cp, "web", "shop").meshed().start().await;
+    let a = net
+        .pod("a")
+        .identity(&cp, "web", "shop")
+        .meshed()
+        .start()
+        .await;
 
     // Traffic: a new connection every 100 ms, and one long-lived connection pinged twice a
     // second, all through both proxies.
@@ -101,11 +106,22 @@ async fn netns_certificates_rotate_under_traffic() {
     let pings = pinger.await.unwrap();
     seen_a.remove(&0);
     seen_b.remove(&0);
-    assert!(seen_a.len() >= 4, "A renewed 3 times: expiries {seen_a:?}\n{}", a.proxy().log());
+    assert!(
+        seen_a.len() >= 4,
+        "A renewed 3 times: expiries {seen_a:?}\n{}",
+        a.proxy().log()
+    );
     assert!(seen_b.len() >= 4, "B renewed 3 times: expiries {seen_b:?}");
-    assert_eq!(failures.load(Ordering::Relaxed), 0, "no failed connection during rotation");
+    assert_eq!(
+        failures.load(Ordering::Relaxed),
+        0,
+        "no failed connection during rotation"
+    );
     assert!(done.load(Ordering::Relaxed) > 100, "traffic flowed");
-    assert!(pings > 100, "the long-lived connection stayed up: {pings} pings");
+    assert!(
+        pings > 100,
+        "the long-lived connection stayed up: {pings} pings"
+    );
     let renewals = a
         .metrics()
         .await
