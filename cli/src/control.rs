@@ -131,7 +131,7 @@ fn serve(path: PathBuf) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let control = match Control::bind(config) {
+        let control = match Control::bind(config, Some(path)) {
             Ok(c) => c,
             Err(e) => {
                 error!("{e}");

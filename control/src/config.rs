@@ -16,6 +16,8 @@
 //! issuer_key = "issuer.key"
 //! token_key = "token.key"
 //! cert_lifetime = "24h"                 # optional, default 24h
+//!
+//! [[services]]                          # what discovery serves: see `cluster` and `profile`
 //! ```
 //!
 //! The file is parsed into [`RawConfig`] (what serde reads) and validated into [`Config`]
@@ -23,10 +25,13 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use remora_identity::{Name, WorkloadId};
 use serde::Deserialize;
+
+use crate::cluster::{ClusterState, RawService};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +40,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     pub identity: RawIdentity,
+    #[serde(default)]
+    pub services: Vec<RawService>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -44,6 +51,8 @@ pub struct RawCluster {
     pub trust_domain: String,
     #[serde(default = "default_cp_ns")]
     pub control_plane_namespace: String,
+    #[serde(default = "default_cluster_domain")]
+    pub cluster_domain: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +87,9 @@ pub struct RawIdentity {
 fn default_cp_ns() -> String {
     "linkerd".into()
 }
+fn default_cluster_domain() -> String {
+    "cluster.local".into()
+}
 fn default_addr() -> String {
     "0.0.0.0:8086".into()
 }
@@ -101,6 +113,9 @@ pub struct Config {
     pub issuer_key: PathBuf,
     pub token_key: PathBuf,
     pub cert_lifetime: Duration,
+    pub cluster_domain: String,
+    /// The services discovery serves, validated.
+    pub state: Arc<ClusterState>,
 }
 
 /// A config file that cannot be used, with the reason.
@@ -145,6 +160,11 @@ impl Config {
             v.parse::<SocketAddr>()
                 .map_err(|_| format!("{field}: {v:?} is not an IP:port address"))
         };
+        let domain: Name = cluster
+            .cluster_domain
+            .parse()
+            .map_err(|e| format!("cluster.cluster_domain: {e}"))?;
+        let state = ClusterState::build(&raw.services, domain.as_str(), td.as_str(), cp.as_str())?;
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { dir.join(p) };
         let id = raw.identity;
         Ok(Config {
@@ -166,6 +186,8 @@ impl Config {
             issuer_cert: resolve(id.issuer_cert),
             issuer_key: resolve(id.issuer_key),
             token_key: resolve(id.token_key),
+            cluster_domain: domain.to_string(),
+            state: Arc::new(state),
         })
     }
 

@@ -9,6 +9,9 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML schema and its validation.
+//! - [`cluster`], [`profile`]: the services discovery serves, validated, as API messages.
+//! - [`destination`]: `Destination/Get` and `GetProfile`, incremental streams.
+//! - [`reload`]: follows the config file and publishes each valid edit.
 //! - [`token`]: workload tokens (HMAC-signed, expiring).
 //! - [`issuer`]: issuer reloading and the control plane's serving certificate.
 //! - [`identity`]: the `Identity/Certify` service.
@@ -17,9 +20,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod config;
+pub mod destination;
 pub mod identity;
 pub mod issuer;
 pub mod metrics;
+pub mod profile;
+pub mod reload;
 pub mod server;
 pub mod token;

@@ -71,3 +71,63 @@ impl IdentityMetrics {
         self.issuer_expiry.set(secs as i64);
     }
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Rpc {
+    rpc: &'static str,
+}
+
+/// Metrics of the destination service and the config reloader.
+#[derive(Clone, Debug, Default)]
+pub struct DestinationMetrics {
+    watches: Family<Rpc, Gauge>,
+    updates: Family<Rpc, Counter>,
+    reloads: Family<Outcome, Counter>,
+}
+
+/// Counts one open watch while it lives.
+#[derive(Debug)]
+pub struct Watching(Gauge);
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+impl DestinationMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = DestinationMetrics::default();
+        registry.register(
+            "destination_watches",
+            "Open discovery streams, by rpc (get, get_profile)",
+            m.watches.clone(),
+        );
+        registry.register(
+            "destination_updates",
+            "Discovery messages sent, by rpc",
+            m.updates.clone(),
+        );
+        registry.register(
+            "config_reloads",
+            "Config file reloads, by result (success, failure = rejected edit)",
+            m.reloads.clone(),
+        );
+        m
+    }
+
+    pub fn watching(&self, rpc: &'static str) -> Watching {
+        let g = self.watches.get_or_create_owned(&Rpc { rpc });
+        g.inc();
+        Watching(g)
+    }
+
+    pub fn sent(&self, rpc: &'static str) {
+        self.updates.get_or_create(&Rpc { rpc }).inc();
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.reloads.get_or_create(&Outcome { result }).inc();
+    }
+}

@@ -1,5 +1,5 @@
-//! The control plane's servers: gRPC (TLS with the control plane's own identity unless it
-//! listens on loopback) and admin (`/live`, `/ready`, `/metrics`).
+//! The control plane's servers: gRPC — Identity and Destination — (TLS with the control
+//! plane's own identity unless it listens on loopback) and admin (`/live`, `/ready`, `/metrics`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -9,6 +9,9 @@ use std::sync::atomic::AtomicBool;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use std::path::PathBuf;
+
+use linkerd2_proxy_api::destination::destination_server::DestinationServer;
 use linkerd2_proxy_api::identity::identity_server::IdentityServer;
 use remora_identity::{Name, TrustAnchors};
 use remora_metrics::Registry;
@@ -19,21 +22,25 @@ use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::destination::DestinationService;
 use crate::identity::IdentityService;
 use crate::issuer::{IssuerStore, ServingCert, watch};
-use crate::metrics::IdentityMetrics;
+use crate::metrics::{DestinationMetrics, IdentityMetrics};
+use crate::reload;
 use crate::token::TokenKey;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_CONNECTIONS: usize = 4096;
 const ISSUER_POLL: Duration = Duration::from_secs(1);
+/// How often the config file is checked for edits (edits reach subscribers within this).
+const CONFIG_POLL: Duration = Duration::from_millis(200);
 
 /// Who is on the other end of a gRPC connection.
 #[derive(Clone, Debug)]
@@ -97,11 +104,14 @@ pub struct Control {
     tokens: TokenKey,
     anchors: TrustAnchors,
     drain: Drain,
+    /// The config file, followed for edits (none: the config is fixed).
+    path: Option<PathBuf>,
 }
 
 impl Control {
-    /// Loads the issuer, the token key and the trust anchors, and binds both listeners.
-    pub fn bind(config: Config) -> Result<Control, String> {
+    /// Loads the issuer, the token key and the trust anchors, and binds both listeners. With a
+    /// `path`, edits of that file are followed.
+    pub fn bind(config: Config, path: Option<PathBuf>) -> Result<Control, String> {
         let issuer = IssuerStore::load(&config.issuer_cert, &config.issuer_key)
             .map_err(|e| format!("issuer: {e}"))?;
         let token_text = std::fs::read_to_string(&config.token_key)
@@ -124,6 +134,7 @@ impl Control {
             tokens,
             anchors,
             drain: Drain::new(),
+            path,
         })
     }
 
@@ -144,6 +155,16 @@ impl Control {
         let grpc_addr = self.grpc_addr();
         let mut registry = Registry::default();
         let metrics = IdentityMetrics::register(&mut registry);
+        let dst_metrics = DestinationMetrics::register(&mut registry);
+        let (state_tx, state_rx) = watch::channel(self.config.state.clone());
+        let reloader = self.path.clone().map(|p| {
+            tokio::spawn(reload::follow(
+                p,
+                state_tx,
+                dst_metrics.clone(),
+                CONFIG_POLL,
+            ))
+        });
         metrics.issuer_expiry(self.issuer.current().not_after);
         let tls = !self.config.addr.ip().is_loopback();
         let serving = if tls {
@@ -166,6 +187,7 @@ impl Control {
             registry: Arc::new(registry),
             ready: Arc::new(AtomicBool::new(true)),
             drain: self.drain.clone(),
+            destinations: None,
         };
         let admin = tokio::spawn(admin::serve(self.admin, admin_state));
         let identity = IdentityServer::new(IdentityService::new(
@@ -174,7 +196,11 @@ impl Control {
             self.tokens.clone(),
             metrics,
         ));
-        let routes = Routes { identity };
+        let destination = DestinationServer::new(DestinationService::new(state_rx, dst_metrics));
+        let routes = Routes {
+            identity,
+            destination,
+        };
         let server = tonic::transport::Server::builder().tcp_nodelay(true);
         let drain = self.drain.clone();
         info!(
@@ -201,6 +227,9 @@ impl Control {
         };
         watcher.abort();
         admin.abort();
+        if let Some(r) = reloader {
+            r.abort();
+        }
         res.map_err(|e| format!("gRPC server: {e}"))
     }
 }
@@ -210,6 +239,7 @@ impl Control {
 #[derive(Clone, Debug)]
 struct Routes {
     identity: IdentityServer<IdentityService>,
+    destination: DestinationServer<DestinationService>,
 }
 
 impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Routes {
@@ -225,6 +255,9 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Routes {
         let path = req.uri().path();
         if path.starts_with("/io.linkerd.proxy.identity.Identity/") {
             return self.identity.call(req);
+        }
+        if path.starts_with("/io.linkerd.proxy.destination.Destination/") {
+            return self.destination.call(req);
         }
         let status = tonic::Status::unimplemented(format!("no service serves {path}"));
         Box::pin(async move { Ok(status.into_http()) })

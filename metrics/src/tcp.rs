@@ -92,6 +92,8 @@ pub enum RefuseReason {
     NotLocal,
     /// The proxy could not connect to the target.
     ConnectFailed,
+    /// Discovery knows the target but it has no endpoint.
+    NoEndpoints,
 }
 
 impl RefuseReason {
@@ -104,6 +106,7 @@ impl RefuseReason {
             RefuseReason::Loop => "loop",
             RefuseReason::NotLocal => "not_local",
             RefuseReason::ConnectFailed => "connect_failed",
+            RefuseReason::NoEndpoints => "no_endpoints",
         }
     }
 }

@@ -1,4 +1,5 @@
-//! The admin server: `GET /live`, `GET /ready`, `GET /metrics`, `POST /shutdown`.
+//! The admin server: `GET /live`, `GET /ready`, `GET /metrics`, `POST /shutdown`,
+//! `GET /debug/destinations`.
 //!
 //! HTTP/1.1 only, a bounded number of concurrent connections, a header-read timeout. Endpoints
 //! that change the process (`/shutdown`) accept only loopback peers, so the admin port can be
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
+use crate::discovery::Resolver;
 use crate::drain::Drain;
 
 const MAX_CONNECTIONS: usize = 64;
@@ -31,6 +33,8 @@ pub struct AdminState {
     pub registry: Arc<Registry>,
     pub ready: Arc<AtomicBool>,
     pub drain: Drain,
+    /// The discovery cache, reported by `GET /debug/destinations` (loopback peers only).
+    pub destinations: Option<Arc<Resolver>>,
 }
 
 /// Serves the admin API on `listener` for as long as the process runs (also while draining, so
@@ -95,6 +99,28 @@ fn route(state: &AdminState, peer: SocketAddr, req: Request<Incoming>) -> Respon
                 "encoding failed\n".into(),
             ),
         },
+        (&Method::GET, "/debug/destinations") => {
+            if !peer.ip().to_canonical().is_loopback() {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "debug endpoints are loopback-only\n".into(),
+                );
+            }
+            match &state.destinations {
+                Some(r) => {
+                    let mut rsp = text(StatusCode::OK, crate::discovery::snapshot_json(r));
+                    rsp.headers_mut().insert(
+                        header::CONTENT_TYPE,
+                        header::HeaderValue::from_static("application/json"),
+                    );
+                    rsp
+                }
+                None => text(
+                    StatusCode::NOT_FOUND,
+                    "discovery is not configured\n".into(),
+                ),
+            }
+        }
         (&Method::POST, "/shutdown") => {
             if !peer.ip().to_canonical().is_loopback() {
                 warn!(%peer, "refusing POST /shutdown from a non-loopback peer");

@@ -15,12 +15,14 @@ use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
 use crate::config::{self, Config};
+use crate::control_client::{ChannelError, channel, plaintext_channel};
+use crate::discovery::Resolver;
 use crate::drain::Drain;
 use crate::identity::{self, CredsRx, IdentityError};
 use crate::inbound::Inbound;
 use crate::listen::{AcceptCtx, bind};
 use crate::orig_dst::LocalIps;
-use crate::outbound::Outbound;
+use crate::outbound::{Discovery, Outbound};
 use crate::own::OwnAddrs;
 use crate::tcp::TcpCtx;
 
@@ -36,6 +38,7 @@ pub struct Proxy {
     registry: Registry,
     tcp_metrics: TcpMetrics,
     creds: Option<CredsRx>,
+    resolver: Option<Arc<Resolver>>,
 }
 
 /// Why the proxy could not start.
@@ -49,6 +52,8 @@ pub enum StartError {
     },
     #[error("identity: {0}")]
     Identity(#[from] IdentityError),
+    #[error("destination service: {0}")]
+    Destination(#[from] ChannelError),
 }
 
 fn bind_all(var: &'static str, addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
@@ -76,6 +81,22 @@ impl Proxy {
             Some(id) => Some(identity::spawn(id.clone(), &[], identity_metrics)?),
             None => None,
         };
+        let resolver = match &config.destination {
+            Some(d) => {
+                let anchors = config.identity.as_ref().map(|i| i.trust_anchors.clone());
+                let channel = match (&d.svc_name, anchors) {
+                    (Some(name), Some(anchors)) => channel(d.addr, Some(name), &anchors)?,
+                    _ => plaintext_channel(d.addr)?,
+                };
+                Some(Resolver::new(
+                    channel,
+                    d.context.clone(),
+                    d.idle_timeout,
+                    d.max_targets,
+                ))
+            }
+            None => None,
+        };
         Ok(Proxy {
             outbound: bind_all(config::OUTBOUND_ADDR, &config.outbound_addrs)?,
             inbound: bind_all(config::INBOUND_ADDR, &config.inbound_addrs)?,
@@ -85,6 +106,7 @@ impl Proxy {
             registry,
             tcp_metrics,
             creds,
+            resolver,
         })
     }
 
@@ -139,6 +161,14 @@ impl Proxy {
             accept(Direction::Outbound, cfg.outbound_max_connections),
             tcp(Direction::Outbound),
             own.clone(),
+            self.resolver.clone().map(|resolver| Discovery {
+                resolver,
+                timeout: cfg
+                    .destination
+                    .as_ref()
+                    .map(|d| d.timeout)
+                    .unwrap_or_default(),
+            }),
         );
         let inbound = Inbound::new(
             self.inbound,
@@ -150,6 +180,7 @@ impl Proxy {
             registry,
             ready: ready.clone(),
             drain: self.drain.clone(),
+            destinations: self.resolver.clone(),
         };
         let admin = tokio::spawn(admin::serve(self.admin, admin_state));
         let outbound = tokio::spawn(outbound.run());

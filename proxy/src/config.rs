@@ -28,6 +28,12 @@ pub const IDENTITY_TRUST_ANCHORS: &str = "REMORA_IDENTITY_TRUST_ANCHORS";
 pub const IDENTITY_TOKEN_FILE: &str = "REMORA_IDENTITY_TOKEN_FILE";
 pub const IDENTITY_ADDR: &str = "REMORA_IDENTITY_ADDR";
 pub const IDENTITY_SVC_NAME: &str = "REMORA_IDENTITY_SVC_NAME";
+pub const DESTINATION_ADDR: &str = "REMORA_DESTINATION_ADDR";
+pub const DESTINATION_SVC_NAME: &str = "REMORA_DESTINATION_SVC_NAME";
+pub const DESTINATION_CONTEXT: &str = "REMORA_DESTINATION_CONTEXT";
+pub const DESTINATION_TIMEOUT: &str = "REMORA_DESTINATION_TIMEOUT";
+pub const DESTINATION_IDLE_TIMEOUT: &str = "REMORA_DESTINATION_IDLE_TIMEOUT";
+pub const DESTINATION_MAX_TARGETS: &str = "REMORA_DESTINATION_MAX_TARGETS";
 pub const LOG_FORMAT: &str = "REMORA_LOG_FORMAT";
 
 /// One configuration variable: its name, its default and what it does.
@@ -111,6 +117,36 @@ pub const VARS: &[Var] = &[
         help: "The identity service's own identity; required unless it is on loopback",
     },
     Var {
+        name: DESTINATION_ADDR,
+        default: "",
+        help: "The destination (discovery) service, IP:port; unset = no discovery",
+    },
+    Var {
+        name: DESTINATION_SVC_NAME,
+        default: "",
+        help: "The destination service's identity; required unless it is on loopback",
+    },
+    Var {
+        name: DESTINATION_CONTEXT,
+        default: "",
+        help: "Context token sent with every discovery request",
+    },
+    Var {
+        name: DESTINATION_TIMEOUT,
+        default: "3s",
+        help: "How long a new connection waits for discovery's first answer or an endpoint",
+    },
+    Var {
+        name: DESTINATION_IDLE_TIMEOUT,
+        default: "60s",
+        help: "Drop a cached resolution unused for this long",
+    },
+    Var {
+        name: DESTINATION_MAX_TARGETS,
+        default: "10000",
+        help: "Most resolutions cached at once (least recently used dropped first)",
+    },
+    Var {
         name: LOG,
         default: "info",
         help: "Log filter, RUST_LOG syntax (e.g. warn,remora_proxy=debug)",
@@ -137,6 +173,19 @@ pub struct Config {
     pub log: LogConfig,
     /// `None` when no identity is configured: the proxy then has no certificate.
     pub identity: Option<IdentityConfig>,
+    /// `None` when no destination service is configured: every target is forwarded as-is.
+    pub destination: Option<DestinationConfig>,
+}
+
+/// Where and how the proxy discovers its targets' endpoints.
+#[derive(Clone, Debug)]
+pub struct DestinationConfig {
+    pub addr: SocketAddr,
+    pub svc_name: Option<Name>,
+    pub context: String,
+    pub timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_targets: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -189,6 +238,7 @@ impl Config {
                 format: env.parse(LOG_FORMAT, parse_log_format)?,
             },
             identity: identity_config(&env)?,
+            destination: destination_config(&env)?,
         })
     }
 }
@@ -224,6 +274,41 @@ fn identity_config(env: &Env<'_>) -> Result<Option<IdentityConfig>, ConfigError>
         token_file: env.required(IDENTITY_TOKEN_FILE, |s| Ok(PathBuf::from(s)))?,
         addr,
         svc_name,
+    }))
+}
+
+fn destination_config(env: &Env<'_>) -> Result<Option<DestinationConfig>, ConfigError> {
+    let Some(addr) = env.optional(DESTINATION_ADDR, parse_addr)? else {
+        return Ok(None);
+    };
+    let svc_name = env.optional(DESTINATION_SVC_NAME, parse_name)?;
+    if svc_name.is_none() && !addr.ip().is_loopback() {
+        return Err(ConfigError {
+            var: DESTINATION_SVC_NAME,
+            value: String::new(),
+            reason: format!("required: the destination service at {addr} is not on loopback"),
+        });
+    }
+    if svc_name.is_some()
+        && env
+            .optional(IDENTITY_TRUST_ANCHORS, |s| Ok(s.to_string()))?
+            .is_none()
+    {
+        return Err(ConfigError {
+            var: IDENTITY_TRUST_ANCHORS,
+            value: String::new(),
+            reason: format!("required to verify {DESTINATION_SVC_NAME}"),
+        });
+    }
+    Ok(Some(DestinationConfig {
+        addr,
+        svc_name,
+        context: env
+            .optional(DESTINATION_CONTEXT, |s| Ok(s.to_string()))?
+            .unwrap_or_default(),
+        timeout: env.parse(DESTINATION_TIMEOUT, parse_nonzero_duration)?,
+        idle_timeout: env.parse(DESTINATION_IDLE_TIMEOUT, parse_nonzero_duration)?,
+        max_targets: env.parse(DESTINATION_MAX_TARGETS, parse_positive)?,
     }))
 }
 

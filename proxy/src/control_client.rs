@@ -61,6 +61,17 @@ pub fn channel(
     Ok(endpoint("https")?.connect_with_connector_lazy(connector))
 }
 
+/// A plaintext channel (for a control plane on loopback).
+pub fn plaintext_channel(addr: SocketAddr) -> Result<Channel, ChannelError> {
+    if !addr.ip().is_loopback() {
+        return Err(ChannelError::NeedsIdentity(addr));
+    }
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
 /// Connects to one fixed address with TLS, whatever URI the channel asks for.
 #[derive(Clone)]
 struct TlsConnect {

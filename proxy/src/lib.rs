@@ -14,6 +14,7 @@
 //! - [`orig_dst`], [`own`]: the original destination and the proxy's own addresses.
 //! - [`identity`], [`control_client`]: the workload certificate from the control plane,
 //!   renewed in the background and published as rustls configs.
+//! - [`discovery`]: Destination API streams per target, cached, followed in the background.
 //! - [`admin`]: `/live`, `/ready`, `/metrics`, `/shutdown`.
 //! - [`drain`]: the process-wide two-phase shutdown signal.
 //! - [`init`]: `remora init`, the iptables rules that redirect a pod's traffic.
@@ -25,6 +26,7 @@ pub mod admin;
 pub mod app;
 pub mod config;
 pub mod control_client;
+pub mod discovery;
 pub mod drain;
 pub mod forward;
 pub mod identity;

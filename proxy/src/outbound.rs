@@ -7,8 +7,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use remora_metrics::tcp::{Direction, RefuseReason};
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{Instrument, info, info_span, warn};
+
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::discovery::{Pick, Resolver};
 
 use crate::listen::{AcceptCtx, serve};
 use crate::orig_dst::{OrigDst, original_dst};
@@ -33,12 +37,20 @@ pub fn decide(orig: OrigDst, own: &OwnAddrs) -> Decision {
     }
 }
 
+/// Discovery as the outbound uses it: the resolver and how long to wait for an answer.
+#[derive(Clone, Debug)]
+pub struct Discovery {
+    pub resolver: Arc<Resolver>,
+    pub timeout: Duration,
+}
+
 #[derive(Debug)]
 pub struct Outbound {
     listeners: Vec<TcpListener>,
     accept: AcceptCtx,
     tcp: TcpCtx,
     own: Arc<OwnAddrs>,
+    discovery: Option<Discovery>,
 }
 
 impl Outbound {
@@ -47,27 +59,29 @@ impl Outbound {
         accept: AcceptCtx,
         tcp: TcpCtx,
         own: Arc<OwnAddrs>,
+        discovery: Option<Discovery>,
     ) -> Self {
         Outbound {
             listeners,
             accept,
             tcp,
             own,
+            discovery,
         }
     }
 
     pub async fn run(self) {
-        let shared = Arc::new((self.tcp, self.own));
+        let shared = Arc::new((self.tcp, self.own, self.discovery));
         serve(self.listeners, self.accept, move |stream, client| {
             let shared = shared.clone();
-            async move { handle(&shared.0, &shared.1, stream).await }
+            async move { handle(&shared.0, &shared.1, shared.2.as_ref(), stream).await }
                 .instrument(info_span!("outbound", %client))
         })
         .await
     }
 }
 
-async fn handle(tcp: &TcpCtx, own: &OwnAddrs, stream: TcpStream) {
+async fn handle(tcp: &TcpCtx, own: &OwnAddrs, discovery: Option<&Discovery>, stream: TcpStream) {
     let orig = match original_dst(&stream) {
         Ok(orig) => orig,
         Err(e) => {
@@ -79,8 +93,11 @@ async fn handle(tcp: &TcpCtx, own: &OwnAddrs, stream: TcpStream) {
     };
     match decide(orig, own) {
         Decision::Forward(dst) => {
-            proxy_to(tcp, stream, dst)
-                .instrument(info_span!("target", %dst))
+            let Some(addr) = endpoint(tcp, discovery, dst).await else {
+                return;
+            };
+            proxy_to(tcp, stream, addr)
+                .instrument(info_span!("target", %dst, endpoint = %addr))
                 .await
         }
         Decision::Refuse(reason) => {
@@ -96,6 +113,31 @@ async fn handle(tcp: &TcpCtx, own: &OwnAddrs, stream: TcpStream) {
                     "refusing a connection whose destination is one of this proxy's own listeners"
                 ),
             }
+        }
+    }
+}
+
+/// Where to connect for original destination `dst`: one of its discovered endpoints, or `dst`
+/// itself when discovery does not know it. `None` when it has no endpoint (refused, counted).
+async fn endpoint(
+    tcp: &TcpCtx,
+    discovery: Option<&Discovery>,
+    dst: SocketAddr,
+) -> Option<SocketAddr> {
+    let Some(d) = discovery else {
+        return Some(dst);
+    };
+    match d.resolver.resolve(&dst.to_string()).pick(d.timeout).await {
+        Pick::Endpoint(ep) => {
+            debug!(%dst, endpoint = %ep.addr, identity = ?ep.identity, hint = ?ep.hint, "resolved");
+            Some(ep.addr)
+        }
+        Pick::AsIs => Some(dst),
+        Pick::NoEndpoints => {
+            tcp.metrics
+                .refused(Direction::Outbound, RefuseReason::NoEndpoints);
+            warn!(%dst, waited = ?d.timeout, "no endpoints for this destination; closing");
+            None
         }
     }
 }

@@ -1,0 +1,415 @@
+//! The cluster's services as discovery serves them: the `[[services]]` of the config file,
+//! validated into a [`ClusterState`] with lookups by name, virtual IP and pod IP, and turned
+//! into Destination API messages.
+//!
+//! ```toml
+//! [[services]]
+//! name = "web"
+//! namespace = "shop"
+//! cluster_ip = "10.96.0.10"                       # the virtual IP
+//! ports = [{ port = 80, target_port = 8080 }, { port = 3306, opaque = true }]
+//!
+//! [[services.endpoints]]
+//! pod = "web-0"
+//! ip = "10.213.0.5"
+//! service_account = "web"                          # identity web.shop.serviceaccount...
+//! protocol = "h2"                                  # h2 (meshed, default) | opaque | none (unmeshed)
+//! labels = { version = "v1" }
+//! ```
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use linkerd2_proxy_api::destination as pb;
+use serde::Deserialize;
+
+use crate::profile::{Profile, RawBudget, RawOverride, RawRoute};
+
+/// The inbound port proxies accept opaque transport on.
+pub const INBOUND_PORT: u16 = 4143;
+/// Default endpoint weight (Linkerd's).
+pub const DEFAULT_WEIGHT: u32 = 10_000;
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub name: String,
+    pub namespace: String,
+    #[serde(default)]
+    pub cluster_ip: Option<String>,
+    pub ports: Vec<RawPort>,
+    #[serde(default)]
+    pub endpoints: Vec<RawEndpoint>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub retry_budget: Option<RawBudget>,
+    #[serde(default)]
+    pub dst_overrides: Vec<RawOverride>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPort {
+    pub port: u16,
+    #[serde(default)]
+    pub target_port: Option<u16>,
+    #[serde(default)]
+    pub opaque: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEndpoint {
+    pub pod: String,
+    pub ip: String,
+    #[serde(default = "default_sa")]
+    pub service_account: String,
+    #[serde(default)]
+    pub protocol: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub weight: Option<u32>,
+}
+
+fn default_sa() -> String {
+    "default".into()
+}
+
+/// How peers speak to an endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// Meshed; HTTP may be upgraded to HTTP/2 between proxies.
+    H2,
+    /// Meshed; always opaque transport through the inbound port.
+    Opaque,
+    /// Not meshed: no identity, no hint.
+    None,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SvcKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for SvcKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.name, self.namespace)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Port {
+    pub port: u16,
+    pub target_port: u16,
+    pub opaque: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    pub pod: String,
+    pub ip: IpAddr,
+    pub service_account: String,
+    pub protocol: Protocol,
+    pub labels: BTreeMap<String, String>,
+    pub weight: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub key: SvcKey,
+    pub vip: Option<IpAddr>,
+    pub ports: Vec<Port>,
+    pub endpoints: Vec<Endpoint>,
+    pub profile: Profile,
+}
+
+impl Service {
+    fn port(&self, port: u16) -> Port {
+        self.ports
+            .iter()
+            .find(|p| p.port == port)
+            .cloned()
+            .unwrap_or(Port {
+                port,
+                target_port: port,
+                opaque: false,
+            })
+    }
+}
+
+/// What a `Get`/`GetProfile` path names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A service (by name or virtual IP) and the port asked for.
+    Service(SvcKey, u16),
+    /// One pod (by IP) of a service, and the port asked for.
+    Pod(SvcKey, IpAddr, u16),
+    /// Not known here: the client may fall back to the address itself.
+    Unknown,
+}
+
+/// Every service of the cluster, with lookups.
+#[derive(Clone, Debug, Default)]
+pub struct ClusterState {
+    pub cluster_domain: String,
+    pub trust_domain: String,
+    pub control_plane_ns: String,
+    pub services: BTreeMap<SvcKey, Service>,
+    by_vip: HashMap<IpAddr, SvcKey>,
+    by_pod: HashMap<IpAddr, SvcKey>,
+}
+
+impl ClusterState {
+    /// Validates raw services. Errors name the service and field.
+    pub fn build(
+        raw: &[RawService],
+        cluster_domain: &str,
+        trust_domain: &str,
+        control_plane_ns: &str,
+    ) -> Result<ClusterState, String> {
+        let mut state = ClusterState {
+            cluster_domain: cluster_domain.to_string(),
+            trust_domain: trust_domain.to_string(),
+            control_plane_ns: control_plane_ns.to_string(),
+            ..Default::default()
+        };
+        for r in raw {
+            let svc = validate(r)?;
+            let key = svc.key.clone();
+            if let Some(vip) = svc.vip
+                && let Some(other) = state.by_vip.insert(vip, key.clone())
+            {
+                return Err(format!("services {other} and {key} share cluster_ip {vip}"));
+            }
+            for e in &svc.endpoints {
+                state.by_pod.entry(e.ip).or_insert_with(|| key.clone());
+            }
+            if state.services.insert(key.clone(), svc).is_some() {
+                return Err(format!("service {key} is defined twice"));
+            }
+        }
+        Ok(state)
+    }
+
+    /// Resolves a Destination path (`host:port`).
+    pub fn target(&self, path: &str) -> Result<Target, String> {
+        let (host, port) = path
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{path:?} is not host:port"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{path:?} has no valid port"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            if let Some(key) = self.by_vip.get(&ip) {
+                return Ok(Target::Service(key.clone(), port));
+            }
+            if let Some(key) = self.by_pod.get(&ip) {
+                return Ok(Target::Pod(key.clone(), ip, port));
+            }
+            return Ok(Target::Unknown);
+        }
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let suffix = format!(".svc.{}", self.cluster_domain);
+        let Some(rest) = host.strip_suffix(&suffix) else {
+            return Ok(Target::Unknown);
+        };
+        let Some((name, namespace)) = rest.split_once('.') else {
+            return Ok(Target::Unknown);
+        };
+        let key = SvcKey {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        };
+        Ok(match self.services.contains_key(&key) {
+            true => Target::Service(key, port),
+            false => Target::Unknown,
+        })
+    }
+
+    /// The endpoints `target` stands for, keyed by address. `None` if it is unknown.
+    pub fn endpoints(&self, target: &Target) -> Option<BTreeMap<SocketAddr, pb::WeightedAddr>> {
+        let (key, port, only) = match target {
+            Target::Service(k, p) => (k, *p, None),
+            Target::Pod(k, ip, p) => (k, *p, Some(*ip)),
+            Target::Unknown => return None,
+        };
+        let svc = self.services.get(key)?;
+        let port = svc.port(port);
+        let target_port = if only.is_some() {
+            port.port
+        } else {
+            port.target_port
+        };
+        Some(
+            svc.endpoints
+                .iter()
+                .filter(|e| only.is_none_or(|ip| e.ip == ip))
+                .map(|e| {
+                    let addr = SocketAddr::new(e.ip, target_port);
+                    (addr, self.weighted_addr(svc, e, addr, port.opaque))
+                })
+                .collect(),
+        )
+    }
+
+    fn identity(&self, sa: &str, ns: &str) -> String {
+        format!(
+            "{sa}.{ns}.serviceaccount.identity.{}.{}",
+            self.control_plane_ns, self.trust_domain
+        )
+    }
+
+    fn weighted_addr(
+        &self,
+        svc: &Service,
+        e: &Endpoint,
+        addr: SocketAddr,
+        opaque_port: bool,
+    ) -> pb::WeightedAddr {
+        use pb::protocol_hint::{H2, Opaque, OpaqueTransport, Protocol as P};
+        let mut labels: HashMap<String, String> = e.labels.clone().into_iter().collect();
+        labels.insert("pod".into(), e.pod.clone());
+        labels.insert("namespace".into(), svc.key.namespace.clone());
+        labels.insert("service".into(), svc.key.name.clone());
+        labels.insert("serviceaccount".into(), e.service_account.clone());
+        let meshed = e.protocol != Protocol::None;
+        let opaque = opaque_port || e.protocol == Protocol::Opaque;
+        let tls_identity = meshed.then(|| {
+            let name = self.identity(&e.service_account, &svc.key.namespace);
+            pb::TlsIdentity {
+                strategy: Some(pb::tls_identity::Strategy::DnsLikeIdentity(
+                    pb::tls_identity::DnsLikeIdentity { name: name.clone() },
+                )),
+                server_name: Some(pb::tls_identity::DnsLikeIdentity { name }),
+            }
+        });
+        let protocol_hint = meshed.then(|| pb::ProtocolHint {
+            protocol: Some(if opaque {
+                P::Opaque(Opaque {})
+            } else {
+                P::H2(H2 {})
+            }),
+            opaque_transport: opaque.then_some(OpaqueTransport {
+                inbound_port: u32::from(INBOUND_PORT),
+            }),
+        });
+        pb::WeightedAddr {
+            addr: Some(addr.into()),
+            weight: e.weight,
+            metric_labels: labels,
+            tls_identity,
+            protocol_hint,
+            ..Default::default()
+        }
+    }
+
+    /// The profile for `target`: routes and budget of its service, `opaque_protocol` for its
+    /// port, and the `endpoint` itself for a pod target.
+    pub fn profile(&self, target: &Target) -> pb::DestinationProfile {
+        let (key, port) = match target {
+            Target::Service(k, p) | Target::Pod(k, _, p) => (k, *p),
+            Target::Unknown => return pb::DestinationProfile::default(),
+        };
+        let Some(svc) = self.services.get(key) else {
+            return pb::DestinationProfile::default();
+        };
+        let mut profile = svc.profile.to_proto();
+        profile.fully_qualified_name =
+            format!("{}.{}.svc.{}", key.name, key.namespace, self.cluster_domain);
+        profile.opaque_protocol = svc.port(port).opaque;
+        if let Target::Pod(..) = target {
+            profile.endpoint = self.endpoints(target).and_then(|m| m.into_values().next());
+        }
+        profile
+    }
+}
+
+fn validate(r: &RawService) -> Result<Service, String> {
+    let key = SvcKey {
+        namespace: r.namespace.clone(),
+        name: r.name.clone(),
+    };
+    let ctx = |field: &str| format!("service {key}: {field}");
+    for label in [&r.name, &r.namespace] {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !ok {
+            return Err(ctx(&format!(
+                "{label:?} is not a valid name (lowercase DNS label)"
+            )));
+        }
+    }
+    let vip = match &r.cluster_ip {
+        Some(ip) => Some(
+            ip.parse::<IpAddr>()
+                .map_err(|_| ctx(&format!("cluster_ip {ip:?} is not an IP")))?,
+        ),
+        None => None,
+    };
+    if r.ports.is_empty() {
+        return Err(ctx("ports: at least one port"));
+    }
+    let mut ports = Vec::new();
+    for p in &r.ports {
+        if p.port == 0 || p.target_port == Some(0) {
+            return Err(ctx("ports: port 0"));
+        }
+        if ports.iter().any(|q: &Port| q.port == p.port) {
+            return Err(ctx(&format!("ports: {} listed twice", p.port)));
+        }
+        ports.push(Port {
+            port: p.port,
+            target_port: p.target_port.unwrap_or(p.port),
+            opaque: p.opaque,
+        });
+    }
+    let mut endpoints = Vec::new();
+    for e in &r.endpoints {
+        let ip: IpAddr =
+            e.ip.parse()
+                .map_err(|_| ctx(&format!("endpoint {}: ip {:?} is not an IP", e.pod, e.ip)))?;
+        let protocol = match e.protocol.as_deref() {
+            None | Some("h2") => Protocol::H2,
+            Some("opaque") => Protocol::Opaque,
+            Some("none") => Protocol::None,
+            Some(other) => {
+                return Err(ctx(&format!(
+                    "endpoint {}: protocol {other:?} is not h2, opaque or none",
+                    e.pod
+                )));
+            }
+        };
+        if endpoints.iter().any(|x: &Endpoint| x.ip == ip) {
+            return Err(ctx(&format!("endpoint ip {ip} listed twice")));
+        }
+        endpoints.push(Endpoint {
+            pod: e.pod.clone(),
+            ip,
+            service_account: e.service_account.clone(),
+            protocol,
+            labels: e.labels.clone(),
+            weight: e.weight.unwrap_or(DEFAULT_WEIGHT),
+        });
+    }
+    Ok(Service {
+        key: key.clone(),
+        vip,
+        ports,
+        endpoints,
+        profile: Profile::validate(&r.routes, r.retry_budget.as_ref(), &r.dst_overrides)
+            .map_err(|e| ctx(&e))?,
+    })
+}
+
+/// Parses a duration field of the config.
+pub fn duration(field: &str, s: &str) -> Result<Duration, String> {
+    remora_proxy::config::parse_duration(s).map_err(|e| format!("{field}: {e}"))
+}

@@ -1,0 +1,500 @@
+//! Service discovery on the proxy side: `Destination/Get` and `GetProfile` streams per target,
+//! cached, followed in the background, and dropped after an idle period.
+//!
+//! Each target (`IP:port` now; an HTTP authority once #6 exists) gets one entry with two
+//! `watch` channels, endpoints and profile, fed by background tasks; the data path only reads
+//! the channels, so it never blocks on the control plane. When the control plane goes away the
+//! tasks keep the last-known state and reconnect with backoff; on reconnection the server's
+//! fresh snapshot replaces the old set, so nothing is missed or duplicated.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use linkerd2_proxy_api::destination as pb;
+use linkerd2_proxy_api::destination::destination_client::DestinationClient;
+use pb::update::Update as U;
+use remora_identity::Name;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+const BACKOFF_START: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// After (re)connecting, messages arriving within this of each other form the initial snapshot.
+const SNAPSHOT_QUIET: Duration = Duration::from_millis(100);
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// How peers speak to an endpoint (the discovery hint).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hint {
+    Unknown,
+    H2,
+    Opaque,
+}
+
+/// One endpoint, with what is needed to dial it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    /// The identity to require of the peer (mTLS, #5); `None` = plaintext.
+    pub identity: Option<Name>,
+    /// The SNI to send, when it differs from the identity.
+    pub server_name: Option<Name>,
+    pub hint: Hint,
+    /// Opaque transport: dial the peer proxy's inbound port with a transport header.
+    pub opaque_transport_port: Option<u16>,
+    pub authority_override: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl Endpoint {
+    fn from_proto(w: pb::WeightedAddr, set_labels: &HashMap<String, String>) -> Option<Endpoint> {
+        let addr = SocketAddr::try_from(w.addr?).ok()?;
+        let identity = w.tls_identity.as_ref().and_then(|t| match &t.strategy {
+            Some(pb::tls_identity::Strategy::DnsLikeIdentity(d)) => d.name.parse().ok(),
+            _ => None,
+        });
+        let server_name = w
+            .tls_identity
+            .as_ref()
+            .and_then(|t| t.server_name.as_ref())
+            .and_then(|s| s.name.parse().ok());
+        let (hint, opaque_transport_port) = match &w.protocol_hint {
+            Some(h) => (
+                match h.protocol {
+                    Some(pb::protocol_hint::Protocol::H2(_)) => Hint::H2,
+                    Some(pb::protocol_hint::Protocol::Opaque(_)) => Hint::Opaque,
+                    None => Hint::Unknown,
+                },
+                h.opaque_transport
+                    .as_ref()
+                    .and_then(|o| u16::try_from(o.inbound_port).ok()),
+            ),
+            None => (Hint::Unknown, None),
+        };
+        let mut labels: BTreeMap<String, String> = set_labels.clone().into_iter().collect();
+        labels.extend(w.metric_labels);
+        Some(Endpoint {
+            addr,
+            weight: w.weight,
+            identity,
+            server_name,
+            hint,
+            opaque_transport_port,
+            authority_override: w.authority_override.map(|a| a.authority_override),
+            labels,
+        })
+    }
+}
+
+/// What discovery says about a target.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Resolution {
+    /// No answer yet.
+    Pending,
+    /// The control plane does not know the target: use the address itself.
+    Unknown,
+    /// The control plane could not be reached and nothing is known yet.
+    Unavailable,
+    /// The target's current endpoints (possibly none).
+    Endpoints(Arc<Vec<Arc<Endpoint>>>),
+}
+
+/// One cached target.
+#[derive(Debug)]
+struct Entry {
+    endpoints: watch::Receiver<Resolution>,
+    profile: watch::Receiver<Option<Arc<pb::DestinationProfile>>>,
+    next: Arc<AtomicUsize>,
+    last_used: Mutex<Instant>,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// A handle on one target's discovery state.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub endpoints: watch::Receiver<Resolution>,
+    pub profile: watch::Receiver<Option<Arc<pb::DestinationProfile>>>,
+    next: Arc<AtomicUsize>,
+}
+
+/// What the outbound should connect to.
+#[derive(Clone, Debug)]
+pub enum Pick {
+    Endpoint(Arc<Endpoint>),
+    /// Forward to the original address (unknown to discovery, or discovery unavailable).
+    AsIs,
+    /// The target exists but has no endpoint (after waiting).
+    NoEndpoints,
+}
+
+impl Target {
+    /// Waits up to `timeout` for an answer, then picks an endpoint round-robin.
+    pub async fn pick(&mut self, timeout: Duration) -> Pick {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let current = self.endpoints.borrow_and_update().clone();
+            match current {
+                Resolution::Endpoints(eps) if !eps.is_empty() => {
+                    let i = self.next.fetch_add(1, Ordering::Relaxed);
+                    return Pick::Endpoint(eps[i % eps.len()].clone());
+                }
+                Resolution::Unknown | Resolution::Unavailable => return Pick::AsIs,
+                Resolution::Pending | Resolution::Endpoints(_) => {}
+            }
+            match tokio::time::timeout_at(deadline, self.endpoints.changed()).await {
+                Ok(Ok(())) => continue,
+                _ => {
+                    return match current {
+                        Resolution::Pending => Pick::AsIs,
+                        _ => Pick::NoEndpoints,
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// The cache of resolutions.
+#[derive(Debug)]
+pub struct Resolver {
+    client: DestinationClient<Channel>,
+    context_token: String,
+    idle: Duration,
+    max_entries: usize,
+    cache: Mutex<HashMap<String, Entry>>,
+}
+
+impl Resolver {
+    pub fn new(
+        channel: Channel,
+        context_token: String,
+        idle: Duration,
+        max_entries: usize,
+    ) -> Arc<Self> {
+        let resolver = Arc::new(Resolver {
+            client: DestinationClient::new(channel),
+            context_token,
+            idle,
+            max_entries,
+            cache: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(sweep(Arc::downgrade(&resolver)));
+        resolver
+    }
+
+    /// The discovery state of `path` (`host:port`), starting to follow it if needed.
+    pub fn resolve(&self, path: &str) -> Target {
+        let Ok(mut cache) = self.cache.lock() else {
+            return self.follow(path).into_target();
+        };
+        if let Some(e) = cache.get(path) {
+            if let Ok(mut t) = e.last_used.lock() {
+                *t = Instant::now();
+            }
+            return Target {
+                endpoints: e.endpoints.clone(),
+                profile: e.profile.clone(),
+                next: e.next.clone(),
+            };
+        }
+        if cache.len() >= self.max_entries {
+            evict_oldest(&mut cache);
+        }
+        let entry = self.follow(path);
+        let target = Target {
+            endpoints: entry.endpoints.clone(),
+            profile: entry.profile.clone(),
+            next: entry.next.clone(),
+        };
+        cache.insert(path.to_string(), entry);
+        target
+    }
+
+    fn follow(&self, path: &str) -> Entry {
+        let (etx, erx) = watch::channel(Resolution::Pending);
+        let (ptx, prx) = watch::channel(None);
+        let req = pb::GetDestination {
+            scheme: String::new(),
+            path: path.to_string(),
+            context_token: self.context_token.clone(),
+        };
+        let span = info_span!("discovery", target = %path);
+        let get = tokio::spawn(
+            follow_endpoints(self.client.clone(), req.clone(), etx).instrument(span.clone()),
+        );
+        let profile = tokio::spawn(follow_profile(self.client.clone(), req, ptx).instrument(span));
+        Entry {
+            endpoints: erx,
+            profile: prx,
+            next: Arc::new(AtomicUsize::new(0)),
+            last_used: Mutex::new(Instant::now()),
+            tasks: [get, profile],
+        }
+    }
+
+    /// Every cached target and what is known of it.
+    pub fn snapshot(&self) -> Vec<(String, Resolution, Option<Arc<pb::DestinationProfile>>)> {
+        let Ok(cache) = self.cache.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<_> = cache
+            .iter()
+            .map(|(k, e)| {
+                (
+                    k.clone(),
+                    e.endpoints.borrow().clone(),
+                    e.profile.borrow().clone(),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+impl Entry {
+    fn into_target(self) -> Target {
+        Target {
+            endpoints: self.endpoints.clone(),
+            profile: self.profile.clone(),
+            next: self.next.clone(),
+        }
+    }
+}
+
+fn evict_oldest(cache: &mut HashMap<String, Entry>) {
+    let oldest = cache
+        .iter()
+        .min_by_key(|(_, e)| {
+            e.last_used
+                .lock()
+                .map(|t| *t)
+                .unwrap_or_else(|_| Instant::now())
+        })
+        .map(|(k, _)| k.clone());
+    if let Some(k) = oldest {
+        cache.remove(&k);
+    }
+}
+
+async fn sweep(resolver: std::sync::Weak<Resolver>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(r) = resolver.upgrade() else { return };
+        if let Ok(mut cache) = r.cache.lock() {
+            let before = cache.len();
+            cache.retain(|_, e| {
+                e.last_used
+                    .lock()
+                    .map(|t| t.elapsed() < r.idle)
+                    .unwrap_or(false)
+            });
+            let dropped = before - cache.len();
+            if dropped > 0 {
+                debug!(dropped, "dropped idle discovery entries");
+            }
+        }
+    }
+}
+
+/// Applies one update to a set of endpoints; returns false for "the target does not exist".
+fn apply(set: &mut BTreeMap<SocketAddr, Arc<Endpoint>>, update: pb::Update) -> bool {
+    match update.update {
+        Some(U::Add(add)) => {
+            for w in add.addrs {
+                if let Some(e) = Endpoint::from_proto(w, &add.metric_labels) {
+                    set.insert(e.addr, Arc::new(e));
+                }
+            }
+        }
+        Some(U::Remove(rm)) => {
+            for a in rm.addrs {
+                if let Ok(addr) = SocketAddr::try_from(a) {
+                    set.remove(&addr);
+                }
+            }
+        }
+        Some(U::NoEndpoints(n)) => {
+            set.clear();
+            return n.exists;
+        }
+        None => {}
+    }
+    true
+}
+
+fn publish(
+    tx: &watch::Sender<Resolution>,
+    set: &BTreeMap<SocketAddr, Arc<Endpoint>>,
+    exists: bool,
+) {
+    let next = if exists {
+        Resolution::Endpoints(Arc::new(set.values().cloned().collect()))
+    } else {
+        Resolution::Unknown
+    };
+    tx.send_if_modified(|cur| {
+        if *cur == next {
+            return false;
+        }
+        *cur = next;
+        true
+    });
+}
+
+async fn follow_endpoints(
+    mut client: DestinationClient<Channel>,
+    req: pb::GetDestination,
+    tx: watch::Sender<Resolution>,
+) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        let mut stream = match client.get(req.clone()).await {
+            Ok(rsp) => rsp.into_inner(),
+            Err(status) => {
+                if status.code() == tonic::Code::InvalidArgument {
+                    info!(error = %status.message(), "the control plane does not resolve this target");
+                    tx.send_replace(Resolution::Unknown);
+                    return;
+                }
+                warn!(error = %status, retry_in = ?backoff, "discovery unavailable; keeping the last-known endpoints");
+                tx.send_if_modified(|cur| {
+                    if *cur == Resolution::Pending {
+                        *cur = Resolution::Unavailable;
+                        return true;
+                    }
+                    false
+                });
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        // The fresh snapshot replaces whatever was known before.
+        let mut set = BTreeMap::new();
+        let mut exists = true;
+        let mut snapshot = true;
+        loop {
+            let next = if snapshot {
+                match tokio::time::timeout(SNAPSHOT_QUIET, stream.message()).await {
+                    Ok(m) => m,
+                    Err(_) => {
+                        snapshot = false;
+                        publish(&tx, &set, exists);
+                        continue;
+                    }
+                }
+            } else {
+                stream.message().await
+            };
+            match next {
+                Ok(Some(update)) => {
+                    exists = apply(&mut set, update);
+                    if !snapshot {
+                        publish(&tx, &set, exists);
+                    }
+                    backoff = BACKOFF_START;
+                }
+                Ok(None) | Err(_) => {
+                    if snapshot && !set.is_empty() {
+                        publish(&tx, &set, exists);
+                    }
+                    warn!(retry_in = ?backoff, "discovery stream ended; keeping the last-known endpoints");
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+async fn follow_profile(
+    mut client: DestinationClient<Channel>,
+    req: pb::GetDestination,
+    tx: watch::Sender<Option<Arc<pb::DestinationProfile>>>,
+) {
+    let mut backoff = BACKOFF_START;
+    loop {
+        match client.get_profile(req.clone()).await {
+            Ok(rsp) => {
+                let mut stream = rsp.into_inner();
+                while let Ok(Some(profile)) = stream.message().await {
+                    tx.send_replace(Some(Arc::new(profile)));
+                    backoff = BACKOFF_START;
+                }
+            }
+            Err(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+                ) =>
+            {
+                debug!("no profile for this target");
+                return;
+            }
+            Err(status) => debug!(error = %status, "profile unavailable"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// The resolver's state as JSON, for `GET /debug/destinations`.
+pub fn snapshot_json(resolver: &Resolver) -> String {
+    use serde_json::json;
+    let targets: Vec<_> = resolver
+        .snapshot()
+        .into_iter()
+        .map(|(target, res, profile)| {
+            let (state, endpoints) = match res {
+                Resolution::Pending => ("pending", vec![]),
+                Resolution::Unknown => ("unknown", vec![]),
+                Resolution::Unavailable => ("unavailable", vec![]),
+                Resolution::Endpoints(eps) => (
+                    "resolved",
+                    eps.iter()
+                        .map(|e| {
+                            json!({
+                                "addr": e.addr.to_string(),
+                                "weight": e.weight,
+                                "identity": e.identity.as_ref().map(|n| n.to_string()),
+                                "hint": format!("{:?}", e.hint).to_lowercase(),
+                                "opaque_transport_port": e.opaque_transport_port,
+                                "authority_override": e.authority_override,
+                                "labels": e.labels,
+                            })
+                        })
+                        .collect(),
+                ),
+            };
+            json!({
+                "target": target,
+                "state": state,
+                "endpoints": endpoints,
+                "profile": profile.map(|p| json!({
+                    "fully_qualified_name": p.fully_qualified_name,
+                    "opaque_protocol": p.opaque_protocol,
+                    "routes": p.routes.len(),
+                })),
+            })
+        })
+        .collect();
+    serde_json::to_string_pretty(&json!({ "destinations": targets })).unwrap_or_default()
+}
