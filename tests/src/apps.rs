@@ -21,6 +21,8 @@ pub enum App {
     ReplyAfterEof { port: u16, reply_len: u64 },
     /// An HTTP/1.1 server answering 200 with the peer address and the request head it got.
     Http(u16),
+    /// Writes its name and a newline, then closes: tells a client which pod it reached.
+    Name(u16, String),
 }
 
 pub fn echo(port: u16) -> App {
@@ -33,6 +35,10 @@ pub fn reply_after_eof(port: u16, reply_len: u64) -> App {
 
 pub fn http(port: u16) -> App {
     App::Http(port)
+}
+
+pub fn name(port: u16, name: &str) -> App {
+    App::Name(port, name.to_string())
 }
 
 /// A running app. Aborted when dropped.
@@ -89,7 +95,7 @@ pub async fn connect_in(ns: &str, addr: SocketAddr) -> io::Result<TcpStream> {
 impl App {
     pub(crate) fn start(self, ns: &str) -> io::Result<AppHandle> {
         let port = match self {
-            App::Echo(p) | App::Http(p) | App::ReplyAfterEof { port: p, .. } => p,
+            App::Echo(p) | App::Http(p) | App::Name(p, _) | App::ReplyAfterEof { port: p, .. } => p,
         };
         let listener = listen_in(ns, port)?;
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -121,6 +127,10 @@ impl App {
                 let mut sink = [0u8; 16 * 1024];
                 while stream.read(&mut sink).await? > 0 {}
                 write_pattern(&mut stream, reply_len).await?;
+                stream.shutdown().await
+            }
+            App::Name(_, name) => {
+                stream.write_all(format!("{name}\n").as_bytes()).await?;
                 stream.shutdown().await
             }
             App::Http(_) => {
@@ -210,4 +220,20 @@ pub async fn echo_roundtrip(stream: TcpStream, len: u64) -> io::Result<u64> {
     let (wrote, read) = tokio::join!(writer, read_pattern(&mut r));
     wrote?;
     read
+}
+
+/// Connects, reads what a [`App::Name`] app says, and returns the name.
+pub async fn ask_name(ns: &str, addr: SocketAddr) -> io::Result<String> {
+    let mut conn = connect_in(ns, addr).await?;
+    let mut out = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        conn.read_to_string(&mut out),
+    )
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no name"))??;
+    match out.strip_suffix('\n') {
+        Some(name) if !name.is_empty() => Ok(name.to_string()),
+        _ => Err(io::Error::other(format!("not a name: {out:?}"))),
+    }
 }

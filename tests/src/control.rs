@@ -97,6 +97,7 @@ impl Pki {
             cert_lifetime: "24h".into(),
             ns: None,
             process: None,
+            services: String::new(),
         };
         cp.write_config();
         cp
@@ -127,6 +128,7 @@ pub struct ControlPlane {
     cert_lifetime: String,
     ns: Option<String>,
     process: Option<Process>,
+    services: String,
 }
 
 impl ControlPlane {
@@ -150,15 +152,22 @@ issuer_cert = "issuer.pem"
 issuer_key = "issuer.key"
 token_key = "token.key"
 cert_lifetime = "{}"
+
+{}
 "#,
             self.cluster,
             self.trust_domain,
             self.addr,
             self.admin,
             self.root.display(),
-            self.cert_lifetime
+            self.cert_lifetime,
+            self.services,
         );
-        std::fs::write(self.config_path(), config).unwrap();
+        // Atomically, as editors and config-map updates do.
+        let tmp = self.dir.join("control.toml.tmp");
+        std::fs::write(&tmp, config).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::rename(&tmp, self.config_path()).unwrap();
     }
 
     /// Sets the lifetime of the certificates it issues (takes effect at the next start).
@@ -166,6 +175,18 @@ cert_lifetime = "{}"
         self.cert_lifetime = lifetime.to_string();
         self.write_config();
         self
+    }
+
+    /// Replaces the `[[services]]` part of the config file (a running control plane picks the
+    /// edit up by itself).
+    pub fn set_services(&mut self, services: &str) {
+        self.services = services.to_string();
+        self.write_config();
+    }
+
+    /// Writes raw text as the config file: for testing rejected edits.
+    pub fn write_raw_config(&self, text: &str) {
+        std::fs::write(self.config_path(), text).unwrap();
     }
 
     /// Runs the control plane inside namespace `ns` (default: the test's own).
@@ -220,6 +241,15 @@ cert_lifetime = "{}"
         ];
         if !self.addr.ip().is_loopback() {
             env.push(("REMORA_IDENTITY_SVC_NAME".into(), self.own_identity()));
+        }
+        env
+    }
+
+    /// The proxy environment for discovery from this control plane.
+    pub fn discovery_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![("REMORA_DESTINATION_ADDR".to_string(), self.addr.to_string())];
+        if !self.addr.ip().is_loopback() {
+            env.push(("REMORA_DESTINATION_SVC_NAME".into(), self.own_identity()));
         }
         env
     }

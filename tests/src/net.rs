@@ -135,6 +135,13 @@ impl PodBuilder {
         self
     }
 
+    /// Identity and discovery from `cp`, as workload `sa` in namespace `ns`.
+    pub fn control_plane(mut self, cp: &crate::control::ControlPlane, sa: &str, ns: &str) -> Self {
+        self.env.extend(cp.proxy_env(sa, ns));
+        self.env.extend(cp.discovery_env());
+        self
+    }
+
     /// Extra arguments for `remora init`.
     pub fn init_args(mut self, args: &[&str]) -> Self {
         self.init_args.extend(args.iter().map(|a| a.to_string()));
@@ -276,6 +283,32 @@ impl Pod {
     pub async fn admin(&self, method: &str, path: &str) -> std::io::Result<(u16, String)> {
         let conn = connect_in(&self.ns, SocketAddr::from(([127, 0, 0, 1], ADMIN_PORT))).await?;
         admin::request(conn, method, path).await
+    }
+
+    /// The proxy's discovery cache (`GET /debug/destinations`).
+    pub async fn destinations(&self) -> serde_json::Value {
+        let (status, text) = self
+            .admin("GET", "/debug/destinations")
+            .await
+            .expect("debug");
+        assert_eq!(status, 200, "{text}");
+        serde_json::from_str(&text).expect("JSON")
+    }
+
+    /// The endpoint addresses the proxy currently knows for `target`.
+    pub async fn known_endpoints(&self, target: &str) -> Option<Vec<String>> {
+        let v = self.destinations().await;
+        let t = v["destinations"]
+            .as_array()?
+            .iter()
+            .find(|d| d["target"] == target)?;
+        let mut addrs: Vec<String> = t["endpoints"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["addr"].as_str().map(str::to_string))
+            .collect();
+        addrs.sort();
+        Some(addrs)
     }
 
     /// Scrapes the proxy's `/metrics`.

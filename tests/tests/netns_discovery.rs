@@ -1,0 +1,199 @@
+//! Discovery end to end: `remora control` in a pod of its own serves the cluster config; a
+//! meshed client pod calls a service's virtual IP and its proxy spreads connections over exactly
+//! the endpoints the config currently lists.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use remora_tests::apps::{ask_name, name};
+use remora_tests::control::{ControlPlane, Pki};
+use remora_tests::{Net, Pod, eventually};
+
+const PORT: u16 = 7000;
+const VIP: &str = "10.96.0.10:7000";
+
+fn services(pods: &[&Pod]) -> String {
+    let mut s = format!(
+        "[[services]]\nname = \"echo\"\nnamespace = \"shop\"\ncluster_ip = \"10.96.0.10\"\nports = [{{ port = {PORT} }}]\n"
+    );
+    for p in pods {
+        s.push_str(&format!(
+            "[[services.endpoints]]\npod = \"{}\"\nip = \"{}\"\nservice_account = \"echo\"\nlabels = {{ version = \"v1\", pod_name = \"{}\" }}\n",
+            p.name,
+            p.ip4(),
+            p.name
+        ));
+    }
+    s
+}
+
+/// Who answers `n` connections to the virtual IP from `client`.
+async fn reached(client: &Pod, n: usize) -> (BTreeSet<String>, usize) {
+    let mut names = BTreeSet::new();
+    let mut failures = 0;
+    for _ in 0..n {
+        match ask_name(&client.ns, VIP.parse().unwrap()).await {
+            Ok(name) => {
+                names.insert(name);
+            }
+            Err(_) => failures += 1,
+        }
+    }
+    (names, failures)
+}
+
+/// Waits until `client`'s proxy knows exactly `pods` for the virtual IP.
+async fn converge(client: &Pod, pods: &[&Pod]) {
+    let want: Vec<String> = {
+        let mut v: Vec<String> = pods.iter().map(|p| format!("{}:{PORT}", p.ip4())).collect();
+        v.sort();
+        v
+    };
+    // The proxy resolves a target when a connection asks for it.
+    let _ = ask_name(&client.ns, VIP.parse().unwrap()).await;
+    let ok = eventually(Duration::from_secs(15), || async {
+        client.known_endpoints(VIP).await.as_ref() == Some(&want)
+    })
+    .await;
+    assert!(
+        ok,
+        "proxy never learnt {want:?}: {:#}",
+        client.destinations().await
+    );
+}
+
+struct Mesh {
+    net: Net,
+    _pki: Pki,
+    cp: ControlPlane,
+    backends: Vec<Pod>,
+    client: Pod,
+    _cp_pod: Pod,
+}
+
+async fn mesh(backends: usize) -> Option<Mesh> {
+    let net = Net::new()?;
+    let pki = Pki::new();
+    let cp_pod = net.pod("control").start().await;
+    let mut cp = pki
+        .control(
+            "east",
+            "east.example",
+            cp_pod.addr4(8086),
+            "127.0.0.1:9990".parse().unwrap(),
+        )
+        .in_netns(&cp_pod.ns);
+    cp.start().await;
+    let mut pods = Vec::new();
+    for i in 1..=backends {
+        let n = format!("b{i}");
+        pods.push(
+            net.pod(&n)
+                .app(name(PORT, &n))
+                .control_plane(&cp, "echo", "shop")
+                .meshed()
+                .start()
+                .await,
+        );
+    }
+    let client = net
+        .pod("a")
+        .control_plane(&cp, "web", "shop")
+        .meshed()
+        .start()
+        .await;
+    Some(Mesh {
+        net,
+        _pki: pki,
+        cp,
+        backends: pods,
+        client,
+        _cp_pod: cp_pod,
+    })
+}
+
+#[tokio::test]
+async fn netns_traffic_follows_the_config_as_it_scales() {
+    let Some(mut m) = mesh(5).await else { return };
+    let b: Vec<&Pod> = m.backends.iter().collect();
+    for scale in [1usize, 5, 2] {
+        let current: Vec<&Pod> = b[..scale].to_vec();
+        m.cp.set_services(&services(&current));
+        converge(&m.client, &current).await;
+        let (names, failures) = reached(&m.client, 10 * scale).await;
+        let want: BTreeSet<String> = current.iter().map(|p| p.name.clone()).collect();
+        assert_eq!(failures, 0, "scale {scale}");
+        assert_eq!(
+            names, want,
+            "scale {scale}: connections spread over exactly the endpoints"
+        );
+    }
+    // Discovery labels reach the proxy with each endpoint.
+    let v = m.client.destinations().await;
+    let t = v["destinations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["target"] == VIP)
+        .unwrap();
+    let e = &t["endpoints"][0];
+    assert_eq!(e["labels"]["version"], "v1");
+    assert_eq!(e["labels"]["namespace"], "shop");
+    assert_eq!(e["labels"]["service"], "echo");
+    assert_eq!(e["labels"]["serviceaccount"], "echo");
+    assert!(e["labels"]["pod"].as_str().unwrap().starts_with('b'));
+    assert_eq!(e["identity"], m.cp.identity("echo", "shop"));
+    assert_eq!(e["hint"], "h2");
+
+    // An invalid edit is rejected; traffic keeps flowing to the last good set.
+    m.cp.write_raw_config("this is [not valid toml");
+    assert!(
+        m.cp.process()
+            .wait_log("config edit rejected", Duration::from_secs(15))
+            .await
+    );
+    let (names, failures) = reached(&m.client, 10).await;
+    assert_eq!(failures, 0);
+    assert_eq!(names, BTreeSet::from(["b1".to_string(), "b2".to_string()]));
+    let cm = m.cp.metrics().await;
+    assert_eq!(
+        cm.get("config_reloads_total", &[("result", "failure")]),
+        1.0
+    );
+    drop(m.net);
+}
+
+#[tokio::test]
+async fn netns_proxies_ride_out_a_control_plane_outage() {
+    let Some(mut m) = mesh(2).await else { return };
+    let both: Vec<&Pod> = m.backends.iter().collect();
+    m.cp.set_services(&services(&both));
+    converge(&m.client, &both).await;
+
+    m.cp.stop();
+    // For 30 s the proxy keeps forwarding to the last-known endpoints without a failure.
+    let end = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut seen = BTreeSet::new();
+    let mut n = 0;
+    while tokio::time::Instant::now() < end {
+        let name = ask_name(&m.client.ns, VIP.parse().unwrap())
+            .await
+            .unwrap_or_else(|e| panic!("connection {n} failed during the outage: {e}"));
+        seen.insert(name);
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(seen, BTreeSet::from(["b1".to_string(), "b2".to_string()]));
+    assert!(n > 50);
+
+    // The control plane comes back; a new edit propagates.
+    m.cp.start().await;
+    let one: Vec<&Pod> = m.backends[1..].iter().collect();
+    m.cp.set_services(&services(&one));
+    converge(&m.client, &one).await;
+    let (names, failures) = reached(&m.client, 10).await;
+    assert_eq!(failures, 0);
+    assert_eq!(names, BTreeSet::from(["b2".to_string()]));
+}
