@@ -18,6 +18,8 @@
 //! - [`admin`]: `/live`, `/ready`, `/metrics`, `/shutdown`.
 //! - [`drain`]: the process-wide two-phase shutdown signal.
 //! - [`init`]: `remora init`, the iptables rules that redirect a pod's traffic.
+//! - [`tls_detect`]: recognises a ClientHello and reads its SNI without consuming it.
+//! - [`transport_header`]: the header after an mTLS handshake with ALPN `transport.l5d.io/v1`.
 //! - [`log`], [`rlimit`]: process setup.
 
 #![forbid(unsafe_code)]
@@ -39,6 +41,8 @@ pub mod outbound;
 pub mod own;
 pub mod rlimit;
 pub mod tcp;
+pub mod tls_detect;
+pub mod transport_header;
 
 pub use app::Proxy;
 pub use config::Config;

@@ -1,0 +1,113 @@
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use rustls::pki_types::ServerName;
+
+use super::*;
+
+/// A real ClientHello, as rustls sends it, for `sni` (an IP literal sends no SNI).
+fn rustls_hello(sni: &str) -> Vec<u8> {
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .unwrap()
+    .with_root_certificates(rustls::RootCertStore::empty())
+    .with_no_client_auth();
+    let mut conn = rustls::ClientConnection::new(
+        Arc::new(config),
+        ServerName::try_from(sni.to_string()).unwrap(),
+    )
+    .unwrap();
+    let mut out = Vec::new();
+    conn.write_tls(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn reads_the_sni_of_a_real_client_hello() {
+    let hello = rustls_hello("web.shop.serviceaccount.identity.linkerd.east.example");
+    assert_eq!(
+        detect(&hello),
+        Detected::ClientHello {
+            sni: Some("web.shop.serviceaccount.identity.linkerd.east.example".into())
+        }
+    );
+    // Every strict prefix needs more.
+    for cut in 1..hello.len() {
+        assert_eq!(detect(&hello[..cut]), Detected::NeedMore, "cut at {cut}");
+    }
+    assert_eq!(
+        detect(&rustls_hello("10.0.0.1")),
+        Detected::ClientHello { sni: None }
+    );
+}
+
+#[test]
+fn plaintext_is_not_tls() {
+    for p in [
+        &b"GET / HTTP/1.1\r\n"[..],
+        b"PRI * HTTP/2.0",
+        b"\x00",
+        b"hello",
+        b"\x16\x01",
+    ] {
+        assert_eq!(detect(p), Detected::NotTls, "{p:?}");
+    }
+    assert_eq!(detect(b""), Detected::NeedMore);
+}
+
+#[test]
+fn a_client_hello_split_across_records_is_unreadable() {
+    let hello = rustls_hello("a.example");
+    // Re-frame the handshake message into two records.
+    let body = &hello[5..];
+    let (first, second) = body.split_at(body.len() / 2);
+    let mut split = vec![22, 3, 1];
+    split.extend_from_slice(&(first.len() as u16).to_be_bytes());
+    split.extend_from_slice(first);
+    split.extend_from_slice(&[22, 3, 1]);
+    split.extend_from_slice(&(second.len() as u16).to_be_bytes());
+    split.extend_from_slice(second);
+    assert_eq!(detect(&split), Detected::TlsUnreadable);
+}
+
+#[test]
+fn oversized_and_malformed_records_are_unreadable() {
+    assert_eq!(detect(&[22, 3, 1, 0x40, 0x00]), Detected::TlsUnreadable);
+    assert_eq!(detect(&[22, 3, 1, 0, 0]), Detected::TlsUnreadable);
+    // A record that is not a ClientHello (a ServerHello).
+    assert_eq!(
+        detect(&[22, 3, 3, 0, 4, 2, 0, 0, 0]),
+        Detected::TlsUnreadable
+    );
+    // A ClientHello whose body is garbage.
+    let mut junk = vec![22, 3, 1, 0, 10, 1, 0, 0, 6];
+    junk.extend_from_slice(&[0xff; 6]);
+    assert_eq!(detect(&junk), Detected::TlsUnreadable);
+}
+
+proptest! {
+    #[test]
+    fn never_panics(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+        let _ = detect(&bytes);
+        let mut tls = vec![22u8, 3, 1];
+        tls.extend_from_slice(&bytes);
+        let _ = detect(&tls);
+    }
+
+    #[test]
+    fn finds_any_sni(labels in prop::collection::vec("[a-z][a-z0-9-]{0,12}[a-z0-9]", 1..5)) {
+        let name = labels.join(".");
+        let hello = rustls_hello(&name);
+        prop_assert_eq!(detect(&hello), Detected::ClientHello { sni: Some(name) });
+    }
+
+    #[test]
+    fn mutations_never_panic(flip in 0usize..400, bit in 0u8..8) {
+        let mut hello = rustls_hello("x.example");
+        let i = flip % hello.len();
+        hello[i] ^= 1 << bit;
+        let _ = detect(&hello);
+    }
+}
