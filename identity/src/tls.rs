@@ -128,12 +128,15 @@ pub struct CertifiedKey {
 /// Server and client configs for one certified key.
 #[derive(Clone, Debug)]
 pub struct TlsConfigs {
+    /// Accepts the `alpn` protocols (and clients offering none).
     pub server: Arc<ServerConfig>,
+    /// Offers no ALPN.
     pub client: Arc<ClientConfig>,
+    /// Offers the `alpn` protocols.
+    pub client_alpn: Arc<ClientConfig>,
 }
 
-/// Builds the mesh server and client configs. `alpn` is offered by the client and accepted by
-/// the server.
+/// Builds the mesh server and client configs for `alpn` (see [`TlsConfigs`]).
 pub fn configs(
     certified: &CertifiedKey,
     anchors: &TrustAnchors,
@@ -163,11 +166,13 @@ pub fn configs(
             &provider,
         )))
         .with_client_auth_cert(certified.chain.clone(), certified.key.clone_key())?;
-    client.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     client.resumption = rustls::client::Resumption::disabled();
+    let mut client_alpn = client.clone();
+    client_alpn.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(TlsConfigs {
         server: Arc::new(server),
         client: Arc::new(client),
+        client_alpn: Arc::new(client_alpn),
     })
 }
 

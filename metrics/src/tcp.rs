@@ -5,7 +5,9 @@
 //! open and returns a [`TcpConn`] holding pre-resolved counter handles; reads and writes then
 //! cost one atomic add each, and dropping the handle counts the close.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::sync::Arc;
+
+use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -45,19 +47,72 @@ impl Peer {
     }
 }
 
-/// Labels of one side of a TCP connection.
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// How a proxied connection is secured.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum Tls {
+    /// Mutual TLS between proxies.
+    Established,
+    /// Plaintext, and why (`no_tls_reason`).
+    NoIdentity(&'static str),
+    /// TLS the proxy passed through untouched (the app's own).
+    Opaque,
+}
+
+/// Labels of one side of a TCP connection: Linkerd's `direction`, `peer`, `tls`,
+/// `no_tls_reason`, and the peer's identity as `client_id` (inbound) or `server_id` (outbound).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct TcpLabels {
-    pub direction: &'static str,
-    pub peer: &'static str,
+    pub direction: Direction,
+    pub peer: Peer,
+    pub tls: Tls,
+    pub peer_id: Option<Arc<str>>,
 }
 
 impl TcpLabels {
     pub fn new(direction: Direction, peer: Peer) -> Self {
         TcpLabels {
-            direction: direction.as_str(),
-            peer: peer.as_str(),
+            direction,
+            peer,
+            tls: Tls::NoIdentity("not_provided_by_service_discovery"),
+            peer_id: None,
         }
+    }
+
+    /// The same connection's labels for its other side.
+    pub fn with_peer(&self, peer: Peer) -> Self {
+        TcpLabels {
+            peer,
+            ..self.clone()
+        }
+    }
+
+    pub fn with_tls(mut self, tls: Tls, peer_id: Option<Arc<str>>) -> Self {
+        self.tls = tls;
+        self.peer_id = peer_id;
+        self
+    }
+}
+
+impl EncodeLabelSet for TcpLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
+        ("direction", self.direction.as_str()).encode(encoder.encode_label())?;
+        ("peer", self.peer.as_str()).encode(encoder.encode_label())?;
+        match &self.tls {
+            Tls::Established => ("tls", "true").encode(encoder.encode_label())?,
+            Tls::Opaque => ("tls", "opaque").encode(encoder.encode_label())?,
+            Tls::NoIdentity(reason) => {
+                ("tls", "no_identity").encode(encoder.encode_label())?;
+                ("no_tls_reason", *reason).encode(encoder.encode_label())?;
+            }
+        }
+        if let Some(id) = &self.peer_id {
+            let key = match self.direction {
+                Direction::Inbound => "client_id",
+                Direction::Outbound => "server_id",
+            };
+            (key, id.as_ref()).encode(encoder.encode_label())?;
+        }
+        Ok(())
     }
 }
 
@@ -84,8 +139,6 @@ pub enum RefuseReason {
     NoOriginalDst,
     /// A connection addressed to the outbound listener itself (explicit mode).
     Explicit,
-    /// A connection addressed to the inbound listener itself (the direct path).
-    Direct,
     /// The target would loop back into one of the proxy's own listeners.
     Loop,
     /// Inbound: the original destination is not one of this pod's addresses.
@@ -94,6 +147,28 @@ pub enum RefuseReason {
     ConnectFailed,
     /// Discovery knows the target but it has no endpoint.
     NoEndpoints,
+    /// A TLS handshake failed (a client offering only TLS 1.2, garbage, a timeout...).
+    TlsHandshake,
+    /// The peer's certificate names another identity than the one expected.
+    TlsIdentityMismatch,
+    /// The peer's certificate does not chain to our trust anchors.
+    TlsUntrusted,
+    /// The peer's certificate has expired.
+    TlsExpired,
+    /// The direct path got something other than mTLS with a transport header.
+    DirectNotMtls,
+    /// The direct path got a bad transport header.
+    BadTransportHeader,
+    /// The transport header names a service: a gateway request (not served here).
+    GatewayUnsupported,
+    /// Inbound policy: the port requires an authenticated peer.
+    PolicyUnauthenticated,
+    /// Inbound policy: the peer is not of our trust domain.
+    PolicyForeignTrustDomain,
+    /// Inbound policy: the peer is not on the port's allow-list.
+    PolicyNotAllowed,
+    /// Inbound policy: the port denies everything.
+    PolicyDeny,
 }
 
 impl RefuseReason {
@@ -102,11 +177,21 @@ impl RefuseReason {
             RefuseReason::ConnectionLimit => "connection_limit",
             RefuseReason::NoOriginalDst => "no_original_dst",
             RefuseReason::Explicit => "explicit",
-            RefuseReason::Direct => "direct",
             RefuseReason::Loop => "loop",
             RefuseReason::NotLocal => "not_local",
             RefuseReason::ConnectFailed => "connect_failed",
             RefuseReason::NoEndpoints => "no_endpoints",
+            RefuseReason::TlsHandshake => "tls_handshake",
+            RefuseReason::TlsIdentityMismatch => "tls_identity_mismatch",
+            RefuseReason::TlsUntrusted => "tls_untrusted",
+            RefuseReason::TlsExpired => "tls_expired",
+            RefuseReason::DirectNotMtls => "direct_not_mtls",
+            RefuseReason::BadTransportHeader => "bad_transport_header",
+            RefuseReason::GatewayUnsupported => "gateway_unsupported",
+            RefuseReason::PolicyUnauthenticated => "policy_unauthenticated",
+            RefuseReason::PolicyForeignTrustDomain => "policy_foreign_trust_domain",
+            RefuseReason::PolicyNotAllowed => "policy_not_allowed",
+            RefuseReason::PolicyDeny => "policy_deny",
         }
     }
 }
@@ -237,22 +322,35 @@ mod tests {
     fn counts_open_bytes_and_close() {
         let mut reg = Registry::default();
         let m = TcpMetrics::register(&mut reg);
-        let mut conn = m.open(TcpLabels::new(Direction::Inbound, Peer::Src));
+        let id: Arc<str> = Arc::from("web.shop.serviceaccount.identity.linkerd.east.example");
+        let labels =
+            TcpLabels::new(Direction::Inbound, Peer::Src).with_tls(Tls::Established, Some(id));
+        let mut conn = m.open(labels);
         conn.read(10);
         conn.wrote(7);
         let text = render(&reg);
-        assert!(text.contains(r#"tcp_open_total{direction="inbound",peer="src"} 1"#));
-        assert!(text.contains(r#"tcp_open_connections{direction="inbound",peer="src"} 1"#));
-        assert!(text.contains(r#"tcp_read_bytes_total{direction="inbound",peer="src"} 10"#));
-        assert!(text.contains(r#"tcp_write_bytes_total{direction="inbound",peer="src"} 7"#));
+        let l = r#"direction="inbound",peer="src",tls="true",client_id="web.shop.serviceaccount.identity.linkerd.east.example""#;
+        assert!(text.contains(&format!("tcp_open_total{{{l}}} 1")), "{text}");
+        assert!(text.contains(&format!("tcp_open_connections{{{l}}} 1")));
+        assert!(text.contains(&format!("tcp_read_bytes_total{{{l}}} 10")));
+        assert!(text.contains(&format!("tcp_write_bytes_total{{{l}}} 7")));
         conn.set_errno("ECONNRESET");
         drop(conn);
         let text = render(&reg);
-        assert!(text.contains(r#"tcp_open_connections{direction="inbound",peer="src"} 0"#));
+        assert!(text.contains(&format!("tcp_open_connections{{{l}}} 0")));
         assert!(
-            text.contains(
-                r#"tcp_close_total{direction="inbound",peer="src",errno="ECONNRESET"} 1"#
-            )
+            text.contains(&format!("tcp_close_total{{{l},errno=\"ECONNRESET\"}} 1")),
+            "{text}"
+        );
+        // Plaintext outbound: the reason, and no identity label.
+        let _c = m.open(
+            TcpLabels::new(Direction::Outbound, Peer::Dst)
+                .with_tls(Tls::NoIdentity("loopback"), None),
+        );
+        let text = render(&reg);
+        assert!(
+            text.contains(r#"tcp_open_total{direction="outbound",peer="dst",tls="no_identity",no_tls_reason="loopback"} 1"#),
+            "{text}"
         );
     }
 

@@ -19,11 +19,13 @@ use crate::control_client::{ChannelError, channel, plaintext_channel};
 use crate::discovery::Resolver;
 use crate::drain::Drain;
 use crate::identity::{self, CredsRx, IdentityError};
-use crate::inbound::Inbound;
+use crate::inbound::{Inbound, InboundCtx};
 use crate::listen::{AcceptCtx, bind};
+use crate::mtls::LocalTls;
 use crate::orig_dst::LocalIps;
-use crate::outbound::{Discovery, Outbound};
+use crate::outbound::{Discovery, Outbound, OutboundCtx};
 use crate::own::OwnAddrs;
+use crate::policy::InboundPolicy;
 use crate::tcp::TcpCtx;
 
 /// A proxy whose listeners are bound and whose identity is being fetched, ready to
@@ -78,7 +80,11 @@ impl Proxy {
         let tcp_metrics = TcpMetrics::register(&mut registry);
         let identity_metrics = IdentityMetrics::register(&mut registry);
         let creds = match &config.identity {
-            Some(id) => Some(identity::spawn(id.clone(), &[], identity_metrics)?),
+            Some(id) => Some(identity::spawn(
+                id.clone(),
+                &[crate::transport_header::ALPN],
+                identity_metrics,
+            )?),
             None => None,
         };
         let resolver = match &config.destination {
@@ -156,25 +162,43 @@ impl Proxy {
             idle_timeout: cfg.idle_timeout,
             metrics: tcp_metrics.clone(),
         };
+        let tls = LocalTls::new(self.creds.clone());
         let outbound = Outbound::new(
             self.outbound,
             accept(Direction::Outbound, cfg.outbound_max_connections),
-            tcp(Direction::Outbound),
-            own.clone(),
-            self.resolver.clone().map(|resolver| Discovery {
-                resolver,
-                timeout: cfg
-                    .destination
-                    .as_ref()
-                    .map(|d| d.timeout)
-                    .unwrap_or_default(),
-            }),
+            OutboundCtx {
+                tcp: tcp(Direction::Outbound),
+                own: own.clone(),
+                discovery: self.resolver.clone().map(|resolver| Discovery {
+                    resolver,
+                    timeout: cfg
+                        .destination
+                        .as_ref()
+                        .map(|d| d.timeout)
+                        .unwrap_or_default(),
+                }),
+                tls: tls.clone(),
+            },
         );
+        let trust_domain = cfg.identity.as_ref().and_then(|i| {
+            remora_identity::WorkloadId::try_from(i.name.clone())
+                .ok()
+                .map(|w| w.trust_domain)
+        });
         let inbound = Inbound::new(
             self.inbound,
             accept(Direction::Inbound, cfg.inbound_max_connections),
-            tcp(Direction::Inbound),
-            own,
+            InboundCtx {
+                tcp: tcp(Direction::Inbound),
+                own,
+                tls,
+                policy: InboundPolicy {
+                    default: cfg.default_policy.clone(),
+                    ports: cfg.port_policies.clone(),
+                    trust_domain,
+                },
+                detect_timeout: cfg.detect_timeout,
+            },
         );
         let admin_state = AdminState {
             registry,

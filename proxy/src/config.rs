@@ -4,6 +4,7 @@
 //! [`VARS`] is the single table of variables, defaults and help texts: the parser reads defaults
 //! from it, `remora proxy --help` prints it, and a test checks that CONFIG.md documents each one.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use remora_identity::{Name, TrustAnchors};
 
 use crate::identity::IdentityConfig;
+use crate::policy::{Policy, parse_policy, parse_port_policies};
 
 pub const OUTBOUND_ADDR: &str = "REMORA_OUTBOUND_ADDR";
 pub const INBOUND_ADDR: &str = "REMORA_INBOUND_ADDR";
@@ -23,6 +25,9 @@ pub const OUTBOUND_MAX_CONNECTIONS: &str = "REMORA_OUTBOUND_MAX_CONNECTIONS";
 pub const SHUTDOWN_GRACE: &str = "REMORA_SHUTDOWN_GRACE";
 pub const WORKER_THREADS: &str = "REMORA_WORKER_THREADS";
 pub const LOG: &str = "REMORA_LOG";
+pub const INBOUND_DETECT_TIMEOUT: &str = "REMORA_INBOUND_DETECT_TIMEOUT";
+pub const INBOUND_DEFAULT_POLICY: &str = "REMORA_INBOUND_DEFAULT_POLICY";
+pub const INBOUND_PORT_POLICIES: &str = "REMORA_INBOUND_PORT_POLICIES";
 pub const IDENTITY_NAME: &str = "REMORA_IDENTITY_NAME";
 pub const IDENTITY_TRUST_ANCHORS: &str = "REMORA_IDENTITY_TRUST_ANCHORS";
 pub const IDENTITY_TOKEN_FILE: &str = "REMORA_IDENTITY_TOKEN_FILE";
@@ -90,6 +95,21 @@ pub const VARS: &[Var] = &[
         name: WORKER_THREADS,
         default: "1",
         help: "Runtime worker threads (1 = a single-threaded runtime)",
+    },
+    Var {
+        name: INBOUND_DETECT_TIMEOUT,
+        default: "5s",
+        help: "Inbound: how long to wait for a client's first bytes (TLS or not) before treating it as plaintext",
+    },
+    Var {
+        name: INBOUND_DEFAULT_POLICY,
+        default: "all-unauthenticated",
+        help: "Inbound policy: all-unauthenticated, all-authenticated, cluster-authenticated or deny",
+    },
+    Var {
+        name: INBOUND_PORT_POLICIES,
+        default: "",
+        help: "Per-port policies: PORT=POLICY;... where POLICY may also be allow(id, *.suffix, ...)",
     },
     Var {
         name: IDENTITY_NAME,
@@ -171,6 +191,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     pub worker_threads: usize,
     pub log: LogConfig,
+    pub detect_timeout: Duration,
+    pub default_policy: Policy,
+    pub port_policies: HashMap<u16, Policy>,
     /// `None` when no identity is configured: the proxy then has no certificate.
     pub identity: Option<IdentityConfig>,
     /// `None` when no destination service is configured: every target is forwarded as-is.
@@ -237,6 +260,11 @@ impl Config {
                 filter: env.parse(LOG, parse_log_filter)?,
                 format: env.parse(LOG_FORMAT, parse_log_format)?,
             },
+            detect_timeout: env.parse(INBOUND_DETECT_TIMEOUT, parse_nonzero_duration)?,
+            default_policy: env.parse(INBOUND_DEFAULT_POLICY, parse_policy)?,
+            port_policies: env
+                .optional(INBOUND_PORT_POLICIES, parse_port_policies)?
+                .unwrap_or_default(),
             identity: identity_config(&env)?,
             destination: destination_config(&env)?,
         })
@@ -510,6 +538,27 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(e.var, IDENTITY_TRUST_ANCHORS);
+    }
+
+    #[test]
+    fn policies() {
+        let c = config(&[(
+            INBOUND_PORT_POLICIES,
+            "8080=deny; 7000=allow(*.east.example)",
+        )])
+        .unwrap();
+        assert_eq!(c.port_policies.len(), 2);
+        assert_eq!(c.default_policy, Policy::AllUnauthenticated);
+        assert_eq!(
+            config(&[(INBOUND_DEFAULT_POLICY, "open")]).unwrap_err().var,
+            INBOUND_DEFAULT_POLICY
+        );
+        assert_eq!(
+            config(&[(INBOUND_PORT_POLICIES, "x=deny")])
+                .unwrap_err()
+                .var,
+            INBOUND_PORT_POLICIES
+        );
     }
 
     #[test]

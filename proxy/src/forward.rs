@@ -229,10 +229,10 @@ mod tests {
             other => panic!("unexpected end: {other:?}"),
         }
         let text = remora_metrics::encode(&reg).unwrap();
-        assert!(text.contains(r#"tcp_read_bytes_total{direction="outbound",peer="src"} 10000"#));
-        assert!(text.contains(r#"tcp_write_bytes_total{direction="outbound",peer="dst"} 10000"#));
-        assert!(text.contains(r#"tcp_read_bytes_total{direction="outbound",peer="dst"} 15"#));
-        assert!(text.contains(r#"tcp_write_bytes_total{direction="outbound",peer="src"} 15"#));
+        assert!(text.contains(r#"tcp_read_bytes_total{direction="outbound",peer="src",tls="no_identity",no_tls_reason="not_provided_by_service_discovery"} 10000"#));
+        assert!(text.contains(r#"tcp_write_bytes_total{direction="outbound",peer="dst",tls="no_identity",no_tls_reason="not_provided_by_service_discovery"} 10000"#));
+        assert!(text.contains(r#"tcp_read_bytes_total{direction="outbound",peer="dst",tls="no_identity",no_tls_reason="not_provided_by_service_discovery"} 15"#));
+        assert!(text.contains(r#"tcp_write_bytes_total{direction="outbound",peer="src",tls="no_identity",no_tls_reason="not_provided_by_service_discovery"} 15"#));
     }
 
     #[tokio::test(start_paused = true)]

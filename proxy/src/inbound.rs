@@ -1,33 +1,51 @@
-//! The inbound listener: connections from other pods to this pod's app, redirected here by
-//! iptables.
+//! The inbound listener: other pods' connections to this pod.
 //!
-//! accept → original destination → decide → connect to the app at the pod's own address on the
-//! original port → forward. The inbound is not an open relay: an original destination that is
-//! not one of the pod's addresses is refused. A connection addressed to the inbound port itself
-//! is the direct path (mTLS + transport header, #5), refused for now.
+//! ```text
+//! accept ─► original destination
+//!   ├─ addressed to the inbound port itself: the DIRECT path
+//!   │    mTLS for our identity, a client certificate, ALPN transport.l5d.io/v1, a transport
+//!   │    header within the detection timeout → policy(header port, client) → the app at
+//!   │    <pod address>:<header port>; a header naming a service is a gateway request (refused)
+//!   ├─ not one of this pod's addresses → refused (not an open relay)
+//!   ├─ one of the proxy's own listeners → refused (loop)
+//!   └─ redirected to an app port: read up to 8 KiB within the detection timeout, then
+//!        ClientHello, SNI = our identity → terminate mTLS → policy(port, client identity)
+//!        other ClientHello / unreadable TLS → passed through untouched (the app's own TLS)
+//!        anything else, or silence        → plaintext
+//!      → policy(port, unauthenticated) for the last two → the app at the original destination
+//! ```
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use remora_metrics::tcp::{Direction, RefuseReason};
+use remora_identity::Name;
+use remora_metrics::tcp::{Direction, Peer as PeerSide, RefuseReason, TcpLabels, Tls};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
+use crate::io::{BoxIo, PrefixedIo, read_prefix};
 use crate::listen::{AcceptCtx, serve};
+use crate::mtls::{self, LocalTls, no_tls};
 use crate::orig_dst::{OrigDst, original_dst};
 use crate::own::OwnAddrs;
-use crate::tcp::{TcpCtx, proxy_to};
+use crate::policy::{Denied, InboundPolicy, Peer};
+use crate::tcp::{TcpCtx, connect, proxy};
+use crate::tls_detect::{self, Detected};
+use crate::transport_header::TransportHeader;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     /// Forward to the app at this address (the pod's own address, the original port).
     Forward(SocketAddr),
+    /// The direct path: mTLS with a transport header.
+    Direct,
     Refuse(RefuseReason),
 }
 
 pub fn decide(orig: OrigDst, own: &OwnAddrs) -> Decision {
     match orig {
-        OrigDst::NotRedirected => Decision::Refuse(RefuseReason::Direct),
+        OrigDst::NotRedirected => Decision::Direct,
         OrigDst::Redirected(dst) if !own.ips.contains(dst.ip()) => {
             Decision::Refuse(RefuseReason::NotLocal)
         }
@@ -38,63 +56,91 @@ pub fn decide(orig: OrigDst, own: &OwnAddrs) -> Decision {
     }
 }
 
+/// Everything the inbound needs per connection.
+#[derive(Debug)]
+pub struct InboundCtx {
+    pub tcp: TcpCtx,
+    pub own: Arc<OwnAddrs>,
+    pub tls: LocalTls,
+    pub policy: InboundPolicy,
+    pub detect_timeout: Duration,
+}
+
 #[derive(Debug)]
 pub struct Inbound {
     listeners: Vec<TcpListener>,
     accept: AcceptCtx,
-    tcp: TcpCtx,
-    own: Arc<OwnAddrs>,
+    ctx: Arc<InboundCtx>,
 }
 
 impl Inbound {
-    pub fn new(
-        listeners: Vec<TcpListener>,
-        accept: AcceptCtx,
-        tcp: TcpCtx,
-        own: Arc<OwnAddrs>,
-    ) -> Self {
+    pub fn new(listeners: Vec<TcpListener>, accept: AcceptCtx, ctx: InboundCtx) -> Self {
         Inbound {
             listeners,
             accept,
-            tcp,
-            own,
+            ctx: Arc::new(ctx),
         }
     }
 
     pub async fn run(self) {
-        let shared = Arc::new((self.tcp, self.own));
+        let ctx = self.ctx;
         serve(self.listeners, self.accept, move |stream, client| {
-            let shared = shared.clone();
-            async move { handle(&shared.0, &shared.1, stream).await }
-                .instrument(info_span!("inbound", %client))
+            let ctx = ctx.clone();
+            async move { handle(&ctx, stream).await }.instrument(info_span!("inbound", %client))
         })
         .await
     }
 }
 
-async fn handle(tcp: &TcpCtx, own: &OwnAddrs, stream: TcpStream) {
+impl InboundCtx {
+    fn refuse(&self, reason: RefuseReason) {
+        self.tcp.metrics.refused(Direction::Inbound, reason);
+    }
+
+    fn local_id(&self) -> Option<Name> {
+        self.tls.now().map(|c| c.name.clone())
+    }
+
+    fn check_policy(&self, port: u16, peer: &Peer) -> bool {
+        match self.policy.check(port, peer) {
+            Ok(()) => true,
+            Err(denied) => {
+                self.refuse(match denied {
+                    Denied::Unauthenticated => RefuseReason::PolicyUnauthenticated,
+                    Denied::ForeignTrustDomain => RefuseReason::PolicyForeignTrustDomain,
+                    Denied::NotAllowed => RefuseReason::PolicyNotAllowed,
+                    Denied::Deny => RefuseReason::PolicyDeny,
+                });
+                let peer = match peer {
+                    Peer::Authenticated(id) => id.to_string(),
+                    Peer::Unauthenticated => "an unauthenticated peer".to_string(),
+                };
+                warn!(%peer, port, reason = %denied, "connection refused by policy");
+                false
+            }
+        }
+    }
+}
+
+async fn handle(ctx: &InboundCtx, stream: TcpStream) {
     let orig = match original_dst(&stream) {
         Ok(orig) => orig,
         Err(e) => {
             warn!(error = %e, "cannot read the original destination; closing");
-            tcp.metrics
-                .refused(Direction::Inbound, RefuseReason::NoOriginalDst);
+            ctx.refuse(RefuseReason::NoOriginalDst);
             return;
         }
     };
-    match decide(orig, own) {
+    match decide(orig, &ctx.own) {
         Decision::Forward(app) => {
-            proxy_to(tcp, stream, app)
+            redirected(ctx, stream, app)
                 .instrument(info_span!("app", %app))
                 .await
         }
+        Decision::Direct => direct(ctx, stream).await,
         Decision::Refuse(reason) => {
-            tcp.metrics.refused(Direction::Inbound, reason);
+            ctx.refuse(reason);
             match reason {
-                RefuseReason::Direct => info!(
-                    "refusing a direct connection to the inbound port: the direct path needs \
-                     mTLS with a transport header, which this proxy does not support yet"
-                ),
                 RefuseReason::NotLocal => warn!(
                     ?orig,
                     "refusing to forward: the original destination is not one of this pod's \
@@ -107,6 +153,178 @@ async fn handle(tcp: &TcpCtx, own: &OwnAddrs, stream: TcpStream) {
             }
         }
     }
+}
+
+/// Reads the first bytes (up to 8 KiB, within the detection timeout) and classifies them.
+async fn detect(
+    ctx: &InboundCtx,
+    stream: &mut TcpStream,
+) -> std::io::Result<(Detected, bytes::Bytes)> {
+    let prefix = read_prefix(stream, tls_detect::MAX_DETECT, ctx.detect_timeout, |buf| {
+        tls_detect::detect(buf) != Detected::NeedMore
+    })
+    .await?;
+    let detected = match tls_detect::detect(&prefix) {
+        // Silence, or a partial record when the timeout or EOF came: not TLS we can use.
+        Detected::NeedMore if prefix.is_empty() => Detected::NotTls,
+        Detected::NeedMore => Detected::TlsUnreadable,
+        d => d,
+    };
+    Ok((detected, prefix))
+}
+
+async fn redirected(ctx: &InboundCtx, mut stream: TcpStream, app: SocketAddr) {
+    let (detected, prefix) = match detect(ctx, &mut stream).await {
+        Ok(d) => d,
+        Err(e) => {
+            debug!(error = %e, "connection failed during detection");
+            return;
+        }
+    };
+    let io = PrefixedIo::new(prefix, stream);
+    let for_us = matches!(&detected, Detected::ClientHello { sni: Some(sni) }
+        if ctx.local_id().is_some_and(|id| id.as_str() == sni));
+    if for_us {
+        let Some(creds) = ctx.tls.now() else { return };
+        let accepted = match mtls::accept(io, &creds, ctx.detect_timeout).await {
+            Ok(a) => a,
+            Err(failure) => {
+                ctx.refuse(RefuseReason::TlsHandshake);
+                warn!(error = %failure, "TLS handshake failed; closing");
+                return;
+            }
+        };
+        let peer = match &accepted.client_id {
+            Some(id) => Peer::Authenticated(id.clone()),
+            None => Peer::Unauthenticated,
+        };
+        if !ctx.check_policy(app.port(), &peer) {
+            return;
+        }
+        debug!(client.id = ?accepted.client_id.as_ref().map(|n| n.to_string()), "mTLS terminated");
+        let labels = TcpLabels::new(Direction::Inbound, PeerSide::Src).with_tls(
+            Tls::Established,
+            accepted.client_id.map(|n| Arc::from(n.as_str())),
+        );
+        to_app(ctx, Box::new(accepted.io), app, labels).await;
+        return;
+    }
+    if !ctx.check_policy(app.port(), &Peer::Unauthenticated) {
+        return;
+    }
+    let tls = match detected {
+        Detected::ClientHello { .. } | Detected::TlsUnreadable => {
+            debug!("TLS not addressed to this proxy: passing it through to the app");
+            Tls::Opaque
+        }
+        _ => Tls::NoIdentity(no_tls::NO_TLS_FROM_REMOTE),
+    };
+    let labels = TcpLabels::new(Direction::Inbound, PeerSide::Src).with_tls(tls, None);
+    to_app(ctx, Box::new(io), app, labels).await;
+}
+
+/// The direct path: mTLS with a client certificate and a transport header, or nothing.
+async fn direct(ctx: &InboundCtx, mut stream: TcpStream) {
+    let refuse = |reason, why: &str| {
+        ctx.refuse(reason);
+        info!("refusing a direct connection to the inbound port: {why}");
+    };
+    let Some(creds) = ctx.tls.now() else {
+        return refuse(
+            RefuseReason::DirectNotMtls,
+            "this proxy has no identity to terminate mTLS",
+        );
+    };
+    let (detected, prefix) = match detect(ctx, &mut stream).await {
+        Ok(d) => d,
+        Err(_) => return,
+    };
+    match &detected {
+        Detected::ClientHello { sni: Some(sni) } if creds.name.as_str() == sni => {}
+        _ => {
+            return refuse(
+                RefuseReason::DirectNotMtls,
+                "it is not mTLS for this proxy's identity",
+            );
+        }
+    }
+    let pod_ip = match stream.local_addr() {
+        Ok(a) => a.ip(),
+        Err(_) => return,
+    };
+    let io = PrefixedIo::new(prefix, stream);
+    let mut accepted = match mtls::accept(io, &creds, ctx.detect_timeout).await {
+        Ok(a) => a,
+        Err(failure) => {
+            ctx.refuse(RefuseReason::TlsHandshake);
+            warn!(error = %failure, "TLS handshake failed on the direct path; closing");
+            return;
+        }
+    };
+    let Some(client_id) = accepted.client_id.clone() else {
+        return refuse(
+            RefuseReason::DirectNotMtls,
+            "the client presented no certificate",
+        );
+    };
+    if !accepted.transport {
+        return refuse(
+            RefuseReason::DirectNotMtls,
+            "the client did not negotiate transport.l5d.io/v1",
+        );
+    }
+    let header = match tokio::time::timeout(
+        ctx.detect_timeout,
+        TransportHeader::read(&mut accepted.io),
+    )
+    .await
+    {
+        Ok(Ok(h)) => h,
+        Ok(Err(e)) => {
+            ctx.refuse(RefuseReason::BadTransportHeader);
+            warn!(client.id = %client_id, error = %e, "bad transport header; closing");
+            return;
+        }
+        Err(_) => {
+            ctx.refuse(RefuseReason::BadTransportHeader);
+            warn!(client.id = %client_id, "no transport header within the detection timeout; closing");
+            return;
+        }
+    };
+    if let Some(name) = &header.name {
+        ctx.refuse(RefuseReason::GatewayUnsupported);
+        warn!(client.id = %client_id, %name, "refusing a gateway request: this proxy is not a gateway");
+        return;
+    }
+    let app = SocketAddr::new(pod_ip, header.port);
+    if ctx.own.is_own_listener(app) {
+        ctx.refuse(RefuseReason::Loop);
+        warn!(%app, "the transport header names one of this proxy's own listeners; closing");
+        return;
+    }
+    if !ctx.check_policy(header.port, &Peer::Authenticated(client_id.clone())) {
+        return;
+    }
+    debug!(client.id = %client_id, port = header.port, protocol = ?header.protocol, "direct connection");
+    let labels = TcpLabels::new(Direction::Inbound, PeerSide::Src)
+        .with_tls(Tls::Established, Some(Arc::from(client_id.as_str())));
+    to_app(ctx, Box::new(accepted.io), app, labels)
+        .instrument(info_span!("direct", %app))
+        .await;
+}
+
+/// Connects to the app and forwards.
+async fn to_app(ctx: &InboundCtx, client: BoxIo, app: SocketAddr, labels: TcpLabels) {
+    let upstream = match connect(app, ctx.tcp.connect_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.refuse(RefuseReason::ConnectFailed);
+            warn!(error = %e, "cannot reach the app; closing the client connection");
+            client.reset();
+            return;
+        }
+    };
+    proxy(&ctx.tcp, client, Box::new(upstream), labels, app).await;
 }
 
 #[cfg(test)]
@@ -123,10 +341,7 @@ mod tests {
             ],
             LocalIps::new(),
         );
-        assert_eq!(
-            decide(OrigDst::NotRedirected, &own),
-            Decision::Refuse(RefuseReason::Direct)
-        );
+        assert_eq!(decide(OrigDst::NotRedirected, &own), Decision::Direct);
         assert_eq!(
             decide(
                 OrigDst::Redirected("192.0.2.10:8080".parse().unwrap()),

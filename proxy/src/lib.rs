@@ -20,6 +20,9 @@
 //! - [`init`]: `remora init`, the iptables rules that redirect a pod's traffic.
 //! - [`tls_detect`]: recognises a ClientHello and reads its SNI without consuming it.
 //! - [`transport_header`]: the header after an mTLS handshake with ALPN `transport.l5d.io/v1`.
+//! - [`mtls`]: mTLS between proxies: dialling endpoints, terminating inbound.
+//! - [`io`]: the boxed stream type of every connection side, replay of detected bytes.
+//! - [`policy`]: inbound authorization per port.
 //! - [`log`], [`rlimit`]: process setup.
 
 #![forbid(unsafe_code)]
@@ -34,11 +37,14 @@ pub mod forward;
 pub mod identity;
 pub mod inbound;
 pub mod init;
+pub mod io;
 pub mod listen;
 pub mod log;
+pub mod mtls;
 pub mod orig_dst;
 pub mod outbound;
 pub mod own;
+pub mod policy;
 pub mod rlimit;
 pub mod tcp;
 pub mod tls_detect;

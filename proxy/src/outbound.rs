@@ -6,18 +6,20 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use remora_metrics::tcp::{Direction, RefuseReason};
+use remora_metrics::tcp::{Direction, Peer, RefuseReason, TcpLabels};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::discovery::{Pick, Resolver};
+use crate::discovery::{Endpoint, Pick, Resolver};
+use crate::io::Io;
+use crate::mtls::{DialTarget, LocalTls, dial};
 
 use crate::listen::{AcceptCtx, serve};
 use crate::orig_dst::{OrigDst, original_dst};
 use crate::own::OwnAddrs;
-use crate::tcp::{TcpCtx, proxy_to};
+use crate::tcp::{TcpCtx, proxy};
 
 /// What the outbound does with a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,44 +46,43 @@ pub struct Discovery {
     pub timeout: Duration,
 }
 
+/// Everything the outbound needs per connection.
+#[derive(Debug)]
+pub struct OutboundCtx {
+    pub tcp: TcpCtx,
+    pub own: Arc<OwnAddrs>,
+    pub discovery: Option<Discovery>,
+    pub tls: LocalTls,
+}
+
 #[derive(Debug)]
 pub struct Outbound {
     listeners: Vec<TcpListener>,
     accept: AcceptCtx,
-    tcp: TcpCtx,
-    own: Arc<OwnAddrs>,
-    discovery: Option<Discovery>,
+    ctx: Arc<OutboundCtx>,
 }
 
 impl Outbound {
-    pub fn new(
-        listeners: Vec<TcpListener>,
-        accept: AcceptCtx,
-        tcp: TcpCtx,
-        own: Arc<OwnAddrs>,
-        discovery: Option<Discovery>,
-    ) -> Self {
+    pub fn new(listeners: Vec<TcpListener>, accept: AcceptCtx, ctx: OutboundCtx) -> Self {
         Outbound {
             listeners,
             accept,
-            tcp,
-            own,
-            discovery,
+            ctx: Arc::new(ctx),
         }
     }
 
     pub async fn run(self) {
-        let shared = Arc::new((self.tcp, self.own, self.discovery));
+        let ctx = self.ctx;
         serve(self.listeners, self.accept, move |stream, client| {
-            let shared = shared.clone();
-            async move { handle(&shared.0, &shared.1, shared.2.as_ref(), stream).await }
-                .instrument(info_span!("outbound", %client))
+            let ctx = ctx.clone();
+            async move { handle(&ctx, stream).await }.instrument(info_span!("outbound", %client))
         })
         .await
     }
 }
 
-async fn handle(tcp: &TcpCtx, own: &OwnAddrs, discovery: Option<&Discovery>, stream: TcpStream) {
+async fn handle(ctx: &OutboundCtx, stream: TcpStream) {
+    let tcp = &ctx.tcp;
     let orig = match original_dst(&stream) {
         Ok(orig) => orig,
         Err(e) => {
@@ -91,13 +92,14 @@ async fn handle(tcp: &TcpCtx, own: &OwnAddrs, discovery: Option<&Discovery>, str
             return;
         }
     };
-    match decide(orig, own) {
+    match decide(orig, &ctx.own) {
         Decision::Forward(dst) => {
-            let Some(addr) = endpoint(tcp, discovery, dst).await else {
+            let Some((addr, ep)) = endpoint(tcp, ctx.discovery.as_ref(), dst).await else {
                 return;
             };
-            proxy_to(tcp, stream, addr)
-                .instrument(info_span!("target", %dst, endpoint = %addr))
+            let span = info_span!("target", %dst, endpoint = %addr);
+            forward(ctx, stream, addr, ep.as_deref())
+                .instrument(span)
                 .await
         }
         Decision::Refuse(reason) => {
@@ -117,22 +119,43 @@ async fn handle(tcp: &TcpCtx, own: &OwnAddrs, discovery: Option<&Discovery>, str
     }
 }
 
+/// Dials the target (mTLS when discovery names its identity) and forwards.
+async fn forward(ctx: &OutboundCtx, client: TcpStream, addr: SocketAddr, ep: Option<&Endpoint>) {
+    let target = DialTarget {
+        addr,
+        endpoint: ep,
+        protocol: None,
+    };
+    let dialled = match dial(target, &ctx.tls, &ctx.own.ips, ctx.tcp.connect_timeout).await {
+        Ok(d) => d,
+        Err(e) => {
+            ctx.tcp.metrics.refused(Direction::Outbound, e.reason());
+            warn!(error = %e, "closing the client connection; nothing was sent");
+            client.reset();
+            return;
+        }
+    };
+    let labels =
+        TcpLabels::new(Direction::Outbound, Peer::Src).with_tls(dialled.tls, dialled.server_id);
+    proxy(&ctx.tcp, Box::new(client), dialled.io, labels, dialled.addr).await
+}
+
 /// Where to connect for original destination `dst`: one of its discovered endpoints, or `dst`
 /// itself when discovery does not know it. `None` when it has no endpoint (refused, counted).
 async fn endpoint(
     tcp: &TcpCtx,
     discovery: Option<&Discovery>,
     dst: SocketAddr,
-) -> Option<SocketAddr> {
+) -> Option<(SocketAddr, Option<Arc<Endpoint>>)> {
     let Some(d) = discovery else {
-        return Some(dst);
+        return Some((dst, None));
     };
     match d.resolver.resolve(&dst.to_string()).pick(d.timeout).await {
         Pick::Endpoint(ep) => {
             debug!(%dst, endpoint = %ep.addr, identity = ?ep.identity, hint = ?ep.hint, "resolved");
-            Some(ep.addr)
+            Some((ep.addr, Some(ep)))
         }
-        Pick::AsIs => Some(dst),
+        Pick::AsIs => Some((dst, None)),
         Pick::NoEndpoints => {
             tcp.metrics
                 .refused(Direction::Outbound, RefuseReason::NoEndpoints);

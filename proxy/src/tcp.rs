@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use remora_metrics::tcp::{Direction, Peer, RefuseReason, TcpLabels, TcpMetrics};
+
+use crate::io::BoxIo;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
@@ -49,7 +51,7 @@ pub fn reset(stream: TcpStream) {
     drop(stream);
 }
 
-/// Connects to `target` and forwards `client` to it until both directions are done.
+/// Connects to `target` in plaintext and forwards `client` to it (no TLS, no discovery).
 pub async fn proxy_to(ctx: &TcpCtx, client: TcpStream, target: SocketAddr) {
     let upstream = match connect(target, ctx.connect_timeout).await {
         Ok(s) => s,
@@ -61,15 +63,22 @@ pub async fn proxy_to(ctx: &TcpCtx, client: TcpStream, target: SocketAddr) {
             return;
         }
     };
+    let labels = TcpLabels::new(ctx.direction, Peer::Src);
+    proxy(ctx, Box::new(client), Box::new(upstream), labels, target).await;
+}
+
+/// Forwards `src` and `dst` both ways until both directions are done, counting each side under
+/// `labels` (the connection's labels; the `peer` is set per side).
+pub async fn proxy(ctx: &TcpCtx, src: BoxIo, dst: BoxIo, labels: TcpLabels, target: SocketAddr) {
     let activity = ctx.idle_timeout.map(|_| Activity::new());
     let mut src = Counted::new(
-        client,
-        ctx.metrics.open(TcpLabels::new(ctx.direction, Peer::Src)),
+        src,
+        ctx.metrics.open(labels.with_peer(Peer::Src)),
         activity.clone(),
     );
     let mut dst = Counted::new(
-        upstream,
-        ctx.metrics.open(TcpLabels::new(ctx.direction, Peer::Dst)),
+        dst,
+        ctx.metrics.open(labels.with_peer(Peer::Dst)),
         activity.clone(),
     );
     let idle = ctx.idle_timeout.zip(activity.as_deref());
@@ -84,8 +93,8 @@ pub async fn proxy_to(ctx: &TcpCtx, client: TcpStream, target: SocketAddr) {
             debug!(%target, error = %e, "connection ended with an error");
             src.record_error(&e);
             dst.record_error(&e);
-            let _ = socket2::SockRef::from(src.get_ref()).set_linger(Some(Duration::ZERO));
-            let _ = socket2::SockRef::from(dst.get_ref()).set_linger(Some(Duration::ZERO));
+            src.get_ref().reset();
+            dst.get_ref().reset();
         }
     }
 }

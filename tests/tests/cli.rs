@@ -121,7 +121,7 @@ async fn unredirected_connections_are_refused_and_counted() {
     assert_eq!(
         m.get(
             "tcp_refused_total",
-            &[("direction", "inbound"), ("reason", "direct")]
+            &[("direction", "inbound"), ("reason", "direct_not_mtls")]
         ),
         1.0
     );

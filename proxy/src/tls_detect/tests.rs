@@ -104,6 +104,21 @@ proptest! {
     }
 
     #[test]
+    fn decisions_are_stable_as_bytes_arrive(flip in 0usize..400, bit in 0u8..8, extra in prop::collection::vec(any::<u8>(), 0..40)) {
+        let mut hello = rustls_hello("y.example");
+        let i = flip % hello.len();
+        hello[i] ^= 1 << bit;
+        hello.extend_from_slice(&extra);
+        let full = detect(&hello);
+        for cut in 0..hello.len() {
+            let partial = detect(&hello[..cut]);
+            if partial != Detected::NeedMore {
+                prop_assert_eq!(partial, full.clone(), "decided at {}", cut);
+            }
+        }
+    }
+
+    #[test]
     fn mutations_never_panic(flip in 0usize..400, bit in 0u8..8) {
         let mut hello = rustls_hello("x.example");
         let i = flip % hello.len();

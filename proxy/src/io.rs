@@ -1,0 +1,176 @@
+//! Connection I/O shared by every path: a boxed stream type that any side of a proxied
+//! connection can be (TCP, TLS over TCP, with replayed bytes), and [`PrefixedIo`], which replays
+//! bytes read during protocol detection before reading on.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A connection's byte stream, whatever it is layered on.
+pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
+    /// Arms the socket so that closing it sends a RST (the peer sees an error, not a clean end).
+    fn reset(&self);
+}
+
+pub type BoxIo = Box<dyn Io>;
+
+impl Io for TcpStream {
+    fn reset(&self) {
+        let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));
+    }
+}
+
+impl<T: Io> Io for tokio_rustls::server::TlsStream<T> {
+    fn reset(&self) {
+        self.get_ref().0.reset();
+    }
+}
+
+impl<T: Io> Io for tokio_rustls::client::TlsStream<T> {
+    fn reset(&self) {
+        self.get_ref().0.reset();
+    }
+}
+
+/// A stream that first yields `prefix`, then reads from `inner`. Writes go straight to `inner`.
+#[derive(Debug)]
+pub struct PrefixedIo<T> {
+    prefix: Bytes,
+    inner: T,
+}
+
+impl<T> PrefixedIo<T> {
+    pub fn new(prefix: Bytes, inner: T) -> Self {
+        PrefixedIo { prefix, inner }
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: Io> Io for PrefixedIo<T> {
+    fn reset(&self) {
+        self.inner.reset();
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for PrefixedIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.prefix.is_empty() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for PrefixedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Reads from `io` into a buffer until `decide` stops answering "need more", `max` bytes are
+/// held, the peer stops sending (EOF) or `timeout` passes. Returns the bytes read; nothing is
+/// lost, the caller replays them with [`PrefixedIo`].
+pub async fn read_prefix<T, D>(
+    io: &mut T,
+    max: usize,
+    timeout: Duration,
+    mut decided: D,
+) -> io::Result<Bytes>
+where
+    T: AsyncRead + Unpin,
+    D: FnMut(&[u8]) -> bool,
+{
+    use tokio::io::AsyncReadExt;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = bytes::BytesMut::with_capacity(1024.min(max));
+    while buf.len() < max && !decided(&buf) {
+        if buf.capacity() == buf.len() {
+            buf.reserve((buf.len()).min(max - buf.len()).max(1));
+        }
+        let mut limited = (&mut *io).take((max - buf.len()) as u64);
+        match tokio::time::timeout_at(deadline, limited.read_buf(&mut buf)).await {
+            Err(_) => break,    // timed out: decide on what we have
+            Ok(Ok(0)) => break, // EOF
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(e),
+        }
+    }
+    Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn replays_the_prefix_then_reads_on() {
+        let (mut a, b) = tokio::io::duplex(64);
+        let mut p = PrefixedIo::new(Bytes::from_static(b"hello "), b);
+        a.write_all(b"world").await.unwrap();
+        a.shutdown().await.unwrap();
+        let mut out = String::new();
+        p.read_to_string(&mut out).await.unwrap();
+        assert_eq!(out, "hello world");
+    }
+
+    #[tokio::test]
+    async fn read_prefix_stops_when_decided_or_silent() {
+        let (mut a, mut b) = tokio::io::duplex(64);
+        a.write_all(b"abcdef").await.unwrap();
+        let got = read_prefix(&mut b, 100, Duration::from_secs(5), |buf| buf.len() >= 3)
+            .await
+            .unwrap();
+        assert!(got.len() >= 3 && got.starts_with(b"abc"));
+        // A silent peer: the timeout ends detection with what there is.
+        let (_a2, mut b2) = tokio::io::duplex(64);
+        let start = tokio::time::Instant::now();
+        let got = read_prefix(&mut b2, 100, Duration::from_millis(50), |_| false)
+            .await
+            .unwrap();
+        assert!(got.is_empty());
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        // Never more than max.
+        let (mut a3, mut b3) = tokio::io::duplex(1 << 16);
+        a3.write_all(&[7u8; 10_000]).await.unwrap();
+        let got = read_prefix(&mut b3, 4096, Duration::from_secs(5), |_| false)
+            .await
+            .unwrap();
+        assert_eq!(got.len(), 4096);
+    }
+}
