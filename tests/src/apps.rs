@@ -23,6 +23,8 @@ pub enum App {
     Http(u16),
     /// Writes its name and a newline, then closes: tells a client which pod it reached.
     Name(u16, String),
+    /// A TLS server (the app's own TLS) that echoes.
+    TlsEcho(u16, std::sync::Arc<rustls::ServerConfig>),
 }
 
 pub fn echo(port: u16) -> App {
@@ -35,6 +37,10 @@ pub fn reply_after_eof(port: u16, reply_len: u64) -> App {
 
 pub fn http(port: u16) -> App {
     App::Http(port)
+}
+
+pub fn tls_echo(port: u16, config: std::sync::Arc<rustls::ServerConfig>) -> App {
+    App::TlsEcho(port, config)
 }
 
 pub fn name(port: u16, name: &str) -> App {
@@ -95,7 +101,11 @@ pub async fn connect_in(ns: &str, addr: SocketAddr) -> io::Result<TcpStream> {
 impl App {
     pub(crate) fn start(self, ns: &str) -> io::Result<AppHandle> {
         let port = match self {
-            App::Echo(p) | App::Http(p) | App::Name(p, _) | App::ReplyAfterEof { port: p, .. } => p,
+            App::Echo(p)
+            | App::Http(p)
+            | App::Name(p, _)
+            | App::TlsEcho(p, _)
+            | App::ReplyAfterEof { port: p, .. } => p,
         };
         let listener = listen_in(ns, port)?;
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -128,6 +138,14 @@ impl App {
                 while stream.read(&mut sink).await? > 0 {}
                 write_pattern(&mut stream, reply_len).await?;
                 stream.shutdown().await
+            }
+            App::TlsEcho(_, config) => {
+                let tls = tokio_rustls::TlsAcceptor::from(config)
+                    .accept(stream)
+                    .await?;
+                let (mut r, mut w) = tokio::io::split(tls);
+                tokio::io::copy(&mut r, &mut w).await?;
+                w.shutdown().await
             }
             App::Name(_, name) => {
                 stream.write_all(format!("{name}\n").as_bytes()).await?;

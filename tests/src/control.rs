@@ -203,6 +203,18 @@ cert_lifetime = "{}"
         )
     }
 
+    /// The cluster's issuer, as a CA that can sign test certificates.
+    pub fn issuer(&self) -> remora_identity::certs::Ca {
+        let cert = std::fs::read_to_string(self.dir.join("issuer.pem")).unwrap();
+        let key = std::fs::read_to_string(self.dir.join("issuer.key")).unwrap();
+        remora_identity::certs::Ca::from_pem(&cert, &key).unwrap()
+    }
+
+    /// The mesh's trust anchors.
+    pub fn anchors(&self) -> remora_identity::TrustAnchors {
+        remora_identity::TrustAnchors::from_pem(&std::fs::read(&self.root).unwrap()).unwrap()
+    }
+
     /// The control plane's own identity.
     pub fn own_identity(&self) -> String {
         self.identity("remora-control", "linkerd")
@@ -312,5 +324,29 @@ cert_lifetime = "{}"
         };
         let (_, text) = admin::request(conn, "GET", "/metrics").await.unwrap();
         admin::Metrics { text }
+    }
+}
+
+/// A control plane running in a pod of its own on `net` (so proxies reach it over TLS).
+#[derive(Debug)]
+pub struct ClusterPlane {
+    pub cp: ControlPlane,
+    pub pod: crate::Pod,
+}
+
+impl ClusterPlane {
+    /// Starts cluster `name` (trust domain `td`) under `pki`, serving gRPC on `port` of its pod.
+    pub async fn start(net: &crate::Net, pki: &Pki, name: &str, td: &str, port: u16) -> Self {
+        let pod = net.pod(&format!("cp-{name}")).start().await;
+        let mut cp = pki
+            .control(
+                name,
+                td,
+                pod.addr4(port),
+                SocketAddr::from(([127, 0, 0, 1], port + 1000)),
+            )
+            .in_netns(&pod.ns);
+        cp.start().await;
+        ClusterPlane { cp, pod }
     }
 }

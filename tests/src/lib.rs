@@ -24,6 +24,8 @@
 //! - [`local`]: a proxy on its own loopback address, without namespaces or root.
 //! - [`net`]: [`Net`] and [`Pod`], the prose-like builder API.
 //! - [`apps`]: echo, reply-after-EOF and HTTP-reporting servers; byte patterns.
+//! - [`services`]: builds the `[[services]]` of a cluster config.
+//! - [`tls`]: test certificates, TLS clients and servers in pods, hand-made ClientHellos.
 //! - [`admin`]: a tiny HTTP client for the proxies' admin endpoints, and a metrics reader.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -35,6 +37,8 @@ pub mod control;
 pub mod local;
 pub mod net;
 pub mod netns;
+pub mod services;
+pub mod tls;
 
 pub use net::{Net, Pod};
 

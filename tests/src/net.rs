@@ -87,6 +87,39 @@ impl Net {
         }
     }
 
+    /// Starts capturing what crosses `pod`'s link to the bridge, matching `filter` (tcpdump
+    /// syntax). (Frames switched between bridge ports never reach the bridge device itself, so
+    /// the capture sits on the pod's veth peer.)
+    pub async fn capture(&self, pod: &Pod, filter: &str) -> Capture {
+        let veth = format!("v{}", pod.ip4().octets()[3]);
+        let file = std::env::temp_dir().join(format!("{}.pcap", netns::unique("cap")));
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.inner.bridge_ns,
+            "tcpdump",
+            "--immediate-mode",
+            "-i",
+            &veth,
+            "-U",
+            "-s",
+            "0",
+            "-w",
+        ])
+        .arg(&file)
+        .args(filter.split_whitespace());
+        let process = Process::spawn("tcpdump", cmd);
+        assert!(
+            process
+                .wait_log("listening on", Duration::from_secs(10))
+                .await,
+            "tcpdump did not start: {}",
+            process.log()
+        );
+        Capture { process, file }
+    }
+
     /// Every namespace this network made (the bridge's and its pods').
     pub fn namespaces(&self) -> Vec<String> {
         let mut all = self
@@ -370,7 +403,35 @@ impl Drop for Pod {
     }
 }
 
-/// A `remora` process (proxy or control plane). Killed (SIGKILL) when dropped if still running.
+/// A packet capture on a network's bridge.
+#[derive(Debug)]
+pub struct Capture {
+    process: Process,
+    file: std::path::PathBuf,
+}
+
+impl Capture {
+    /// Stops the capture and returns the raw pcap bytes.
+    pub async fn finish(mut self) -> Vec<u8> {
+        // Let the last packets reach the file.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.process.signal(nix::sys::signal::Signal::SIGINT);
+        let _ = self.process.wait_exit(Duration::from_secs(10)).await;
+        let bytes = std::fs::read(&self.file).unwrap_or_default();
+        let _ = std::fs::remove_file(&self.file);
+        if bytes.len() <= 24 {
+            eprintln!(
+                "capture {} is empty; tcpdump said:\n{}",
+                self.file.display(),
+                self.process.log()
+            );
+        }
+        bytes
+    }
+}
+
+/// A process (a `remora` proxy or control plane, tcpdump). Killed (SIGKILL) when dropped if
+/// still running.
 #[derive(Debug)]
 pub struct Process {
     child: Child,

@@ -1,5 +1,6 @@
-//! Certificate rotation under traffic, with the control plane in a pod of its own (so proxies
-//! reach it over TLS, verifying its identity).
+//! Certificate rotation under mTLS traffic, with the control plane in a pod of its own (so
+//! proxies reach it over TLS, verifying its identity): handshakes pick up each new certificate
+//! and established connections are untouched.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use remora_tests::apps::{echo, echo_roundtrip};
 use remora_tests::control::Pki;
+use remora_tests::services::{Service, toml};
 use remora_tests::{Net, Pod};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -39,16 +41,25 @@ async fn netns_certificates_rotate_under_traffic() {
     let b = net
         .pod("b")
         .app(echo(ECHO))
-        .identity(&cp, "echo", "shop")
+        .control_plane(&cp, "echo", "shop")
         .meshed()
         .start()
         .await;
     let a = net
         .pod("a")
-        .identity(&cp, "web", "shop")
+        .control_plane(&cp, "web", "shop")
         .meshed()
         .start()
         .await;
+    // Discovery gives B's identity, so every connection is mTLS.
+    cp.set_services(&toml(&[Service::new("echo", "shop")
+        .port(ECHO)
+        .endpoint(&b, "echo")]));
+    assert!(
+        cp.process()
+            .wait_log("config reloaded", Duration::from_secs(15))
+            .await
+    );
 
     // Traffic: a new connection every 100 ms, and one long-lived connection pinged twice a
     // second, all through both proxies.
@@ -129,4 +140,18 @@ async fn netns_certificates_rotate_under_traffic() {
     assert!(renewals >= 4.0);
     // The control plane served TLS with its own identity (proxies verified it to get here).
     assert!(cp.process().log().contains("tls=true"));
+    // All that traffic was mutual TLS, and none was plaintext.
+    let m = a.metrics().await;
+    let mtls = m.get(
+        "tcp_open_total",
+        &[("direction", "outbound"), ("peer", "dst"), ("tls", "true")],
+    );
+    assert!(mtls > 100.0, "{mtls} mTLS connections:\n{}", m.text);
+    assert_eq!(
+        m.get(
+            "tcp_open_total",
+            &[("direction", "outbound"), ("tls", "no_identity")]
+        ),
+        0.0
+    );
 }

@@ -1,0 +1,105 @@
+//! Builds the `[[services]]` part of a cluster config for tests.
+//!
+//! ```no_run
+//! # fn f(b: &remora_tests::Pod) {
+//! use remora_tests::services::{Service, toml};
+//! let config = toml(&[Service::new("echo", "shop").vip("10.96.0.10").port(7000).endpoint(b, "echo")]);
+//! # }
+//! ```
+
+use std::fmt::Write;
+
+use crate::net::Pod;
+
+#[derive(Clone, Debug)]
+pub struct Service {
+    name: String,
+    namespace: String,
+    vip: Option<String>,
+    ports: Vec<(u16, bool)>,
+    endpoints: Vec<(String, String, String, &'static str)>,
+    extra: String,
+}
+
+impl Service {
+    pub fn new(name: &str, namespace: &str) -> Self {
+        Service {
+            name: name.into(),
+            namespace: namespace.into(),
+            vip: None,
+            ports: Vec::new(),
+            endpoints: Vec::new(),
+            extra: String::new(),
+        }
+    }
+
+    pub fn vip(mut self, ip: &str) -> Self {
+        self.vip = Some(ip.into());
+        self
+    }
+
+    pub fn port(mut self, port: u16) -> Self {
+        self.ports.push((port, false));
+        self
+    }
+
+    /// A port marked opaque (no detection; opaque transport between proxies).
+    pub fn opaque_port(mut self, port: u16) -> Self {
+        self.ports.push((port, true));
+        self
+    }
+
+    /// A meshed endpoint: `pod` with service account `sa`.
+    pub fn endpoint(mut self, pod: &Pod, sa: &str) -> Self {
+        self.endpoints
+            .push((pod.name.clone(), pod.ip4().to_string(), sa.into(), "h2"));
+        self
+    }
+
+    /// An endpoint that is not meshed (no identity, no hint).
+    pub fn unmeshed_endpoint(mut self, pod: &Pod) -> Self {
+        self.endpoints.push((
+            pod.name.clone(),
+            pod.ip4().to_string(),
+            "default".into(),
+            "none",
+        ));
+        self
+    }
+
+    /// Extra TOML appended to this service (routes, retry budget, ...).
+    pub fn with(mut self, toml: &str) -> Self {
+        self.extra.push_str(toml);
+        self
+    }
+}
+
+/// The `[[services]]` TOML for `services`.
+pub fn toml(services: &[Service]) -> String {
+    let mut out = String::new();
+    for s in services {
+        let _ = writeln!(
+            out,
+            "[[services]]\nname = \"{}\"\nnamespace = \"{}\"",
+            s.name, s.namespace
+        );
+        if let Some(vip) = &s.vip {
+            let _ = writeln!(out, "cluster_ip = \"{vip}\"");
+        }
+        let ports: Vec<String> = s
+            .ports
+            .iter()
+            .map(|(p, opaque)| format!("{{ port = {p}, opaque = {opaque} }}"))
+            .collect();
+        let _ = writeln!(out, "ports = [{}]", ports.join(", "));
+        for (pod, ip, sa, protocol) in &s.endpoints {
+            let _ = writeln!(
+                out,
+                "[[services.endpoints]]\npod = \"{pod}\"\nip = \"{ip}\"\nservice_account = \"{sa}\"\nprotocol = \"{protocol}\""
+            );
+        }
+        out.push_str(&s.extra);
+        out.push('\n');
+    }
+    out
+}
