@@ -163,6 +163,7 @@ impl Proxy {
             metrics: tcp_metrics.clone(),
         };
         let tls = LocalTls::new(self.creds.clone());
+        let opaque_ports = Arc::new(cfg.opaque_ports.clone());
         let outbound = Outbound::new(
             self.outbound,
             accept(Direction::Outbound, cfg.outbound_max_connections),
@@ -178,6 +179,8 @@ impl Proxy {
                         .unwrap_or_default(),
                 }),
                 tls: tls.clone(),
+                opaque_ports: opaque_ports.clone(),
+                detect_timeout: cfg.outbound_detect_timeout,
             },
         );
         let trust_domain = cfg.identity.as_ref().and_then(|i| {
@@ -198,6 +201,7 @@ impl Proxy {
                     trust_domain,
                 },
                 detect_timeout: cfg.detect_timeout,
+                opaque_ports,
             },
         );
         let admin_state = AdminState {

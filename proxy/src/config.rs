@@ -4,7 +4,7 @@
 //! [`VARS`] is the single table of variables, defaults and help texts: the parser reads defaults
 //! from it, `remora proxy --help` prints it, and a test checks that CONFIG.md documents each one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +26,8 @@ pub const SHUTDOWN_GRACE: &str = "REMORA_SHUTDOWN_GRACE";
 pub const WORKER_THREADS: &str = "REMORA_WORKER_THREADS";
 pub const LOG: &str = "REMORA_LOG";
 pub const INBOUND_DETECT_TIMEOUT: &str = "REMORA_INBOUND_DETECT_TIMEOUT";
+pub const OUTBOUND_DETECT_TIMEOUT: &str = "REMORA_OUTBOUND_DETECT_TIMEOUT";
+pub const OPAQUE_PORTS: &str = "REMORA_OPAQUE_PORTS";
 pub const INBOUND_DEFAULT_POLICY: &str = "REMORA_INBOUND_DEFAULT_POLICY";
 pub const INBOUND_PORT_POLICIES: &str = "REMORA_INBOUND_PORT_POLICIES";
 pub const IDENTITY_NAME: &str = "REMORA_IDENTITY_NAME";
@@ -100,6 +102,16 @@ pub const VARS: &[Var] = &[
         name: INBOUND_DETECT_TIMEOUT,
         default: "5s",
         help: "Inbound: how long to wait for a client's first bytes (TLS or not) before treating it as plaintext",
+    },
+    Var {
+        name: OUTBOUND_DETECT_TIMEOUT,
+        default: "5s",
+        help: "Outbound: how long to wait for the app's first bytes before treating them as opaque TCP",
+    },
+    Var {
+        name: OPAQUE_PORTS,
+        default: "25,587,3306,4444,5432,6379,9300,11211",
+        help: "Ports never protocol-detected (server-speaks-first protocols), comma-separated",
     },
     Var {
         name: INBOUND_DEFAULT_POLICY,
@@ -192,6 +204,8 @@ pub struct Config {
     pub worker_threads: usize,
     pub log: LogConfig,
     pub detect_timeout: Duration,
+    pub outbound_detect_timeout: Duration,
+    pub opaque_ports: HashSet<u16>,
     pub default_policy: Policy,
     pub port_policies: HashMap<u16, Policy>,
     /// `None` when no identity is configured: the proxy then has no certificate.
@@ -261,6 +275,8 @@ impl Config {
                 format: env.parse(LOG_FORMAT, parse_log_format)?,
             },
             detect_timeout: env.parse(INBOUND_DETECT_TIMEOUT, parse_nonzero_duration)?,
+            outbound_detect_timeout: env.parse(OUTBOUND_DETECT_TIMEOUT, parse_nonzero_duration)?,
+            opaque_ports: env.parse(OPAQUE_PORTS, parse_ports)?,
             default_policy: env.parse(INBOUND_DEFAULT_POLICY, parse_policy)?,
             port_policies: env
                 .optional(INBOUND_PORT_POLICIES, parse_port_policies)?
@@ -414,6 +430,19 @@ fn parse_addrs(s: &str) -> Result<Vec<SocketAddr>, String> {
         return Err("all addresses of one listener must share one port".to_string());
     }
     Ok(addrs)
+}
+
+fn parse_ports(s: &str) -> Result<HashSet<u16>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.parse::<u16>()
+                .ok()
+                .filter(|&p| p != 0)
+                .ok_or_else(|| format!("{p:?} is not a port"))
+        })
+        .collect()
 }
 
 fn parse_positive(s: &str) -> Result<usize, String> {

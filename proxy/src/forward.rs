@@ -14,6 +14,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use remora_metrics::tcp::TcpConn;
+
+use crate::io::Io;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
@@ -78,6 +80,12 @@ impl<S> Counted<S> {
         if let Some(a) = &self.activity {
             a.touch();
         }
+    }
+}
+
+impl<S: Io> Io for Counted<S> {
+    fn reset(&self) {
+        self.inner.reset();
     }
 }
 

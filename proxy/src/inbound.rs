@@ -24,7 +24,13 @@ use remora_metrics::tcp::{Direction, Peer as PeerSide, RefuseReason, TcpLabels, 
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use std::collections::HashSet;
+
+use crate::forward::Counted;
 use crate::io::{BoxIo, PrefixedIo, read_prefix};
+use crate::l7;
+use crate::l7::inbound::HttpInbound;
+use crate::l7::pool::Pool;
 use crate::listen::{AcceptCtx, serve};
 use crate::mtls::{self, LocalTls, no_tls};
 use crate::orig_dst::{OrigDst, original_dst};
@@ -32,7 +38,7 @@ use crate::own::OwnAddrs;
 use crate::policy::{Denied, InboundPolicy, Peer};
 use crate::tcp::{TcpCtx, connect, proxy};
 use crate::tls_detect::{self, Detected};
-use crate::transport_header::TransportHeader;
+use crate::transport_header::{SessionProtocol, TransportHeader};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -64,13 +70,15 @@ pub struct InboundCtx {
     pub tls: LocalTls,
     pub policy: InboundPolicy,
     pub detect_timeout: Duration,
+    /// Ports never protocol-detected (server-speaks-first protocols).
+    pub opaque_ports: Arc<HashSet<u16>>,
 }
 
 #[derive(Debug)]
 pub struct Inbound {
     listeners: Vec<TcpListener>,
     accept: AcceptCtx,
-    ctx: Arc<InboundCtx>,
+    http: Arc<HttpInbound>,
 }
 
 impl Inbound {
@@ -78,15 +86,18 @@ impl Inbound {
         Inbound {
             listeners,
             accept,
-            ctx: Arc::new(ctx),
+            http: Arc::new(HttpInbound {
+                ctx: Arc::new(ctx),
+                pool: Pool::new(),
+            }),
         }
     }
 
     pub async fn run(self) {
-        let ctx = self.ctx;
+        let http = self.http;
         serve(self.listeners, self.accept, move |stream, client| {
-            let ctx = ctx.clone();
-            async move { handle(&ctx, stream).await }.instrument(info_span!("inbound", %client))
+            let http = http.clone();
+            async move { handle(&http, stream).await }.instrument(info_span!("inbound", %client))
         })
         .await
     }
@@ -101,9 +112,9 @@ impl InboundCtx {
         self.tls.now().map(|c| c.name.clone())
     }
 
-    fn check_policy(&self, port: u16, peer: &Peer) -> bool {
+    fn check_policy(&self, port: u16, peer: &Peer) -> Result<(), Denied> {
         match self.policy.check(port, peer) {
-            Ok(()) => true,
+            Ok(()) => Ok(()),
             Err(denied) => {
                 self.refuse(match denied {
                     Denied::Unauthenticated => RefuseReason::PolicyUnauthenticated,
@@ -116,13 +127,14 @@ impl InboundCtx {
                     Peer::Unauthenticated => "an unauthenticated peer".to_string(),
                 };
                 warn!(%peer, port, reason = %denied, "connection refused by policy");
-                false
+                Err(denied)
             }
         }
     }
 }
 
-async fn handle(ctx: &InboundCtx, stream: TcpStream) {
+async fn handle(http: &Arc<HttpInbound>, stream: TcpStream) {
+    let ctx = &*http.ctx;
     let orig = match original_dst(&stream) {
         Ok(orig) => orig,
         Err(e) => {
@@ -133,11 +145,11 @@ async fn handle(ctx: &InboundCtx, stream: TcpStream) {
     };
     match decide(orig, &ctx.own) {
         Decision::Forward(app) => {
-            redirected(ctx, stream, app)
+            redirected(http, stream, app)
                 .instrument(info_span!("app", %app))
                 .await
         }
-        Decision::Direct => direct(ctx, stream).await,
+        Decision::Direct => direct(http, stream).await,
         Decision::Refuse(reason) => {
             ctx.refuse(reason);
             match reason {
@@ -173,7 +185,16 @@ async fn detect(
     Ok((detected, prefix))
 }
 
-async fn redirected(ctx: &InboundCtx, mut stream: TcpStream, app: SocketAddr) {
+/// The checks a connection passed, and what is known of its peer.
+struct Admitted {
+    client_id: Option<Name>,
+    labels: TcpLabels,
+    /// Policy's verdict; HTTP connections that fail it are answered 403 per request.
+    allowed: Result<(), Denied>,
+}
+
+async fn redirected(http: &Arc<HttpInbound>, mut stream: TcpStream, app: SocketAddr) {
+    let ctx = &*http.ctx;
     let (detected, prefix) = match detect(ctx, &mut stream).await {
         Ok(d) => d,
         Err(e) => {
@@ -184,7 +205,7 @@ async fn redirected(ctx: &InboundCtx, mut stream: TcpStream, app: SocketAddr) {
     let io = PrefixedIo::new(prefix, stream);
     let for_us = matches!(&detected, Detected::ClientHello { sni: Some(sni) }
         if ctx.local_id().is_some_and(|id| id.as_str() == sni));
-    if for_us {
+    let (io, admitted): (BoxIo, Admitted) = if for_us {
         let Some(creds) = ctx.tls.now() else { return };
         let accepted = match mtls::accept(io, &creds, ctx.detect_timeout).await {
             Ok(a) => a,
@@ -198,33 +219,101 @@ async fn redirected(ctx: &InboundCtx, mut stream: TcpStream, app: SocketAddr) {
             Some(id) => Peer::Authenticated(id.clone()),
             None => Peer::Unauthenticated,
         };
-        if !ctx.check_policy(app.port(), &peer) {
-            return;
-        }
         debug!(client.id = ?accepted.client_id.as_ref().map(|n| n.to_string()), "mTLS terminated");
         let labels = TcpLabels::new(Direction::Inbound, PeerSide::Src).with_tls(
             Tls::Established,
-            accepted.client_id.map(|n| Arc::from(n.as_str())),
+            accepted.client_id.as_ref().map(|n| Arc::from(n.as_str())),
         );
-        to_app(ctx, Box::new(accepted.io), app, labels).await;
-        return;
-    }
-    if !ctx.check_policy(app.port(), &Peer::Unauthenticated) {
-        return;
-    }
-    let tls = match detected {
-        Detected::ClientHello { .. } | Detected::TlsUnreadable => {
+        let admitted = Admitted {
+            allowed: ctx.check_policy(app.port(), &peer),
+            client_id: accepted.client_id,
+            labels,
+        };
+        (Box::new(accepted.io), admitted)
+    } else {
+        let passthrough = matches!(
+            detected,
+            Detected::ClientHello { .. } | Detected::TlsUnreadable
+        );
+        let tls = if passthrough {
             debug!("TLS not addressed to this proxy: passing it through to the app");
             Tls::Opaque
+        } else {
+            Tls::NoIdentity(no_tls::NO_TLS_FROM_REMOTE)
+        };
+        let allowed = ctx.check_policy(app.port(), &Peer::Unauthenticated);
+        if passthrough {
+            // The app's own TLS: bytes only.
+            if allowed.is_ok() {
+                let labels = TcpLabels::new(Direction::Inbound, PeerSide::Src).with_tls(tls, None);
+                to_app(ctx, Box::new(io), app, labels).await;
+            }
+            return;
         }
-        _ => Tls::NoIdentity(no_tls::NO_TLS_FROM_REMOTE),
+        let admitted = Admitted {
+            client_id: None,
+            labels: TcpLabels::new(Direction::Inbound, PeerSide::Src).with_tls(tls, None),
+            allowed,
+        };
+        (Box::new(io), admitted)
     };
-    let labels = TcpLabels::new(Direction::Inbound, PeerSide::Src).with_tls(tls, None);
-    to_app(ctx, Box::new(io), app, labels).await;
+    serve_app(http, io, app, admitted, None).await;
+}
+
+/// Serves a connection for the app: HTTP per request when it is HTTP (or `protocol` says so),
+/// bytes otherwise.
+async fn serve_app(
+    http: &Arc<HttpInbound>,
+    mut io: BoxIo,
+    app: SocketAddr,
+    admitted: Admitted,
+    protocol: Option<l7::detect::Protocol>,
+) {
+    let ctx = &*http.ctx;
+    let protocol = match protocol {
+        Some(p) => Some(p),
+        None if ctx.opaque_ports.contains(&app.port()) => None,
+        None => match l7::detect::read(&mut io, ctx.detect_timeout).await {
+            Ok((p, prefix)) => {
+                io = Box::new(PrefixedIo::new(prefix, io));
+                p
+            }
+            Err(_) => return,
+        },
+    };
+    match (protocol, admitted.allowed) {
+        (Some(protocol), allowed) => {
+            let io: BoxIo = Box::new(Counted::new(
+                io,
+                ctx.tcp.metrics.open(admitted.labels.clone()),
+                None,
+            ));
+            let http = http.clone();
+            let client = admitted.client_id;
+            l7::server::serve(io, protocol, move |req| {
+                let http = http.clone();
+                let client = client.clone();
+                async move {
+                    match allowed {
+                        Ok(()) => http.handle(app, client.as_ref(), req).await,
+                        Err(denied) => l7::error_response(
+                            http::StatusCode::FORBIDDEN,
+                            &denied.to_string(),
+                            client.is_some(),
+                        ),
+                    }
+                }
+            })
+            .await
+        }
+        (None, Ok(())) => to_app(ctx, io, app, admitted.labels).await,
+        (None, Err(_)) => {}
+    }
 }
 
 /// The direct path: mTLS with a client certificate and a transport header, or nothing.
-async fn direct(ctx: &InboundCtx, mut stream: TcpStream) {
+async fn direct(http: &Arc<HttpInbound>, mut stream: TcpStream) {
+    let ctx = &*http.ctx;
     let refuse = |reason, why: &str| {
         ctx.refuse(reason);
         info!("refusing a direct connection to the inbound port: {why}");
@@ -302,15 +391,32 @@ async fn direct(ctx: &InboundCtx, mut stream: TcpStream) {
         warn!(%app, "the transport header names one of this proxy's own listeners; closing");
         return;
     }
-    if !ctx.check_policy(header.port, &Peer::Authenticated(client_id.clone())) {
-        return;
-    }
+    let allowed = ctx.check_policy(header.port, &Peer::Authenticated(client_id.clone()));
     debug!(client.id = %client_id, port = header.port, protocol = ?header.protocol, "direct connection");
     let labels = TcpLabels::new(Direction::Inbound, PeerSide::Src)
         .with_tls(Tls::Established, Some(Arc::from(client_id.as_str())));
-    to_app(ctx, Box::new(accepted.io), app, labels)
-        .instrument(info_span!("direct", %app))
-        .await;
+    let protocol = header.protocol.map(|p| match p {
+        SessionProtocol::Http1 => l7::detect::Protocol::Http1,
+        SessionProtocol::Http2 => l7::detect::Protocol::Http2,
+    });
+    let admitted = Admitted {
+        client_id: Some(client_id),
+        labels,
+        allowed,
+    };
+    match protocol {
+        Some(p) => {
+            serve_app(http, Box::new(accepted.io), app, admitted, Some(p))
+                .instrument(info_span!("direct", %app))
+                .await
+        }
+        None if admitted.allowed.is_ok() => {
+            to_app(ctx, Box::new(accepted.io), app, admitted.labels)
+                .instrument(info_span!("direct", %app))
+                .await
+        }
+        None => {}
+    }
 }
 
 /// Connects to the app and forwards.

@@ -19,6 +19,12 @@ pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {
 
 pub type BoxIo = Box<dyn Io>;
 
+impl Io for BoxIo {
+    fn reset(&self) {
+        (**self).reset();
+    }
+}
+
 impl Io for TcpStream {
     fn reset(&self) {
         let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));

@@ -20,6 +20,7 @@
 //! - [`init`]: `remora init`, the iptables rules that redirect a pod's traffic.
 //! - [`tls_detect`]: recognises a ClientHello and reads its SNI without consuming it.
 //! - [`transport_header`]: the header after an mTLS handshake with ALPN `transport.l5d.io/v1`.
+//! - [`l7`]: HTTP detection and proxying (HTTP/1, HTTP/2, gRPC, upgrades).
 //! - [`mtls`]: mTLS between proxies: dialling endpoints, terminating inbound.
 //! - [`io`]: the boxed stream type of every connection side, replay of detected bytes.
 //! - [`policy`]: inbound authorization per port.
@@ -38,6 +39,7 @@ pub mod identity;
 pub mod inbound;
 pub mod init;
 pub mod io;
+pub mod l7;
 pub mod listen;
 pub mod log;
 pub mod mtls;

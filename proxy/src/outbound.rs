@@ -6,15 +6,21 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use remora_metrics::tcp::{Direction, Peer, RefuseReason, TcpLabels};
+use remora_metrics::tcp::{Direction, Peer, RefuseReason, TcpLabels, Tls};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::discovery::{Endpoint, Pick, Resolver};
-use crate::io::Io;
-use crate::mtls::{DialTarget, LocalTls, dial};
+use std::collections::HashSet;
+
+use crate::discovery::{Endpoint, Hint, Pick, Resolver};
+use crate::forward::Counted;
+use crate::io::{BoxIo, Io, PrefixedIo};
+use crate::l7;
+use crate::l7::outbound::HttpOutbound;
+use crate::l7::pool::Pool;
+use crate::mtls::{DialTarget, LocalTls, dial, no_tls};
 
 use crate::listen::{AcceptCtx, serve};
 use crate::orig_dst::{OrigDst, original_dst};
@@ -53,6 +59,9 @@ pub struct OutboundCtx {
     pub own: Arc<OwnAddrs>,
     pub discovery: Option<Discovery>,
     pub tls: LocalTls,
+    /// Ports never protocol-detected (server-speaks-first protocols).
+    pub opaque_ports: Arc<HashSet<u16>>,
+    pub detect_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -60,28 +69,35 @@ pub struct Outbound {
     listeners: Vec<TcpListener>,
     accept: AcceptCtx,
     ctx: Arc<OutboundCtx>,
+    http: Arc<HttpOutbound>,
 }
 
 impl Outbound {
     pub fn new(listeners: Vec<TcpListener>, accept: AcceptCtx, ctx: OutboundCtx) -> Self {
+        let ctx = Arc::new(ctx);
         Outbound {
             listeners,
             accept,
-            ctx: Arc::new(ctx),
+            http: Arc::new(HttpOutbound {
+                ctx: ctx.clone(),
+                pool: Pool::new(),
+            }),
+            ctx,
         }
     }
 
     pub async fn run(self) {
-        let ctx = self.ctx;
+        let (ctx, http) = (self.ctx, self.http);
         serve(self.listeners, self.accept, move |stream, client| {
-            let ctx = ctx.clone();
-            async move { handle(&ctx, stream).await }.instrument(info_span!("outbound", %client))
+            let (ctx, http) = (ctx.clone(), http.clone());
+            async move { handle(&ctx, &http, stream).await }
+                .instrument(info_span!("outbound", %client))
         })
         .await
     }
 }
 
-async fn handle(ctx: &OutboundCtx, stream: TcpStream) {
+async fn handle(ctx: &OutboundCtx, http: &Arc<HttpOutbound>, mut stream: TcpStream) {
     let tcp = &ctx.tcp;
     let orig = match original_dst(&stream) {
         Ok(orig) => orig,
@@ -94,13 +110,33 @@ async fn handle(ctx: &OutboundCtx, stream: TcpStream) {
     };
     match decide(orig, &ctx.own) {
         Decision::Forward(dst) => {
-            let Some((addr, ep)) = endpoint(tcp, ctx.discovery.as_ref(), dst).await else {
+            let route = endpoint(ctx.discovery.as_ref(), dst).await;
+            let opaque = ctx.opaque_ports.contains(&dst.port())
+                || matches!(&route, Some((_, Some(ep))) if ep.hint == Hint::Opaque);
+            let io: BoxIo = if opaque {
+                Box::new(stream)
+            } else {
+                match l7::detect::read(&mut stream, ctx.detect_timeout).await {
+                    Ok((Some(protocol), prefix)) => {
+                        let io = PrefixedIo::new(prefix, stream);
+                        return serve_http(ctx, http, io, protocol, dst)
+                            .instrument(info_span!("http", %dst))
+                            .await;
+                    }
+                    Ok((None, prefix)) => Box::new(PrefixedIo::new(prefix, stream)),
+                    Err(e) => {
+                        debug!(error = %e, "connection failed during detection");
+                        return;
+                    }
+                }
+            };
+            let Some((addr, ep)) = route else {
+                tcp.metrics
+                    .refused(Direction::Outbound, RefuseReason::NoEndpoints);
                 return;
             };
             let span = info_span!("target", %dst, endpoint = %addr);
-            forward(ctx, stream, addr, ep.as_deref())
-                .instrument(span)
-                .await
+            forward(ctx, io, addr, ep.as_deref()).instrument(span).await
         }
         Decision::Refuse(reason) => {
             tcp.metrics.refused(Direction::Outbound, reason);
@@ -120,7 +156,7 @@ async fn handle(ctx: &OutboundCtx, stream: TcpStream) {
 }
 
 /// Dials the target (mTLS when discovery names its identity) and forwards.
-async fn forward(ctx: &OutboundCtx, client: TcpStream, addr: SocketAddr, ep: Option<&Endpoint>) {
+async fn forward(ctx: &OutboundCtx, client: BoxIo, addr: SocketAddr, ep: Option<&Endpoint>) {
     let target = DialTarget {
         addr,
         endpoint: ep,
@@ -137,13 +173,31 @@ async fn forward(ctx: &OutboundCtx, client: TcpStream, addr: SocketAddr, ep: Opt
     };
     let labels =
         TcpLabels::new(Direction::Outbound, Peer::Src).with_tls(dialled.tls, dialled.server_id);
-    proxy(&ctx.tcp, Box::new(client), dialled.io, labels, dialled.addr).await
+    proxy(&ctx.tcp, client, dialled.io, labels, dialled.addr).await
+}
+
+/// Serves an HTTP connection from the app: each request is routed on its own.
+async fn serve_http(
+    ctx: &OutboundCtx,
+    http: &Arc<HttpOutbound>,
+    io: PrefixedIo<TcpStream>,
+    protocol: l7::detect::Protocol,
+    dst: SocketAddr,
+) {
+    let labels = TcpLabels::new(Direction::Outbound, Peer::Src)
+        .with_tls(Tls::NoIdentity(no_tls::LOOPBACK), None);
+    let io: BoxIo = Box::new(Counted::new(io, ctx.tcp.metrics.open(labels), None));
+    let http = http.clone();
+    l7::server::serve(io, protocol, move |req| {
+        let http = http.clone();
+        async move { http.handle(dst, req).await }
+    })
+    .await
 }
 
 /// Where to connect for original destination `dst`: one of its discovered endpoints, or `dst`
 /// itself when discovery does not know it. `None` when it has no endpoint (refused, counted).
 async fn endpoint(
-    tcp: &TcpCtx,
     discovery: Option<&Discovery>,
     dst: SocketAddr,
 ) -> Option<(SocketAddr, Option<Arc<Endpoint>>)> {
@@ -157,9 +211,7 @@ async fn endpoint(
         }
         Pick::AsIs => Some((dst, None)),
         Pick::NoEndpoints => {
-            tcp.metrics
-                .refused(Direction::Outbound, RefuseReason::NoEndpoints);
-            warn!(%dst, waited = ?d.timeout, "no endpoints for this destination; closing");
+            warn!(%dst, waited = ?d.timeout, "no endpoints for this destination");
             None
         }
     }

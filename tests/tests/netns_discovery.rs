@@ -16,7 +16,7 @@ const VIP: &str = "10.96.0.10:7000";
 
 fn services(pods: &[&Pod]) -> String {
     let mut s = format!(
-        "[[services]]\nname = \"echo\"\nnamespace = \"shop\"\ncluster_ip = \"10.96.0.10\"\nports = [{{ port = {PORT} }}]\n"
+        "[[services]]\nname = \"echo\"\nnamespace = \"shop\"\ncluster_ip = \"10.96.0.10\"\nports = [{{ port = {PORT}, opaque = true }}]\n"
     );
     for p in pods {
         s.push_str(&format!(
@@ -145,7 +145,8 @@ async fn netns_traffic_follows_the_config_as_it_scales() {
     assert_eq!(e["labels"]["serviceaccount"], "echo");
     assert!(e["labels"]["pod"].as_str().unwrap().starts_with('b'));
     assert_eq!(e["identity"], m.cp.identity("echo", "shop"));
-    assert_eq!(e["hint"], "h2");
+    assert_eq!(e["hint"], "opaque");
+    assert_eq!(e["opaque_transport_port"], 4143);
 
     // An invalid edit is rejected; traffic keeps flowing to the last good set.
     m.cp.write_raw_config("this is [not valid toml");

@@ -1,0 +1,107 @@
+//! Inbound HTTP: requests to the app. The proxy sets `l5d-client-id` from the mTLS peer (and
+//! removes one a client forged), restores HTTP/1 for requests a peer proxy upgraded, and sends
+//! each request to the app on a pooled connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::header::HeaderValue;
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use remora_identity::Name;
+use remora_metrics::tcp::{Direction, Peer, TcpLabels, Tls};
+use tracing::debug;
+
+use super::pool::{DialFuture, Key, Kind, Pool};
+use super::upgrade::{is_upgrade, tunnel};
+use super::{Body, L5D_CLIENT_ID, boxed, error_response, orig_proto, strip_hop_by_hop};
+use crate::forward::Counted;
+use crate::inbound::InboundCtx;
+use crate::io::BoxIo;
+use crate::mtls::no_tls;
+use crate::tcp::connect;
+
+#[derive(Debug)]
+pub struct HttpInbound {
+    pub ctx: Arc<InboundCtx>,
+    pub pool: Pool,
+}
+
+impl HttpInbound {
+    fn dial(&self, app: SocketAddr) -> DialFuture {
+        let ctx = self.ctx.clone();
+        Box::pin(async move {
+            let io = connect(app, ctx.tcp.connect_timeout)
+                .await
+                .map_err(|e| e.to_string())?;
+            let labels = TcpLabels::new(Direction::Inbound, Peer::Dst)
+                .with_tls(Tls::NoIdentity(no_tls::LOOPBACK), None);
+            let io: BoxIo = Box::new(Counted::new(
+                Box::new(io) as BoxIo,
+                ctx.tcp.metrics.open(labels),
+                None,
+            ));
+            Ok(io)
+        })
+    }
+
+    /// Handles one request for the app at `app`, from a peer identified as `client` (if it
+    /// authenticated with mTLS).
+    pub async fn handle(
+        &self,
+        app: SocketAddr,
+        client: Option<&Name>,
+        mut req: Request<Incoming>,
+    ) -> Response<Body> {
+        let headers = req.headers_mut();
+        headers.remove(L5D_CLIENT_ID);
+        if let Some(id) = client
+            && let Ok(v) = HeaderValue::from_str(id.as_str())
+        {
+            headers.insert(L5D_CLIENT_ID, v);
+        }
+        let annotate = client.is_some();
+        if is_upgrade(&req) {
+            let io = match self.dial(app).await {
+                Ok(io) => io,
+                Err(e) => return error_response(StatusCode::BAD_GATEWAY, &e, annotate),
+            };
+            return tunnel(req, io)
+                .await
+                .unwrap_or_else(|e| error_response(StatusCode::BAD_GATEWAY, &e, annotate));
+        }
+        let downgraded = orig_proto::downgrade(&mut req);
+        strip_hop_by_hop(req.headers_mut());
+        let kind = if req.version() == Version::HTTP_2 {
+            Kind::Http2
+        } else {
+            Kind::Http1
+        };
+        let key = Key {
+            addr: app,
+            kind,
+            identity: None,
+        };
+        let (parts, body) = req.into_parts();
+        let req = Request::from_parts(parts, boxed(body));
+        match self.pool.send(&key, || self.dial(app), req).await {
+            Ok(mut rsp) => {
+                strip_hop_by_hop(rsp.headers_mut());
+                if downgraded {
+                    orig_proto::mark(&mut rsp);
+                    *rsp.version_mut() = Version::HTTP_2;
+                }
+                let (parts, body) = rsp.into_parts();
+                Response::from_parts(parts, boxed(body))
+            }
+            Err(e) => {
+                debug!(%app, error = %e, "request to the app failed");
+                error_response(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("the app at {app}: {e}"),
+                    annotate,
+                )
+            }
+        }
+    }
+}

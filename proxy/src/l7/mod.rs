@@ -1,0 +1,146 @@
+//! HTTP proxying: HTTP/1.1, HTTP/2 and gRPC between apps and proxies, with hyper 1.
+//!
+//! A connection detected as HTTP ([`detect`]) is served by hyper ([`server`]); each request is
+//! routed on its own: outbound by its authority through discovery to an endpoint ([`outbound`]),
+//! inbound to the app ([`inbound`]). Requests go out on pooled client connections ([`pool`]):
+//! one HTTP/2 connection per meshed peer, carrying HTTP/1 requests upgraded with
+//! `l5d-orig-proto` ([`orig_proto`]). `Upgrade` (WebSocket) and `CONNECT` requests get a
+//! connection of their own and become byte tunnels after the 101/2xx ([`upgrade`]).
+//!
+//! # Layout
+//! - [`detect`]: HTTP/1 request line or HTTP/2 preface.
+//! - [`server`]: serving a detected connection with hyper.
+//! - [`pool`]: client connections per endpoint.
+//! - [`outbound`], [`inbound`]: per-request routing on each side.
+//! - [`orig_proto`]: HTTP/1 over HTTP/2 between proxies.
+//! - [`upgrade`]: Upgrade and CONNECT tunnels.
+
+pub mod detect;
+pub mod inbound;
+pub mod orig_proto;
+pub mod outbound;
+pub mod pool;
+pub mod server;
+pub mod upgrade;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every request and response the proxy handles.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+pub const L5D_PROXY_ERROR: HeaderName = HeaderName::from_static("l5d-proxy-error");
+pub const L5D_PROXY_CONNECTION: HeaderName = HeaderName::from_static("l5d-proxy-connection");
+pub const L5D_CLIENT_ID: HeaderName = HeaderName::from_static("l5d-client-id");
+pub const L5D_ORIG_PROTO: HeaderName = HeaderName::from_static("l5d-orig-proto");
+
+/// Boxes any body.
+pub fn boxed<B>(body: B) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+/// A response the proxy makes itself, carrying `l5d-proxy-error: reason` when `annotate`.
+pub fn error_response(status: StatusCode, reason: &str, annotate: bool) -> Response<Body> {
+    let mut rsp = Response::new(boxed(Full::new(Bytes::from(format!("{reason}\n")))));
+    *rsp.status_mut() = status;
+    let headers = rsp.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    if annotate && let Ok(v) = HeaderValue::from_str(&sanitize(reason)) {
+        headers.insert(L5D_PROXY_ERROR, v);
+    }
+    rsp
+}
+
+/// Header values cannot carry newlines or non-visible bytes.
+fn sanitize(reason: &str) -> String {
+    reason
+        .chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                ' '
+            }
+        })
+        .take(512)
+        .collect()
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and the headers it names,
+/// `Keep-Alive`, `Proxy-Connection`, `TE` (except `trailers`), `Trailer`, `Transfer-Encoding`,
+/// `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+        assert_eq!(h[header::TE], "trailers");
+    }
+
+    #[test]
+    fn error_responses_are_annotated_only_when_asked() {
+        let r = error_response(StatusCode::SERVICE_UNAVAILABLE, "no endpoints\nx", true);
+        assert_eq!(r.headers()[L5D_PROXY_ERROR], "no endpoints x");
+        let r = error_response(StatusCode::FORBIDDEN, "denied", false);
+        assert!(r.headers().get(L5D_PROXY_ERROR).is_none());
+    }
+}

@@ -1,0 +1,207 @@
+//! Outbound HTTP: each request is routed by its authority (`Host` / `:authority`) through
+//! discovery, falling back to the connection's original destination, and sent to one of the
+//! target's endpoints. A meshed endpoint (identity + HTTP/2 hint) gets every request over one
+//! mTLS HTTP/2 connection, HTTP/1 requests upgraded with `l5d-orig-proto`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use remora_metrics::tcp::{Direction, Peer, TcpLabels};
+use tracing::{debug, warn};
+
+use super::pool::{DialFuture, Key, Kind, Pool};
+use super::upgrade::{is_upgrade, tunnel};
+use super::{
+    Body, L5D_PROXY_CONNECTION, L5D_PROXY_ERROR, boxed, error_response, orig_proto,
+    strip_hop_by_hop,
+};
+use crate::discovery::{Endpoint, Hint, Pick};
+use crate::forward::Counted;
+use crate::io::BoxIo;
+use crate::mtls::{DialTarget, dial};
+use crate::outbound::OutboundCtx;
+use crate::transport_header::SessionProtocol;
+
+/// The outbound HTTP router of one proxy.
+#[derive(Debug)]
+pub struct HttpOutbound {
+    pub ctx: Arc<OutboundCtx>,
+    pub pool: Pool,
+}
+
+/// Where a request goes.
+enum Route {
+    To(SocketAddr, Option<Arc<Endpoint>>),
+    NoEndpoints(String),
+}
+
+/// The request's authority as `host:port` (port 80 when absent).
+fn authority<B>(req: &Request<B>) -> Option<String> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.as_str().to_string(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?.to_string(),
+    };
+    let raw = raw.rsplit_once('@').map_or(raw.as_str(), |(_, h)| h);
+    Some(with_port(raw))
+}
+
+fn with_port(raw: &str) -> String {
+    if let Some((_, after)) = raw.strip_prefix('[').and_then(|r| r.split_once(']')) {
+        return if after.starts_with(':') {
+            raw.to_string()
+        } else {
+            format!("{raw}:80")
+        };
+    }
+    match raw.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_ok() => raw.to_string(),
+        _ => format!("{raw}:80"),
+    }
+}
+
+impl HttpOutbound {
+    async fn route(&self, orig: SocketAddr, authority: Option<&str>) -> Route {
+        let Some(d) = &self.ctx.discovery else {
+            return Route::To(orig, None);
+        };
+        // By authority first (a name, not an IP literal), then by the original destination.
+        let by_name = authority.filter(|a| {
+            let host = a.rsplit_once(':').map_or(*a, |(h, _)| h);
+            host.trim_matches(|c| c == '[' || c == ']')
+                .parse::<std::net::IpAddr>()
+                .is_err()
+        });
+        for target in by_name
+            .into_iter()
+            .map(str::to_string)
+            .chain([orig.to_string()])
+        {
+            match d.resolver.resolve(&target).pick(d.timeout).await {
+                Pick::Endpoint(ep) => return Route::To(ep.addr, Some(ep)),
+                Pick::NoEndpoints => return Route::NoEndpoints(target),
+                Pick::AsIs => continue,
+            }
+        }
+        Route::To(orig, None)
+    }
+
+    fn dial(
+        &self,
+        addr: SocketAddr,
+        ep: Option<Arc<Endpoint>>,
+        protocol: Option<SessionProtocol>,
+    ) -> DialFuture {
+        let ctx = self.ctx.clone();
+        Box::pin(async move {
+            let target = DialTarget {
+                addr,
+                endpoint: ep.as_deref(),
+                protocol,
+            };
+            match dial(target, &ctx.tls, &ctx.own.ips, ctx.tcp.connect_timeout).await {
+                Ok(d) => {
+                    let labels =
+                        TcpLabels::new(Direction::Outbound, Peer::Dst).with_tls(d.tls, d.server_id);
+                    let io: BoxIo =
+                        Box::new(Counted::new(d.io, ctx.tcp.metrics.open(labels), None));
+                    Ok(io)
+                }
+                Err(e) => {
+                    ctx.tcp.metrics.refused(Direction::Outbound, e.reason());
+                    Err(e.to_string())
+                }
+            }
+        })
+    }
+
+    /// Handles one request of a connection whose original destination is `orig`.
+    pub async fn handle(&self, orig: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+        let authority = authority(&req);
+        let (addr, ep) = match self.route(orig, authority.as_deref()).await {
+            Route::To(addr, ep) => (addr, ep),
+            Route::NoEndpoints(target) => {
+                warn!(%target, "no endpoints; answering 503");
+                return error_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("no endpoints for {target}"),
+                    true,
+                );
+            }
+        };
+        let meshed = ep
+            .as_ref()
+            .is_some_and(|e| e.identity.is_some() && e.hint == Hint::H2);
+        if is_upgrade(&req) {
+            let io = match self.dial(addr, ep, Some(SessionProtocol::Http1)).await {
+                Ok(io) => io,
+                Err(e) => return error_response(StatusCode::BAD_GATEWAY, &e, true),
+            };
+            return tunnel(req, io)
+                .await
+                .unwrap_or_else(|e| error_response(StatusCode::BAD_GATEWAY, &e, true));
+        }
+        strip_hop_by_hop(req.headers_mut());
+        let h2 = meshed || req.version() == http::Version::HTTP_2;
+        let upgraded = meshed && req.version() != http::Version::HTTP_2;
+        if upgraded {
+            orig_proto::upgrade(&mut req);
+        }
+        let kind = if h2 { Kind::Http2 } else { Kind::Http1 };
+        let protocol = Some(if h2 {
+            SessionProtocol::Http2
+        } else {
+            SessionProtocol::Http1
+        });
+        let key = Key {
+            addr,
+            kind,
+            identity: ep.as_ref().and_then(|e| e.identity.clone()),
+        };
+        let (parts, body) = req.into_parts();
+        let req = Request::from_parts(parts, boxed(body));
+        let dial = || self.dial(addr, ep.clone(), protocol);
+        match self.pool.send(&key, dial, req).await {
+            Ok(mut rsp) => {
+                if meshed {
+                    // A peer proxy's annotations are for us, not the app.
+                    rsp.headers_mut().remove(L5D_PROXY_ERROR);
+                    rsp.headers_mut().remove(L5D_PROXY_CONNECTION);
+                }
+                if upgraded {
+                    orig_proto::unmark(&mut rsp);
+                }
+                strip_hop_by_hop(rsp.headers_mut());
+                let (parts, body) = rsp.into_parts();
+                Response::from_parts(parts, boxed(body))
+            }
+            Err(e) => {
+                debug!(%addr, error = %e, "request failed");
+                error_response(StatusCode::BAD_GATEWAY, &format!("{addr}: {e}"), true)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_get_a_port() {
+        assert_eq!(
+            with_port("web.shop.svc.cluster.local"),
+            "web.shop.svc.cluster.local:80"
+        );
+        assert_eq!(with_port("web:8080"), "web:8080");
+        assert_eq!(with_port("[fd00::1]"), "[fd00::1]:80");
+        assert_eq!(with_port("[fd00::1]:81"), "[fd00::1]:81");
+        let req = Request::builder()
+            .uri("/")
+            .header("host", "user@a.b:9")
+            .body(())
+            .unwrap();
+        assert_eq!(authority(&req).unwrap(), "a.b:9");
+    }
+}

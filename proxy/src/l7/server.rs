@@ -1,0 +1,58 @@
+//! Serving a connection detected as HTTP with hyper: HTTP/1.1 (keep-alive, upgrades) or HTTP/2,
+//! with limits on header size and count. hyper answers malformed requests itself (400, or 431
+//! when the head is too large).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tracing::debug;
+
+use super::Body;
+use super::detect::Protocol;
+use crate::io::BoxIo;
+
+/// The largest request head accepted (HTTP/1 buffer, HTTP/2 header list).
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields in an HTTP/1 request head.
+pub const MAX_HEADERS: usize = 100;
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serves HTTP on `io` until the client is done, calling `handle` for each request.
+pub async fn serve<H, F>(io: BoxIo, protocol: Protocol, handle: H)
+where
+    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let rsp = handle(req);
+        async move { Ok::<_, Infallible>(rsp.await) }
+    });
+    let io = TokioIo::new(io);
+    let res = match protocol {
+        Protocol::Http1 => {
+            hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEAD)
+                .max_headers(MAX_HEADERS)
+                .serve_connection(io, service)
+                .with_upgrades()
+                .await
+        }
+        Protocol::Http2 => {
+            hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .max_header_list_size(MAX_HEAD as u32)
+                .adaptive_window(true)
+                .serve_connection(io, service)
+                .await
+        }
+    };
+    if let Err(e) = res {
+        debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
