@@ -7,6 +7,7 @@ mod certs;
 mod control;
 mod init;
 mod proxy;
+mod test_server;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,7 @@ enum Command {
     Init(init::InitArgs),
     Certs(certs::CertsArgs),
     Control(control::ControlArgs),
+    TestServer(test_server::TestServerArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,5 +55,6 @@ fn main() -> ExitCode {
         Command::Init(args) => init::main(args),
         Command::Certs(args) => certs::main(args),
         Command::Control(args) => control::main(args),
+        Command::TestServer(args) => test_server::main(args),
     }
 }

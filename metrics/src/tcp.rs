@@ -169,6 +169,8 @@ pub enum RefuseReason {
     PolicyNotAllowed,
     /// Inbound policy: the port denies everything.
     PolicyDeny,
+    /// A malformed HTTP request answered by the proxy (e.g. an ambiguous body length).
+    MalformedHttp,
 }
 
 impl RefuseReason {
@@ -192,6 +194,7 @@ impl RefuseReason {
             RefuseReason::PolicyForeignTrustDomain => "policy_foreign_trust_domain",
             RefuseReason::PolicyNotAllowed => "policy_not_allowed",
             RefuseReason::PolicyDeny => "policy_deny",
+            RefuseReason::MalformedHttp => "malformed_http",
         }
     }
 }

@@ -26,6 +26,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use std::collections::HashSet;
 
+use tokio::io::AsyncWriteExt;
+
 use crate::forward::Counted;
 use crate::io::{BoxIo, PrefixedIo, read_prefix};
 use crate::l7;
@@ -195,6 +197,16 @@ struct Admitted {
 
 async fn redirected(http: &Arc<HttpInbound>, mut stream: TcpStream, app: SocketAddr) {
     let ctx = &*http.ctx;
+    if ctx.opaque_ports.contains(&app.port()) {
+        // Server-speaks-first ports are not detected: mesh peers reach them through the direct
+        // path, so what arrives here is plaintext.
+        if ctx.check_policy(app.port(), &Peer::Unauthenticated).is_ok() {
+            let labels = TcpLabels::new(Direction::Inbound, PeerSide::Src)
+                .with_tls(Tls::NoIdentity(no_tls::NO_TLS_FROM_REMOTE), None);
+            to_app(ctx, Box::new(stream), app, labels).await;
+        }
+        return;
+    }
     let (detected, prefix) = match detect(ctx, &mut stream).await {
         Ok(d) => d,
         Err(e) => {
@@ -275,6 +287,12 @@ async fn serve_app(
         None if ctx.opaque_ports.contains(&app.port()) => None,
         None => match l7::detect::read(&mut io, ctx.detect_timeout).await {
             Ok((p, prefix)) => {
+                if p == Some(l7::detect::Protocol::Http1) && l7::detect::ambiguous_length(&prefix) {
+                    ctx.refuse(RefuseReason::MalformedHttp);
+                    warn!("request with both content-length and transfer-encoding; answering 400");
+                    let _ = io.write_all(l7::detect::AMBIGUOUS_LENGTH_RESPONSE).await;
+                    return;
+                }
                 io = Box::new(PrefixedIo::new(prefix, io));
                 p
             }

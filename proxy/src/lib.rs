@@ -24,6 +24,7 @@
 //! - [`mtls`]: mTLS between proxies: dialling endpoints, terminating inbound.
 //! - [`io`]: the boxed stream type of every connection side, replay of detected bytes.
 //! - [`policy`]: inbound authorization per port.
+//! - [`test_server`]: `remora test-server`, the HTTP/gRPC app of tests, demo and benchmarks.
 //! - [`log`], [`rlimit`]: process setup.
 
 #![forbid(unsafe_code)]
@@ -49,6 +50,7 @@ pub mod own;
 pub mod policy;
 pub mod rlimit;
 pub mod tcp;
+pub mod test_server;
 pub mod tls_detect;
 pub mod transport_header;
 

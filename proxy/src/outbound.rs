@@ -14,6 +14,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use std::collections::HashSet;
 
+use tokio::io::AsyncWriteExt;
+
 use crate::discovery::{Endpoint, Hint, Pick, Resolver};
 use crate::forward::Counted;
 use crate::io::{BoxIo, Io, PrefixedIo};
@@ -118,6 +120,19 @@ async fn handle(ctx: &OutboundCtx, http: &Arc<HttpOutbound>, mut stream: TcpStre
             } else {
                 match l7::detect::read(&mut stream, ctx.detect_timeout).await {
                     Ok((Some(protocol), prefix)) => {
+                        if protocol == l7::detect::Protocol::Http1
+                            && l7::detect::ambiguous_length(&prefix)
+                        {
+                            tcp.metrics
+                                .refused(Direction::Outbound, RefuseReason::MalformedHttp);
+                            warn!(
+                                "request with both content-length and transfer-encoding; answering 400"
+                            );
+                            let _ = stream
+                                .write_all(l7::detect::AMBIGUOUS_LENGTH_RESPONSE)
+                                .await;
+                            return;
+                        }
                         let io = PrefixedIo::new(prefix, stream);
                         return serve_http(ctx, http, io, protocol, dst)
                             .instrument(info_span!("http", %dst))

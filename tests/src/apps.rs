@@ -25,6 +25,8 @@ pub enum App {
     Name(u16, String),
     /// A TLS server (the app's own TLS) that echoes.
     TlsEcho(u16, std::sync::Arc<rustls::ServerConfig>),
+    /// `remora test-server` (HTTP/1.1, HTTP/2, gRPC, WebSocket), reporting this name.
+    Test(u16, String),
 }
 
 pub fn echo(port: u16) -> App {
@@ -41,6 +43,11 @@ pub fn http(port: u16) -> App {
 
 pub fn tls_echo(port: u16, config: std::sync::Arc<rustls::ServerConfig>) -> App {
     App::TlsEcho(port, config)
+}
+
+/// `remora test-server` on `port`, reporting `name` (in `x-server` and `/echo`).
+pub fn test_server(port: u16, name: &str) -> App {
+    App::Test(port, name.to_string())
 }
 
 pub fn name(port: u16, name: &str) -> App {
@@ -105,9 +112,21 @@ impl App {
             | App::Http(p)
             | App::Name(p, _)
             | App::TlsEcho(p, _)
+            | App::Test(p, _)
             | App::ReplyAfterEof { port: p, .. } => p,
         };
         let listener = listen_in(ns, port)?;
+        if let App::Test(_, name) = &self {
+            let server = remora_proxy::test_server::TestServer::new(name);
+            let requests = server.clone();
+            let task = tokio::spawn(server.run(listener));
+            let _ = requests;
+            return Ok(AppHandle {
+                port,
+                accepted: Arc::new(AtomicUsize::new(0)),
+                task,
+            });
+        }
         let accepted = Arc::new(AtomicUsize::new(0));
         let count = accepted.clone();
         let task = tokio::spawn(async move {
@@ -147,6 +166,7 @@ impl App {
                 tokio::io::copy(&mut r, &mut w).await?;
                 w.shutdown().await
             }
+            App::Test(..) => Ok(()),
             App::Name(_, name) => {
                 stream.write_all(format!("{name}\n").as_bytes()).await?;
                 stream.shutdown().await

@@ -21,6 +21,7 @@
 //! - [`bin`]: builds (never reuses a stale) `remora` binary for the tests.
 //! - [`netns`]: namespace plumbing, the capability check, the sweep of leftovers.
 //! - [`control`]: a mesh PKI and `remora control` processes, made with the CLI.
+//! - [`http`]: HTTP/1, HTTP/2 and gRPC clients inside pods.
 //! - [`local`]: a proxy on its own loopback address, without namespaces or root.
 //! - [`net`]: [`Net`] and [`Pod`], the prose-like builder API.
 //! - [`apps`]: echo, reply-after-EOF and HTTP-reporting servers; byte patterns.
@@ -34,6 +35,7 @@ pub mod admin;
 pub mod apps;
 pub mod bin;
 pub mod control;
+pub mod http;
 pub mod local;
 pub mod net;
 pub mod netns;

@@ -79,22 +79,52 @@ fn is_request_line(line: &[u8]) -> bool {
         && (version == b"HTTP/1.1" || version == b"HTTP/1.0")
 }
 
-/// Reads the first bytes of `io` (up to 8 KiB, within `timeout`) and decides whether they are
-/// HTTP. Returns the protocol, if any, and the bytes read, to be replayed.
+/// The most of a first HTTP/1 request head read ahead to check it.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Whether detection is done with `buf`: the protocol is decided and, for HTTP/1, the first
+/// request head is complete (so it can be checked before hyper sees it).
+fn settled(buf: &[u8]) -> bool {
+    match detect(buf) {
+        Detected::NeedMore => false,
+        Detected::Http(Protocol::Http1) => buf.windows(4).any(|w| w == b"\r\n\r\n"),
+        _ => true,
+    }
+}
+
+/// Reads the first bytes of `io` (within `timeout`) and decides whether they are HTTP; for
+/// HTTP/1 the first request head is read whole (up to 64 KiB). Returns the protocol, if any,
+/// and the bytes read, to be replayed.
 pub async fn read<T: tokio::io::AsyncRead + Unpin>(
     io: &mut T,
     timeout: std::time::Duration,
 ) -> std::io::Result<(Option<Protocol>, bytes::Bytes)> {
-    let prefix = crate::io::read_prefix(io, MAX_REQUEST_LINE, timeout, |b| {
-        detect(b) != Detected::NeedMore
-    })
-    .await?;
+    let prefix = crate::io::read_prefix(io, MAX_HEAD, timeout, settled).await?;
     let protocol = match detect(&prefix) {
         Detected::Http(p) => Some(p),
         _ => None,
     };
     Ok((protocol, prefix))
 }
+
+/// Whether the first request head in `buf` carries both `Content-Length` and
+/// `Transfer-Encoding`: a request-smuggling attempt, refused with 400 rather than re-framed.
+pub fn ambiguous_length(buf: &[u8]) -> bool {
+    let mut headers = [httparse::EMPTY_HEADER; 128];
+    let mut req = httparse::Request::new(&mut headers);
+    if !matches!(req.parse(buf), Ok(httparse::Status::Complete(_))) {
+        return false;
+    }
+    let has = |name: &str| {
+        req.headers
+            .iter()
+            .any(|h| h.name.eq_ignore_ascii_case(name))
+    };
+    has("content-length") && has("transfer-encoding")
+}
+
+/// The raw 400 answer to an ambiguous request, before closing.
+pub const AMBIGUOUS_LENGTH_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nl5d-proxy-error: both content-length and transfer-encoding\r\ncontent-length: 54\r\nconnection: close\r\n\r\nrequest has both content-length and transfer-encoding\n";
 
 #[cfg(test)]
 mod tests {
@@ -138,6 +168,28 @@ mod tests {
             assert_eq!(detect(p), Detected::NotHttp, "{p:?}");
         }
         assert_eq!(detect(&[b'A'; MAX_REQUEST_LINE]), Detected::NotHttp);
+    }
+
+    #[test]
+    fn smuggling_is_spotted() {
+        assert!(ambiguous_length(
+            b"POST / HTTP/1.1\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n"
+        ));
+        assert!(!ambiguous_length(
+            b"POST / HTTP/1.1\r\ncontent-length: 5\r\n\r\n"
+        ));
+        assert!(!ambiguous_length(
+            b"POST / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n"
+        ));
+        assert!(!ambiguous_length(
+            b"POST / HTTP/1.1\r\ncontent-length: 5\r\n"
+        ));
+        let body = &AMBIGUOUS_LENGTH_RESPONSE[AMBIGUOUS_LENGTH_RESPONSE
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap()
+            + 4..];
+        assert_eq!(body.len(), 54);
     }
 
     proptest! {

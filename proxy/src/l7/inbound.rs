@@ -14,7 +14,10 @@ use tracing::debug;
 
 use super::pool::{DialFuture, Key, Kind, Pool};
 use super::upgrade::{is_upgrade, tunnel};
-use super::{Body, L5D_CLIENT_ID, boxed, error_response, orig_proto, strip_hop_by_hop};
+use super::{
+    Body, L5D_CLIENT_ID, boxed, describe, ensure_absolute, error_response, orig_proto,
+    strip_hop_by_hop, watch_errors,
+};
 use crate::forward::Counted;
 use crate::inbound::InboundCtx;
 use crate::io::BoxIo;
@@ -82,8 +85,12 @@ impl HttpInbound {
             kind,
             identity: None,
         };
+        if kind == Kind::Http2 {
+            ensure_absolute(&mut req, &app.to_string());
+        }
         let (parts, body) = req.into_parts();
-        let req = Request::from_parts(parts, boxed(body));
+        let (body, body_failed) = watch_errors(body);
+        let req = Request::from_parts(parts, body);
         match self.pool.send(&key, || self.dial(app), req).await {
             Ok(mut rsp) => {
                 strip_hop_by_hop(rsp.headers_mut());
@@ -94,7 +101,11 @@ impl HttpInbound {
                 let (parts, body) = rsp.into_parts();
                 Response::from_parts(parts, boxed(body))
             }
+            Err(_) if body_failed.load(std::sync::atomic::Ordering::Relaxed) => {
+                error_response(StatusCode::BAD_REQUEST, "malformed request body", annotate)
+            }
             Err(e) => {
+                let e = describe(&e);
                 debug!(%app, error = %e, "request to the app failed");
                 error_response(
                     StatusCode::BAD_GATEWAY,

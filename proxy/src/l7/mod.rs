@@ -74,6 +74,58 @@ fn sanitize(reason: &str) -> String {
         .collect()
 }
 
+/// HTTP/2 needs an absolute URI: fills in the scheme and an authority (from `Host`, else
+/// `fallback`) when the request has none.
+pub fn ensure_absolute<B>(req: &mut http::Request<B>, fallback: &str) {
+    if req.uri().scheme().is_some() && req.uri().authority().is_some() {
+        return;
+    }
+    let authority = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(fallback)
+        .to_string();
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = authority.parse().ok();
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// A request body that notes whether reading it failed (a malformed body from the client, as
+/// opposed to a failure of the peer).
+pub fn watch_errors(
+    body: hyper::body::Incoming,
+) -> (Body, std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let failed = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = failed.clone();
+    let body = body
+        .map_err(move |e| {
+            flag.store(true, Ordering::Relaxed);
+            BoxError::from(e)
+        })
+        .boxed_unsync();
+    (body, failed)
+}
+
+/// Describes an error with its causes.
+pub fn describe(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and the headers it names,
 /// `Keep-Alive`, `Proxy-Connection`, `TE` (except `trailers`), `Trailer`, `Transfer-Encoding`,
 /// `Upgrade`.

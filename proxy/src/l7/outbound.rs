@@ -14,8 +14,8 @@ use tracing::{debug, warn};
 use super::pool::{DialFuture, Key, Kind, Pool};
 use super::upgrade::{is_upgrade, tunnel};
 use super::{
-    Body, L5D_PROXY_CONNECTION, L5D_PROXY_ERROR, boxed, error_response, orig_proto,
-    strip_hop_by_hop,
+    Body, L5D_PROXY_CONNECTION, L5D_PROXY_ERROR, boxed, describe, ensure_absolute, error_response,
+    orig_proto, strip_hop_by_hop, watch_errors,
 };
 use crate::discovery::{Endpoint, Hint, Pick};
 use crate::forward::Counted;
@@ -159,8 +159,12 @@ impl HttpOutbound {
             kind,
             identity: ep.as_ref().and_then(|e| e.identity.clone()),
         };
+        if kind == Kind::Http2 {
+            ensure_absolute(&mut req, &addr.to_string());
+        }
         let (parts, body) = req.into_parts();
-        let req = Request::from_parts(parts, boxed(body));
+        let (body, body_failed) = watch_errors(body);
+        let req = Request::from_parts(parts, body);
         let dial = || self.dial(addr, ep.clone(), protocol);
         match self.pool.send(&key, dial, req).await {
             Ok(mut rsp) => {
@@ -176,7 +180,12 @@ impl HttpOutbound {
                 let (parts, body) = rsp.into_parts();
                 Response::from_parts(parts, boxed(body))
             }
+            Err(_) if body_failed.load(std::sync::atomic::Ordering::Relaxed) => {
+                debug!(%addr, "the client's request body is malformed");
+                error_response(StatusCode::BAD_REQUEST, "malformed request body", true)
+            }
             Err(e) => {
+                let e = describe(&e);
                 debug!(%addr, error = %e, "request failed");
                 error_response(StatusCode::BAD_GATEWAY, &format!("{addr}: {e}"), true)
             }

@@ -1,0 +1,56 @@
+//! `remora test-server`: the HTTP / HTTP/2 / gRPC / WebSocket app of tests, demo and benchmarks.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Args;
+use remora_proxy::test_server::TestServer;
+
+#[derive(Debug, Args)]
+#[command(
+    about = "Run a test app: HTTP/1.1, HTTP/2, gRPC and WebSocket, behaviour chosen by path",
+    long_about = "Run a test app serving HTTP/1.1 and HTTP/2 (detected per connection), a tiny \
+                  gRPC service and a WebSocket echo. Each request's path picks the behaviour: \
+                  /echo, /status/CODE, /fail-first/N/KEY, /fail-share/PERCENT, /delay/MS, /reset, \
+                  /stream/BYTES, /upload, /trailers, /ws; gRPC remora.test.Test/Echo and /Count. \
+                  Every response carries x-server: NAME."
+)]
+pub struct TestServerArgs {
+    /// Address to listen on (repeatable).
+    #[arg(long, value_name = "ADDR", required = true)]
+    listen: Vec<SocketAddr>,
+    /// The name it reports (x-server, /echo).
+    #[arg(long, default_value = "test-server")]
+    name: String,
+}
+
+pub fn main(args: TestServerArgs) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("remora test-server: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let server = TestServer::new(&args.name);
+        let mut tasks = Vec::new();
+        for addr in args.listen {
+            match remora_proxy::listen::bind(addr) {
+                Ok(listener) => {
+                    eprintln!("remora test-server {} listening on {addr}", args.name);
+                    tasks.push(tokio::spawn(server.clone().run(listener)));
+                }
+                Err(e) => {
+                    eprintln!("remora test-server: cannot listen on {addr}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,183 @@
+//! HTTP and gRPC clients that run inside a pod (so the pod's proxy intercepts them).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::apps::connect_in;
+
+pub type Body = Full<Bytes>;
+
+/// An HTTP/1.1 connection from inside `ns` to `addr`.
+pub async fn http1(ns: &str, addr: SocketAddr) -> http1::SendRequest<Body> {
+    let stream = connect_in(ns, addr).await.expect("connect");
+    let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP/1 handshake");
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    sender
+}
+
+/// An HTTP/2 (prior knowledge) connection from inside `ns` to `addr`.
+pub async fn http2(ns: &str, addr: SocketAddr) -> http2::SendRequest<Body> {
+    let stream = connect_in(ns, addr).await.expect("connect");
+    let (sender, conn) = http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+        .await
+        .expect("HTTP/2 handshake");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    sender
+}
+
+/// A response, read whole.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub trailers: Option<HeaderMap>,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text()))
+    }
+}
+
+async fn read(rsp: http::Response<hyper::body::Incoming>) -> hyper::Result<Reply> {
+    let (parts, body) = rsp.into_parts();
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().cloned();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body: collected.to_bytes(),
+        trailers,
+    })
+}
+
+/// Sends `req` on an HTTP/1 connection.
+pub async fn send1(
+    sender: &mut http1::SendRequest<Body>,
+    req: Request<Body>,
+) -> hyper::Result<Reply> {
+    sender.ready().await?;
+    read(sender.send_request(req).await?).await
+}
+
+/// Sends `req` on an HTTP/2 connection.
+pub async fn send2(
+    sender: &mut http2::SendRequest<Body>,
+    req: Request<Body>,
+) -> hyper::Result<Reply> {
+    sender.ready().await?;
+    read(sender.send_request(req).await?).await
+}
+
+/// `GET path` with a `Host` header.
+pub fn get(host: &str, path: &str) -> Request<Body> {
+    Request::builder()
+        .uri(path)
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// A tonic channel whose connections are made from inside `ns` to `addr`.
+pub async fn grpc_channel(ns: &str, addr: SocketAddr) -> tonic::transport::Channel {
+    let connector = NsConnector {
+        ns: ns.to_string(),
+        addr,
+    };
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_with_connector(connector)
+        .await
+        .expect("gRPC channel")
+}
+
+#[derive(Clone)]
+struct NsConnector {
+    ns: String,
+    addr: SocketAddr,
+}
+
+impl tonic::codegen::Service<http::Uri> for NsConnector {
+    type Response = TokioIo<tokio::net::TcpStream>;
+    type Error = std::io::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: http::Uri) -> Self::Future {
+        let (ns, addr) = (self.ns.clone(), self.addr);
+        Box::pin(async move { Ok(TokioIo::new(connect_in(&ns, addr).await?)) })
+    }
+}
+
+/// Calls `remora.test.Test/Echo`.
+pub async fn grpc_echo(
+    channel: tonic::transport::Channel,
+    message: &str,
+    fail_with: i32,
+) -> Result<remora_proxy::test_server::grpc::EchoReply, tonic::Status> {
+    use remora_proxy::test_server::grpc::{ECHO_PATH, EchoReply, EchoRequest};
+    let mut client = tonic::client::Grpc::new(channel);
+    client
+        .ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec = tonic_prost::ProstCodec::<EchoRequest, EchoReply>::default();
+    let req = tonic::Request::new(EchoRequest {
+        message: message.into(),
+        fail_with,
+    });
+    client
+        .unary(req, http::uri::PathAndQuery::from_static(ECHO_PATH), codec)
+        .await
+        .map(|r| r.into_inner())
+}
+
+/// Calls `remora.test.Test/Count` and collects the stream.
+pub async fn grpc_count(
+    channel: tonic::transport::Channel,
+    n: u32,
+) -> Result<Vec<u32>, tonic::Status> {
+    use remora_proxy::test_server::grpc::{COUNT_PATH, CountReply, CountRequest};
+    let mut client = tonic::client::Grpc::new(channel);
+    client
+        .ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let codec = tonic_prost::ProstCodec::<CountRequest, CountReply>::default();
+    let mut stream = client
+        .server_streaming(
+            tonic::Request::new(CountRequest { n }),
+            http::uri::PathAndQuery::from_static(COUNT_PATH),
+            codec,
+        )
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(reply) = stream.message().await? {
+        out.push(reply.i);
+    }
+    Ok(out)
+}
