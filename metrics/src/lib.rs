@@ -8,10 +8,12 @@
 //! # Layout
 //! - [`tcp`]: connection and byte counters for the L4 path (`tcp_open_total`, `tcp_close_total`,
 //!   `tcp_open_connections`, `tcp_read_bytes_total`, `tcp_write_bytes_total`) and refusals.
+//! - [`http`]: responses the proxy synthesizes (errors).
 //! - [`identity`]: certificate expiry and renewal outcomes.
 
 #![forbid(unsafe_code)]
 
+pub mod http;
 pub mod identity;
 pub mod tcp;
 

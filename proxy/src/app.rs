@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use remora_metrics::Registry;
+use remora_metrics::http::HttpMetrics;
 use remora_metrics::identity::IdentityMetrics;
 use remora_metrics::tcp::{Direction, TcpMetrics};
 use tokio::net::TcpListener;
@@ -39,6 +40,7 @@ pub struct Proxy {
     drain: Drain,
     registry: Registry,
     tcp_metrics: TcpMetrics,
+    http_metrics: HttpMetrics,
     creds: Option<CredsRx>,
     resolver: Option<Arc<Resolver>>,
 }
@@ -78,6 +80,7 @@ impl Proxy {
     pub fn bind(config: Config) -> Result<Self, StartError> {
         let mut registry = Registry::default();
         let tcp_metrics = TcpMetrics::register(&mut registry);
+        let http_metrics = HttpMetrics::register(&mut registry);
         let identity_metrics = IdentityMetrics::register(&mut registry);
         let creds = match &config.identity {
             Some(id) => Some(identity::spawn(
@@ -111,6 +114,7 @@ impl Proxy {
             drain: Drain::new(),
             registry,
             tcp_metrics,
+            http_metrics,
             creds,
             resolver,
         })
@@ -181,6 +185,7 @@ impl Proxy {
                 tls: tls.clone(),
                 opaque_ports: opaque_ports.clone(),
                 detect_timeout: cfg.outbound_detect_timeout,
+                http_metrics: self.http_metrics.clone(),
             },
         );
         let trust_domain = cfg.identity.as_ref().and_then(|i| {
@@ -202,6 +207,7 @@ impl Proxy {
                 },
                 detect_timeout: cfg.detect_timeout,
                 opaque_ports,
+                http_metrics: self.http_metrics.clone(),
             },
         );
         let admin_state = AdminState {

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use remora_identity::Name;
+use remora_metrics::http::HttpMetrics;
 use remora_metrics::tcp::{Direction, Peer as PeerSide, RefuseReason, TcpLabels, Tls};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -74,6 +75,7 @@ pub struct InboundCtx {
     pub detect_timeout: Duration,
     /// Ports never protocol-detected (server-speaks-first protocols).
     pub opaque_ports: Arc<HashSet<u16>>,
+    pub http_metrics: HttpMetrics,
 }
 
 #[derive(Debug)]
@@ -314,11 +316,16 @@ async fn serve_app(
                 async move {
                     match allowed {
                         Ok(()) => http.handle(app, client.as_ref(), req).await,
-                        Err(denied) => l7::error_response(
-                            http::StatusCode::FORBIDDEN,
-                            &denied.to_string(),
-                            client.is_some(),
-                        ),
+                        Err(denied) => {
+                            http.ctx
+                                .http_metrics
+                                .error(Direction::Inbound, 403, denied.as_str());
+                            l7::error_response(
+                                http::StatusCode::FORBIDDEN,
+                                &denied.to_string(),
+                                client.is_some(),
+                            )
+                        }
                     }
                 }
             })

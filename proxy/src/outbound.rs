@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use remora_metrics::http::HttpMetrics;
 use remora_metrics::tcp::{Direction, Peer, RefuseReason, TcpLabels, Tls};
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
@@ -64,6 +65,7 @@ pub struct OutboundCtx {
     /// Ports never protocol-detected (server-speaks-first protocols).
     pub opaque_ports: Arc<HashSet<u16>>,
     pub detect_timeout: Duration,
+    pub http_metrics: HttpMetrics,
 }
 
 #[derive(Debug)]

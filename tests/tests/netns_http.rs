@@ -427,3 +427,111 @@ async fn netns_malformed_http_is_answered_and_the_proxy_keeps_serving() {
     );
     assert!(m.a.proxy().is_running() && m.b.proxy().is_running());
 }
+
+#[tokio::test]
+async fn netns_proxy_errors_are_clear_and_only_ours_keep_their_header() {
+    let Some(net) = Net::new() else { return };
+    let pki = Pki::new();
+    let mut east = ClusterPlane::start(&net, &pki, "east", "east.example", 8086).await;
+    let db = east.cp.identity("db", "shop");
+    let b = net
+        .pod("b")
+        .app(test_server(PORT, "b"))
+        .control_plane(&east.cp, "echo", "shop")
+        .env("REMORA_INBOUND_PORT_POLICIES", &format!("8081=allow({db})"))
+        .meshed()
+        .start()
+        .await;
+    let a = net
+        .pod("a")
+        .control_plane(&east.cp, "web", "shop")
+        .env("REMORA_DESTINATION_TIMEOUT", "1s")
+        .meshed()
+        .start()
+        .await;
+    configure(
+        &mut east.cp,
+        &[
+            Service::new("empty", "shop").vip("10.96.0.50").port(PORT),
+            Service::new("private", "shop")
+                .vip("10.96.0.51")
+                .port(8081)
+                .endpoint(&b, "echo"),
+            Service::new("dead", "shop")
+                .vip("10.96.0.52")
+                .port(9999)
+                .endpoint(&b, "echo"),
+            Service::new("impostor", "shop")
+                .vip("10.96.0.53")
+                .port(PORT)
+                .endpoint(&b, "other"),
+        ],
+    )
+    .await;
+    let ask = |vip: &'static str, host: &'static str| {
+        let ns = a.ns.clone();
+        async move {
+            let mut h1 = http1(&ns, vip.parse().unwrap()).await;
+            send1(&mut h1, get(host, "/echo")).await.unwrap()
+        }
+    };
+    // Made by A: no endpoints, and a peer that fails identity verification.
+    let r = ask("10.96.0.50:8080", "empty.shop.svc.cluster.local:8080").await;
+    assert_eq!(r.status, 503);
+    assert!(
+        r.headers["l5d-proxy-error"]
+            .to_str()
+            .unwrap()
+            .contains("no endpoints")
+    );
+    let r = ask("10.96.0.53:8080", "impostor.shop.svc.cluster.local:8080").await;
+    assert_eq!(r.status, 502);
+    assert!(r.headers.contains_key("l5d-proxy-error"), "{:?}", r.headers);
+    // Made by B (policy 403, the app unreachable): the status crosses, B's header does not.
+    let r = ask("10.96.0.51:8081", "private.shop.svc.cluster.local:8081").await;
+    assert_eq!(r.status, 403);
+    assert!(
+        !r.headers.contains_key("l5d-proxy-error"),
+        "{:?}",
+        r.headers
+    );
+    let r = ask("10.96.0.52:9999", "dead.shop.svc.cluster.local:9999").await;
+    assert_eq!(r.status, 502);
+    assert!(!r.headers.contains_key("l5d-proxy-error"));
+
+    let am = a.metrics().await;
+    let errs = |m: &remora_tests::admin::Metrics, dir: &str, status: &str, reason: &str| {
+        m.get(
+            "http_proxy_errors_total",
+            &[("direction", dir), ("status", status), ("reason", reason)],
+        )
+    };
+    assert_eq!(
+        errs(&am, "outbound", "503", "no_endpoints"),
+        1.0,
+        "{}",
+        am.text
+    );
+    assert_eq!(errs(&am, "outbound", "502", "connect"), 1.0);
+    let bm = b.metrics().await;
+    assert_eq!(
+        errs(&bm, "inbound", "403", "policy_not_allowed"),
+        1.0,
+        "{}",
+        bm.text
+    );
+    assert_eq!(errs(&bm, "inbound", "502", "app"), 1.0);
+    assert!(
+        a.proxy()
+            .wait_log("no endpoints for", Duration::from_secs(10))
+            .await
+    );
+    assert!(
+        b.proxy()
+            .wait_log(
+                "the peer's identity is not on the port's allow-list",
+                Duration::from_secs(10)
+            )
+            .await
+    );
+}

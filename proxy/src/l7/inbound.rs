@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use remora_identity::Name;
 use remora_metrics::tcp::{Direction, Peer, TcpLabels, Tls};
-use tracing::debug;
+use tracing::warn;
 
 use super::pool::{DialFuture, Key, Kind, Pool};
 use super::upgrade::{is_upgrade, tunnel};
@@ -31,6 +31,25 @@ pub struct HttpInbound {
 }
 
 impl HttpInbound {
+    /// A response the proxy makes itself: logged, counted, and annotated with
+    /// `l5d-proxy-error` only for an identified mesh peer.
+    fn fail(
+        &self,
+        status: StatusCode,
+        reason: &'static str,
+        detail: &str,
+        annotate: bool,
+    ) -> Response<Body> {
+        warn!(
+            status = status.as_u16(),
+            reason, detail, "answering the client with an error"
+        );
+        self.ctx
+            .http_metrics
+            .error(Direction::Inbound, status.as_u16(), reason);
+        error_response(status, detail, annotate)
+    }
+
     fn dial(&self, app: SocketAddr) -> DialFuture {
         let ctx = self.ctx.clone();
         Box::pin(async move {
@@ -67,11 +86,12 @@ impl HttpInbound {
         if is_upgrade(&req) {
             let io = match self.dial(app).await {
                 Ok(io) => io,
-                Err(e) => return error_response(StatusCode::BAD_GATEWAY, &e, annotate),
+                Err(e) => return self.fail(StatusCode::BAD_GATEWAY, "connect", &e, annotate),
             };
-            return tunnel(req, io)
-                .await
-                .unwrap_or_else(|e| error_response(StatusCode::BAD_GATEWAY, &e, annotate));
+            return match tunnel(req, io).await {
+                Ok(rsp) => rsp,
+                Err(e) => self.fail(StatusCode::BAD_GATEWAY, "upgrade", &e, annotate),
+            };
         }
         let downgraded = orig_proto::downgrade(&mut req);
         strip_hop_by_hop(req.headers_mut());
@@ -101,18 +121,18 @@ impl HttpInbound {
                 let (parts, body) = rsp.into_parts();
                 Response::from_parts(parts, boxed(body))
             }
-            Err(_) if body_failed.load(std::sync::atomic::Ordering::Relaxed) => {
-                error_response(StatusCode::BAD_REQUEST, "malformed request body", annotate)
-            }
-            Err(e) => {
-                let e = describe(&e);
-                debug!(%app, error = %e, "request to the app failed");
-                error_response(
-                    StatusCode::BAD_GATEWAY,
-                    &format!("the app at {app}: {e}"),
-                    annotate,
-                )
-            }
+            Err(_) if body_failed.load(std::sync::atomic::Ordering::Relaxed) => self.fail(
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                "malformed request body",
+                annotate,
+            ),
+            Err(e) => self.fail(
+                StatusCode::BAD_GATEWAY,
+                "app",
+                &format!("the app at {app}: {}", describe(&e)),
+                annotate,
+            ),
         }
     }
 }

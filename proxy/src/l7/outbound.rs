@@ -9,9 +9,9 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use remora_metrics::tcp::{Direction, Peer, TcpLabels};
-use tracing::{debug, warn};
+use tracing::warn;
 
-use super::pool::{DialFuture, Key, Kind, Pool};
+use super::pool::{DialFuture, Key, Kind, Pool, SendError};
 use super::upgrade::{is_upgrade, tunnel};
 use super::{
     Body, L5D_PROXY_CONNECTION, L5D_PROXY_ERROR, boxed, describe, ensure_absolute, error_response,
@@ -62,6 +62,18 @@ fn with_port(raw: &str) -> String {
 }
 
 impl HttpOutbound {
+    /// A response the proxy makes itself: logged, counted, annotated with `l5d-proxy-error`.
+    fn fail(&self, status: StatusCode, reason: &'static str, detail: &str) -> Response<Body> {
+        warn!(
+            status = status.as_u16(),
+            reason, detail, "answering the app with an error"
+        );
+        self.ctx
+            .http_metrics
+            .error(Direction::Outbound, status.as_u16(), reason);
+        error_response(status, detail, true)
+    }
+
     async fn route(&self, orig: SocketAddr, authority: Option<&str>) -> Route {
         let Some(d) = &self.ctx.discovery else {
             return Route::To(orig, None);
@@ -119,14 +131,19 @@ impl HttpOutbound {
     /// Handles one request of a connection whose original destination is `orig`.
     pub async fn handle(&self, orig: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
         let authority = authority(&req);
-        let (addr, ep) = match self.route(orig, authority.as_deref()).await {
+        // A CONNECT that was redirected here is for the upstream proxy the app dialled.
+        let route = if req.method() == http::Method::CONNECT {
+            Route::To(orig, None)
+        } else {
+            self.route(orig, authority.as_deref()).await
+        };
+        let (addr, ep) = match route {
             Route::To(addr, ep) => (addr, ep),
             Route::NoEndpoints(target) => {
-                warn!(%target, "no endpoints; answering 503");
-                return error_response(
+                return self.fail(
                     StatusCode::SERVICE_UNAVAILABLE,
+                    "no_endpoints",
                     &format!("no endpoints for {target}"),
-                    true,
                 );
             }
         };
@@ -136,11 +153,12 @@ impl HttpOutbound {
         if is_upgrade(&req) {
             let io = match self.dial(addr, ep, Some(SessionProtocol::Http1)).await {
                 Ok(io) => io,
-                Err(e) => return error_response(StatusCode::BAD_GATEWAY, &e, true),
+                Err(e) => return self.fail(StatusCode::BAD_GATEWAY, "connect", &e),
             };
-            return tunnel(req, io)
-                .await
-                .unwrap_or_else(|e| error_response(StatusCode::BAD_GATEWAY, &e, true));
+            return match tunnel(req, io).await {
+                Ok(rsp) => rsp,
+                Err(e) => self.fail(StatusCode::BAD_GATEWAY, "upgrade", &e),
+            };
         }
         strip_hop_by_hop(req.headers_mut());
         let h2 = meshed || req.version() == http::Version::HTTP_2;
@@ -180,15 +198,19 @@ impl HttpOutbound {
                 let (parts, body) = rsp.into_parts();
                 Response::from_parts(parts, boxed(body))
             }
-            Err(_) if body_failed.load(std::sync::atomic::Ordering::Relaxed) => {
-                debug!(%addr, "the client's request body is malformed");
-                error_response(StatusCode::BAD_REQUEST, "malformed request body", true)
+            Err(_) if body_failed.load(std::sync::atomic::Ordering::Relaxed) => self.fail(
+                StatusCode::BAD_REQUEST,
+                "malformed_request",
+                "malformed request body",
+            ),
+            Err(SendError::Connect(e)) => {
+                self.fail(StatusCode::BAD_GATEWAY, "connect", &format!("{addr}: {e}"))
             }
-            Err(e) => {
-                let e = describe(&e);
-                debug!(%addr, error = %e, "request failed");
-                error_response(StatusCode::BAD_GATEWAY, &format!("{addr}: {e}"), true)
-            }
+            Err(e) => self.fail(
+                StatusCode::BAD_GATEWAY,
+                "upstream",
+                &format!("{addr}: {}", describe(&e)),
+            ),
         }
     }
 }
