@@ -186,6 +186,7 @@ impl Proxy {
                 opaque_ports: opaque_ports.clone(),
                 detect_timeout: cfg.outbound_detect_timeout,
                 http_metrics: self.http_metrics.clone(),
+                http_limits: cfg.http_limits,
             },
         );
         let trust_domain = cfg.identity.as_ref().and_then(|i| {
@@ -208,6 +209,7 @@ impl Proxy {
                 detect_timeout: cfg.detect_timeout,
                 opaque_ports,
                 http_metrics: self.http_metrics.clone(),
+                http_limits: cfg.http_limits,
             },
         );
         let admin_state = AdminState {

@@ -13,6 +13,7 @@ use std::time::Duration;
 use remora_identity::{Name, TrustAnchors};
 
 use crate::identity::IdentityConfig;
+use crate::l7::server::Limits;
 use crate::policy::{Policy, parse_policy, parse_port_policies};
 
 pub const OUTBOUND_ADDR: &str = "REMORA_OUTBOUND_ADDR";
@@ -28,6 +29,9 @@ pub const LOG: &str = "REMORA_LOG";
 pub const INBOUND_DETECT_TIMEOUT: &str = "REMORA_INBOUND_DETECT_TIMEOUT";
 pub const OUTBOUND_DETECT_TIMEOUT: &str = "REMORA_OUTBOUND_DETECT_TIMEOUT";
 pub const OPAQUE_PORTS: &str = "REMORA_OPAQUE_PORTS";
+pub const HTTP_MAX_HEADER_BYTES: &str = "REMORA_HTTP_MAX_HEADER_BYTES";
+pub const HTTP_MAX_HEADERS: &str = "REMORA_HTTP_MAX_HEADERS";
+pub const HTTP2_MAX_CONCURRENT_STREAMS: &str = "REMORA_HTTP2_MAX_CONCURRENT_STREAMS";
 pub const INBOUND_DEFAULT_POLICY: &str = "REMORA_INBOUND_DEFAULT_POLICY";
 pub const INBOUND_PORT_POLICIES: &str = "REMORA_INBOUND_PORT_POLICIES";
 pub const IDENTITY_NAME: &str = "REMORA_IDENTITY_NAME";
@@ -112,6 +116,21 @@ pub const VARS: &[Var] = &[
         name: OPAQUE_PORTS,
         default: "25,587,3306,4444,5432,6379,9300,11211",
         help: "Ports never protocol-detected (server-speaks-first protocols), comma-separated",
+    },
+    Var {
+        name: HTTP_MAX_HEADER_BYTES,
+        default: "65536",
+        help: "Largest HTTP request head accepted, bytes (beyond: 431)",
+    },
+    Var {
+        name: HTTP_MAX_HEADERS,
+        default: "100",
+        help: "Most header fields in an HTTP/1 request (beyond: 431)",
+    },
+    Var {
+        name: HTTP2_MAX_CONCURRENT_STREAMS,
+        default: "2048",
+        help: "Most concurrent streams a client may open on one HTTP/2 connection",
     },
     Var {
         name: INBOUND_DEFAULT_POLICY,
@@ -206,6 +225,7 @@ pub struct Config {
     pub detect_timeout: Duration,
     pub outbound_detect_timeout: Duration,
     pub opaque_ports: HashSet<u16>,
+    pub http_limits: Limits,
     pub default_policy: Policy,
     pub port_policies: HashMap<u16, Policy>,
     /// `None` when no identity is configured: the proxy then has no certificate.
@@ -277,6 +297,11 @@ impl Config {
             detect_timeout: env.parse(INBOUND_DETECT_TIMEOUT, parse_nonzero_duration)?,
             outbound_detect_timeout: env.parse(OUTBOUND_DETECT_TIMEOUT, parse_nonzero_duration)?,
             opaque_ports: env.parse(OPAQUE_PORTS, parse_ports)?,
+            http_limits: Limits {
+                max_head: env.parse(HTTP_MAX_HEADER_BYTES, parse_positive)?,
+                max_headers: env.parse(HTTP_MAX_HEADERS, parse_positive)?,
+                max_streams: env.parse(HTTP2_MAX_CONCURRENT_STREAMS, parse_positive)? as u32,
+            },
             default_policy: env.parse(INBOUND_DEFAULT_POLICY, parse_policy)?,
             port_policies: env
                 .optional(INBOUND_PORT_POLICIES, parse_port_policies)?

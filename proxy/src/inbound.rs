@@ -76,6 +76,7 @@ pub struct InboundCtx {
     /// Ports never protocol-detected (server-speaks-first protocols).
     pub opaque_ports: Arc<HashSet<u16>>,
     pub http_metrics: HttpMetrics,
+    pub http_limits: l7::server::Limits,
 }
 
 #[derive(Debug)]
@@ -310,7 +311,7 @@ async fn serve_app(
             ));
             let http = http.clone();
             let client = admitted.client_id;
-            l7::server::serve(io, protocol, move |req| {
+            l7::server::serve(io, protocol, ctx.http_limits, move |req| {
                 let http = http.clone();
                 let client = client.clone();
                 async move {

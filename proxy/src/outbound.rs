@@ -66,6 +66,7 @@ pub struct OutboundCtx {
     pub opaque_ports: Arc<HashSet<u16>>,
     pub detect_timeout: Duration,
     pub http_metrics: HttpMetrics,
+    pub http_limits: l7::server::Limits,
 }
 
 #[derive(Debug)]
@@ -205,7 +206,7 @@ async fn serve_http(
         .with_tls(Tls::NoIdentity(no_tls::LOOPBACK), None);
     let io: BoxIo = Box::new(Counted::new(io, ctx.tcp.metrics.open(labels), None));
     let http = http.clone();
-    l7::server::serve(io, protocol, move |req| {
+    l7::server::serve(io, protocol, ctx.http_limits, move |req| {
         let http = http.clone();
         async move { http.handle(dst, req).await }
     })

@@ -15,14 +15,31 @@ use super::Body;
 use super::detect::Protocol;
 use crate::io::BoxIo;
 
-/// The largest request head accepted (HTTP/1 buffer, HTTP/2 header list).
-pub const MAX_HEAD: usize = 64 * 1024;
-/// The most header fields in an HTTP/1 request head.
-pub const MAX_HEADERS: usize = 100;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Limits on what a client may send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest request head (HTTP/1 buffer, HTTP/2 header list), bytes.
+    pub max_head: usize,
+    /// The most header fields in an HTTP/1 request head.
+    pub max_headers: usize,
+    /// The most concurrent streams on one HTTP/2 connection.
+    pub max_streams: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_head: 64 * 1024,
+            max_headers: 100,
+            max_streams: 2048,
+        }
+    }
+}
+
 /// Serves HTTP on `io` until the client is done, calling `handle` for each request.
-pub async fn serve<H, F>(io: BoxIo, protocol: Protocol, handle: H)
+pub async fn serve<H, F>(io: BoxIo, protocol: Protocol, limits: Limits, handle: H)
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -37,8 +54,8 @@ where
             hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_HEAD)
-                .max_headers(MAX_HEADERS)
+                .max_buf_size(limits.max_head.max(8192))
+                .max_headers(limits.max_headers)
                 .serve_connection(io, service)
                 .with_upgrades()
                 .await
@@ -46,7 +63,8 @@ where
         Protocol::Http2 => {
             hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
-                .max_header_list_size(MAX_HEAD as u32)
+                .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX))
+                .max_concurrent_streams(limits.max_streams)
                 .adaptive_window(true)
                 .serve_connection(io, service)
                 .await

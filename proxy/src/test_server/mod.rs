@@ -86,7 +86,7 @@ impl TestServer {
         let io = Box::new(crate::io::PrefixedIo::new(prefix, stream));
         let server = self.clone();
         let reset_signal = reset.clone();
-        let serve = crate::l7::server::serve(io, protocol, move |req| {
+        let serve = crate::l7::server::serve(io, protocol, Default::default(), move |req| {
             let server = server.clone();
             let reset = reset_signal.clone();
             async move { server.handle(req, reset).await }
