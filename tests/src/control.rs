@@ -184,6 +184,24 @@ cert_lifetime = "{}"
         self.write_config();
     }
 
+    /// Applies `services` and waits until the running control plane has reloaded them.
+    pub async fn apply(&mut self, services: &[crate::services::Service]) {
+        let reloads =
+            |m: crate::admin::Metrics| m.get("config_reloads_total", &[("result", "success")]);
+        let before = reloads(self.metrics().await);
+        self.set_services(&crate::services::toml(services));
+        let reloaded = eventually(Duration::from_secs(15), || async {
+            reloads(self.metrics().await) > before
+        })
+        .await;
+        assert!(
+            reloaded,
+            "control plane {} did not reload:\n{}",
+            self.cluster,
+            self.process().log()
+        );
+    }
+
     /// Writes raw text as the config file: for testing rejected edits.
     pub fn write_raw_config(&self, text: &str) {
         std::fs::write(self.config_path(), text).unwrap();

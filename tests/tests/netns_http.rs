@@ -9,32 +9,15 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use remora_tests::apps::{name, test_server};
-use remora_tests::control::{ClusterPlane, ControlPlane, Pki};
+use remora_tests::control::{ClusterPlane, Pki};
 use remora_tests::http::{get, grpc_channel, grpc_count, grpc_echo, http1, http2, send1, send2};
-use remora_tests::services::{Service, toml};
-use remora_tests::{Net, Pod, eventually};
+use remora_tests::services::Service;
+use remora_tests::{Net, Pod};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const PORT: u16 = 8080;
 const VIP: &str = "10.96.0.40:8080";
 const HOST: &str = "web.shop.svc.cluster.local:8080";
-
-async fn configure(cp: &mut ControlPlane, services: &[Service]) {
-    let before = cp
-        .metrics()
-        .await
-        .get("config_reloads_total", &[("result", "success")]);
-    cp.set_services(&toml(services));
-    assert!(
-        eventually(Duration::from_secs(15), || async {
-            cp.metrics()
-                .await
-                .get("config_reloads_total", &[("result", "success")])
-                > before
-        })
-        .await
-    );
-}
 
 struct Mesh {
     net: Net,
@@ -64,14 +47,12 @@ async fn mesh(b_env: &[(&str, &str)]) -> Option<Mesh> {
         .meshed()
         .start()
         .await;
-    configure(
-        &mut east.cp,
-        &[Service::new("web", "shop")
+    east.cp
+        .apply(&[Service::new("web", "shop")
             .vip("10.96.0.40")
             .port(PORT)
-            .endpoint(&b, "echo")],
-    )
-    .await;
+            .endpoint(&b, "echo")])
+        .await;
     Some(Mesh {
         net,
         _pki: pki,
@@ -235,9 +216,8 @@ async fn netns_routing_follows_the_authority() {
         .meshed()
         .start()
         .await;
-    configure(
-        &mut east.cp,
-        &[
+    east.cp
+        .apply(&[
             Service::new("one", "shop")
                 .vip("10.96.0.41")
                 .port(PORT)
@@ -246,9 +226,8 @@ async fn netns_routing_follows_the_authority() {
                 .vip("10.96.0.42")
                 .port(PORT)
                 .endpoint(&b2, "two"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let mut h1 = http1(&a.ns, "10.96.0.41:8080".parse().unwrap()).await;
     let r = send1(&mut h1, get("one.shop.svc.cluster.local:8080", "/echo"))
         .await
@@ -449,9 +428,8 @@ async fn netns_proxy_errors_are_clear_and_only_ours_keep_their_header() {
         .meshed()
         .start()
         .await;
-    configure(
-        &mut east.cp,
-        &[
+    east.cp
+        .apply(&[
             Service::new("empty", "shop").vip("10.96.0.50").port(PORT),
             Service::new("private", "shop")
                 .vip("10.96.0.51")
@@ -465,9 +443,8 @@ async fn netns_proxy_errors_are_clear_and_only_ours_keep_their_header() {
                 .vip("10.96.0.53")
                 .port(PORT)
                 .endpoint(&b, "other"),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let ask = |vip: &'static str, host: &'static str| {
         let ns = a.ns.clone();
         async move {

@@ -6,35 +6,16 @@
 use std::time::Duration;
 
 use remora_tests::apps::{echo, echo_roundtrip, name, tls_echo};
-use remora_tests::control::{ClusterPlane, ControlPlane, Pki};
-use remora_tests::services::{Service, toml};
+use remora_tests::control::{ClusterPlane, Pki};
+use remora_tests::services::Service;
 use remora_tests::tls::{
     TRANSPORT_ALPN, certify, client_hello, connect_tls, foreign_pki, mesh_configs,
     tls12_client_hello,
 };
-use remora_tests::{Net, Pod, eventually};
+use remora_tests::{Net, Pod};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const HOUR: Duration = Duration::from_secs(3600);
-
-/// Applies `services` and waits until the control plane has reloaded them.
-async fn configure(cp: &mut ControlPlane, services: &[Service]) {
-    let before = cp
-        .metrics()
-        .await
-        .get("config_reloads_total", &[("result", "success")]);
-    cp.set_services(&toml(services));
-    assert!(
-        eventually(Duration::from_secs(15), || async {
-            cp.metrics()
-                .await
-                .get("config_reloads_total", &[("result", "success")])
-                > before
-        })
-        .await,
-        "the control plane did not reload"
-    );
-}
 
 /// Connects, sends `msg`, and returns what comes back before the connection ends (empty when
 /// the connection was refused).
@@ -79,14 +60,12 @@ async fn netns_mtls_on_the_wire_carries_both_identities() {
         .meshed()
         .start()
         .await;
-    configure(
-        &mut east.cp,
-        &[Service::new("echo", "shop")
+    east.cp
+        .apply(&[Service::new("echo", "shop")
             .vip("10.96.0.10")
             .port(7000)
-            .endpoint(&b, "echo")],
-    )
-    .await;
+            .endpoint(&b, "echo")])
+        .await;
 
     let capture = net.capture(&b, "tcp").await;
     let marker = b"REMORA-PLAINTEXT-MARKER-7d1f";
@@ -177,7 +156,7 @@ async fn netns_inbound_refusals_are_logged_and_counted() {
         .port(7002)
         .port(7003)
         .endpoint(&b, "echo");
-    configure(&mut east.cp, &[svc]).await;
+    east.cp.apply(&[svc]).await;
     let at = |port| b.addr4(port);
     let echo_id = east.cp.identity("echo", "shop");
 
@@ -269,7 +248,7 @@ async fn netns_outbound_refuses_servers_that_fail_verification() {
         .port(8002)
         .port(8003)
         .endpoint(&s, "echo");
-    configure(&mut east.cp, &[svc]).await;
+    east.cp.apply(&[svc]).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // let the 1 s certificate expire
 
     for port in [8001, 8002, 8003] {
@@ -359,14 +338,12 @@ async fn netns_opaque_ports_cross_with_the_transport_header() {
         .meshed()
         .start()
         .await;
-    configure(
-        &mut east.cp,
-        &[Service::new("db", "shop")
+    east.cp
+        .apply(&[Service::new("db", "shop")
             .vip("10.96.0.30")
             .opaque_port(5000)
-            .endpoint(&b, "echo")],
-    )
-    .await;
+            .endpoint(&b, "echo")])
+        .await;
     let conn = a.connect("10.96.0.30:5000".parse().unwrap()).await.unwrap();
     assert_eq!(echo_roundtrip(conn, 1 << 20).await.unwrap(), 1 << 20);
     assert!(
@@ -421,11 +398,9 @@ async fn netns_bad_input_leaves_the_proxy_serving() {
         .start()
         .await;
     let u = net.pod("u").start().await;
-    configure(
-        &mut east.cp,
-        &[Service::new("echo", "shop").port(7000).endpoint(&b, "echo")],
-    )
-    .await;
+    east.cp
+        .apply(&[Service::new("echo", "shop").port(7000).endpoint(&b, "echo")])
+        .await;
     let echo_id = east.cp.identity("echo", "shop");
 
     // Random bytes, a truncated ClientHello and one split across records go to the app as they
