@@ -14,6 +14,7 @@
 //! - [`orig_dst`], [`own`]: the original destination and the proxy's own addresses.
 //! - [`identity`], [`control_client`]: the workload certificate from the control plane,
 //!   renewed in the background and published as rustls configs.
+//! - [`balance`]: power of two choices over peak-EWMA latency, and the circuit breaker.
 //! - [`discovery`]: Destination API streams per target, cached, followed in the background.
 //! - [`admin`]: `/live`, `/ready`, `/metrics`, `/shutdown`.
 //! - [`drain`]: the process-wide two-phase shutdown signal.
@@ -31,6 +32,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod balance;
 pub mod config;
 pub mod control_client;
 pub mod discovery;

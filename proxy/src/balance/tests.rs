@@ -1,0 +1,143 @@
+use super::*;
+
+#[derive(Clone)]
+struct Ep(SocketAddr, u32);
+
+impl Weighted for Ep {
+    fn addr(&self) -> SocketAddr {
+        self.0
+    }
+    fn weight(&self) -> u32 {
+        self.1
+    }
+}
+
+fn eps(n: u8) -> Vec<Ep> {
+    (1..=n)
+        .map(|i| Ep(SocketAddr::from(([10, 0, 0, i], 80)), 10_000))
+        .collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn peak_ewma_takes_peaks_at_once_and_decays() {
+    let now = Instant::now();
+    let l = EndpointLoad::new(now);
+    l.observe(Duration::from_millis(500), now);
+    assert_eq!(l.latency(now), 500e6);
+    // A faster observation pulls it down only gradually.
+    tokio::time::advance(Duration::from_millis(100)).await;
+    let later = Instant::now();
+    l.observe(Duration::from_millis(1), later);
+    let v = l.latency(later);
+    assert!(v > 480e6 && v < 500e6, "{v}");
+    // Without observations it decays toward zero.
+    tokio::time::advance(DECAY * 3).await;
+    assert!(l.latency(Instant::now()) < v * 0.06);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_faster_endpoint_gets_most_picks() {
+    let b = Balancer::new(7, 42);
+    let e = eps(2);
+    let mut counts = [0usize; 2];
+    for _ in 0..1000 {
+        let p = b.pick(&e).unwrap();
+        counts[p.index] += 1;
+        // Endpoint 1 takes 50 ms longer.
+        tokio::time::advance(Duration::from_millis(if p.index == 1 { 60 } else { 10 })).await;
+        p.finish(true);
+    }
+    assert!(counts[0] > 700, "{counts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn weights_are_honoured() {
+    let b = Balancer::new(7, 7);
+    let mut e = eps(2);
+    e[0].1 = 9_000;
+    e[1].1 = 1_000;
+    let mut counts = [0usize; 2];
+    for _ in 0..2000 {
+        let p = b.pick(&e).unwrap();
+        counts[p.index] += 1;
+        p.finish(true);
+    }
+    assert!(counts[0] > 1500, "{counts:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn breaker_ejects_probes_and_restores() {
+    let b = Balancer::new(3, 1);
+    let e = eps(2);
+    let bad = |b: &Balancer| loop {
+        let p = b.pick(&e).unwrap();
+        if p.index == 1 {
+            return p;
+        }
+        p.finish(true);
+    };
+    assert_eq!(bad(&b).finish(false), None);
+    assert_eq!(bad(&b).finish(false), None);
+    assert_eq!(
+        bad(&b).finish(false),
+        Some(Transition::Ejected {
+            backoff: BASE_BACKOFF
+        })
+    );
+    // While ejected, every pick is the healthy endpoint.
+    for _ in 0..50 {
+        let p = b.pick(&e).unwrap();
+        assert_eq!(p.index, 0);
+        p.finish(true);
+    }
+    // After the backoff one probe goes through; a failure doubles the backoff.
+    tokio::time::advance(BASE_BACKOFF).await;
+    assert_eq!(
+        bad(&b).finish(false),
+        Some(Transition::Ejected {
+            backoff: BASE_BACKOFF * 2
+        })
+    );
+    tokio::time::advance(BASE_BACKOFF * 2).await;
+    assert_eq!(bad(&b).finish(true), Some(Transition::Restored));
+    // Restored: it takes traffic again.
+    let mut seen = false;
+    for _ in 0..50 {
+        let p = b.pick(&e).unwrap();
+        seen |= p.index == 1;
+        p.finish(true);
+    }
+    assert!(seen);
+}
+
+#[tokio::test(start_paused = true)]
+async fn all_ejected_means_no_pick() {
+    let b = Balancer::new(1, 3);
+    let e = eps(1);
+    assert_eq!(
+        b.pick(&e).unwrap().finish(false),
+        Some(Transition::Ejected {
+            backoff: BASE_BACKOFF
+        })
+    );
+    assert!(b.pick(&e).is_none());
+    assert!(!b.any_available(&e));
+    tokio::time::advance(BASE_BACKOFF).await;
+    assert!(b.any_available(&e));
+    let probe = b.pick(&e).unwrap();
+    // Only one probe at a time.
+    assert!(b.pick(&e).is_none());
+    assert_eq!(probe.finish(true), Some(Transition::Restored));
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_flight_requests_count_against_an_endpoint() {
+    let b = Balancer::new(7, 9);
+    let e = eps(2);
+    let held: Vec<Picked> = (0..10).map(|_| b.pick(&e).unwrap()).collect();
+    let on0 = held.iter().filter(|p| p.index == 0).count();
+    assert!((3..=7).contains(&on0), "pending load spreads picks: {on0}");
+    drop(held);
+    let loads = b.loads.lock().unwrap();
+    assert!(loads.values().all(|l| l.pending() == 0));
+}
