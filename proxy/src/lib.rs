@@ -15,6 +15,7 @@
 //! - [`identity`], [`control_client`]: the workload certificate from the control plane,
 //!   renewed in the background and published as rustls configs.
 //! - [`balance`]: power of two choices over peak-EWMA latency, and the circuit breaker.
+//! - [`budget`]: retry budgets (ratio of retries to requests over a window, plus a reserve).
 //! - [`discovery`]: Destination API streams per target, cached, followed in the background.
 //! - [`admin`]: `/live`, `/ready`, `/metrics`, `/shutdown`.
 //! - [`drain`]: the process-wide two-phase shutdown signal.
@@ -33,6 +34,7 @@
 pub mod admin;
 pub mod app;
 pub mod balance;
+pub mod budget;
 pub mod config;
 pub mod control_client;
 pub mod discovery;
