@@ -102,6 +102,7 @@ impl Proxy {
                     d.context.clone(),
                     d.idle_timeout,
                     d.max_targets,
+                    d.max_failures,
                 ))
             }
             None => None,

@@ -21,6 +21,8 @@ use tokio::time::Instant;
 pub const DECAY: Duration = Duration::from_secs(10);
 /// The latency assumed of an endpoint with no observation yet.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
+/// Costs closer than this fraction are a tie.
+const TIE: f64 = 0.25;
 pub const BASE_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
@@ -103,8 +105,12 @@ pub struct EndpointLoad {
 
 impl EndpointLoad {
     fn new(now: Instant) -> Self {
+        Self::with_rtt(DEFAULT_RTT.as_nanos() as f64, now)
+    }
+
+    fn with_rtt(rtt_ns: f64, now: Instant) -> Self {
         EndpointLoad {
-            ewma: Mutex::new((DEFAULT_RTT.as_nanos() as f64, now)),
+            ewma: Mutex::new((rtt_ns, now)),
             pending: AtomicUsize::new(0),
             breaker: Mutex::new(Breaker {
                 failures: 0,
@@ -252,10 +258,21 @@ impl Balancer {
                 endpoints.iter().map(|e| e.addr()).collect();
             loads.retain(|a, _| live.contains(a));
         }
+        // A new endpoint starts as fast as the fastest one known, so it is tried at once
+        // rather than starved by the default estimate.
+        let start_rtt = loads
+            .values()
+            .map(|l| l.latency(now))
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))));
         let load_of = |loads: &mut HashMap<SocketAddr, Arc<EndpointLoad>>, e: &E| {
             loads
                 .entry(e.addr())
-                .or_insert_with(|| Arc::new(EndpointLoad::new(now)))
+                .or_insert_with(|| {
+                    Arc::new(match start_rtt {
+                        Some(rtt) => EndpointLoad::with_rtt(rtt, now),
+                        None => EndpointLoad::new(now),
+                    })
+                })
                 .clone()
         };
         let candidates: Vec<usize> = (0..endpoints.len())
@@ -277,11 +294,12 @@ impl Balancer {
                     b = candidates[(candidates.iter().position(|&c| c == a).unwrap_or(0) + 1)
                         % candidates.len()];
                 }
-                let (la, lb) = (
-                    load_of(&mut loads, &endpoints[a]),
-                    load_of(&mut loads, &endpoints[b]),
-                );
-                if la.cost(endpoints[a].weight(), now) <= lb.cost(endpoints[b].weight(), now) {
+                let ca = load_of(&mut loads, &endpoints[a]).cost(endpoints[a].weight(), now);
+                let cb = load_of(&mut loads, &endpoints[b]).cost(endpoints[b].weight(), now);
+                // Costs within a quarter of each other are a tie, won by the first (random)
+                // draw: similar endpoints share the load instead of the marginally faster one
+                // taking it all.
+                if ca <= cb || ca - cb <= ca * TIE {
                     a
                 } else {
                     b

@@ -26,6 +26,7 @@ pub const OUTBOUND_MAX_CONNECTIONS: &str = "REMORA_OUTBOUND_MAX_CONNECTIONS";
 pub const SHUTDOWN_GRACE: &str = "REMORA_SHUTDOWN_GRACE";
 pub const WORKER_THREADS: &str = "REMORA_WORKER_THREADS";
 pub const LOG: &str = "REMORA_LOG";
+pub const BREAKER_MAX_FAILURES: &str = "REMORA_BREAKER_MAX_FAILURES";
 pub const INBOUND_DETECT_TIMEOUT: &str = "REMORA_INBOUND_DETECT_TIMEOUT";
 pub const OUTBOUND_DETECT_TIMEOUT: &str = "REMORA_OUTBOUND_DETECT_TIMEOUT";
 pub const OPAQUE_PORTS: &str = "REMORA_OPAQUE_PORTS";
@@ -198,6 +199,11 @@ pub const VARS: &[Var] = &[
         help: "Most resolutions cached at once (least recently used dropped first)",
     },
     Var {
+        name: BREAKER_MAX_FAILURES,
+        default: "7",
+        help: "Consecutive failures after which an endpoint is ejected from balancing",
+    },
+    Var {
         name: LOG,
         default: "info",
         help: "Log filter, RUST_LOG syntax (e.g. warn,remora_proxy=debug)",
@@ -243,6 +249,7 @@ pub struct DestinationConfig {
     pub timeout: Duration,
     pub idle_timeout: Duration,
     pub max_targets: usize,
+    pub max_failures: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -378,6 +385,7 @@ fn destination_config(env: &Env<'_>) -> Result<Option<DestinationConfig>, Config
         timeout: env.parse(DESTINATION_TIMEOUT, parse_nonzero_duration)?,
         idle_timeout: env.parse(DESTINATION_IDLE_TIMEOUT, parse_nonzero_duration)?,
         max_targets: env.parse(DESTINATION_MAX_TARGETS, parse_positive)?,
+        max_failures: env.parse(BREAKER_MAX_FAILURES, parse_positive)? as u32,
     }))
 }
 

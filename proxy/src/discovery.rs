@@ -9,7 +9,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +20,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tonic::transport::Channel;
+
+use crate::balance::{Balancer, Picked, Weighted};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
@@ -111,7 +112,7 @@ pub enum Resolution {
 struct Entry {
     endpoints: watch::Receiver<Resolution>,
     profile: watch::Receiver<Option<Arc<pb::DestinationProfile>>>,
-    next: Arc<AtomicUsize>,
+    balancer: Arc<Balancer>,
     last_used: Mutex<Instant>,
     tasks: [JoinHandle<()>; 2],
 }
@@ -129,41 +130,61 @@ impl Drop for Entry {
 pub struct Target {
     pub endpoints: watch::Receiver<Resolution>,
     pub profile: watch::Receiver<Option<Arc<pb::DestinationProfile>>>,
-    next: Arc<AtomicUsize>,
+    pub balancer: Arc<Balancer>,
 }
 
 /// What the outbound should connect to.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub enum Pick {
-    Endpoint(Arc<Endpoint>),
+    /// An endpoint, and the balancer's handle to report how the attempt went.
+    Endpoint(Arc<Endpoint>, Picked),
     /// Forward to the original address (unknown to discovery, or discovery unavailable).
     AsIs,
     /// The target exists but has no endpoint (after waiting).
     NoEndpoints,
 }
 
+impl Weighted for Arc<Endpoint> {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+}
+
+/// How often a pick retries while every endpoint is ejected.
+const EJECTED_RECHECK: Duration = Duration::from_millis(50);
+
 impl Target {
-    /// Waits up to `timeout` for an answer, then picks an endpoint round-robin.
+    /// Waits up to `timeout` for an answer and an available endpoint, then picks one with the
+    /// balancer (power of two choices over peak-EWMA latency, skipping ejected endpoints).
     pub async fn pick(&mut self, timeout: Duration) -> Pick {
         let deadline = Instant::now() + timeout;
         loop {
             let current = self.endpoints.borrow_and_update().clone();
-            match current {
+            match &current {
                 Resolution::Endpoints(eps) if !eps.is_empty() => {
-                    let i = self.next.fetch_add(1, Ordering::Relaxed);
-                    return Pick::Endpoint(eps[i % eps.len()].clone());
+                    if let Some(p) = self.balancer.pick(eps) {
+                        return Pick::Endpoint(eps[p.index].clone(), p);
+                    }
                 }
                 Resolution::Unknown | Resolution::Unavailable => return Pick::AsIs,
                 Resolution::Pending | Resolution::Endpoints(_) => {}
             }
-            match tokio::time::timeout_at(deadline, self.endpoints.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => {
-                    return match current {
-                        Resolution::Pending => Pick::AsIs,
-                        _ => Pick::NoEndpoints,
-                    };
-                }
+            // No answer yet, no endpoint, or all ejected: wait for a change (or a probe to
+            // come due), up to the deadline.
+            let wait = match &current {
+                Resolution::Endpoints(eps) if !eps.is_empty() => Instant::now() + EJECTED_RECHECK,
+                _ => deadline,
+            };
+            let until = wait.min(deadline);
+            let changed = tokio::time::timeout_at(until, self.endpoints.changed()).await;
+            if matches!(changed, Ok(Err(_))) || Instant::now() >= deadline {
+                return match current {
+                    Resolution::Pending => Pick::AsIs,
+                    _ => Pick::NoEndpoints,
+                };
             }
         }
     }
@@ -176,7 +197,15 @@ pub struct Resolver {
     context_token: String,
     idle: Duration,
     max_entries: usize,
+    /// Consecutive failures that eject an endpoint.
+    max_failures: u32,
     cache: Mutex<HashMap<String, Entry>>,
+}
+
+/// A per-target seed for the balancer's random draws.
+fn seed(path: &str) -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(path)
 }
 
 impl Resolver {
@@ -185,12 +214,14 @@ impl Resolver {
         context_token: String,
         idle: Duration,
         max_entries: usize,
+        max_failures: u32,
     ) -> Arc<Self> {
         let resolver = Arc::new(Resolver {
             client: DestinationClient::new(channel),
             context_token,
             idle,
             max_entries,
+            max_failures,
             cache: Mutex::new(HashMap::new()),
         });
         tokio::spawn(sweep(Arc::downgrade(&resolver)));
@@ -209,7 +240,7 @@ impl Resolver {
             return Target {
                 endpoints: e.endpoints.clone(),
                 profile: e.profile.clone(),
-                next: e.next.clone(),
+                balancer: e.balancer.clone(),
             };
         }
         if cache.len() >= self.max_entries {
@@ -219,7 +250,7 @@ impl Resolver {
         let target = Target {
             endpoints: entry.endpoints.clone(),
             profile: entry.profile.clone(),
-            next: entry.next.clone(),
+            balancer: entry.balancer.clone(),
         };
         cache.insert(path.to_string(), entry);
         target
@@ -241,7 +272,7 @@ impl Resolver {
         Entry {
             endpoints: erx,
             profile: prx,
-            next: Arc::new(AtomicUsize::new(0)),
+            balancer: Arc::new(Balancer::new(self.max_failures, seed(path))),
             last_used: Mutex::new(Instant::now()),
             tasks: [get, profile],
         }
@@ -272,7 +303,7 @@ impl Entry {
         Target {
             endpoints: self.endpoints.clone(),
             profile: self.profile.clone(),
-            next: self.next.clone(),
+            balancer: self.balancer.clone(),
         }
     }
 }

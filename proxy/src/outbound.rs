@@ -17,6 +17,7 @@ use std::collections::HashSet;
 
 use tokio::io::AsyncWriteExt;
 
+use crate::balance::Picked;
 use crate::discovery::{Endpoint, Hint, Pick, Resolver};
 use crate::forward::Counted;
 use crate::io::{BoxIo, Io, PrefixedIo};
@@ -117,7 +118,7 @@ async fn handle(ctx: &OutboundCtx, http: &Arc<HttpOutbound>, mut stream: TcpStre
         Decision::Forward(dst) => {
             let route = endpoint(ctx.discovery.as_ref(), dst).await;
             let opaque = ctx.opaque_ports.contains(&dst.port())
-                || matches!(&route, Some((_, Some(ep))) if ep.hint == Hint::Opaque);
+                || matches!(&route, Some((_, Some(ep), _)) if ep.hint == Hint::Opaque);
             let io: BoxIo = if opaque {
                 Box::new(stream)
             } else {
@@ -148,13 +149,15 @@ async fn handle(ctx: &OutboundCtx, http: &Arc<HttpOutbound>, mut stream: TcpStre
                     }
                 }
             };
-            let Some((addr, ep)) = route else {
+            let Some((addr, ep, picked)) = route else {
                 tcp.metrics
                     .refused(Direction::Outbound, RefuseReason::NoEndpoints);
                 return;
             };
             let span = info_span!("target", %dst, endpoint = %addr);
-            forward(ctx, io, addr, ep.as_deref()).instrument(span).await
+            forward(ctx, io, addr, ep.as_deref(), picked)
+                .instrument(span)
+                .await
         }
         Decision::Refuse(reason) => {
             tcp.metrics.refused(Direction::Outbound, reason);
@@ -174,13 +177,24 @@ async fn handle(ctx: &OutboundCtx, http: &Arc<HttpOutbound>, mut stream: TcpStre
 }
 
 /// Dials the target (mTLS when discovery names its identity) and forwards.
-async fn forward(ctx: &OutboundCtx, client: BoxIo, addr: SocketAddr, ep: Option<&Endpoint>) {
+async fn forward(
+    ctx: &OutboundCtx,
+    client: BoxIo,
+    addr: SocketAddr,
+    ep: Option<&Endpoint>,
+    picked: Option<Picked>,
+) {
     let target = DialTarget {
         addr,
         endpoint: ep,
         protocol: None,
     };
-    let dialled = match dial(target, &ctx.tls, &ctx.own.ips, ctx.tcp.connect_timeout).await {
+    let dialled = dial(target, &ctx.tls, &ctx.own.ips, ctx.tcp.connect_timeout).await;
+    // Opaque connections are balanced on connect: the connect is the outcome.
+    if let Some(p) = picked {
+        crate::l7::outbound::report(p.finish(dialled.is_ok()), addr);
+    }
+    let dialled = match dialled {
         Ok(d) => d,
         Err(e) => {
             ctx.tcp.metrics.refused(Direction::Outbound, e.reason());
@@ -215,25 +229,26 @@ async fn serve_http(
 
 /// Where to connect for original destination `dst`: one of its discovered endpoints, or `dst`
 /// itself when discovery does not know it. `None` when it has no endpoint (refused, counted).
-async fn endpoint(
-    discovery: Option<&Discovery>,
-    dst: SocketAddr,
-) -> Option<(SocketAddr, Option<Arc<Endpoint>>)> {
+async fn endpoint(discovery: Option<&Discovery>, dst: SocketAddr) -> Option<Route> {
     let Some(d) = discovery else {
-        return Some((dst, None));
+        return Some((dst, None, None));
     };
     match d.resolver.resolve(&dst.to_string()).pick(d.timeout).await {
-        Pick::Endpoint(ep) => {
+        Pick::Endpoint(ep, picked) => {
             debug!(%dst, endpoint = %ep.addr, identity = ?ep.identity, hint = ?ep.hint, "resolved");
-            Some((ep.addr, Some(ep)))
+            Some((ep.addr, Some(ep), Some(picked)))
         }
-        Pick::AsIs => Some((dst, None)),
+        Pick::AsIs => Some((dst, None, None)),
         Pick::NoEndpoints => {
             warn!(%dst, waited = ?d.timeout, "no endpoints for this destination");
             None
         }
     }
 }
+
+/// Where a connection goes: the address, the endpoint discovery chose, and the balancer's
+/// handle to report on it.
+type Route = (SocketAddr, Option<Arc<Endpoint>>, Option<Picked>);
 
 #[cfg(test)]
 mod tests {

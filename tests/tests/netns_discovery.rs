@@ -30,10 +30,18 @@ fn services(pods: &[&Pod]) -> String {
 }
 
 /// Who answers `n` connections to the virtual IP from `client`.
-async fn reached(client: &Pod, n: usize) -> (BTreeSet<String>, usize) {
+/// Who answers connections to the virtual IP from `client`: at least `n` connections, and more
+/// (up to 40 × `n` or a minute) until every one of `expected` has answered. The balancer prefers
+/// faster endpoints, so a momentarily slow one may wait its turn; none outside the set may ever
+/// answer.
+async fn reached(client: &Pod, n: usize, expected: &BTreeSet<String>) -> (BTreeSet<String>, usize) {
     let mut names = BTreeSet::new();
     let mut failures = 0;
-    for _ in 0..n {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    for i in 0..40 * n {
+        if i >= n && (names == *expected || tokio::time::Instant::now() > deadline) {
+            break;
+        }
         match ask_name(&client.ns, VIP.parse().unwrap()).await {
             Ok(name) => {
                 names.insert(name);
@@ -122,8 +130,8 @@ async fn netns_traffic_follows_the_config_as_it_scales() {
         let current: Vec<&Pod> = b[..scale].to_vec();
         m.cp.set_services(&services(&current));
         converge(&m.client, &current).await;
-        let (names, failures) = reached(&m.client, 10 * scale).await;
         let want: BTreeSet<String> = current.iter().map(|p| p.name.clone()).collect();
+        let (names, failures) = reached(&m.client, 10 * scale, &want).await;
         assert_eq!(failures, 0, "scale {scale}");
         assert_eq!(
             names, want,
@@ -155,9 +163,10 @@ async fn netns_traffic_follows_the_config_as_it_scales() {
             .wait_log("config edit rejected", Duration::from_secs(15))
             .await
     );
-    let (names, failures) = reached(&m.client, 10).await;
+    let both = BTreeSet::from(["b1".to_string(), "b2".to_string()]);
+    let (names, failures) = reached(&m.client, 10, &both).await;
     assert_eq!(failures, 0);
-    assert_eq!(names, BTreeSet::from(["b1".to_string(), "b2".to_string()]));
+    assert_eq!(names, both);
     let cm = m.cp.metrics().await;
     assert_eq!(
         cm.get("config_reloads_total", &[("result", "failure")]),
@@ -194,7 +203,8 @@ async fn netns_proxies_ride_out_a_control_plane_outage() {
     let one: Vec<&Pod> = m.backends[1..].iter().collect();
     m.cp.set_services(&services(&one));
     converge(&m.client, &one).await;
-    let (names, failures) = reached(&m.client, 10).await;
+    let only_b2 = BTreeSet::from(["b2".to_string()]);
+    let (names, failures) = reached(&m.client, 10, &only_b2).await;
     assert_eq!(failures, 0);
-    assert_eq!(names, BTreeSet::from(["b2".to_string()]));
+    assert_eq!(names, only_b2);
 }

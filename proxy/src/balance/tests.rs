@@ -141,3 +141,27 @@ async fn in_flight_requests_count_against_an_endpoint() {
     let loads = b.loads.lock().unwrap();
     assert!(loads.values().all(|l| l.pending() == 0));
 }
+
+#[tokio::test(start_paused = true)]
+async fn similar_endpoints_share_and_new_ones_get_traffic() {
+    let b = Balancer::new(7, 11);
+    let mut e = eps(4);
+    let mut counts = [0usize; 5];
+    for i in 0..400 {
+        let p = b.pick(&e).unwrap();
+        counts[p.index] += 1;
+        // Latencies within a few percent of each other.
+        tokio::time::advance(Duration::from_micros(200 + (i % 7) as u64)).await;
+        p.finish(true);
+    }
+    assert!(counts[..4].iter().all(|&c| c > 40), "{counts:?}");
+    e.push(Ep(SocketAddr::from(([10, 0, 0, 9], 80)), 10_000));
+    let mut new = 0;
+    for _ in 0..100 {
+        let p = b.pick(&e).unwrap();
+        new += usize::from(p.index == 4);
+        tokio::time::advance(Duration::from_micros(200)).await;
+        p.finish(true);
+    }
+    assert!(new > 5, "the new endpoint got {new} of 100");
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use remora_metrics::tcp::{Direction, Peer, TcpLabels};
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::pool::{DialFuture, Key, Kind, Pool, SendError};
 use super::upgrade::{is_upgrade, tunnel};
@@ -17,6 +17,7 @@ use super::{
     Body, L5D_PROXY_CONNECTION, L5D_PROXY_ERROR, boxed, describe, ensure_absolute, error_response,
     orig_proto, strip_hop_by_hop, watch_errors,
 };
+use crate::balance::{Picked, Transition};
 use crate::discovery::{Endpoint, Hint, Pick};
 use crate::forward::Counted;
 use crate::io::BoxIo;
@@ -33,8 +34,19 @@ pub struct HttpOutbound {
 
 /// Where a request goes.
 enum Route {
-    To(SocketAddr, Option<Arc<Endpoint>>),
+    To(SocketAddr, Option<Arc<Endpoint>>, Option<Picked>),
     NoEndpoints(String),
+}
+
+/// Logs a breaker transition.
+pub fn report(transition: Option<Transition>, addr: SocketAddr) {
+    match transition {
+        Some(Transition::Ejected { backoff }) => {
+            warn!(endpoint = %addr, ?backoff, "endpoint ejected after consecutive failures")
+        }
+        Some(Transition::Restored) => info!(endpoint = %addr, "endpoint restored"),
+        None => {}
+    }
 }
 
 /// The request's authority as `host:port` (port 80 when absent).
@@ -76,7 +88,7 @@ impl HttpOutbound {
 
     async fn route(&self, orig: SocketAddr, authority: Option<&str>) -> Route {
         let Some(d) = &self.ctx.discovery else {
-            return Route::To(orig, None);
+            return Route::To(orig, None, None);
         };
         // By authority first (a name, not an IP literal), then by the original destination.
         let by_name = authority.filter(|a| {
@@ -91,12 +103,12 @@ impl HttpOutbound {
             .chain([orig.to_string()])
         {
             match d.resolver.resolve(&target).pick(d.timeout).await {
-                Pick::Endpoint(ep) => return Route::To(ep.addr, Some(ep)),
+                Pick::Endpoint(ep, picked) => return Route::To(ep.addr, Some(ep), Some(picked)),
                 Pick::NoEndpoints => return Route::NoEndpoints(target),
                 Pick::AsIs => continue,
             }
         }
-        Route::To(orig, None)
+        Route::To(orig, None, None)
     }
 
     fn dial(
@@ -133,12 +145,12 @@ impl HttpOutbound {
         let authority = authority(&req);
         // A CONNECT that was redirected here is for the upstream proxy the app dialled.
         let route = if req.method() == http::Method::CONNECT {
-            Route::To(orig, None)
+            Route::To(orig, None, None)
         } else {
             self.route(orig, authority.as_deref()).await
         };
-        let (addr, ep) = match route {
-            Route::To(addr, ep) => (addr, ep),
+        let (addr, ep, picked) = match route {
+            Route::To(addr, ep, picked) => (addr, ep, picked),
             Route::NoEndpoints(target) => {
                 return self.fail(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -184,7 +196,12 @@ impl HttpOutbound {
         let (body, body_failed) = watch_errors(body);
         let req = Request::from_parts(parts, body);
         let dial = || self.dial(addr, ep.clone(), protocol);
-        match self.pool.send(&key, dial, req).await {
+        let sent = self.pool.send(&key, dial, req).await;
+        if let Some(p) = picked {
+            let success = matches!(&sent, Ok(r) if !r.status().is_server_error());
+            report(p.finish(success), addr);
+        }
+        match sent {
             Ok(mut rsp) => {
                 if meshed {
                     // A peer proxy's annotations are for us, not the app.
