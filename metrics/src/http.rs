@@ -15,9 +15,19 @@ struct ErrorLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: &'static str,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct HttpMetrics {
     errors: Family<ErrorLabels, Counter>,
+    retries: Family<Reason, Counter>,
+    budget_exhausted: Counter,
+    timeouts: Counter,
+    ejections: Counter,
+    restorations: Counter,
 }
 
 impl HttpMetrics {
@@ -28,7 +38,52 @@ impl HttpMetrics {
             "HTTP responses the proxy synthesized, by direction, status and reason",
             m.errors.clone(),
         );
+        registry.register(
+            "retries",
+            "Requests retried, by reason (status: a failure response class; connect: never sent)",
+            m.retries.clone(),
+        );
+        registry.register(
+            "retry_budget_exhausted",
+            "Retries not made because the retry budget was spent",
+            m.budget_exhausted.clone(),
+        );
+        registry.register(
+            "request_timeouts",
+            "Requests answered 504 because their timeout passed",
+            m.timeouts.clone(),
+        );
+        registry.register(
+            "endpoint_ejections",
+            "Endpoints ejected from balancing after consecutive failures",
+            m.ejections.clone(),
+        );
+        registry.register(
+            "endpoint_restorations",
+            "Ejected endpoints restored after a successful probe",
+            m.restorations.clone(),
+        );
         m
+    }
+
+    pub fn retried(&self, reason: &'static str) {
+        self.retries.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub fn budget_exhausted(&self) {
+        self.budget_exhausted.inc();
+    }
+
+    pub fn timed_out(&self) {
+        self.timeouts.inc();
+    }
+
+    pub fn ejected(&self) {
+        self.ejections.inc();
+    }
+
+    pub fn restored(&self) {
+        self.restorations.inc();
     }
 
     pub fn error(&self, direction: Direction, status: u16, reason: &'static str) {

@@ -188,6 +188,7 @@ impl Proxy {
                 detect_timeout: cfg.outbound_detect_timeout,
                 http_metrics: self.http_metrics.clone(),
                 http_limits: cfg.http_limits,
+                request_timeout: cfg.request_timeout,
             },
         );
         let trust_domain = cfg.identity.as_ref().and_then(|i| {

@@ -27,6 +27,7 @@ pub const SHUTDOWN_GRACE: &str = "REMORA_SHUTDOWN_GRACE";
 pub const WORKER_THREADS: &str = "REMORA_WORKER_THREADS";
 pub const LOG: &str = "REMORA_LOG";
 pub const BREAKER_MAX_FAILURES: &str = "REMORA_BREAKER_MAX_FAILURES";
+pub const HTTP_REQUEST_TIMEOUT: &str = "REMORA_HTTP_REQUEST_TIMEOUT";
 pub const INBOUND_DETECT_TIMEOUT: &str = "REMORA_INBOUND_DETECT_TIMEOUT";
 pub const OUTBOUND_DETECT_TIMEOUT: &str = "REMORA_OUTBOUND_DETECT_TIMEOUT";
 pub const OPAQUE_PORTS: &str = "REMORA_OPAQUE_PORTS";
@@ -199,6 +200,11 @@ pub const VARS: &[Var] = &[
         help: "Most resolutions cached at once (least recently used dropped first)",
     },
     Var {
+        name: HTTP_REQUEST_TIMEOUT,
+        default: "off",
+        help: "Default outbound HTTP request timeout (504 after it); a profile route's timeout overrides it",
+    },
+    Var {
         name: BREAKER_MAX_FAILURES,
         default: "7",
         help: "Consecutive failures after which an endpoint is ejected from balancing",
@@ -232,6 +238,7 @@ pub struct Config {
     pub outbound_detect_timeout: Duration,
     pub opaque_ports: HashSet<u16>,
     pub http_limits: Limits,
+    pub request_timeout: Option<Duration>,
     pub default_policy: Policy,
     pub port_policies: HashMap<u16, Policy>,
     /// `None` when no identity is configured: the proxy then has no certificate.
@@ -304,6 +311,7 @@ impl Config {
             detect_timeout: env.parse(INBOUND_DETECT_TIMEOUT, parse_nonzero_duration)?,
             outbound_detect_timeout: env.parse(OUTBOUND_DETECT_TIMEOUT, parse_nonzero_duration)?,
             opaque_ports: env.parse(OPAQUE_PORTS, parse_ports)?,
+            request_timeout: env.parse(HTTP_REQUEST_TIMEOUT, parse_optional_duration)?,
             http_limits: Limits {
                 max_head: env.parse(HTTP_MAX_HEADER_BYTES, parse_positive)?,
                 max_headers: env.parse(HTTP_MAX_HEADERS, parse_positive)?,

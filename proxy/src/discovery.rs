@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::balance::{Balancer, Picked, Weighted};
+use crate::profile::{BudgetSlot, Profile};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 const BACKOFF_START: Duration = Duration::from_millis(200);
@@ -111,8 +112,9 @@ pub enum Resolution {
 #[derive(Debug)]
 struct Entry {
     endpoints: watch::Receiver<Resolution>,
-    profile: watch::Receiver<Option<Arc<pb::DestinationProfile>>>,
+    profile: watch::Receiver<Option<Arc<Profile>>>,
     balancer: Arc<Balancer>,
+    budget: Arc<BudgetSlot>,
     last_used: Mutex<Instant>,
     tasks: [JoinHandle<()>; 2],
 }
@@ -129,8 +131,9 @@ impl Drop for Entry {
 #[derive(Clone, Debug)]
 pub struct Target {
     pub endpoints: watch::Receiver<Resolution>,
-    pub profile: watch::Receiver<Option<Arc<pb::DestinationProfile>>>,
+    pub profile: watch::Receiver<Option<Arc<Profile>>>,
     pub balancer: Arc<Balancer>,
+    pub budget: Arc<BudgetSlot>,
 }
 
 /// What the outbound should connect to.
@@ -241,6 +244,7 @@ impl Resolver {
                 endpoints: e.endpoints.clone(),
                 profile: e.profile.clone(),
                 balancer: e.balancer.clone(),
+                budget: e.budget.clone(),
             };
         }
         if cache.len() >= self.max_entries {
@@ -251,6 +255,7 @@ impl Resolver {
             endpoints: entry.endpoints.clone(),
             profile: entry.profile.clone(),
             balancer: entry.balancer.clone(),
+            budget: entry.budget.clone(),
         };
         cache.insert(path.to_string(), entry);
         target
@@ -273,13 +278,14 @@ impl Resolver {
             endpoints: erx,
             profile: prx,
             balancer: Arc::new(Balancer::new(self.max_failures, seed(path))),
+            budget: Arc::default(),
             last_used: Mutex::new(Instant::now()),
             tasks: [get, profile],
         }
     }
 
     /// Every cached target and what is known of it.
-    pub fn snapshot(&self) -> Vec<(String, Resolution, Option<Arc<pb::DestinationProfile>>)> {
+    pub fn snapshot(&self) -> Vec<(String, Resolution, Option<Arc<Profile>>)> {
         let Ok(cache) = self.cache.lock() else {
             return Vec::new();
         };
@@ -304,6 +310,7 @@ impl Entry {
             endpoints: self.endpoints.clone(),
             profile: self.profile.clone(),
             balancer: self.balancer.clone(),
+            budget: self.budget.clone(),
         }
     }
 }
@@ -459,7 +466,7 @@ async fn follow_endpoints(
 async fn follow_profile(
     mut client: DestinationClient<Channel>,
     req: pb::GetDestination,
-    tx: watch::Sender<Option<Arc<pb::DestinationProfile>>>,
+    tx: watch::Sender<Option<Arc<Profile>>>,
 ) {
     let mut backoff = BACKOFF_START;
     loop {
@@ -467,7 +474,7 @@ async fn follow_profile(
             Ok(rsp) => {
                 let mut stream = rsp.into_inner();
                 while let Ok(Some(profile)) = stream.message().await {
-                    tx.send_replace(Some(Arc::new(profile)));
+                    tx.send_replace(Some(Arc::new(Profile::compile(profile))));
                     backoff = BACKOFF_START;
                 }
             }
@@ -520,8 +527,8 @@ pub fn snapshot_json(resolver: &Resolver) -> String {
                 "state": state,
                 "endpoints": endpoints,
                 "profile": profile.map(|p| json!({
-                    "fully_qualified_name": p.fully_qualified_name,
-                    "opaque_protocol": p.opaque_protocol,
+                    "fully_qualified_name": p.proto.fully_qualified_name,
+                    "opaque_protocol": p.proto.opaque_protocol,
                     "routes": p.routes.len(),
                 })),
             })

@@ -25,6 +25,7 @@
 //! - [`l7`]: HTTP detection and proxying (HTTP/1, HTTP/2, gRPC, upgrades).
 //! - [`mtls`]: mTLS between proxies: dialling endpoints, terminating inbound.
 //! - [`io`]: the boxed stream type of every connection side, replay of detected bytes.
+//! - [`profile`]: destination profiles compiled for the data path (routes, budgets).
 //! - [`policy`]: inbound authorization per port.
 //! - [`test_server`]: `remora test-server`, the HTTP/gRPC app of tests, demo and benchmarks.
 //! - [`log`], [`rlimit`]: process setup.
@@ -52,6 +53,7 @@ pub mod orig_dst;
 pub mod outbound;
 pub mod own;
 pub mod policy;
+pub mod profile;
 pub mod rlimit;
 pub mod tcp;
 pub mod test_server;

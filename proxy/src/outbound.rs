@@ -68,6 +68,8 @@ pub struct OutboundCtx {
     pub detect_timeout: Duration,
     pub http_metrics: HttpMetrics,
     pub http_limits: l7::server::Limits,
+    /// The default HTTP request timeout (a profile route's timeout overrides it).
+    pub request_timeout: Option<Duration>,
 }
 
 #[derive(Debug)]

@@ -9,7 +9,11 @@ use std::sync::Arc;
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use remora_metrics::tcp::{Direction, Peer, TcpLabels};
-use tracing::{info, warn};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
+use tracing::{debug, info, warn};
 
 use super::pool::{DialFuture, Key, Kind, Pool, SendError};
 use super::upgrade::{is_upgrade, tunnel};
@@ -141,7 +145,7 @@ impl HttpOutbound {
     }
 
     /// Handles one request of a connection whose original destination is `orig`.
-    pub async fn handle(&self, orig: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(&self, orig: SocketAddr, req: Request<Incoming>) -> Response<Body> {
         let authority = authority(&req);
         // A CONNECT that was redirected here is for the upstream proxy the app dialled.
         let route = if req.method() == http::Method::CONNECT {
@@ -159,9 +163,6 @@ impl HttpOutbound {
                 );
             }
         };
-        let meshed = ep
-            .as_ref()
-            .is_some_and(|e| e.identity.is_some() && e.hint == Hint::H2);
         if is_upgrade(&req) {
             let io = match self.dial(addr, ep, Some(SessionProtocol::Http1)).await {
                 Ok(io) => io,
@@ -172,6 +173,162 @@ impl HttpOutbound {
                 Err(e) => self.fail(StatusCode::BAD_GATEWAY, "upgrade", &e),
             };
         }
+        // The policy of the request's route, from the target's profile.
+        let target = self.target_of(orig, authority.as_deref());
+        let profile = target.as_ref().and_then(|t| t.profile.borrow().clone());
+        let route = profile
+            .as_ref()
+            .and_then(|p| p.route(req.method(), req.uri().path()).cloned());
+        let budget = target.as_ref().map(|t| {
+            t.budget
+                .get(profile.as_ref().and_then(|p| p.budget).unwrap_or_default())
+        });
+        if let Some(b) = &budget {
+            b.deposit();
+        }
+        let timeout = route
+            .as_ref()
+            .and_then(|r| r.timeout)
+            .or(self.ctx.request_timeout);
+        let attempts = Attempts {
+            first: (addr, ep, picked),
+            target,
+            route,
+            budget,
+        };
+        let run = self.attempts(req, attempts);
+        match timeout {
+            None => run.await,
+            Some(t) => match tokio::time::timeout(t, run).await {
+                Ok(rsp) => rsp,
+                Err(_) => {
+                    self.ctx.http_metrics.timed_out();
+                    self.fail(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "timeout",
+                        &format!("request timed out after {t:?}"),
+                    )
+                }
+            },
+        }
+    }
+
+    /// The discovery target whose profile and budget govern a request.
+    fn target_of(
+        &self,
+        orig: SocketAddr,
+        authority: Option<&str>,
+    ) -> Option<crate::discovery::Target> {
+        let d = self.ctx.discovery.as_ref()?;
+        let named = authority.filter(|a| {
+            let host = a.rsplit_once(':').map_or(*a, |(h, _)| h);
+            host.trim_matches(|c| c == '[' || c == ']')
+                .parse::<std::net::IpAddr>()
+                .is_err()
+        });
+        for path in named
+            .into_iter()
+            .map(str::to_string)
+            .chain([orig.to_string()])
+        {
+            let t = d.resolver.resolve(&path);
+            if matches!(
+                &*t.endpoints.borrow(),
+                crate::discovery::Resolution::Endpoints(_)
+            ) {
+                return Some(t);
+            }
+        }
+        None
+    }
+
+    /// Sends a request, retrying what its route and the budget allow: failure responses of a
+    /// retryable route (body buffered up to 64 KiB), and requests that were never sent.
+    async fn attempts(&self, req: Request<Incoming>, a: Attempts) -> Response<Body> {
+        let retryable = a.route.as_ref().is_some_and(|r| r.retryable);
+        let (parts, body) = req.into_parts();
+        let (mut body, body_failed) = watch_errors(body);
+        // A body small enough is buffered so the request can be sent again.
+        let replay = if retryable && body.size_hint().exact().is_some_and(|n| n <= MAX_REPLAY) {
+            match body.collect().await {
+                Ok(b) => {
+                    let bytes = b.to_bytes();
+                    body = boxed(Full::new(bytes.clone()));
+                    Some(bytes)
+                }
+                Err(_) => {
+                    return self.fail(
+                        StatusCode::BAD_REQUEST,
+                        "malformed_request",
+                        "malformed request body",
+                    );
+                }
+            }
+        } else {
+            None
+        };
+        let pristine = (
+            parts.method.clone(),
+            parts.uri.clone(),
+            parts.version,
+            parts.headers.clone(),
+        );
+        let mut req = Request::from_parts(parts, body);
+        let (mut addr, mut ep, mut picked) = a.first;
+        let mut attempt = 1;
+        loop {
+            let (sent, meshed, upgraded) = self.send_once(addr, ep.clone(), req).await;
+            if let Some(p) = picked.take() {
+                let success = matches!(&sent, Ok(r) if !r.status().is_server_error());
+                self.report(p.finish(success), addr);
+            }
+            let retry = match &sent {
+                Ok(rsp) => {
+                    replay.is_some()
+                        && a.route.as_ref().is_some_and(|r| r.is_failure(rsp.status()))
+                        && attempt < MAX_ATTEMPTS
+                }
+                Err(SendError::Connect(..)) => attempt < MAX_ATTEMPTS,
+                Err(_) => false,
+            };
+            let reason = if sent.is_ok() { "status" } else { "connect" };
+            if retry && !a.budget.as_ref().is_some_and(|b| b.try_withdraw()) {
+                self.ctx.http_metrics.budget_exhausted();
+            } else if retry {
+                self.ctx.http_metrics.retried(reason);
+                attempt += 1;
+                req = match sent {
+                    Err(SendError::Connect(_, back)) => {
+                        let mut back = *back;
+                        orig_proto::downgrade(&mut back);
+                        back
+                    }
+                    _ => rebuild(&pristine, replay.clone().unwrap_or_default()),
+                };
+                (addr, ep, picked) = match &a.target {
+                    Some(t) => match t.clone().pick(Duration::from_millis(100)).await {
+                        Pick::Endpoint(e, p) => (e.addr, Some(e), Some(p)),
+                        _ => (addr, ep, None),
+                    },
+                    None => (addr, ep, None),
+                };
+                debug!(attempt, %addr, reason, "retrying");
+                continue;
+            }
+            return self.respond(sent, addr, meshed, upgraded, &body_failed);
+        }
+    }
+
+    /// Sends one attempt to `addr` (as `ep`), upgrading HTTP/1 for a meshed peer.
+    async fn send_once(
+        &self,
+        addr: SocketAddr,
+        ep: Option<Arc<Endpoint>>,
+        mut req: Request<Body>,
+    ) -> (Result<Response<Incoming>, SendError>, bool, bool) {
+        let meshed = ep
+            .as_ref()
+            .is_some_and(|e| e.identity.is_some() && e.hint == Hint::H2);
         strip_hop_by_hop(req.headers_mut());
         let h2 = meshed || req.version() == http::Version::HTTP_2;
         let upgraded = meshed && req.version() != http::Version::HTTP_2;
@@ -179,6 +336,9 @@ impl HttpOutbound {
             orig_proto::upgrade(&mut req);
         }
         let kind = if h2 { Kind::Http2 } else { Kind::Http1 };
+        if kind == Kind::Http2 {
+            ensure_absolute(&mut req, &addr.to_string());
+        }
         let protocol = Some(if h2 {
             SessionProtocol::Http2
         } else {
@@ -189,18 +349,18 @@ impl HttpOutbound {
             kind,
             identity: ep.as_ref().and_then(|e| e.identity.clone()),
         };
-        if kind == Kind::Http2 {
-            ensure_absolute(&mut req, &addr.to_string());
-        }
-        let (parts, body) = req.into_parts();
-        let (body, body_failed) = watch_errors(body);
-        let req = Request::from_parts(parts, body);
         let dial = || self.dial(addr, ep.clone(), protocol);
-        let sent = self.pool.send(&key, dial, req).await;
-        if let Some(p) = picked {
-            let success = matches!(&sent, Ok(r) if !r.status().is_server_error());
-            report(p.finish(success), addr);
-        }
+        (self.pool.send(&key, dial, req).await, meshed, upgraded)
+    }
+
+    fn respond(
+        &self,
+        sent: Result<Response<Incoming>, SendError>,
+        addr: SocketAddr,
+        meshed: bool,
+        upgraded: bool,
+        body_failed: &std::sync::atomic::AtomicBool,
+    ) -> Response<Body> {
         match sent {
             Ok(mut rsp) => {
                 if meshed {
@@ -220,7 +380,7 @@ impl HttpOutbound {
                 "malformed_request",
                 "malformed request body",
             ),
-            Err(SendError::Connect(e)) => {
+            Err(SendError::Connect(e, _)) => {
                 self.fail(StatusCode::BAD_GATEWAY, "connect", &format!("{addr}: {e}"))
             }
             Err(e) => self.fail(
@@ -230,6 +390,41 @@ impl HttpOutbound {
             ),
         }
     }
+
+    fn report(&self, transition: Option<Transition>, addr: SocketAddr) {
+        match transition {
+            Some(Transition::Ejected { .. }) => self.ctx.http_metrics.ejected(),
+            Some(Transition::Restored) => self.ctx.http_metrics.restored(),
+            None => {}
+        }
+        report(transition, addr);
+    }
+}
+
+/// Requests with bodies up to this size are buffered so they can be retried.
+pub const MAX_REPLAY: u64 = 64 * 1024;
+/// Attempts per request at most (the budget usually says no sooner).
+pub const MAX_ATTEMPTS: u32 = 3;
+
+/// What the attempts of one request share.
+struct Attempts {
+    first: (SocketAddr, Option<Arc<Endpoint>>, Option<Picked>),
+    target: Option<crate::discovery::Target>,
+    route: Option<crate::profile::Route>,
+    budget: Option<Arc<crate::budget::RetryBudget>>,
+}
+
+/// A fresh copy of a buffered request.
+fn rebuild(
+    (method, uri, version, headers): &(http::Method, http::Uri, http::Version, http::HeaderMap),
+    body: bytes::Bytes,
+) -> Request<Body> {
+    let mut req = Request::new(boxed(Full::new(body)));
+    *req.method_mut() = method.clone();
+    *req.uri_mut() = uri.clone();
+    *req.version_mut() = *version;
+    *req.headers_mut() = headers.clone();
+    req
 }
 
 #[cfg(test)]

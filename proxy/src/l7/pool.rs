@@ -41,9 +41,9 @@ pub type DialFuture = Pin<Box<dyn Future<Output = Result<BoxIo, String>> + Send>
 /// Why a request could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// No connection could be made: the request was never sent.
+    /// No connection could be made: the request was never sent, and is handed back.
     #[error("{0}")]
-    Connect(String),
+    Connect(String, Box<Request<Body>>),
     /// The connection failed while the request was in flight.
     #[error("{0}")]
     Http(#[from] hyper::Error),
@@ -95,11 +95,14 @@ impl Pool {
         let mut sender = match self.idle_h1(key) {
             Some(s) => s,
             None => {
-                let io = dial().await.map_err(SendError::Connect)?;
-                let (sender, conn) = http1::Builder::new()
-                    .handshake(TokioIo::new(io))
-                    .await
-                    .map_err(|e| SendError::Connect(e.to_string()))?;
+                let io = match dial().await {
+                    Ok(io) => io,
+                    Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+                };
+                let (sender, conn) = match http1::Builder::new().handshake(TokioIo::new(io)).await {
+                    Ok(h) => h,
+                    Err(e) => return Err(SendError::Connect(e.to_string(), Box::new(req))),
+                };
                 let addr = key.addr;
                 tokio::spawn(async move {
                     if let Err(e) = conn.await {
@@ -109,7 +112,9 @@ impl Pool {
                 sender
             }
         };
-        sender.ready().await?;
+        if let Err(e) = sender.ready().await {
+            return Err(SendError::Connect(e.to_string(), Box::new(req)));
+        }
         let rsp = sender.send_request(req).await;
         // Back to the pool: it is ready again once this response's body is done.
         if let Ok(mut map) = self.h1.lock() {
@@ -127,25 +132,33 @@ impl Pool {
         dial: D,
         req: Request<Body>,
     ) -> Result<Response<Incoming>, SendError> {
-        let slot = {
-            let mut map = self
-                .h2
-                .lock()
-                .map_err(|_| SendError::Connect("pool lock poisoned".into()))?;
-            map.entry(key.clone()).or_default().clone()
+        let slot = match self.h2.lock() {
+            Ok(mut map) => map.entry(key.clone()).or_default().clone(),
+            Err(_) => {
+                return Err(SendError::Connect(
+                    "pool lock poisoned".into(),
+                    Box::new(req),
+                ));
+            }
         };
         let mut sender = {
             let mut guard = slot.lock().await;
             match guard.as_ref() {
                 Some(s) if !s.is_closed() => s.clone(),
                 _ => {
-                    let io = dial().await.map_err(SendError::Connect)?;
-                    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                    let io = match dial().await {
+                        Ok(io) => io,
+                        Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+                    };
+                    let handshake = http2::Builder::new(TokioExecutor::new())
                         .timer(TokioTimer::new())
                         .adaptive_window(true)
                         .handshake(TokioIo::new(io))
-                        .await
-                        .map_err(|e| SendError::Connect(e.to_string()))?;
+                        .await;
+                    let (sender, conn) = match handshake {
+                        Ok(h) => h,
+                        Err(e) => return Err(SendError::Connect(e.to_string(), Box::new(req))),
+                    };
                     let addr = key.addr;
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
@@ -157,7 +170,9 @@ impl Pool {
                 }
             }
         };
-        sender.ready().await?;
+        if let Err(e) = sender.ready().await {
+            return Err(SendError::Connect(e.to_string(), Box::new(req)));
+        }
         Ok(sender.send_request(req).await?)
     }
 
