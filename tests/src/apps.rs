@@ -60,6 +60,8 @@ pub struct AppHandle {
     pub port: u16,
     accepted: Arc<AtomicUsize>,
     task: JoinHandle<()>,
+    /// The test server's state, for [`App::Test`] apps (to make it slow or broken).
+    pub server: Option<Arc<remora_proxy::test_server::TestServer>>,
 }
 
 impl AppHandle {
@@ -118,13 +120,12 @@ impl App {
         let listener = listen_in(ns, port)?;
         if let App::Test(_, name) = &self {
             let server = remora_proxy::test_server::TestServer::new(name);
-            let requests = server.clone();
-            let task = tokio::spawn(server.run(listener));
-            let _ = requests;
+            let task = tokio::spawn(server.clone().run(listener));
             return Ok(AppHandle {
                 port,
                 accepted: Arc::new(AtomicUsize::new(0)),
                 task,
+                server: Some(server),
             });
         }
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -142,6 +143,7 @@ impl App {
             port,
             accepted,
             task,
+            server: None,
         })
     }
 

@@ -160,3 +160,206 @@ async fn netns_retries_budgets_and_timeouts_follow_the_profile() {
     );
     assert_eq!(a.metrics().await.get("request_timeouts_total", &[]), 1.0);
 }
+
+/// Sends `n` GETs to `host` from `pod`, `parallel` at a time; returns who answered each
+/// (`x-server`) and how many failed.
+async fn spray(
+    pod: &remora_tests::Pod,
+    vip: &str,
+    host: &str,
+    n: usize,
+    parallel: usize,
+) -> (Vec<String>, usize) {
+    let mut servers = Vec::new();
+    let mut failed = 0;
+    let mut conns = Vec::new();
+    for _ in 0..parallel {
+        conns.push(http1(&pod.ns, vip.parse().unwrap()).await);
+    }
+    let per = n / parallel;
+    let tasks: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
+            let host = host.to_string();
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                for _ in 0..per {
+                    out.push(match send1(&mut c, get(&host, "/echo")).await {
+                        Ok(r) if r.status == 200 => {
+                            Ok(r.headers["x-server"].to_str().unwrap().to_string())
+                        }
+                        Ok(r) => Err(r.status.as_u16()),
+                        Err(_) => Err(0),
+                    });
+                }
+                out
+            })
+        })
+        .collect();
+    for t in tasks {
+        for r in t.await.unwrap() {
+            match r {
+                Ok(s) => servers.push(s),
+                Err(_) => failed += 1,
+            }
+        }
+    }
+    (servers, failed)
+}
+
+#[tokio::test]
+async fn netns_balancing_prefers_the_fast_and_follows_the_set() {
+    let Some(net) = Net::new() else { return };
+    let pki = Pki::new();
+    let mut east = ClusterPlane::start(&net, &pki, "east", "east.example", 8086).await;
+    let fast = net
+        .pod("fast")
+        .app(test_server(8080, "fast"))
+        .control_plane(&east.cp, "echo", "shop")
+        .meshed()
+        .start()
+        .await;
+    let slow = net
+        .pod("slow")
+        .app(test_server(8080, "slow"))
+        .control_plane(&east.cp, "echo", "shop")
+        .meshed()
+        .start()
+        .await;
+    let extra = net
+        .pod("extra")
+        .app(test_server(8080, "extra"))
+        .control_plane(&east.cp, "echo", "shop")
+        .meshed()
+        .start()
+        .await;
+    slow.app(0)
+        .server
+        .as_ref()
+        .unwrap()
+        .delay_ms
+        .store(50, std::sync::atomic::Ordering::Relaxed);
+    let a = net
+        .pod("a")
+        .control_plane(&east.cp, "web", "shop")
+        .meshed()
+        .start()
+        .await;
+    let svc = |pods: &[&remora_tests::Pod]| {
+        let mut s = Service::new("web", "shop").vip("10.96.0.70").port(8080);
+        for p in pods {
+            s = s.endpoint(p, "echo");
+        }
+        s
+    };
+    east.cp.apply(&[svc(&[&fast, &slow])]).await;
+    let (servers, failed) = spray(&a, "10.96.0.70:8080", HOST, 1000, 10).await;
+    assert_eq!(failed, 0);
+    let on_fast = servers.iter().filter(|s| *s == "fast").count();
+    assert!(on_fast > 650, "the fast endpoint got {on_fast} of 1000");
+
+    // Add an endpoint while traffic flows, then remove one: no request fails, and the set is
+    // followed.
+    slow.app(0)
+        .server
+        .as_ref()
+        .unwrap()
+        .delay_ms
+        .store(0, std::sync::atomic::Ordering::Relaxed);
+    let during = tokio::spawn({
+        let ns = a.ns.clone();
+        async move {
+            let mut c = http1(&ns, "10.96.0.70:8080".parse().unwrap()).await;
+            let mut seen = std::collections::BTreeMap::<String, usize>::new();
+            let mut failed = 0;
+            for _ in 0..600 {
+                match send1(&mut c, get(HOST, "/echo")).await {
+                    Ok(r) if r.status == 200 => {
+                        *seen
+                            .entry(r.headers["x-server"].to_str().unwrap().to_string())
+                            .or_default() += 1
+                    }
+                    _ => failed += 1,
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            (seen, failed)
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    east.cp.apply(&[svc(&[&fast, &slow, &extra])]).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    east.cp.apply(&[svc(&[&slow, &extra])]).await;
+    let (seen, failed) = during.await.unwrap();
+    assert_eq!(
+        failed, 0,
+        "no request failed while the set changed: {seen:?}"
+    );
+    assert!(
+        seen.get("extra").copied().unwrap_or(0) > 0,
+        "the added endpoint got traffic: {seen:?}"
+    );
+    let (servers, failed) = spray(&a, "10.96.0.70:8080", HOST, 200, 4).await;
+    assert_eq!(failed, 0);
+    assert!(
+        !servers.iter().any(|s| s == "fast"),
+        "the removed endpoint still got traffic"
+    );
+}
+
+#[tokio::test]
+async fn netns_a_failing_endpoint_is_ejected_and_restored() {
+    let Some(net) = Net::new() else { return };
+    let pki = Pki::new();
+    let mut east = ClusterPlane::start(&net, &pki, "east", "east.example", 8086).await;
+    let good = net
+        .pod("good")
+        .app(test_server(8080, "good"))
+        .control_plane(&east.cp, "echo", "shop")
+        .meshed()
+        .start()
+        .await;
+    let bad = net
+        .pod("bad")
+        .app(test_server(8080, "bad"))
+        .control_plane(&east.cp, "echo", "shop")
+        .meshed()
+        .start()
+        .await;
+    let a = net
+        .pod("a")
+        .control_plane(&east.cp, "web", "shop")
+        .meshed()
+        .start()
+        .await;
+    east.cp
+        .apply(&[Service::new("web", "shop")
+            .vip("10.96.0.80")
+            .port(8080)
+            .endpoint(&good, "echo")
+            .endpoint(&bad, "echo")])
+        .await;
+    let broken = bad.app(0).server.clone().unwrap();
+    broken
+        .fail_all
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // Warm up until the breaker has ejected the broken endpoint.
+    let _ = spray(&a, "10.96.0.80:8080", HOST, 60, 1).await;
+    let m = a.metrics().await;
+    assert!(m.get("endpoint_ejections_total", &[]) >= 1.0, "{}", m.text);
+    // Ejected: the good endpoint serves everything.
+    let (servers, failed) = spray(&a, "10.96.0.80:8080", HOST, 100, 1).await;
+    assert_eq!(failed, 0, "{servers:?}");
+    assert!(servers.iter().all(|s| s == "good"));
+    // Healthy again: a probe restores it and it takes traffic again.
+    broken
+        .fail_all
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let restored = remora_tests::eventually(Duration::from_secs(30), || async {
+        let (servers, _) = spray(&a, "10.96.0.80:8080", HOST, 20, 1).await;
+        servers.iter().any(|s| s == "bad")
+    })
+    .await;
+    assert!(restored, "the endpoint came back");
+    assert!(a.metrics().await.get("endpoint_restorations_total", &[]) >= 1.0);
+}

@@ -44,6 +44,10 @@ pub struct TestServer {
     fail_first: Mutex<HashMap<String, u64>>,
     share_calls: AtomicU64,
     pub requests: AtomicU64,
+    /// Added to every HTTP answer (ms): a slow replica.
+    pub delay_ms: AtomicU64,
+    /// Answer every HTTP request 500: a broken replica.
+    pub fail_all: std::sync::atomic::AtomicBool,
 }
 
 impl TestServer {
@@ -106,8 +110,14 @@ impl TestServer {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/grpc"));
+        let delay = self.delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         let mut rsp = if is_grpc {
             grpc::handle(req).await
+        } else if self.fail_all.load(Ordering::Relaxed) {
+            text(StatusCode::INTERNAL_SERVER_ERROR, "failing everything\n")
         } else {
             self.route(req, reset).await
         };
