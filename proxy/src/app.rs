@@ -189,6 +189,7 @@ impl Proxy {
                 http_metrics: self.http_metrics.clone(),
                 http_limits: cfg.http_limits,
                 request_timeout: cfg.request_timeout,
+                pool_idle_timeout: cfg.pool_idle_timeout,
             },
         );
         let trust_domain = cfg.identity.as_ref().and_then(|i| {
@@ -212,6 +213,7 @@ impl Proxy {
                 opaque_ports,
                 http_metrics: self.http_metrics.clone(),
                 http_limits: cfg.http_limits,
+                pool_idle_timeout: cfg.pool_idle_timeout,
             },
         );
         let admin_state = AdminState {

@@ -28,6 +28,7 @@ pub const WORKER_THREADS: &str = "REMORA_WORKER_THREADS";
 pub const LOG: &str = "REMORA_LOG";
 pub const BREAKER_MAX_FAILURES: &str = "REMORA_BREAKER_MAX_FAILURES";
 pub const HTTP_REQUEST_TIMEOUT: &str = "REMORA_HTTP_REQUEST_TIMEOUT";
+pub const HTTP_POOL_IDLE_TIMEOUT: &str = "REMORA_HTTP_POOL_IDLE_TIMEOUT";
 pub const INBOUND_DETECT_TIMEOUT: &str = "REMORA_INBOUND_DETECT_TIMEOUT";
 pub const OUTBOUND_DETECT_TIMEOUT: &str = "REMORA_OUTBOUND_DETECT_TIMEOUT";
 pub const OPAQUE_PORTS: &str = "REMORA_OPAQUE_PORTS";
@@ -205,6 +206,11 @@ pub const VARS: &[Var] = &[
         help: "Default outbound HTTP request timeout (504 after it); a profile route's timeout overrides it",
     },
     Var {
+        name: HTTP_POOL_IDLE_TIMEOUT,
+        default: "90s",
+        help: "Close pooled HTTP client connections (to peers and apps) unused this long",
+    },
+    Var {
         name: BREAKER_MAX_FAILURES,
         default: "7",
         help: "Consecutive failures after which an endpoint is ejected from balancing",
@@ -239,6 +245,7 @@ pub struct Config {
     pub opaque_ports: HashSet<u16>,
     pub http_limits: Limits,
     pub request_timeout: Option<Duration>,
+    pub pool_idle_timeout: Duration,
     pub default_policy: Policy,
     pub port_policies: HashMap<u16, Policy>,
     /// `None` when no identity is configured: the proxy then has no certificate.
@@ -312,6 +319,7 @@ impl Config {
             outbound_detect_timeout: env.parse(OUTBOUND_DETECT_TIMEOUT, parse_nonzero_duration)?,
             opaque_ports: env.parse(OPAQUE_PORTS, parse_ports)?,
             request_timeout: env.parse(HTTP_REQUEST_TIMEOUT, parse_optional_duration)?,
+            pool_idle_timeout: env.parse(HTTP_POOL_IDLE_TIMEOUT, parse_nonzero_duration)?,
             http_limits: Limits {
                 max_head: env.parse(HTTP_MAX_HEADER_BYTES, parse_positive)?,
                 max_headers: env.parse(HTTP_MAX_HEADERS, parse_positive)?,

@@ -77,6 +77,7 @@ pub struct InboundCtx {
     pub opaque_ports: Arc<HashSet<u16>>,
     pub http_metrics: HttpMetrics,
     pub http_limits: l7::server::Limits,
+    pub pool_idle_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -92,8 +93,8 @@ impl Inbound {
             listeners,
             accept,
             http: Arc::new(HttpInbound {
+                pool: Pool::with_evictor(ctx.pool_idle_timeout),
                 ctx: Arc::new(ctx),
-                pool: Pool::new(),
             }),
         }
     }

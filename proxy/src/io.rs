@@ -25,6 +25,11 @@ impl Io for BoxIo {
     }
 }
 
+#[cfg(test)]
+impl Io for tokio::io::DuplexStream {
+    fn reset(&self) {}
+}
+
 impl Io for TcpStream {
     fn reset(&self) {
         let _ = socket2::SockRef::from(self).set_linger(Some(Duration::ZERO));

@@ -70,6 +70,7 @@ pub struct OutboundCtx {
     pub http_limits: l7::server::Limits,
     /// The default HTTP request timeout (a profile route's timeout overrides it).
     pub request_timeout: Option<Duration>,
+    pub pool_idle_timeout: Duration,
 }
 
 #[derive(Debug)]
@@ -88,7 +89,7 @@ impl Outbound {
             accept,
             http: Arc::new(HttpOutbound {
                 ctx: ctx.clone(),
-                pool: Pool::new(),
+                pool: Pool::with_evictor(ctx.pool_idle_timeout),
             }),
             ctx,
         }

@@ -27,7 +27,7 @@ use crate::tcp::connect;
 #[derive(Debug)]
 pub struct HttpInbound {
     pub ctx: Arc<InboundCtx>,
-    pub pool: Pool,
+    pub pool: Arc<Pool>,
 }
 
 impl HttpInbound {

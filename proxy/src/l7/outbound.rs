@@ -33,7 +33,7 @@ use crate::transport_header::SessionProtocol;
 #[derive(Debug)]
 pub struct HttpOutbound {
     pub ctx: Arc<OutboundCtx>,
-    pub pool: Pool,
+    pub pool: Arc<Pool>,
 }
 
 /// Where a request goes.

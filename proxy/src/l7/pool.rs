@@ -8,6 +8,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -49,17 +52,72 @@ pub enum SendError {
     Http(#[from] hyper::Error),
 }
 
+/// An HTTP/1 connection and when it was last used.
+type IdleH1 = (http1::SendRequest<Body>, Instant);
 type H2Slot = Arc<tokio::sync::Mutex<Option<http2::SendRequest<Body>>>>;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Pool {
-    h1: Mutex<HashMap<Key, Vec<http1::SendRequest<Body>>>>,
-    h2: Mutex<HashMap<Key, H2Slot>>,
+    h1: Mutex<HashMap<Key, Vec<IdleH1>>>,
+    h2: Mutex<HashMap<Key, (H2Slot, Instant)>>,
+    idle_timeout: Duration,
 }
 
+impl Default for Pool {
+    fn default() -> Self {
+        Self::new(DEFAULT_IDLE_TIMEOUT)
+    }
+}
+
+/// Pooled connections unused this long are closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
 impl Pool {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(idle_timeout: Duration) -> Self {
+        Pool {
+            h1: Mutex::new(HashMap::new()),
+            h2: Mutex::new(HashMap::new()),
+            idle_timeout,
+        }
+    }
+
+    /// Closes connections idle longer than the idle timeout (dropping the last handle of a
+    /// connection closes it once its in-flight requests are done).
+    pub fn evict_idle(&self) {
+        let now = Instant::now();
+        if let Ok(mut map) = self.h1.lock() {
+            for conns in map.values_mut() {
+                conns.retain(|(c, used)| {
+                    !c.is_closed() && now.duration_since(*used) < self.idle_timeout
+                });
+            }
+            map.retain(|_, conns| !conns.is_empty());
+        }
+        if let Ok(mut map) = self.h2.lock() {
+            map.retain(|_, (_, used)| now.duration_since(*used) < self.idle_timeout);
+        }
+    }
+
+    /// A pool whose idle connections are evicted in the background (call within a runtime).
+    pub fn with_evictor(idle_timeout: Duration) -> Arc<Self> {
+        let pool = Arc::new(Pool::new(idle_timeout));
+        pool.spawn_evictor();
+        pool
+    }
+
+    /// Evicts idle connections every few seconds for as long as the pool lives.
+    pub fn spawn_evictor(self: &Arc<Self>) {
+        let pool = Arc::downgrade(self);
+        let every =
+            (self.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(10));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                pool.evict_idle();
+            }
+        });
     }
 
     /// Sends `req` on a connection for `key`, dialling one with `dial` if none is ready.
@@ -81,9 +139,9 @@ impl Pool {
     fn idle_h1(&self, key: &Key) -> Option<http1::SendRequest<Body>> {
         let mut map = self.h1.lock().ok()?;
         let conns = map.get_mut(key)?;
-        conns.retain(|c| !c.is_closed());
-        let i = conns.iter().position(|c| c.is_ready())?;
-        Some(conns.swap_remove(i))
+        conns.retain(|(c, _)| !c.is_closed());
+        let i = conns.iter().position(|(c, _)| c.is_ready())?;
+        Some(conns.swap_remove(i).0)
     }
 
     async fn send_h1<D: FnOnce() -> DialFuture>(
@@ -120,7 +178,7 @@ impl Pool {
         if let Ok(mut map) = self.h1.lock() {
             let conns = map.entry(key.clone()).or_default();
             if conns.len() < MAX_IDLE_H1 && !sender.is_closed() {
-                conns.push(sender);
+                conns.push((sender, Instant::now()));
             }
         }
         Ok(rsp?)
@@ -133,7 +191,13 @@ impl Pool {
         req: Request<Body>,
     ) -> Result<Response<Incoming>, SendError> {
         let slot = match self.h2.lock() {
-            Ok(mut map) => map.entry(key.clone()).or_default().clone(),
+            Ok(mut map) => {
+                let entry = map
+                    .entry(key.clone())
+                    .or_insert_with(|| (H2Slot::default(), Instant::now()));
+                entry.1 = Instant::now();
+                entry.0.clone()
+            }
             Err(_) => {
                 return Err(SendError::Connect(
                     "pool lock poisoned".into(),
@@ -183,11 +247,64 @@ impl Pool {
             .lock()
             .map(|m| {
                 m.values()
-                    .map(|v| v.iter().filter(|c| !c.is_closed()).count())
+                    .map(|v| v.iter().filter(|(c, _)| !c.is_closed()).count())
                     .sum()
             })
             .unwrap_or(0);
         let h2 = self.h2.lock().map(|m| m.len()).unwrap_or(0);
         h1 + h2
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::Empty;
+
+    /// A pool whose connections go to an in-memory HTTP/1 server.
+    fn dial_memory() -> DialFuture {
+        Box::pin(async {
+            let (client, server) = tokio::io::duplex(64 * 1024);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        Empty::<bytes::Bytes>::new(),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(server), service)
+                    .await;
+            });
+            Ok(Box::new(client) as BoxIo)
+        })
+    }
+
+    fn req() -> Request<Body> {
+        Request::get("/")
+            .body(crate::l7::boxed(Empty::<bytes::Bytes>::new()))
+            .unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn reuses_connections_and_evicts_idle_ones() {
+        let pool = Pool::new(Duration::from_secs(10));
+        let key = Key {
+            addr: "10.0.0.1:80".parse().unwrap(),
+            kind: Kind::Http1,
+            identity: None,
+        };
+        for _ in 0..3 {
+            let rsp = pool.send(&key, dial_memory, req()).await.unwrap();
+            assert_eq!(rsp.status(), 200);
+            drop(rsp);
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.open_connections(), 1, "one connection, reused");
+        tokio::time::advance(Duration::from_secs(5)).await;
+        pool.evict_idle();
+        assert_eq!(pool.open_connections(), 1, "not idle long enough");
+        tokio::time::advance(Duration::from_secs(6)).await;
+        pool.evict_idle();
+        assert_eq!(pool.open_connections(), 0, "idle connections are closed");
     }
 }
