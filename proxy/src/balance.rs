@@ -160,9 +160,184 @@ pub trait Weighted {
 /// The balancer of one target.
 #[derive(Debug)]
 pub struct Balancer {
-    loads: Mutex<HashMap<SocketAddr, Arc<EndpointLoad>>>,
+    state: Mutex<State>,
     rng: AtomicU64,
     pub max_failures: u32,
+}
+
+/// Per-endpoint loads (kept across endpoint-set changes by address) and, for the current set,
+/// the loads and cumulative weights in the set's order, so a pick costs two binary searches.
+#[derive(Debug, Default)]
+struct State {
+    by_addr: HashMap<SocketAddr, Arc<EndpointLoad>>,
+    /// The endpoint set the vectors below were built for; holding it keeps its address from
+    /// being reused, so a pointer comparison tells whether the set changed.
+    set: Option<Arc<dyn std::any::Any + Send + Sync>>,
+    loads: Vec<Arc<EndpointLoad>>,
+    cumulative: Vec<u64>,
+}
+
+impl State {
+    fn sync<E: Weighted + Send + Sync + 'static>(&mut self, set: &Arc<Vec<E>>, now: Instant) {
+        let same = self
+            .set
+            .as_ref()
+            .is_some_and(|s| std::ptr::addr_eq(Arc::as_ptr(s), Arc::as_ptr(set)));
+        if same {
+            return;
+        }
+        let endpoints: &[E] = set;
+        // A new endpoint starts as fast as the fastest one known, so it is tried at once
+        // rather than starved by the default estimate.
+        let start_rtt = self
+            .by_addr
+            .values()
+            .map(|l| l.latency(now))
+            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))));
+        let live: std::collections::HashSet<SocketAddr> =
+            endpoints.iter().map(|e| e.addr()).collect();
+        self.by_addr.retain(|a, _| live.contains(a));
+        self.loads = endpoints
+            .iter()
+            .map(|e| {
+                self.by_addr
+                    .entry(e.addr())
+                    .or_insert_with(|| {
+                        Arc::new(match start_rtt {
+                            Some(rtt) => EndpointLoad::with_rtt(rtt, now),
+                            None => EndpointLoad::new(now),
+                        })
+                    })
+                    .clone()
+            })
+            .collect();
+        let mut total = 0u64;
+        self.cumulative = endpoints
+            .iter()
+            .map(|e| {
+                total += u64::from(e.weight().max(1));
+                total
+            })
+            .collect();
+        self.set = Some(set.clone() as Arc<dyn std::any::Any + Send + Sync>);
+    }
+}
+
+/// Draws before falling back to scanning every endpoint (when many are ejected).
+const DRAWS: usize = 8;
+
+impl Balancer {
+    pub fn new(max_failures: u32, seed: u64) -> Self {
+        Balancer {
+            state: Mutex::new(State::default()),
+            rng: AtomicU64::new(seed | 1),
+            max_failures,
+        }
+    }
+
+    fn next_random(&self) -> u64 {
+        // xorshift64*: cheap, and plenty for choosing between endpoints.
+        let mut x = self.rng.load(Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.store(x, Ordering::Relaxed);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A random index, in proportion to the weights.
+    fn draw(&self, cumulative: &[u64]) -> usize {
+        let total = cumulative.last().copied().unwrap_or(1).max(1);
+        let r = self.next_random() % total;
+        cumulative
+            .partition_point(|&c| c <= r)
+            .min(cumulative.len() - 1)
+    }
+
+    /// Whether any endpoint may take a request (none ejected, or a probe is due).
+    pub fn any_available<E: Weighted + Send + Sync + 'static>(
+        &self,
+        endpoints: &Arc<Vec<E>>,
+    ) -> bool {
+        let now = Instant::now();
+        let Ok(mut state) = self.state.lock() else {
+            return true;
+        };
+        state.sync(endpoints, now);
+        state.loads.iter().any(|l| available(l, now))
+    }
+
+    /// Picks an endpoint: `None` when every one is ejected.
+    pub fn pick<E: Weighted + Send + Sync + 'static>(
+        &self,
+        endpoints: &Arc<Vec<E>>,
+    ) -> Option<Picked> {
+        if endpoints.is_empty() {
+            return None;
+        }
+        let now = Instant::now();
+        let mut state = self.state.lock().ok()?;
+        state.sync(endpoints, now);
+        let draw_available = || {
+            (0..DRAWS)
+                .map(|_| self.draw(&state.cumulative))
+                .find(|&i| available(&state.loads[i], now))
+        };
+        let first = match draw_available() {
+            Some(i) => i,
+            None => {
+                // Many are ejected: choose among those that are not.
+                let up: Vec<usize> = (0..endpoints.len())
+                    .filter(|&i| available(&state.loads[i], now))
+                    .collect();
+                if up.is_empty() {
+                    return None;
+                }
+                up[(self.next_random() % up.len() as u64) as usize]
+            }
+        };
+        let index = match draw_available().filter(|&b| b != first) {
+            None => first,
+            Some(second) => {
+                let (la, lb) = (&state.loads[first], &state.loads[second]);
+                let ca = la.cost(endpoints[first].weight(), now);
+                let cb = lb.cost(endpoints[second].weight(), now);
+                // Costs within a quarter of each other are a tie, won by the first (random)
+                // draw: similar endpoints share the load instead of the marginally faster one
+                // taking it all.
+                if ca <= cb || ca - cb <= ca * TIE {
+                    first
+                } else {
+                    second
+                }
+            }
+        };
+        let load = state.loads[index].clone();
+        drop(state);
+        if !load
+            .breaker
+            .lock()
+            .map(|mut b| b.admit(now))
+            .unwrap_or(true)
+        {
+            return None;
+        }
+        load.pending.fetch_add(1, Ordering::Relaxed);
+        Some(Picked {
+            index,
+            load,
+            start: now,
+            max_failures: self.max_failures,
+            done: false,
+        })
+    }
+}
+
+fn available(load: &EndpointLoad, now: Instant) -> bool {
+    load.breaker
+        .lock()
+        .map(|b| b.available(now))
+        .unwrap_or(true)
 }
 
 /// A pick in progress: report how it went with [`Picked::finish`].
@@ -196,133 +371,6 @@ impl Drop for Picked {
         if !self.done {
             self.load.pending.fetch_sub(1, Ordering::Relaxed);
         }
-    }
-}
-
-impl Balancer {
-    pub fn new(max_failures: u32, seed: u64) -> Self {
-        Balancer {
-            loads: Mutex::new(HashMap::new()),
-            rng: AtomicU64::new(seed | 1),
-            max_failures,
-        }
-    }
-
-    fn next_random(&self) -> u64 {
-        // xorshift64*: cheap, and plenty for choosing between endpoints.
-        let mut x = self.rng.load(Ordering::Relaxed);
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng.store(x, Ordering::Relaxed);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// A random index among `candidates`, in proportion to their weights.
-    fn weighted<E: Weighted>(&self, endpoints: &[E], candidates: &[usize]) -> usize {
-        let total: u64 = candidates
-            .iter()
-            .map(|&i| u64::from(endpoints[i].weight().max(1)))
-            .sum();
-        let mut r = self.next_random() % total.max(1);
-        for &i in candidates {
-            let w = u64::from(endpoints[i].weight().max(1));
-            if r < w {
-                return i;
-            }
-            r -= w;
-        }
-        candidates[candidates.len() - 1]
-    }
-
-    /// Whether any endpoint may take a request (none ejected, or a probe is due).
-    pub fn any_available<E: Weighted>(&self, endpoints: &[E]) -> bool {
-        let now = Instant::now();
-        let Ok(loads) = self.loads.lock() else {
-            return true;
-        };
-        endpoints.iter().any(|e| {
-            loads
-                .get(&e.addr())
-                .is_none_or(|l| l.breaker.lock().map(|b| b.available(now)).unwrap_or(true))
-        })
-    }
-
-    /// Picks an endpoint: `None` when every one is ejected.
-    pub fn pick<E: Weighted>(&self, endpoints: &[E]) -> Option<Picked> {
-        let now = Instant::now();
-        let mut loads = self.loads.lock().ok()?;
-        if loads.len() > endpoints.len() * 2 + 16 {
-            // Forget endpoints that left the set.
-            let live: std::collections::HashSet<SocketAddr> =
-                endpoints.iter().map(|e| e.addr()).collect();
-            loads.retain(|a, _| live.contains(a));
-        }
-        // A new endpoint starts as fast as the fastest one known, so it is tried at once
-        // rather than starved by the default estimate.
-        let start_rtt = loads
-            .values()
-            .map(|l| l.latency(now))
-            .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.min(v))));
-        let load_of = |loads: &mut HashMap<SocketAddr, Arc<EndpointLoad>>, e: &E| {
-            loads
-                .entry(e.addr())
-                .or_insert_with(|| {
-                    Arc::new(match start_rtt {
-                        Some(rtt) => EndpointLoad::with_rtt(rtt, now),
-                        None => EndpointLoad::new(now),
-                    })
-                })
-                .clone()
-        };
-        let candidates: Vec<usize> = (0..endpoints.len())
-            .filter(|&i| {
-                load_of(&mut loads, &endpoints[i])
-                    .breaker
-                    .lock()
-                    .map(|b| b.available(now))
-                    .unwrap_or(true)
-            })
-            .collect();
-        let index = match candidates.len() {
-            0 => return None,
-            1 => candidates[0],
-            _ => {
-                let a = self.weighted(endpoints, &candidates);
-                let mut b = self.weighted(endpoints, &candidates);
-                if a == b {
-                    b = candidates[(candidates.iter().position(|&c| c == a).unwrap_or(0) + 1)
-                        % candidates.len()];
-                }
-                let ca = load_of(&mut loads, &endpoints[a]).cost(endpoints[a].weight(), now);
-                let cb = load_of(&mut loads, &endpoints[b]).cost(endpoints[b].weight(), now);
-                // Costs within a quarter of each other are a tie, won by the first (random)
-                // draw: similar endpoints share the load instead of the marginally faster one
-                // taking it all.
-                if ca <= cb || ca - cb <= ca * TIE {
-                    a
-                } else {
-                    b
-                }
-            }
-        };
-        let load = load_of(&mut loads, &endpoints[index]);
-        if !load
-            .breaker
-            .lock()
-            .map(|mut b| b.admit(now))
-            .unwrap_or(true)
-        {
-            return None;
-        }
-        load.pending.fetch_add(1, Ordering::Relaxed);
-        Some(Picked {
-            index,
-            load,
-            start: now,
-            max_failures: self.max_failures,
-            done: false,
-        })
     }
 }
 

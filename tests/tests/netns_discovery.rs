@@ -12,6 +12,10 @@ use remora_tests::control::{ControlPlane, Pki};
 use remora_tests::{Net, Pod, eventually};
 
 const PORT: u16 = 7000;
+
+/// The two tests here each run several proxies and a control plane for a minute; run them one
+/// at a time so a loaded 2-core machine does not turn timing into failures.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const VIP: &str = "10.96.0.10:7000";
 
 fn services(pods: &[&Pod]) -> String {
@@ -124,6 +128,7 @@ async fn mesh(backends: usize) -> Option<Mesh> {
 
 #[tokio::test]
 async fn netns_traffic_follows_the_config_as_it_scales() {
+    let _serial = SERIAL.lock().await;
     let Some(mut m) = mesh(5).await else { return };
     let b: Vec<&Pod> = m.backends.iter().collect();
     for scale in [1usize, 5, 2] {
@@ -177,6 +182,7 @@ async fn netns_traffic_follows_the_config_as_it_scales() {
 
 #[tokio::test]
 async fn netns_proxies_ride_out_a_control_plane_outage() {
+    let _serial = SERIAL.lock().await;
     let Some(mut m) = mesh(2).await else { return };
     let both: Vec<&Pod> = m.backends.iter().collect();
     m.cp.set_services(&services(&both));

@@ -12,10 +12,12 @@ impl Weighted for Ep {
     }
 }
 
-fn eps(n: u8) -> Vec<Ep> {
-    (1..=n)
-        .map(|i| Ep(SocketAddr::from(([10, 0, 0, i], 80)), 10_000))
-        .collect()
+fn eps(n: u8) -> Arc<Vec<Ep>> {
+    Arc::new(
+        (1..=n)
+            .map(|i| Ep(SocketAddr::from(([10, 0, 0, i], 80)), 10_000))
+            .collect(),
+    )
 }
 
 #[tokio::test(start_paused = true)]
@@ -53,9 +55,10 @@ async fn the_faster_endpoint_gets_most_picks() {
 #[tokio::test(start_paused = true)]
 async fn weights_are_honoured() {
     let b = Balancer::new(7, 7);
-    let mut e = eps(2);
+    let mut e = eps(2).as_ref().clone();
     e[0].1 = 9_000;
     e[1].1 = 1_000;
+    let e = Arc::new(e);
     let mut counts = [0usize; 2];
     for _ in 0..2000 {
         let p = b.pick(&e).unwrap();
@@ -138,14 +141,14 @@ async fn in_flight_requests_count_against_an_endpoint() {
     let on0 = held.iter().filter(|p| p.index == 0).count();
     assert!((3..=7).contains(&on0), "pending load spreads picks: {on0}");
     drop(held);
-    let loads = b.loads.lock().unwrap();
-    assert!(loads.values().all(|l| l.pending() == 0));
+    let state = b.state.lock().unwrap();
+    assert!(state.loads.iter().all(|l| l.pending() == 0));
 }
 
 #[tokio::test(start_paused = true)]
 async fn similar_endpoints_share_and_new_ones_get_traffic() {
     let b = Balancer::new(7, 11);
-    let mut e = eps(4);
+    let e = eps(4);
     let mut counts = [0usize; 5];
     for i in 0..400 {
         let p = b.pick(&e).unwrap();
@@ -155,7 +158,9 @@ async fn similar_endpoints_share_and_new_ones_get_traffic() {
         p.finish(true);
     }
     assert!(counts[..4].iter().all(|&c| c > 40), "{counts:?}");
-    e.push(Ep(SocketAddr::from(([10, 0, 0, 9], 80)), 10_000));
+    let mut grown = e.as_ref().clone();
+    grown.push(Ep(SocketAddr::from(([10, 0, 0, 9], 80)), 10_000));
+    let e = Arc::new(grown);
     let mut new = 0;
     for _ in 0..100 {
         let p = b.pick(&e).unwrap();

@@ -267,12 +267,15 @@ impl HttpOutbound {
         } else {
             None
         };
-        let pristine = (
-            parts.method.clone(),
-            parts.uri.clone(),
-            parts.version,
-            parts.headers.clone(),
-        );
+        // Only a replayable request needs its head kept.
+        let pristine = replay.as_ref().map(|_| {
+            (
+                parts.method.clone(),
+                parts.uri.clone(),
+                parts.version,
+                parts.headers.clone(),
+            )
+        });
         let mut req = Request::from_parts(parts, body);
         let (mut addr, mut ep, mut picked) = a.first;
         let mut attempt = 1;
@@ -303,7 +306,12 @@ impl HttpOutbound {
                         orig_proto::downgrade(&mut back);
                         back
                     }
-                    _ => rebuild(&pristine, replay.clone().unwrap_or_default()),
+                    _ => match &pristine {
+                        Some(head) => rebuild(head, replay.clone().unwrap_or_default()),
+                        None => {
+                            return self.fail(StatusCode::BAD_GATEWAY, "upstream", "cannot replay");
+                        }
+                    },
                 };
                 (addr, ep, picked) = match &a.target {
                     Some(t) => match t.clone().pick(Duration::from_millis(100)).await {
