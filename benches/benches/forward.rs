@@ -9,7 +9,7 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use remora_benches::echo_server;
 use remora_metrics::Registry;
-use remora_metrics::tcp::{Direction, TcpMetrics};
+use remora_metrics::tcp::{Direction, Peer, TcpLabels, TcpMetrics};
 use remora_proxy::tcp::{TcpCtx, proxy_to};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,7 +34,10 @@ fn forward(c: &mut Criterion) {
             while let Ok((s, _)) = proxy.accept().await {
                 s.set_nodelay(true).unwrap();
                 let ctx = ctx.clone();
-                tokio::spawn(async move { proxy_to(&ctx, s, echo).await });
+                tokio::spawn(async move {
+                    let labels = TcpLabels::new(Direction::Outbound, Peer::Src);
+                    proxy_to(&ctx, Box::new(s), echo, labels).await
+                });
             }
         });
         let client = TcpStream::connect(proxy_addr).await.unwrap();

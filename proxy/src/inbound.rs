@@ -39,7 +39,7 @@ use crate::mtls::{self, LocalTls, no_tls};
 use crate::orig_dst::{OrigDst, original_dst};
 use crate::own::OwnAddrs;
 use crate::policy::{Denied, InboundPolicy, Peer};
-use crate::tcp::{TcpCtx, connect, proxy};
+use crate::tcp::{TcpCtx, proxy_to};
 use crate::tls_detect::{self, Detected};
 use crate::transport_header::{SessionProtocol, TransportHeader};
 
@@ -448,16 +448,7 @@ async fn direct(http: &Arc<HttpInbound>, mut stream: TcpStream) {
 
 /// Connects to the app and forwards.
 async fn to_app(ctx: &InboundCtx, client: BoxIo, app: SocketAddr, labels: TcpLabels) {
-    let upstream = match connect(app, ctx.tcp.connect_timeout).await {
-        Ok(s) => s,
-        Err(e) => {
-            ctx.refuse(RefuseReason::ConnectFailed);
-            warn!(error = %e, "cannot reach the app; closing the client connection");
-            client.reset();
-            return;
-        }
-    };
-    proxy(&ctx.tcp, client, Box::new(upstream), labels, app).await;
+    proxy_to(&ctx.tcp, client, app, labels).await;
 }
 
 #[cfg(test)]

@@ -44,27 +44,20 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, C
     Ok(stream)
 }
 
-/// Closes a connection with a RST rather than a FIN, so the peer sees an error rather than a
-/// clean end (used when the other side failed).
-pub fn reset(stream: TcpStream) {
-    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-    drop(stream);
-}
-
-/// Connects to `target` in plaintext and forwards `client` to it (no TLS, no discovery).
-pub async fn proxy_to(ctx: &TcpCtx, client: TcpStream, target: SocketAddr) {
+/// Connects to `target` in plaintext and forwards `client` to it, counting both sides under
+/// the connection's `labels`. A failed connect is counted and resets the client.
+pub async fn proxy_to(ctx: &TcpCtx, client: BoxIo, target: SocketAddr, labels: TcpLabels) {
     let upstream = match connect(target, ctx.connect_timeout).await {
         Ok(s) => s,
         Err(e) => {
             ctx.metrics
                 .refused(ctx.direction, RefuseReason::ConnectFailed);
             warn!(error = %e, "closing the client connection");
-            reset(client);
+            client.reset();
             return;
         }
     };
-    let labels = TcpLabels::new(ctx.direction, Peer::Src);
-    proxy(ctx, Box::new(client), Box::new(upstream), labels, target).await;
+    proxy(ctx, client, Box::new(upstream), labels, target).await;
 }
 
 /// Forwards `src` and `dst` both ways until both directions are done, counting each side under

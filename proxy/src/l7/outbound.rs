@@ -22,7 +22,7 @@ use super::{
     orig_proto, strip_hop_by_hop, watch_errors,
 };
 use crate::balance::{Picked, Transition};
-use crate::discovery::{Endpoint, Hint, Pick};
+use crate::discovery::{Endpoint, Hint, Pick, Target};
 use crate::forward::Counted;
 use crate::io::BoxIo;
 use crate::mtls::{DialTarget, dial};
@@ -36,9 +36,15 @@ pub struct HttpOutbound {
     pub pool: Arc<Pool>,
 }
 
-/// Where a request goes.
+/// Where a request goes: the address, the endpoint discovery chose, the balancer's handle on
+/// it, and the discovery target (whose profile and budget govern the request).
 enum Route {
-    To(SocketAddr, Option<Arc<Endpoint>>, Option<Picked>),
+    To(
+        SocketAddr,
+        Option<Arc<Endpoint>>,
+        Option<Picked>,
+        Option<Target>,
+    ),
     NoEndpoints(String),
 }
 
@@ -92,7 +98,7 @@ impl HttpOutbound {
 
     async fn route(&self, orig: SocketAddr, authority: Option<&str>) -> Route {
         let Some(d) = &self.ctx.discovery else {
-            return Route::To(orig, None, None);
+            return Route::To(orig, None, None, None);
         };
         // By authority first (a name, not an IP literal), then by the original destination.
         let by_name = authority.filter(|a| {
@@ -106,13 +112,16 @@ impl HttpOutbound {
             .map(str::to_string)
             .chain([orig.to_string()])
         {
-            match d.resolver.resolve(&target).pick(d.timeout).await {
-                Pick::Endpoint(ep, picked) => return Route::To(ep.addr, Some(ep), Some(picked)),
+            let mut resolved = d.resolver.resolve(&target);
+            match resolved.pick(d.timeout).await {
+                Pick::Endpoint(ep, picked) => {
+                    return Route::To(ep.addr, Some(ep), Some(picked), Some(resolved));
+                }
                 Pick::NoEndpoints => return Route::NoEndpoints(target),
                 Pick::AsIs => continue,
             }
         }
-        Route::To(orig, None, None)
+        Route::To(orig, None, None, None)
     }
 
     fn dial(
@@ -149,12 +158,12 @@ impl HttpOutbound {
         let authority = authority(&req);
         // A CONNECT that was redirected here is for the upstream proxy the app dialled.
         let route = if req.method() == http::Method::CONNECT {
-            Route::To(orig, None, None)
+            Route::To(orig, None, None, None)
         } else {
             self.route(orig, authority.as_deref()).await
         };
-        let (addr, ep, picked) = match route {
-            Route::To(addr, ep, picked) => (addr, ep, picked),
+        let (addr, ep, picked, target) = match route {
+            Route::To(addr, ep, picked, target) => (addr, ep, picked, target),
             Route::NoEndpoints(target) => {
                 return self.fail(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -174,7 +183,6 @@ impl HttpOutbound {
             };
         }
         // The policy of the request's route, from the target's profile.
-        let target = self.target_of(orig, authority.as_deref());
         let profile = target.as_ref().and_then(|t| t.profile.borrow().clone());
         let route = profile
             .as_ref()
@@ -211,35 +219,6 @@ impl HttpOutbound {
                 }
             },
         }
-    }
-
-    /// The discovery target whose profile and budget govern a request.
-    fn target_of(
-        &self,
-        orig: SocketAddr,
-        authority: Option<&str>,
-    ) -> Option<crate::discovery::Target> {
-        let d = self.ctx.discovery.as_ref()?;
-        let named = authority.filter(|a| {
-            let host = a.rsplit_once(':').map_or(*a, |(h, _)| h);
-            host.trim_matches(|c| c == '[' || c == ']')
-                .parse::<std::net::IpAddr>()
-                .is_err()
-        });
-        for path in named
-            .into_iter()
-            .map(str::to_string)
-            .chain([orig.to_string()])
-        {
-            let t = d.resolver.resolve(&path);
-            if matches!(
-                &*t.endpoints.borrow(),
-                crate::discovery::Resolution::Endpoints(_)
-            ) {
-                return Some(t);
-            }
-        }
-        None
     }
 
     /// Sends a request, retrying what its route and the budget allow: failure responses of a
@@ -417,7 +396,7 @@ pub const MAX_ATTEMPTS: u32 = 3;
 /// What the attempts of one request share.
 struct Attempts {
     first: (SocketAddr, Option<Arc<Endpoint>>, Option<Picked>),
-    target: Option<crate::discovery::Target>,
+    target: Option<Target>,
     route: Option<crate::profile::Route>,
     budget: Option<Arc<crate::budget::RetryBudget>>,
 }
