@@ -353,6 +353,22 @@ pub struct ClusterPlane {
 }
 
 impl ClusterPlane {
+    /// The usual test cluster: `east`, trust domain `east.example`, gRPC on port 8086.
+    pub async fn east(net: &crate::Net, pki: &Pki) -> Self {
+        Self::start(net, pki, "east", "east.example", 8086).await
+    }
+
+    /// A meshed pod named `name` running `remora test-server` (reporting `name`) on port 8080,
+    /// as workload `sa` in namespace `shop` of this cluster.
+    pub async fn test_pod(&self, net: &crate::Net, name: &str, sa: &str) -> crate::Pod {
+        net.pod(name)
+            .app(crate::apps::test_server(8080, name))
+            .control_plane(&self.cp, sa, "shop")
+            .meshed()
+            .start()
+            .await
+    }
+
     /// Starts cluster `name` (trust domain `td`) under `pki`, serving gRPC on `port` of its pod.
     pub async fn start(net: &crate::Net, pki: &Pki, name: &str, td: &str, port: u16) -> Self {
         let pod = net.pod(&format!("cp-{name}")).start().await;

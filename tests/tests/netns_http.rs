@@ -32,7 +32,7 @@ struct Mesh {
 async fn mesh(b_env: &[(&str, &str)]) -> Option<Mesh> {
     let net = Net::new()?;
     let pki = Pki::new();
-    let mut east = ClusterPlane::start(&net, &pki, "east", "east.example", 8086).await;
+    let mut east = ClusterPlane::east(&net, &pki).await;
     let mut b = net
         .pod("b")
         .app(test_server(PORT, "b"))
@@ -195,7 +195,7 @@ async fn netns_websocket_echo_crosses_the_mesh() {
 async fn netns_routing_follows_the_authority() {
     let Some(net) = Net::new() else { return };
     let pki = Pki::new();
-    let mut east = ClusterPlane::start(&net, &pki, "east", "east.example", 8086).await;
+    let mut east = ClusterPlane::east(&net, &pki).await;
     let b1 = net
         .pod("b1")
         .app(test_server(PORT, "b1"))
@@ -332,7 +332,7 @@ mod futures_like {
 async fn netns_detection_spares_server_first_and_silent_clients() {
     let Some(net) = Net::new() else { return };
     let pki = Pki::new();
-    let east = ClusterPlane::start(&net, &pki, "east", "east.example", 8086).await;
+    let east = ClusterPlane::east(&net, &pki).await;
     let b = net
         .pod("b")
         .app(name(3306, "mysql-like"))
@@ -411,7 +411,7 @@ async fn netns_malformed_http_is_answered_and_the_proxy_keeps_serving() {
 async fn netns_proxy_errors_are_clear_and_only_ours_keep_their_header() {
     let Some(net) = Net::new() else { return };
     let pki = Pki::new();
-    let mut east = ClusterPlane::start(&net, &pki, "east", "east.example", 8086).await;
+    let mut east = ClusterPlane::east(&net, &pki).await;
     let db = east.cp.identity("db", "shop");
     let b = net
         .pod("b")

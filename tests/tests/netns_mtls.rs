@@ -46,7 +46,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 async fn netns_mtls_on_the_wire_carries_both_identities() {
     let Some(net) = Net::new() else { return };
     let pki = Pki::new();
-    let mut east = ClusterPlane::start(&net, &pki, "east", "east.example", 8086).await;
+    let mut east = ClusterPlane::east(&net, &pki).await;
     let b = net
         .pod("b")
         .app(echo(7000))
@@ -119,7 +119,7 @@ async fn netns_mtls_on_the_wire_carries_both_identities() {
 async fn netns_inbound_refusals_are_logged_and_counted() {
     let Some(net) = Net::new() else { return };
     let pki = Pki::new();
-    let mut east = ClusterPlane::start(&net, &pki, "east", "east.example", 8086).await;
+    let mut east = ClusterPlane::east(&net, &pki).await;
     let west = ClusterPlane::start(&net, &pki, "west", "west.example", 8087).await;
     let db = east.cp.identity("db", "shop");
     let b = net
@@ -217,7 +217,7 @@ async fn netns_inbound_refusals_are_logged_and_counted() {
 async fn netns_outbound_refuses_servers_that_fail_verification() {
     let Some(net) = Net::new() else { return };
     let pki = Pki::new();
-    let mut east = ClusterPlane::start(&net, &pki, "east", "east.example", 8086).await;
+    let mut east = ClusterPlane::east(&net, &pki).await;
     let anchors = east.cp.anchors();
     let echo_id = east.cp.identity("echo", "shop");
     let other_id = east.cp.identity("other", "shop");
@@ -285,7 +285,7 @@ async fn netns_outbound_refuses_servers_that_fail_verification() {
 async fn netns_tls_for_the_app_passes_through() {
     let Some(net) = Net::new() else { return };
     let pki = Pki::new();
-    let east = ClusterPlane::start(&net, &pki, "east", "east.example", 8086).await;
+    let east = ClusterPlane::east(&net, &pki).await;
     let (app_anchors, app_ca) = foreign_pki();
     let app_cert = certify(&app_ca, "app.example", HOUR);
     let server = mesh_configs(&app_cert, &app_anchors).server;
@@ -324,7 +324,7 @@ async fn netns_tls_for_the_app_passes_through() {
 async fn netns_opaque_ports_cross_with_the_transport_header() {
     let Some(net) = Net::new() else { return };
     let pki = Pki::new();
-    let mut east = ClusterPlane::start(&net, &pki, "east", "east.example", 8086).await;
+    let mut east = ClusterPlane::east(&net, &pki).await;
     let b = net
         .pod("b")
         .app(echo(5000))
@@ -381,7 +381,7 @@ fn raw_header(body: &[u8], len: u32) -> Vec<u8> {
 async fn netns_bad_input_leaves_the_proxy_serving() {
     let Some(net) = Net::new() else { return };
     let pki = Pki::new();
-    let mut east = ClusterPlane::start(&net, &pki, "east", "east.example", 8086).await;
+    let mut east = ClusterPlane::east(&net, &pki).await;
     let b = net
         .pod("b")
         .app(echo(7000))

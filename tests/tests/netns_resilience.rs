@@ -9,7 +9,6 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use remora_tests::Net;
-use remora_tests::apps::test_server;
 use remora_tests::control::{ClusterPlane, Pki};
 use remora_tests::http::{get, http1, send1};
 use remora_tests::services::Service;
@@ -42,14 +41,8 @@ timeout = "1s"
 async fn netns_retries_budgets_and_timeouts_follow_the_profile() {
     let Some(net) = Net::new() else { return };
     let pki = Pki::new();
-    let mut east = ClusterPlane::start(&net, &pki, "east", "east.example", 8086).await;
-    let b = net
-        .pod("b")
-        .app(test_server(8080, "b"))
-        .control_plane(&east.cp, "echo", "shop")
-        .meshed()
-        .start()
-        .await;
+    let mut east = ClusterPlane::east(&net, &pki).await;
+    let b = east.test_pod(&net, "b", "echo").await;
     let a = net
         .pod("a")
         .control_plane(&east.cp, "web", "shop")
@@ -211,28 +204,10 @@ async fn spray(
 async fn netns_balancing_prefers_the_fast_and_follows_the_set() {
     let Some(net) = Net::new() else { return };
     let pki = Pki::new();
-    let mut east = ClusterPlane::start(&net, &pki, "east", "east.example", 8086).await;
-    let fast = net
-        .pod("fast")
-        .app(test_server(8080, "fast"))
-        .control_plane(&east.cp, "echo", "shop")
-        .meshed()
-        .start()
-        .await;
-    let slow = net
-        .pod("slow")
-        .app(test_server(8080, "slow"))
-        .control_plane(&east.cp, "echo", "shop")
-        .meshed()
-        .start()
-        .await;
-    let extra = net
-        .pod("extra")
-        .app(test_server(8080, "extra"))
-        .control_plane(&east.cp, "echo", "shop")
-        .meshed()
-        .start()
-        .await;
+    let mut east = ClusterPlane::east(&net, &pki).await;
+    let fast = east.test_pod(&net, "fast", "echo").await;
+    let slow = east.test_pod(&net, "slow", "echo").await;
+    let extra = east.test_pod(&net, "extra", "echo").await;
     slow.app(0)
         .server
         .as_ref()
@@ -311,21 +286,9 @@ async fn netns_balancing_prefers_the_fast_and_follows_the_set() {
 async fn netns_a_failing_endpoint_is_ejected_and_restored() {
     let Some(net) = Net::new() else { return };
     let pki = Pki::new();
-    let mut east = ClusterPlane::start(&net, &pki, "east", "east.example", 8086).await;
-    let good = net
-        .pod("good")
-        .app(test_server(8080, "good"))
-        .control_plane(&east.cp, "echo", "shop")
-        .meshed()
-        .start()
-        .await;
-    let bad = net
-        .pod("bad")
-        .app(test_server(8080, "bad"))
-        .control_plane(&east.cp, "echo", "shop")
-        .meshed()
-        .start()
-        .await;
+    let mut east = ClusterPlane::east(&net, &pki).await;
+    let good = east.test_pod(&net, "good", "echo").await;
+    let bad = east.test_pod(&net, "bad", "echo").await;
     let a = net
         .pod("a")
         .control_plane(&east.cp, "web", "shop")
