@@ -15,6 +15,8 @@
 //! service_account = "web"                          # identity web.shop.serviceaccount...
 //! protocol = "h2"                                  # h2 (meshed, default) | opaque | none (unmeshed)
 //! labels = { version = "v1" }
+//! explicit = false                                 # true: the pod runs without iptables (#8);
+//!                                                  # peers use opaque transport on every port
 //! ```
 
 use std::collections::{BTreeMap, HashMap};
@@ -72,6 +74,10 @@ pub struct RawEndpoint {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub weight: Option<u32>,
+    /// The pod's proxy runs in explicit mode (no iptables): peers must reach every port through
+    /// its inbound port with a transport header.
+    #[serde(default)]
+    pub explicit: bool,
 }
 
 fn default_sa() -> String {
@@ -116,6 +122,8 @@ pub struct Endpoint {
     pub protocol: Protocol,
     pub labels: BTreeMap<String, String>,
     pub weight: u32,
+    /// No iptables in this pod: opaque transport on every port.
+    pub explicit: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -294,7 +302,10 @@ impl ClusterState {
             } else {
                 P::H2(H2 {})
             }),
-            opaque_transport: opaque.then_some(OpaqueTransport {
+            // An explicit pod has no iptables to redirect an app port to its proxy: every port
+            // is reached through the inbound port, HTTP still hinted h2 (the transport header
+            // then names the session protocol).
+            opaque_transport: (opaque || e.explicit).then_some(OpaqueTransport {
                 inbound_port: u32::from(INBOUND_PORT),
             }),
         });
@@ -387,6 +398,12 @@ fn validate(r: &RawService) -> Result<Service, String> {
                 )));
             }
         };
+        if e.explicit && protocol == Protocol::None {
+            return Err(ctx(&format!(
+                "endpoint {}: explicit = true needs a meshed endpoint (protocol h2 or opaque)",
+                e.pod
+            )));
+        }
         if endpoints.iter().any(|x: &Endpoint| x.ip == ip) {
             return Err(ctx(&format!("endpoint ip {ip} listed twice")));
         }
@@ -397,6 +414,7 @@ fn validate(r: &RawService) -> Result<Service, String> {
             protocol,
             labels: e.labels.clone(),
             weight: e.weight.unwrap_or(DEFAULT_WEIGHT),
+            explicit: e.explicit,
         });
     }
     Ok(Service {
@@ -412,4 +430,69 @@ fn validate(r: &RawService) -> Result<Service, String> {
 /// Parses a duration field of the config.
 pub fn duration(field: &str, s: &str) -> Result<Duration, String> {
     remora_proxy::config::parse_duration(s).map_err(|e| format!("{field}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(toml_text: &str) -> Result<ClusterState, String> {
+        #[derive(Deserialize)]
+        struct Raw {
+            services: Vec<RawService>,
+        }
+        let raw: Raw = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        ClusterState::build(&raw.services, "cluster.local", "east.example", "linkerd")
+    }
+
+    const WEB: &str = r#"
+[[services]]
+name = "web"
+namespace = "shop"
+ports = [{ port = 8080 }, { port = 3306, opaque = true }]
+[[services.endpoints]]
+pod = "web-0"
+ip = "127.0.10.2"
+explicit = true
+[[services.endpoints]]
+pod = "web-1"
+ip = "127.0.10.3"
+"#;
+
+    fn hint(s: &ClusterState, port: u16, ip: [u8; 4]) -> pb::ProtocolHint {
+        let target = s
+            .target(&format!("web.shop.svc.cluster.local:{port}"))
+            .unwrap();
+        let eps = s.endpoints(&target).unwrap();
+        eps[&SocketAddr::from((ip, port))].protocol_hint.unwrap()
+    }
+
+    #[test]
+    fn explicit_pods_get_opaque_transport_on_every_port() {
+        use pb::protocol_hint::Protocol as P;
+        let s = state(WEB).unwrap();
+        // HTTP port: still hinted h2, but through the inbound port for the explicit pod only.
+        let explicit = hint(&s, 8080, [127, 0, 10, 2]);
+        assert!(matches!(explicit.protocol, Some(P::H2(_))));
+        assert_eq!(explicit.opaque_transport.unwrap().inbound_port, 4143);
+        let transparent = hint(&s, 8080, [127, 0, 10, 3]);
+        assert!(matches!(transparent.protocol, Some(P::H2(_))));
+        assert!(transparent.opaque_transport.is_none());
+        // An opaque port is opaque transport for both.
+        for ip in [[127, 0, 10, 2], [127, 0, 10, 3]] {
+            let h = hint(&s, 3306, ip);
+            assert!(matches!(h.protocol, Some(P::Opaque(_))));
+            assert_eq!(h.opaque_transport.unwrap().inbound_port, 4143);
+        }
+    }
+
+    #[test]
+    fn explicit_needs_a_meshed_endpoint() {
+        let err = state(&WEB.replace("explicit = true", "explicit = true\nprotocol = \"none\""))
+            .unwrap_err();
+        assert!(
+            err.contains("explicit = true needs a meshed endpoint"),
+            "{err}"
+        );
+    }
 }

@@ -137,8 +137,12 @@ pub enum RefuseReason {
     ConnectionLimit,
     /// The kernel could not say where the connection was going.
     NoOriginalDst,
-    /// A connection addressed to the outbound listener itself (explicit mode).
-    Explicit,
+    /// A connection addressed to the outbound listener itself (explicit mode) that does not
+    /// speak HTTP: it was answered 400.
+    ExplicitNotHttp,
+    /// An explicit (HTTP proxy) connection from a client that is not on this pod: the outbound
+    /// listener acts with the pod's identity, so only the pod's own apps may use it.
+    ExplicitForeignClient,
     /// The target would loop back into one of the proxy's own listeners.
     Loop,
     /// Inbound: the original destination is not one of this pod's addresses.
@@ -178,7 +182,8 @@ impl RefuseReason {
         match self {
             RefuseReason::ConnectionLimit => "connection_limit",
             RefuseReason::NoOriginalDst => "no_original_dst",
-            RefuseReason::Explicit => "explicit",
+            RefuseReason::ExplicitNotHttp => "explicit_not_http",
+            RefuseReason::ExplicitForeignClient => "explicit_foreign_client",
             RefuseReason::Loop => "loop",
             RefuseReason::NotLocal => "not_local",
             RefuseReason::ConnectFailed => "connect_failed",

@@ -1,9 +1,23 @@
-//! The outbound listener: connections the pod's app opened, redirected here by iptables.
+//! The outbound listener: connections the pod's app opened, redirected here by iptables, or
+//! addressed to the listener itself (explicit mode: the app uses it as its HTTP proxy).
 //!
-//! accept → original destination → decide (forward / explicit / loop) → connect → forward.
-//! Explicit mode (a connection addressed to the listener itself, #8) is refused for now.
+//! ```text
+//! accept ─► original destination
+//!   ├─ redirected (transparent): detect ─► HTTP: per request, by authority, else the original
+//!   │                                      destination ([`l7::outbound`])
+//!   │                                    └ other: one endpoint of the original destination
+//!   ├─ addressed to the listener itself, or no conntrack entry (explicit): detect ─►
+//!   │      HTTP: absolute-form requests by authority, CONNECT host:port as an opaque tunnel
+//!   │            ([`l7::explicit`]), origin-form requests 400
+//!   │      other: 400 and close
+//!   └─ one of the proxy's own listeners: refused (loop)
+//! ```
+//!
+//! Both modes join the same per-request router and the same dial (discovery, balancing,
+//! mTLS, retries, timeouts, metrics); explicit mode differs only in where the destination
+//! comes from.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use remora_metrics::http::HttpMetrics;
@@ -27,7 +41,7 @@ use crate::l7::pool::Pool;
 use crate::mtls::{DialTarget, LocalTls, dial, no_tls};
 
 use crate::listen::{AcceptCtx, serve};
-use crate::orig_dst::{OrigDst, original_dst};
+use crate::orig_dst::{LocalIps, OrigDst, original_dst};
 use crate::own::OwnAddrs;
 use crate::tcp::{TcpCtx, proxy};
 
@@ -35,13 +49,15 @@ use crate::tcp::{TcpCtx, proxy};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
     Forward(SocketAddr),
+    /// The app addressed the listener itself: an HTTP proxy client.
+    Explicit,
     Refuse(RefuseReason),
 }
 
 /// Decides from the original destination alone.
 pub fn decide(orig: OrigDst, own: &OwnAddrs) -> Decision {
     match orig {
-        OrigDst::NotRedirected => Decision::Refuse(RefuseReason::Explicit),
+        OrigDst::NotRedirected => Decision::Explicit,
         OrigDst::Redirected(dst) if own.is_own_listener(dst) => {
             Decision::Refuse(RefuseReason::Loop)
         }
@@ -99,14 +115,19 @@ impl Outbound {
         let (ctx, http) = (self.ctx, self.http);
         serve(self.listeners, self.accept, move |stream, client| {
             let (ctx, http) = (ctx.clone(), http.clone());
-            async move { handle(&ctx, &http, stream).await }
+            async move { handle(&ctx, &http, stream, client).await }
                 .instrument(info_span!("outbound", %client))
         })
         .await
     }
 }
 
-async fn handle(ctx: &OutboundCtx, http: &Arc<HttpOutbound>, mut stream: TcpStream) {
+async fn handle(
+    ctx: &OutboundCtx,
+    http: &Arc<HttpOutbound>,
+    mut stream: TcpStream,
+    client: SocketAddr,
+) {
     let tcp = &ctx.tcp;
     let orig = match original_dst(&stream) {
         Ok(orig) => orig,
@@ -141,7 +162,7 @@ async fn handle(ctx: &OutboundCtx, http: &Arc<HttpOutbound>, mut stream: TcpStre
                             return;
                         }
                         let io = PrefixedIo::new(prefix, stream);
-                        return serve_http(ctx, http, io, protocol, dst)
+                        return serve_http(ctx, http, io, protocol, Some(dst))
                             .instrument(info_span!("http", %dst))
                             .await;
                     }
@@ -162,20 +183,73 @@ async fn handle(ctx: &OutboundCtx, http: &Arc<HttpOutbound>, mut stream: TcpStre
                 .instrument(span)
                 .await
         }
+        Decision::Explicit if !explicit_client_allowed(client.ip(), &ctx.own.ips) => {
+            tcp.metrics
+                .refused(Direction::Outbound, RefuseReason::ExplicitForeignClient);
+            warn!(
+                "refusing an explicit (HTTP proxy) connection from outside this pod: the \
+                 outbound listener speaks with the pod's identity; bind it to a loopback or \
+                 pod-private address"
+            );
+        }
+        Decision::Explicit => {
+            explicit(ctx, http, stream)
+                .instrument(info_span!("explicit"))
+                .await
+        }
         Decision::Refuse(reason) => {
             tcp.metrics.refused(Direction::Outbound, reason);
-            match reason {
-                RefuseReason::Explicit => info!(
-                    "refusing a connection addressed to the outbound listener itself: explicit \
-                     (HTTP proxy) mode is not supported yet; connect to the destination and let \
-                     iptables redirect it"
-                ),
-                _ => warn!(
-                    ?orig,
-                    "refusing a connection whose destination is one of this proxy's own listeners"
-                ),
-            }
+            warn!(
+                ?orig,
+                "refusing a connection whose destination is one of this proxy's own listeners"
+            );
         }
+    }
+}
+
+/// Whether `client` may use the outbound listener as its HTTP proxy: only the pod's own apps
+/// (loopback, or one of the pod's addresses) may, as whatever it sends leaves with the pod's
+/// identity.
+fn explicit_client_allowed(client: IpAddr, own: &LocalIps) -> bool {
+    let client = match client {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
+        v4 => v4,
+    };
+    client.is_loopback() || own.contains(client)
+}
+
+/// An explicit connection: the app speaks to the proxy as to an HTTP proxy. Anything but HTTP
+/// is answered 400.
+async fn explicit(ctx: &OutboundCtx, http: &Arc<HttpOutbound>, mut stream: TcpStream) {
+    let tcp = &ctx.tcp;
+    match l7::detect::read(&mut stream, ctx.detect_timeout).await {
+        Ok((Some(protocol), prefix)) => {
+            if protocol == l7::detect::Protocol::Http1 && l7::detect::ambiguous_length(&prefix) {
+                tcp.metrics
+                    .refused(Direction::Outbound, RefuseReason::MalformedHttp);
+                warn!("request with both content-length and transfer-encoding; answering 400");
+                let _ = stream
+                    .write_all(l7::detect::AMBIGUOUS_LENGTH_RESPONSE)
+                    .await;
+                return;
+            }
+            serve_http(ctx, http, PrefixedIo::new(prefix, stream), protocol, None).await
+        }
+        Ok((None, prefix)) => {
+            tcp.metrics
+                .refused(Direction::Outbound, RefuseReason::ExplicitNotHttp);
+            info!(
+                read = prefix.len(),
+                "a connection addressed to the outbound listener did not open with an HTTP \
+                 request; answering 400 (use the listener as an HTTP proxy, or let iptables \
+                 redirect connections to it)"
+            );
+            let _ = stream
+                .write_all(l7::detect::EXPLICIT_NOT_HTTP_RESPONSE)
+                .await;
+            let _ = stream.shutdown().await;
+        }
+        Err(e) => debug!(error = %e, "connection failed during detection"),
     }
 }
 
@@ -211,13 +285,14 @@ async fn forward(
     proxy(&ctx.tcp, client, dialled.io, labels, dialled.addr).await
 }
 
-/// Serves an HTTP connection from the app: each request is routed on its own.
+/// Serves an HTTP connection from the app: each request is routed on its own. `dst` is the
+/// original destination of a redirected connection, `None` for an explicit one.
 async fn serve_http(
     ctx: &OutboundCtx,
     http: &Arc<HttpOutbound>,
     io: PrefixedIo<TcpStream>,
     protocol: l7::detect::Protocol,
-    dst: SocketAddr,
+    dst: Option<SocketAddr>,
 ) {
     let labels = TcpLabels::new(Direction::Outbound, Peer::Src)
         .with_tls(Tls::NoIdentity(no_tls::LOOPBACK), None);
@@ -225,7 +300,12 @@ async fn serve_http(
     let http = http.clone();
     l7::server::serve(io, protocol, ctx.http_limits, move |req| {
         let http = http.clone();
-        async move { http.handle(dst, req).await }
+        async move {
+            match dst {
+                Some(dst) => http.handle(Some(dst), req).await,
+                None => http.handle_explicit(req).await,
+            }
+        }
     })
     .await
 }
@@ -256,7 +336,17 @@ type Route = (SocketAddr, Option<Arc<Endpoint>>, Option<Picked>);
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::orig_dst::LocalIps;
+
+    #[test]
+    fn only_the_pods_own_apps_may_use_explicit_mode() {
+        let own = LocalIps::new();
+        for ok in ["127.0.0.1", "127.88.3.4", "::1", "::ffff:127.0.0.1"] {
+            assert!(explicit_client_allowed(ok.parse().unwrap(), &own), "{ok}");
+        }
+        for no in ["192.0.2.7", "2001:db8::7", "::ffff:192.0.2.7"] {
+            assert!(!explicit_client_allowed(no.parse().unwrap(), &own), "{no}");
+        }
+    }
 
     #[test]
     fn decisions() {
@@ -268,10 +358,7 @@ mod tests {
             ],
             LocalIps::new(),
         );
-        assert_eq!(
-            decide(OrigDst::NotRedirected, &own),
-            Decision::Refuse(RefuseReason::Explicit)
-        );
+        assert_eq!(decide(OrigDst::NotRedirected, &own), Decision::Explicit);
         let remote = "192.0.2.10:8080".parse().unwrap();
         assert_eq!(
             decide(OrigDst::Redirected(remote), &own),

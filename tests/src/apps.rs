@@ -109,15 +109,31 @@ pub async fn connect_in(ns: &str, addr: SocketAddr) -> io::Result<TcpStream> {
 
 impl App {
     pub(crate) fn start(self, ns: &str) -> io::Result<AppHandle> {
-        let port = match self {
+        let listener = listen_in(ns, self.port())?;
+        self.serve_on(listener)
+    }
+
+    /// Runs the app on `ip` (its port) in the test's own namespace: an app of an explicit-mode
+    /// pod, which has a loopback address of its own instead of a namespace.
+    pub fn start_on(self, ip: std::net::IpAddr) -> io::Result<AppHandle> {
+        let std = std::net::TcpListener::bind((ip, self.port()))?;
+        std.set_nonblocking(true)?;
+        self.serve_on(TcpListener::from_std(std)?)
+    }
+
+    fn port(&self) -> u16 {
+        match self {
             App::Echo(p)
             | App::Http(p)
             | App::Name(p, _)
             | App::TlsEcho(p, _)
             | App::Test(p, _)
-            | App::ReplyAfterEof { port: p, .. } => p,
-        };
-        let listener = listen_in(ns, port)?;
+            | App::ReplyAfterEof { port: p, .. } => *p,
+        }
+    }
+
+    fn serve_on(self, listener: TcpListener) -> io::Result<AppHandle> {
+        let port = self.port();
         if let App::Test(_, name) = &self {
             let server = remora_proxy::test_server::TestServer::new(name);
             let task = tokio::spawn(server.clone().run(listener));

@@ -31,6 +31,26 @@ fn build() -> PathBuf {
     if !cfg!(debug_assertions) {
         cmd.arg("--release");
     }
+    // Cargo gives the test process its package's variables; build scripts that track one (ring
+    // tracks CARGO_MANIFEST_DIR) would otherwise see a change and rebuild half the tree, twice:
+    // once here and once more at the next plain `cargo build`.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy();
+        if key.starts_with("CARGO_PKG_")
+            || matches!(
+                &*key,
+                "CARGO_MANIFEST_DIR"
+                    | "CARGO_MANIFEST_PATH"
+                    | "CARGO_CRATE_NAME"
+                    | "CARGO_PRIMARY_PACKAGE"
+                    | "CARGO_TARGET_TMPDIR"
+                    | "CARGO_RUSTC_CURRENT_DIR"
+                    | "CARGO_BIN_NAME"
+            )
+        {
+            cmd.env_remove(&*key);
+        }
+    }
     let out = cmd.output().expect("run cargo build");
     assert!(
         out.status.success(),

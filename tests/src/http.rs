@@ -100,11 +100,20 @@ pub fn get(host: &str, path: &str) -> Request<Body> {
 
 /// A tonic channel whose connections are made from inside `ns` to `addr`.
 pub async fn grpc_channel(ns: &str, addr: SocketAddr) -> tonic::transport::Channel {
+    grpc_channel_via(ns, addr, &addr.to_string()).await
+}
+
+/// A tonic channel for `authority` whose connections go to `addr` (an explicit-mode proxy).
+pub async fn grpc_channel_via(
+    ns: &str,
+    addr: SocketAddr,
+    authority: &str,
+) -> tonic::transport::Channel {
     let connector = NsConnector {
         ns: ns.to_string(),
         addr,
     };
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    tonic::transport::Endpoint::from_shared(format!("http://{authority}"))
         .unwrap()
         .connect_with_connector(connector)
         .await

@@ -23,6 +23,7 @@
 //! - [`control`]: a mesh PKI and `remora control` processes, made with the CLI.
 //! - [`http`]: HTTP/1, HTTP/2 and gRPC clients inside pods.
 //! - [`local`]: a proxy on its own loopback address, without namespaces or root.
+//! - [`explicit`]: explicit-mode pods on loopback addresses and a control plane for them.
 //! - [`net`]: [`Net`] and [`Pod`], the prose-like builder API.
 //! - [`apps`]: echo, reply-after-EOF and HTTP-reporting servers; byte patterns.
 //! - [`services`]: builds the `[[services]]` of a cluster config.
@@ -35,6 +36,7 @@ pub mod admin;
 pub mod apps;
 pub mod bin;
 pub mod control;
+pub mod explicit;
 pub mod http;
 pub mod local;
 pub mod net;

@@ -12,12 +12,21 @@ use std::fmt::Write;
 use crate::net::Pod;
 
 #[derive(Clone, Debug)]
+struct Endpoint {
+    pod: String,
+    ip: String,
+    sa: String,
+    protocol: &'static str,
+    explicit: bool,
+}
+
+#[derive(Clone, Debug)]
 pub struct Service {
     name: String,
     namespace: String,
     vip: Option<String>,
     ports: Vec<(u16, bool)>,
-    endpoints: Vec<(String, String, String, &'static str)>,
+    endpoints: Vec<Endpoint>,
     extra: String,
 }
 
@@ -51,19 +60,37 @@ impl Service {
 
     /// A meshed endpoint: `pod` with service account `sa`.
     pub fn endpoint(mut self, pod: &Pod, sa: &str) -> Self {
-        self.endpoints
-            .push((pod.name.clone(), pod.ip4().to_string(), sa.into(), "h2"));
+        self.endpoints.push(Endpoint {
+            pod: pod.name.clone(),
+            ip: pod.ip4().to_string(),
+            sa: sa.into(),
+            protocol: "h2",
+            explicit: false,
+        });
+        self
+    }
+
+    /// A meshed endpoint whose proxy runs in explicit mode (no iptables) at `ip`.
+    pub fn explicit_endpoint(mut self, pod: &str, ip: std::net::IpAddr, sa: &str) -> Self {
+        self.endpoints.push(Endpoint {
+            pod: pod.into(),
+            ip: ip.to_string(),
+            sa: sa.into(),
+            protocol: "h2",
+            explicit: true,
+        });
         self
     }
 
     /// An endpoint that is not meshed (no identity, no hint).
     pub fn unmeshed_endpoint(mut self, pod: &Pod) -> Self {
-        self.endpoints.push((
-            pod.name.clone(),
-            pod.ip4().to_string(),
-            "default".into(),
-            "none",
-        ));
+        self.endpoints.push(Endpoint {
+            pod: pod.name.clone(),
+            ip: pod.ip4().to_string(),
+            sa: "default".into(),
+            protocol: "none",
+            explicit: false,
+        });
         self
     }
 
@@ -92,10 +119,11 @@ pub fn toml(services: &[Service]) -> String {
             .map(|(p, opaque)| format!("{{ port = {p}, opaque = {opaque} }}"))
             .collect();
         let _ = writeln!(out, "ports = [{}]", ports.join(", "));
-        for (pod, ip, sa, protocol) in &s.endpoints {
+        for e in &s.endpoints {
             let _ = writeln!(
                 out,
-                "[[services.endpoints]]\npod = \"{pod}\"\nip = \"{ip}\"\nservice_account = \"{sa}\"\nprotocol = \"{protocol}\""
+                "[[services.endpoints]]\npod = \"{}\"\nip = \"{}\"\nservice_account = \"{}\"\nprotocol = \"{}\"\nexplicit = {}",
+                e.pod, e.ip, e.sa, e.protocol, e.explicit
             );
         }
         out.push_str(&s.extra);

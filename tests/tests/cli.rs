@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use remora_tests::bin::remora;
 use remora_tests::local::LocalProxy;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
@@ -93,28 +93,29 @@ fn init_dry_run_prints_the_commands() {
 }
 
 #[tokio::test]
-async fn unredirected_connections_are_refused_and_counted() {
+async fn unredirected_connections_without_http_or_mtls_are_refused_and_counted() {
     let p = LocalProxy::start(1, &[]);
     assert!(
         p.wait_ready(Duration::from_secs(30)).await,
         "proxy became ready"
     );
-    // Straight to the outbound listener: explicit mode, not supported yet. Straight to the
-    // inbound listener: the direct path, which needs mTLS.
-    for port in [4140, 4143] {
-        let mut conn = TcpStream::connect(p.addr(port)).await.unwrap();
-        let mut buf = [0u8; 1];
-        let res = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await;
-        assert!(
-            matches!(res, Ok(Ok(0)) | Ok(Err(_))),
-            "port {port}: {res:?}"
-        );
-    }
+    // Straight to the outbound listener, saying something that is not HTTP: explicit mode
+    // answers 400. Straight to the inbound listener: the direct path, which needs mTLS.
+    let mut conn = TcpStream::connect(p.addr(4140)).await.unwrap();
+    conn.write_all(b"hello\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    let res = tokio::time::timeout(Duration::from_secs(10), conn.read_to_string(&mut answer)).await;
+    assert!(matches!(res, Ok(Ok(_))), "{res:?}");
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+    let mut conn = TcpStream::connect(p.addr(4143)).await.unwrap();
+    let mut buf = [0u8; 1];
+    let res = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf)).await;
+    assert!(matches!(res, Ok(Ok(0)) | Ok(Err(_))), "{res:?}");
     let m = p.metrics().await;
     assert_eq!(
         m.get(
             "tcp_refused_total",
-            &[("direction", "outbound"), ("reason", "explicit")]
+            &[("direction", "outbound"), ("reason", "explicit_not_http")]
         ),
         1.0
     );

@@ -126,6 +126,10 @@ pub fn ambiguous_length(buf: &[u8]) -> bool {
 /// The raw 400 answer to an ambiguous request, before closing.
 pub const AMBIGUOUS_LENGTH_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nl5d-proxy-error: both content-length and transfer-encoding\r\ncontent-length: 54\r\nconnection: close\r\n\r\nrequest has both content-length and transfer-encoding\n";
 
+/// The raw 400 answer to a connection to the outbound listener itself (explicit mode) that does
+/// not open with an HTTP request.
+pub const EXPLICIT_NOT_HTTP_RESPONSE: &[u8] = b"HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\nl5d-proxy-error: explicit proxy connections must speak HTTP\r\ncontent-length: 87\r\nconnection: close\r\n\r\nthis is an HTTP proxy: send an absolute-form request or CONNECT host:port (see README)\n";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -190,6 +194,14 @@ mod tests {
             .unwrap()
             + 4..];
         assert_eq!(body.len(), 54);
+    }
+
+    #[test]
+    fn explicit_not_http_response_is_well_framed() {
+        let r = EXPLICIT_NOT_HTTP_RESPONSE;
+        let end = r.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert_eq!(r.len() - end, 87);
+        assert!(r.starts_with(b"HTTP/1.1 400 "));
     }
 
     proptest! {

@@ -12,10 +12,13 @@
 //! - [`server`]: serving a detected connection with hyper.
 //! - [`pool`]: client connections per endpoint.
 //! - [`outbound`], [`inbound`]: per-request routing on each side.
+//! - [`explicit`]: requests to the outbound listener used as an HTTP proxy (absolute-form,
+//!   `CONNECT`).
 //! - [`orig_proto`]: HTTP/1 over HTTP/2 between proxies.
 //! - [`upgrade`]: Upgrade and CONNECT tunnels.
 
 pub mod detect;
+pub mod explicit;
 pub mod inbound;
 pub mod orig_proto;
 pub mod outbound;

@@ -38,7 +38,7 @@ pub struct HttpOutbound {
 
 /// Where a request goes: the address, the endpoint discovery chose, the balancer's handle on
 /// it, and the discovery target (whose profile and budget govern the request).
-enum Route {
+pub(super) enum Route {
     To(
         SocketAddr,
         Option<Arc<Endpoint>>,
@@ -46,6 +46,23 @@ enum Route {
         Option<Target>,
     ),
     NoEndpoints(String),
+    /// Explicit mode: a name neither discovery nor DNS could resolve.
+    Unresolvable(String, String),
+    /// The target is one of this proxy's own listeners.
+    Loop(SocketAddr),
+}
+
+/// A routed request's destination: address, endpoint, balancer handle, discovery target.
+pub(super) type Routed = (
+    SocketAddr,
+    Option<Arc<Endpoint>>,
+    Option<Picked>,
+    Option<Target>,
+);
+
+/// The socket address an authority names when its host is an IP literal.
+fn literal(authority: &str) -> Option<SocketAddr> {
+    authority.parse().ok()
 }
 
 /// Logs a breaker transition.
@@ -60,7 +77,7 @@ pub fn report(transition: Option<Transition>, addr: SocketAddr) {
 }
 
 /// The request's authority as `host:port` (port 80 when absent).
-fn authority<B>(req: &Request<B>) -> Option<String> {
+pub(super) fn authority<B>(req: &Request<B>) -> Option<String> {
     let raw = match req.uri().authority() {
         Some(a) => a.as_str().to_string(),
         None => req.headers().get(header::HOST)?.to_str().ok()?.to_string(),
@@ -85,7 +102,12 @@ fn with_port(raw: &str) -> String {
 
 impl HttpOutbound {
     /// A response the proxy makes itself: logged, counted, annotated with `l5d-proxy-error`.
-    fn fail(&self, status: StatusCode, reason: &'static str, detail: &str) -> Response<Body> {
+    pub(super) fn fail(
+        &self,
+        status: StatusCode,
+        reason: &'static str,
+        detail: &str,
+    ) -> Response<Body> {
         warn!(
             status = status.as_u16(),
             reason, detail, "answering the app with an error"
@@ -96,32 +118,76 @@ impl HttpOutbound {
         error_response(status, detail, true)
     }
 
-    async fn route(&self, orig: SocketAddr, authority: Option<&str>) -> Route {
-        let Some(d) = &self.ctx.discovery else {
-            return Route::To(orig, None, None, None);
-        };
+    /// The destination of a route, or the error response when there is none.
+    // The error is the response itself, returned to hyper at once; boxing it would only add an
+    // allocation on the error path.
+    #[allow(clippy::result_large_err)]
+    pub(super) fn routed(&self, route: Route) -> Result<Routed, Response<Body>> {
+        match route {
+            Route::To(addr, ep, picked, target) => Ok((addr, ep, picked, target)),
+            Route::NoEndpoints(target) => Err(self.fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_endpoints",
+                &format!("no endpoints for {target}"),
+            )),
+            Route::Unresolvable(name, why) => Err(self.fail(
+                StatusCode::BAD_GATEWAY,
+                "unresolvable",
+                &format!("cannot resolve {name}: {why}"),
+            )),
+            Route::Loop(addr) => Err(self.fail(
+                StatusCode::BAD_GATEWAY,
+                "loop",
+                &format!("{addr} is one of this proxy's own listeners"),
+            )),
+        }
+    }
+
+    /// Where a request (or CONNECT tunnel) for `authority` goes: discovery by name (not an IP
+    /// literal), then discovery by `orig` (the original destination, or an explicit request's IP
+    /// literal), then `orig` itself; with neither, the name through DNS (explicit mode). Never
+    /// one of the proxy's own listeners.
+    pub(super) async fn route(&self, orig: Option<SocketAddr>, authority: Option<&str>) -> Route {
+        let route = self.resolve(orig, authority).await;
+        match route {
+            Route::To(addr, ..) if self.ctx.own.is_own_listener(addr) => Route::Loop(addr),
+            route => route,
+        }
+    }
+
+    async fn resolve(&self, orig: Option<SocketAddr>, authority: Option<&str>) -> Route {
+        // An explicit request naming an IP literal is addressed to it, as a redirected one is.
+        let orig = orig.or_else(|| authority.and_then(literal));
         // By authority first (a name, not an IP literal), then by the original destination.
-        let by_name = authority.filter(|a| {
-            let host = a.rsplit_once(':').map_or(*a, |(h, _)| h);
-            host.trim_matches(|c| c == '[' || c == ']')
-                .parse::<std::net::IpAddr>()
-                .is_err()
-        });
-        for target in by_name
-            .into_iter()
-            .map(str::to_string)
-            .chain([orig.to_string()])
-        {
-            let mut resolved = d.resolver.resolve(&target);
-            match resolved.pick(d.timeout).await {
-                Pick::Endpoint(ep, picked) => {
-                    return Route::To(ep.addr, Some(ep), Some(picked), Some(resolved));
+        let by_name = authority.filter(|a| literal(a).is_none());
+        if let Some(d) = &self.ctx.discovery {
+            let orig_target = orig.map(|o| o.to_string());
+            for target in by_name.into_iter().chain(orig_target.as_deref()) {
+                let mut resolved = d.resolver.resolve(target);
+                match resolved.pick(d.timeout).await {
+                    Pick::Endpoint(ep, picked) => {
+                        return Route::To(ep.addr, Some(ep), Some(picked), Some(resolved));
+                    }
+                    Pick::NoEndpoints => return Route::NoEndpoints(target.to_string()),
+                    Pick::AsIs => continue,
                 }
-                Pick::NoEndpoints => return Route::NoEndpoints(target),
-                Pick::AsIs => continue,
             }
         }
-        Route::To(orig, None, None, None)
+        if let Some(orig) = orig {
+            return Route::To(orig, None, None, None);
+        }
+        let Some(name) = by_name else {
+            return Route::Unresolvable(String::new(), "no authority".into());
+        };
+        let lookup = tokio::net::lookup_host(name);
+        match tokio::time::timeout(self.ctx.tcp.connect_timeout, lookup).await {
+            Ok(Ok(mut addrs)) => match addrs.next() {
+                Some(addr) => Route::To(addr, None, None, None),
+                None => Route::Unresolvable(name.into(), "no addresses".into()),
+            },
+            Ok(Err(e)) => Route::Unresolvable(name.into(), e.to_string()),
+            Err(_) => Route::Unresolvable(name.into(), "DNS lookup timed out".into()),
+        }
     }
 
     fn dial(
@@ -153,24 +219,20 @@ impl HttpOutbound {
         })
     }
 
-    /// Handles one request of a connection whose original destination is `orig`.
-    pub async fn handle(&self, orig: SocketAddr, req: Request<Incoming>) -> Response<Body> {
+    /// Handles one request of a connection whose original destination is `orig` (`None` for an
+    /// explicit connection, whose requests name their target).
+    pub async fn handle(&self, orig: Option<SocketAddr>, req: Request<Incoming>) -> Response<Body> {
         let authority = authority(&req);
-        // A CONNECT that was redirected here is for the upstream proxy the app dialled.
-        let route = if req.method() == http::Method::CONNECT {
-            Route::To(orig, None, None, None)
-        } else {
-            self.route(orig, authority.as_deref()).await
-        };
-        let (addr, ep, picked, target) = match route {
-            Route::To(addr, ep, picked, target) => (addr, ep, picked, target),
-            Route::NoEndpoints(target) => {
-                return self.fail(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "no_endpoints",
-                    &format!("no endpoints for {target}"),
-                );
+        let route = match orig {
+            // A CONNECT that was redirected here is for the upstream proxy the app dialled.
+            Some(orig) if req.method() == http::Method::CONNECT => {
+                Route::To(orig, None, None, None)
             }
+            _ => self.route(orig, authority.as_deref()).await,
+        };
+        let (addr, ep, picked, target) = match self.routed(route) {
+            Ok(r) => r,
+            Err(rsp) => return rsp,
         };
         if is_upgrade(&req) {
             let io = match self.dial(addr, ep, Some(SessionProtocol::Http1)).await {

@@ -223,6 +223,7 @@ impl TestServer {
             "server": self.name,
             "method": parts.method.as_str(),
             "path": parts.uri.path(),
+            "uri": parts.uri.to_string(),
             "version": format!("{:?}", parts.version),
             "headers": headers,
             "body_bytes": size,
