@@ -113,8 +113,13 @@ async fn many_services() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base = rss_kib();
     let channel = remora_proxy::control_client::plaintext_channel(ADDR.parse().unwrap()).unwrap();
-    let resolver: Arc<Resolver> =
-        Resolver::new(channel, String::new(), Duration::from_secs(600), 100_000, 7);
+    let resolver: Arc<Resolver> = Resolver::new(
+        remora_proxy::control_client::Instrumented::new(channel, "destination", Default::default()),
+        String::new(),
+        Duration::from_secs(600),
+        100_000,
+        7,
+    );
 
     let start = Instant::now();
     let targets: Vec<_> = (0..1000)
@@ -145,7 +150,13 @@ async fn one_big_service() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base = rss_kib();
     let channel = remora_proxy::control_client::plaintext_channel(ADDR.parse().unwrap()).unwrap();
-    let resolver = Resolver::new(channel, String::new(), Duration::from_secs(600), 100_000, 7);
+    let resolver = Resolver::new(
+        remora_proxy::control_client::Instrumented::new(channel, "destination", Default::default()),
+        String::new(),
+        Duration::from_secs(600),
+        100_000,
+        7,
+    );
     let target = resolver.resolve("10.96.0.0:80");
     tokio::time::sleep(Duration::from_millis(500)).await;
     let edit = Instant::now();

@@ -114,10 +114,13 @@ fn serve(path: PathBuf) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    if let Err(e) = remora_proxy::log::init(&log_config()) {
-        eprintln!("remora control: {e}");
-        return ExitCode::from(EXIT_USAGE);
-    }
+    let log_level = match remora_proxy::log::init(&log_config()) {
+        Ok(level) => level,
+        Err(e) => {
+            eprintln!("remora control: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     info!(config = ?config, "effective configuration");
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -132,7 +135,7 @@ fn serve(path: PathBuf) -> ExitCode {
     };
     runtime.block_on(async move {
         let control = match Control::bind(config, Some(path)) {
-            Ok(c) => c,
+            Ok(c) => c.with_log_level(log_level),
             Err(e) => {
                 error!("{e}");
                 return ExitCode::FAILURE;

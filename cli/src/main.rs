@@ -8,6 +8,7 @@ mod control;
 mod init;
 mod proxy;
 mod test_server;
+mod top;
 
 use std::process::ExitCode;
 
@@ -35,6 +36,7 @@ enum Command {
     Certs(certs::CertsArgs),
     Control(control::ControlArgs),
     TestServer(test_server::TestServerArgs),
+    Top(top::TopArgs),
 }
 
 fn main() -> ExitCode {
@@ -56,5 +58,6 @@ fn main() -> ExitCode {
         Command::Certs(args) => certs::main(args),
         Command::Control(args) => control::main(args),
         Command::TestServer(args) => test_server::main(args),
+        Command::Top(args) => top::main(args),
     }
 }

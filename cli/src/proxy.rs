@@ -42,10 +42,13 @@ pub fn main(_args: ProxyArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Err(e) = remora_proxy::log::init(&config.log) {
-        eprintln!("remora proxy: cannot start logging: {e}");
-        return ExitCode::from(EXIT_USAGE);
-    }
+    let log_level = match remora_proxy::log::init(&config.log) {
+        Ok(level) => level,
+        Err(e) => {
+            eprintln!("remora proxy: cannot start logging: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     match remora_proxy::rlimit::raise_nofile() {
         Ok(limit) => info!(limit, "raised the open-file soft limit to the hard limit"),
         Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
@@ -69,7 +72,7 @@ pub fn main(_args: ProxyArgs) -> ExitCode {
     };
     runtime.block_on(async move {
         let proxy = match Proxy::bind(config) {
-            Ok(proxy) => proxy,
+            Ok(proxy) => proxy.with_log_level(log_level),
             Err(e) => {
                 error!("{e}");
                 return ExitCode::FAILURE;

@@ -1,5 +1,6 @@
 //! The control plane's servers: gRPC — Identity and Destination — (TLS with the control
-//! plane's own identity unless it listens on loopback) and admin (`/live`, `/ready`, `/metrics`).
+//! plane's own identity unless it listens on loopback) and admin (`/live`, `/ready`, `/metrics`,
+//! `/log-level`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use remora_metrics::Registry;
 use remora_proxy::admin::{self, AdminState};
 use remora_proxy::drain::Drain;
 use remora_proxy::listen::bind;
+use remora_proxy::log::LogLevel;
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -106,6 +108,7 @@ pub struct Control {
     drain: Drain,
     /// The config file, followed for edits (none: the config is fixed).
     path: Option<PathBuf>,
+    log_level: Option<LogLevel>,
 }
 
 impl Control {
@@ -135,7 +138,14 @@ impl Control {
             anchors,
             drain: Drain::new(),
             path,
+            log_level: None,
         })
+    }
+
+    /// Lets the admin API show and replace the log filter (`GET`/`PUT /log-level`).
+    pub fn with_log_level(mut self, log_level: LogLevel) -> Self {
+        self.log_level = Some(log_level);
+        self
     }
 
     pub fn grpc_addr(&self) -> Option<SocketAddr> {
@@ -156,6 +166,7 @@ impl Control {
         let mut registry = Registry::default();
         let metrics = IdentityMetrics::register(&mut registry);
         let dst_metrics = DestinationMetrics::register(&mut registry);
+        remora_metrics::process::register(&mut registry);
         let (state_tx, state_rx) = watch::channel(self.config.state.clone());
         let reloader = self.path.clone().map(|p| {
             tokio::spawn(reload::follow(
@@ -188,6 +199,7 @@ impl Control {
             ready: Arc::new(AtomicBool::new(true)),
             drain: self.drain.clone(),
             destinations: None,
+            log_level: self.log_level.clone(),
         };
         let admin = tokio::spawn(admin::serve(self.admin, admin_state));
         let identity = IdentityServer::new(IdentityService::new(

@@ -1,11 +1,14 @@
-//! HTTP responses the proxy makes itself (errors), by direction and reason. Golden request
-//! metrics come with #9.
+//! The HTTP families of one proxy: the golden request metrics ([`HttpGolden`]), responses the
+//! proxy makes itself (errors) by direction and reason, retries, budget exhaustion, timeouts and
+//! circuit-breaker transitions.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
+use crate::golden::HttpGolden;
+use crate::series::SeriesLimits;
 use crate::tcp::Direction;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -20,8 +23,9 @@ struct Reason {
     reason: &'static str,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct HttpMetrics {
+    pub golden: HttpGolden,
     errors: Family<ErrorLabels, Counter>,
     retries: Family<Reason, Counter>,
     budget_exhausted: Counter,
@@ -31,8 +35,16 @@ pub struct HttpMetrics {
 }
 
 impl HttpMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = HttpMetrics::default();
+    pub fn register(registry: &mut Registry, series: &SeriesLimits) -> Self {
+        let m = HttpMetrics {
+            golden: HttpGolden::register(registry, series),
+            errors: Family::default(),
+            retries: Family::default(),
+            budget_exhausted: Counter::default(),
+            timeouts: Counter::default(),
+            ejections: Counter::default(),
+            restorations: Counter::default(),
+        };
         registry.register(
             "http_proxy_errors",
             "HTTP responses the proxy synthesized, by direction, status and reason",

@@ -8,13 +8,30 @@
 //! # Layout
 //! - [`tcp`]: connection and byte counters for the L4 path (`tcp_open_total`, `tcp_close_total`,
 //!   `tcp_open_connections`, `tcp_read_bytes_total`, `tcp_write_bytes_total`) and refusals.
-//! - [`http`]: responses the proxy synthesizes (errors).
+//! - [`golden`]: Linkerd's golden HTTP metrics (`request_total`, `response_total`,
+//!   `response_latency_ms`).
+//! - [`http`]: responses the proxy synthesizes (errors), retries, timeouts, breaker transitions.
+//! - [`labels`]: the target labels shared by TCP and HTTP (`authority`, `target_addr`, `tls`,
+//!   identities, `dst_*`).
+//! - [`bounded`], [`series`]: label sets that expire when idle and are capped, with an overflow
+//!   label set and counter.
+//! - [`histogram`]: the latency histogram with Linkerd's bucket bounds.
 //! - [`identity`]: certificate expiry and renewal outcomes.
+//! - [`client`]: calls to the control plane (count by result, latency).
+//! - [`process`]: the standard `process_*` families (CPU, memory, descriptors, start time),
+//!   read from `/proc/self` at each scrape.
 
 #![forbid(unsafe_code)]
 
+pub mod bounded;
+pub mod client;
+pub mod golden;
+pub mod histogram;
 pub mod http;
 pub mod identity;
+pub mod labels;
+pub mod process;
+pub mod series;
 pub mod tcp;
 
 pub use prometheus_client::registry::Registry;

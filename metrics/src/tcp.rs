@@ -5,13 +5,23 @@
 //! open and returns a [`TcpConn`] holding pre-resolved counter handles; reads and writes then
 //! cost one atomic add each, and dropping the handle counts the close.
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 
-use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder,
+};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
+
+use crate::bounded::{Limits, Slot, Store};
+use crate::labels::{DstLabels, TargetLabels};
+use crate::series::SeriesLimits;
 
 /// Which listener a connection belongs to.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -58,23 +68,20 @@ pub enum Tls {
     Opaque,
 }
 
-/// Labels of one side of a TCP connection: Linkerd's `direction`, `peer`, `tls`,
-/// `no_tls_reason`, and the peer's identity as `client_id` (inbound) or `server_id` (outbound).
+/// Labels of one side of a TCP connection: Linkerd's `direction`, `peer`, and what the
+/// connection targets ([`TargetLabels`]: `authority`, `target_addr`, `tls`, `no_tls_reason`,
+/// `client_id` / `server_id`, `dst_*`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct TcpLabels {
-    pub direction: Direction,
     pub peer: Peer,
-    pub tls: Tls,
-    pub peer_id: Option<Arc<str>>,
+    pub target: TargetLabels,
 }
 
 impl TcpLabels {
     pub fn new(direction: Direction, peer: Peer) -> Self {
         TcpLabels {
-            direction,
             peer,
-            tls: Tls::NoIdentity("not_provided_by_service_discovery"),
-            peer_id: None,
+            target: TargetLabels::new(direction),
         }
     }
 
@@ -82,46 +89,36 @@ impl TcpLabels {
     pub fn with_peer(&self, peer: Peer) -> Self {
         TcpLabels {
             peer,
-            ..self.clone()
+            target: self.target.clone(),
         }
     }
 
     pub fn with_tls(mut self, tls: Tls, peer_id: Option<Arc<str>>) -> Self {
-        self.tls = tls;
-        self.peer_id = peer_id;
+        self.target.tls = tls;
+        self.target.peer_id = peer_id;
+        self
+    }
+
+    /// Where the connection goes: the address, the logical destination, discovery's labels.
+    pub fn with_target(
+        mut self,
+        addr: SocketAddr,
+        authority: Option<Arc<str>>,
+        dst: Option<Arc<DstLabels>>,
+    ) -> Self {
+        self.target.target_addr = Some(addr);
+        self.target.authority = authority;
+        self.target.dst = dst;
         self
     }
 }
 
 impl EncodeLabelSet for TcpLabels {
     fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> Result<(), std::fmt::Error> {
-        ("direction", self.direction.as_str()).encode(encoder.encode_label())?;
+        ("direction", self.target.direction.as_str()).encode(encoder.encode_label())?;
         ("peer", self.peer.as_str()).encode(encoder.encode_label())?;
-        match &self.tls {
-            Tls::Established => ("tls", "true").encode(encoder.encode_label())?,
-            Tls::Opaque => ("tls", "opaque").encode(encoder.encode_label())?,
-            Tls::NoIdentity(reason) => {
-                ("tls", "no_identity").encode(encoder.encode_label())?;
-                ("no_tls_reason", *reason).encode(encoder.encode_label())?;
-            }
-        }
-        if let Some(id) = &self.peer_id {
-            let key = match self.direction {
-                Direction::Inbound => "client_id",
-                Direction::Outbound => "server_id",
-            };
-            (key, id.as_ref()).encode(encoder.encode_label())?;
-        }
-        Ok(())
+        self.target.encode_rest(encoder)
     }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CloseLabels {
-    #[prometheus(flatten)]
-    conn: TcpLabels,
-    /// The errno name when an error closed the connection, empty otherwise.
-    errno: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -204,45 +201,58 @@ impl RefuseReason {
     }
 }
 
+/// The counters of one side's label set.
+#[derive(Debug, Default)]
+pub struct TcpSeries {
+    opened: AtomicU64,
+    open: AtomicI64,
+    read: AtomicU64,
+    write: AtomicU64,
+    /// Closes by errno name (`""` when no error ended the connection).
+    closed: RwLock<Vec<(&'static str, AtomicU64)>>,
+}
+
+impl TcpSeries {
+    fn close(&self, errno: &'static str) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+        if let Ok(v) = self.closed.read()
+            && let Some((_, n)) = v.iter().find(|(e, _)| *e == errno)
+        {
+            n.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        // errno names are a fixed set, so this stays bounded.
+        if let Ok(mut v) = self.closed.write() {
+            match v.iter().find(|(e, _)| *e == errno) {
+                Some((_, n)) => {
+                    n.fetch_add(1, Ordering::Relaxed);
+                }
+                None => v.push((errno, AtomicU64::new(1))),
+            }
+        }
+    }
+}
+
 /// The TCP families of one proxy.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct TcpMetrics {
-    open_total: Family<TcpLabels, Counter>,
-    close_total: Family<CloseLabels, Counter>,
-    open_connections: Family<TcpLabels, Gauge>,
-    read_bytes: Family<TcpLabels, Counter>,
-    write_bytes: Family<TcpLabels, Counter>,
+    store: Arc<Store<TcpLabels, TcpSeries>>,
     refused: Family<RefusedLabels, Counter>,
 }
 
 impl TcpMetrics {
+    /// Registers with the default series limits.
     pub fn register(registry: &mut Registry) -> Self {
-        let m = TcpMetrics::default();
-        registry.register(
-            "tcp_open",
-            "Total count of opened connections",
-            m.open_total.clone(),
-        );
-        registry.register(
-            "tcp_close",
-            "Total count of closed connections",
-            m.close_total.clone(),
-        );
-        registry.register(
-            "tcp_open_connections",
-            "Number of currently-open connections",
-            m.open_connections.clone(),
-        );
-        registry.register(
-            "tcp_read_bytes",
-            "Total count of bytes read from peers",
-            m.read_bytes.clone(),
-        );
-        registry.register(
-            "tcp_write_bytes",
-            "Total count of bytes written to peers",
-            m.write_bytes.clone(),
-        );
+        let series = SeriesLimits::register(registry, Limits::default());
+        Self::register_with(registry, &series)
+    }
+
+    pub fn register_with(registry: &mut Registry, series: &SeriesLimits) -> Self {
+        let m = TcpMetrics {
+            store: Arc::new(series.store("tcp", TcpSeries::default)),
+            refused: Family::default(),
+        };
+        registry.register_collector(Box::new(Encoder(m.store.clone())));
         registry.register(
             "tcp_refused",
             "Total count of connections refused before forwarding, by reason",
@@ -253,17 +263,10 @@ impl TcpMetrics {
 
     /// Counts one opened socket and returns the handle that counts its bytes and its close.
     pub fn open(&self, labels: TcpLabels) -> TcpConn {
-        self.open_total.get_or_create(&labels).inc();
-        let open = self.open_connections.get_or_create_owned(&labels);
-        open.inc();
-        TcpConn {
-            read: self.read_bytes.get_or_create_owned(&labels),
-            write: self.write_bytes.get_or_create_owned(&labels),
-            open,
-            close_total: self.close_total.clone(),
-            labels,
-            errno: "",
-        }
+        let slot = self.store.get(&labels);
+        slot.value.opened.fetch_add(1, Ordering::Relaxed);
+        slot.value.open.fetch_add(1, Ordering::Relaxed);
+        TcpConn { slot, errno: "" }
     }
 
     /// Counts a connection refused before it was forwarded.
@@ -275,28 +278,29 @@ impl TcpMetrics {
             })
             .inc();
     }
+
+    /// Label sets kept now.
+    pub fn series(&self) -> usize {
+        self.store.len()
+    }
 }
 
 /// One open socket's counters. Dropping it counts the close.
 #[derive(Debug)]
 pub struct TcpConn {
-    read: Counter,
-    write: Counter,
-    open: Gauge,
-    close_total: Family<CloseLabels, Counter>,
-    labels: TcpLabels,
+    slot: Arc<Slot<TcpSeries>>,
     errno: &'static str,
 }
 
 impl TcpConn {
     #[inline]
     pub fn read(&self, n: usize) {
-        self.read.inc_by(n as u64);
+        self.slot.value.read.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     #[inline]
     pub fn wrote(&self, n: usize) {
-        self.write.inc_by(n as u64);
+        self.slot.value.write.fetch_add(n as u64, Ordering::Relaxed);
     }
 
     /// Records that an error closed this connection; `errno` is the error's name (e.g.
@@ -308,13 +312,91 @@ impl TcpConn {
 
 impl Drop for TcpConn {
     fn drop(&mut self) {
-        self.open.dec();
-        self.close_total
-            .get_or_create(&CloseLabels {
-                conn: self.labels.clone(),
-                errno: self.errno,
-            })
-            .inc();
+        self.slot.value.close(self.errno);
+    }
+}
+
+/// A side's labels, or the overflow label set.
+struct Side<'a>(Option<&'a TcpLabels>);
+
+impl EncodeLabelSet for Side<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(l) => l.encode(encoder),
+            None => ("overflow", "true").encode(encoder.encode_label()),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Encoder(Arc<Store<TcpLabels, TcpSeries>>);
+
+impl Encoder {
+    fn counter(
+        &self,
+        encoder: &mut DescriptorEncoder<'_>,
+        name: &str,
+        help: &str,
+        value: fn(&TcpSeries) -> u64,
+    ) -> std::fmt::Result {
+        let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        self.0.for_each(|labels, s| {
+            ConstCounter::new(value(s)).encode(family.encode_family(&Side(labels))?)
+        })
+    }
+}
+
+impl Collector for Encoder {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        self.counter(
+            &mut encoder,
+            "tcp_open",
+            "Total count of opened connections",
+            |s| s.opened.load(Ordering::Relaxed),
+        )?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "tcp_close",
+                "Total count of closed connections",
+                None,
+                MetricType::Counter,
+            )?;
+            self.0.for_each(|labels, s| {
+                let Ok(closed) = s.closed.read() else {
+                    return Ok(());
+                };
+                for (errno, n) in closed.iter() {
+                    let set = (Side(labels), [("errno", *errno)]);
+                    ConstCounter::new(n.load(Ordering::Relaxed))
+                        .encode(family.encode_family(&set)?)?;
+                }
+                Ok(())
+            })?;
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "tcp_open_connections",
+                "Number of currently-open connections",
+                None,
+                MetricType::Gauge,
+            )?;
+            self.0.for_each(|labels, s| {
+                ConstGauge::new(s.open.load(Ordering::Relaxed))
+                    .encode(family.encode_family(&Side(labels))?)
+            })?;
+        }
+        self.counter(
+            &mut encoder,
+            "tcp_read_bytes",
+            "Total count of bytes read from peers",
+            |s| s.read.load(Ordering::Relaxed),
+        )?;
+        self.counter(
+            &mut encoder,
+            "tcp_write_bytes",
+            "Total count of bytes written to peers",
+            |s| s.write.load(Ordering::Relaxed),
+        )
     }
 }
 

@@ -1,9 +1,10 @@
 //! The admin server: `GET /live`, `GET /ready`, `GET /metrics`, `POST /shutdown`,
-//! `GET /debug/destinations`.
+//! `GET /debug/destinations`, `GET`/`PUT /log-level`.
 //!
-//! HTTP/1.1 only, a bounded number of concurrent connections, a header-read timeout. Endpoints
-//! that change the process (`/shutdown`) accept only loopback peers, so the admin port can be
-//! exposed to probes and Prometheus without exposing them.
+//! HTTP/1.1 only, a bounded number of concurrent connections, a header-read timeout, bounded
+//! request bodies. Endpoints that change the process (`/shutdown`, `/log-level`) accept only
+//! loopback peers, so the admin port can be exposed to probes and Prometheus without exposing
+//! them.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use remora_metrics::Registry;
@@ -23,9 +24,12 @@ use tracing::{debug, info, warn};
 
 use crate::discovery::Resolver;
 use crate::drain::Drain;
+use crate::log::{LogLevel, MAX_FILTER_LEN};
 
 const MAX_CONNECTIONS: usize = 64;
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request body (`PUT /log-level`) may take to arrive.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the admin endpoints report on and act on.
 #[derive(Clone, Debug)]
@@ -35,6 +39,9 @@ pub struct AdminState {
     pub drain: Drain,
     /// The discovery cache, reported by `GET /debug/destinations` (loopback peers only).
     pub destinations: Option<Arc<Resolver>>,
+    /// The process's log filter, shown and replaced by `GET`/`PUT /log-level` (loopback peers
+    /// only); `None` when logging was not set up through [`crate::log::init`].
+    pub log_level: Option<LogLevel>,
 }
 
 /// Serves the admin API on `listener` for as long as the process runs (also while draining, so
@@ -58,7 +65,7 @@ pub async fn serve(listener: TcpListener, state: AdminState) {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, peer, req)) }
+                async move { Ok::<_, Infallible>(route(&state, peer, req).await) }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -73,7 +80,11 @@ pub async fn serve(listener: TcpListener, state: AdminState) {
     }
 }
 
-fn route(state: &AdminState, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(
+    state: &AdminState,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/live") => text(StatusCode::OK, "live\n".into()),
         (&Method::GET, "/ready") => {
@@ -133,11 +144,87 @@ fn route(state: &AdminState, peer: SocketAddr, req: Request<Incoming>) -> Respon
             state.drain.signal();
             text(StatusCode::OK, "shutdown\n".into())
         }
+        (_, "/log-level") => log_level(state, peer, req).await,
         (_, "/live" | "/ready" | "/metrics" | "/shutdown") => text(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed\n".into(),
         ),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+/// `GET /log-level` answers the current filter; `PUT /log-level` replaces it with the body
+/// (`RUST_LOG` syntax, at most [`MAX_FILTER_LEN`] bytes). Loopback peers only.
+async fn log_level(
+    state: &AdminState,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if !peer.ip().to_canonical().is_loopback() {
+        if req.method() == Method::PUT {
+            warn!(%peer, "refusing PUT /log-level from a non-loopback peer");
+        }
+        return text(
+            StatusCode::FORBIDDEN,
+            "log-level is only accepted from loopback\n".into(),
+        );
+    }
+    let Some(level) = &state.log_level else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "this process cannot change its log level\n".into(),
+        );
+    };
+    match *req.method() {
+        Method::GET => text(StatusCode::OK, format!("{}\n", level.get())),
+        Method::PUT => put_log_level(level, peer, req).await,
+        _ => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+        ),
+    }
+}
+
+async fn put_log_level(
+    level: &LogLevel,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let read = Limited::new(req.into_body(), MAX_FILTER_LEN).collect();
+    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a log filter is at most {MAX_FILTER_LEN} bytes\n"),
+            );
+        }
+        Ok(Err(e)) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}\n"),
+            );
+        }
+        Err(_) => {
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time\n".into(),
+            );
+        }
+    };
+    let Ok(filter) = std::str::from_utf8(&body) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "the log filter is not UTF-8\n".into(),
+        );
+    };
+    match level.set(filter) {
+        Ok(old) => {
+            let new = filter.trim();
+            info!(%peer, %old, %new, "log filter changed through the admin API");
+            text(StatusCode::OK, format!("{new}\n"))
+        }
+        Err(reason) => text(StatusCode::BAD_REQUEST, format!("{reason}\n")),
     }
 }
 

@@ -7,8 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use remora_metrics::Registry;
+use remora_metrics::client::ControlClientMetrics;
 use remora_metrics::http::HttpMetrics;
 use remora_metrics::identity::IdentityMetrics;
+use remora_metrics::series::SeriesLimits;
 use remora_metrics::tcp::{Direction, TcpMetrics};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -22,6 +24,7 @@ use crate::drain::Drain;
 use crate::identity::{self, CredsRx, IdentityError};
 use crate::inbound::{Inbound, InboundCtx};
 use crate::listen::{AcceptCtx, bind};
+use crate::log::LogLevel;
 use crate::mtls::LocalTls;
 use crate::orig_dst::LocalIps;
 use crate::outbound::{Discovery, Outbound, OutboundCtx};
@@ -43,6 +46,7 @@ pub struct Proxy {
     http_metrics: HttpMetrics,
     creds: Option<CredsRx>,
     resolver: Option<Arc<Resolver>>,
+    log_level: Option<LogLevel>,
 }
 
 /// Why the proxy could not start.
@@ -79,14 +83,18 @@ impl Proxy {
     /// starts fetching its certificate. Call within a runtime.
     pub fn bind(config: Config) -> Result<Self, StartError> {
         let mut registry = Registry::default();
-        let tcp_metrics = TcpMetrics::register(&mut registry);
-        let http_metrics = HttpMetrics::register(&mut registry);
+        let series = SeriesLimits::register(&mut registry, config.metrics);
+        let tcp_metrics = TcpMetrics::register_with(&mut registry, &series);
+        let http_metrics = HttpMetrics::register(&mut registry, &series);
         let identity_metrics = IdentityMetrics::register(&mut registry);
+        let client_metrics = ControlClientMetrics::register(&mut registry);
+        remora_metrics::process::register(&mut registry);
         let creds = match &config.identity {
             Some(id) => Some(identity::spawn(
                 id.clone(),
                 &[crate::transport_header::ALPN],
                 identity_metrics,
+                client_metrics.clone(),
             )?),
             None => None,
         };
@@ -98,7 +106,11 @@ impl Proxy {
                     _ => plaintext_channel(d.addr)?,
                 };
                 Some(Resolver::new(
-                    channel,
+                    crate::control_client::Instrumented::new(
+                        channel,
+                        "destination",
+                        client_metrics,
+                    ),
                     d.context.clone(),
                     d.idle_timeout,
                     d.max_targets,
@@ -107,6 +119,11 @@ impl Proxy {
             }
             None => None,
         };
+        if let Some(r) = &resolver {
+            registry.register_collector(Box::new(crate::discovery::BalancerCollector(
+                Arc::downgrade(r),
+            )));
+        }
         Ok(Proxy {
             outbound: bind_all(config::OUTBOUND_ADDR, &config.outbound_addrs)?,
             inbound: bind_all(config::INBOUND_ADDR, &config.inbound_addrs)?,
@@ -118,7 +135,14 @@ impl Proxy {
             http_metrics,
             creds,
             resolver,
+            log_level: None,
         })
+    }
+
+    /// Lets the admin API show and replace the log filter (`GET`/`PUT /log-level`).
+    pub fn with_log_level(mut self, log_level: LogLevel) -> Self {
+        self.log_level = Some(log_level);
+        self
     }
 
     /// The current credentials, when the proxy has an identity.
@@ -169,6 +193,16 @@ impl Proxy {
         };
         let tls = LocalTls::new(self.creds.clone());
         let opaque_ports = Arc::new(cfg.opaque_ports.clone());
+        let access_log = match cfg.access_log {
+            true => match crate::l7::record::AccessLog::spawn() {
+                Ok(log) => Some(log),
+                Err(e) => {
+                    warn!(error = %e, "cannot start the access log writer; access log off");
+                    None
+                }
+            },
+            false => None,
+        };
         let outbound = Outbound::new(
             self.outbound,
             accept(Direction::Outbound, cfg.outbound_max_connections),
@@ -190,6 +224,7 @@ impl Proxy {
                 http_limits: cfg.http_limits,
                 request_timeout: cfg.request_timeout,
                 pool_idle_timeout: cfg.pool_idle_timeout,
+                access_log: access_log.clone(),
             },
         );
         let trust_domain = cfg.identity.as_ref().and_then(|i| {
@@ -214,6 +249,7 @@ impl Proxy {
                 http_metrics: self.http_metrics.clone(),
                 http_limits: cfg.http_limits,
                 pool_idle_timeout: cfg.pool_idle_timeout,
+                access_log,
             },
         );
         let admin_state = AdminState {
@@ -221,6 +257,7 @@ impl Proxy {
             ready: ready.clone(),
             drain: self.drain.clone(),
             destinations: self.resolver.clone(),
+            log_level: self.log_level.clone(),
         };
         let admin = tokio::spawn(admin::serve(self.admin, admin_state));
         let outbound = tokio::spawn(outbound.run());

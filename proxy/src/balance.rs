@@ -254,6 +254,25 @@ impl Balancer {
             .min(cumulative.len() - 1)
     }
 
+    /// Endpoints of the current set that are in balancing, and those ejected by the breaker
+    /// (including one whose probe is in flight).
+    pub fn counts(&self) -> (usize, usize) {
+        let Ok(state) = self.state.lock() else {
+            return (0, 0);
+        };
+        let ejected = state
+            .loads
+            .iter()
+            .filter(|l| {
+                l.breaker
+                    .lock()
+                    .map(|b| !matches!(b.state, BreakerState::Closed))
+                    .unwrap_or(false)
+            })
+            .count();
+        (state.loads.len() - ejected, ejected)
+    }
+
     /// Whether any endpoint may take a request (none ejected, or a probe is due).
     pub fn any_available<E: Weighted + Send + Sync + 'static>(
         &self,

@@ -26,6 +26,9 @@ pub const OUTBOUND_MAX_CONNECTIONS: &str = "REMORA_OUTBOUND_MAX_CONNECTIONS";
 pub const SHUTDOWN_GRACE: &str = "REMORA_SHUTDOWN_GRACE";
 pub const WORKER_THREADS: &str = "REMORA_WORKER_THREADS";
 pub const LOG: &str = "REMORA_LOG";
+pub const METRICS_MAX_SERIES: &str = "REMORA_METRICS_MAX_SERIES";
+pub const METRICS_IDLE_TIMEOUT: &str = "REMORA_METRICS_IDLE_TIMEOUT";
+pub const ACCESS_LOG: &str = "REMORA_ACCESS_LOG";
 pub const BREAKER_MAX_FAILURES: &str = "REMORA_BREAKER_MAX_FAILURES";
 pub const HTTP_REQUEST_TIMEOUT: &str = "REMORA_HTTP_REQUEST_TIMEOUT";
 pub const HTTP_POOL_IDLE_TIMEOUT: &str = "REMORA_HTTP_POOL_IDLE_TIMEOUT";
@@ -73,7 +76,8 @@ pub const VARS: &[Var] = &[
     Var {
         name: ADMIN_ADDR,
         default: "127.0.0.1:4191",
-        help: "Admin listener: /live, /ready, /metrics, POST /shutdown",
+        help: "Admin listener: /live, /ready, /metrics, POST /shutdown, GET/PUT /log-level \
+               (/shutdown and /log-level accept loopback peers only)",
     },
     Var {
         name: CONNECT_TIMEOUT,
@@ -216,6 +220,21 @@ pub const VARS: &[Var] = &[
         help: "Consecutive failures after which an endpoint is ejected from balancing",
     },
     Var {
+        name: METRICS_MAX_SERIES,
+        default: "10000",
+        help: "Most label sets per metric store (TCP, HTTP); beyond it new ones count under overflow=\"true\"",
+    },
+    Var {
+        name: METRICS_IDLE_TIMEOUT,
+        default: "10m",
+        help: "Drop a metric label set unused this long (and held by no open connection)",
+    },
+    Var {
+        name: ACCESS_LOG,
+        default: "off",
+        help: "Access log: off, or json (one JSON line per HTTP request on stdout)",
+    },
+    Var {
         name: LOG,
         default: "info",
         help: "Log filter, RUST_LOG syntax (e.g. warn,remora_proxy=debug)",
@@ -246,6 +265,9 @@ pub struct Config {
     pub http_limits: Limits,
     pub request_timeout: Option<Duration>,
     pub pool_idle_timeout: Duration,
+    pub metrics: remora_metrics::bounded::Limits,
+    /// One JSON line per HTTP request on stdout.
+    pub access_log: bool,
     pub default_policy: Policy,
     pub port_policies: HashMap<u16, Policy>,
     /// `None` when no identity is configured: the proxy then has no certificate.
@@ -276,6 +298,14 @@ pub struct LogConfig {
 pub enum LogFormat {
     Plain,
     Json,
+}
+
+fn parse_access_log(s: &str) -> Result<bool, String> {
+    match s {
+        "off" => Ok(false),
+        "json" => Ok(true),
+        _ => Err("expected off or json".into()),
+    }
 }
 
 /// A variable whose value could not be used. Displays as `REMORA_X="value": reason`.
@@ -320,6 +350,11 @@ impl Config {
             opaque_ports: env.parse(OPAQUE_PORTS, parse_ports)?,
             request_timeout: env.parse(HTTP_REQUEST_TIMEOUT, parse_optional_duration)?,
             pool_idle_timeout: env.parse(HTTP_POOL_IDLE_TIMEOUT, parse_nonzero_duration)?,
+            metrics: remora_metrics::bounded::Limits {
+                max_series: env.parse(METRICS_MAX_SERIES, parse_positive)?,
+                idle: env.parse(METRICS_IDLE_TIMEOUT, parse_nonzero_duration)?,
+            },
+            access_log: env.parse(ACCESS_LOG, parse_access_log)?,
             http_limits: Limits {
                 max_head: env.parse(HTTP_MAX_HEADER_BYTES, parse_positive)?,
                 max_headers: env.parse(HTTP_MAX_HEADERS, parse_positive)?,

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use remora_identity::{Name, TrustAnchors};
+use remora_metrics::client::ControlClientMetrics;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
@@ -99,5 +100,91 @@ impl tonic::codegen::Service<Uri> for TlsConnect {
             let tls = this.tls.connect(name, tcp).await?;
             Ok(TokioIo::new(tls))
         })
+    }
+}
+
+/// A channel that counts each call to the control plane and its time to response headers
+/// (`control_requests_total`, `control_response_latency_ms`).
+#[derive(Clone, Debug)]
+pub struct Instrumented {
+    inner: Channel,
+    service: &'static str,
+    metrics: ControlClientMetrics,
+}
+
+impl Instrumented {
+    pub fn new(inner: Channel, service: &'static str, metrics: ControlClientMetrics) -> Self {
+        Instrumented {
+            inner,
+            service,
+            metrics,
+        }
+    }
+}
+
+/// The RPC of a gRPC path, as a fixed name.
+fn rpc(path: &str) -> &'static str {
+    match path.rsplit('/').next() {
+        Some("Get") => "Get",
+        Some("GetProfile") => "GetProfile",
+        Some("Certify") => "Certify",
+        _ => "other",
+    }
+}
+
+type Call = http::Request<tonic::body::Body>;
+type Reply = http::Response<tonic::body::Body>;
+
+impl tonic::codegen::Service<Call> for Instrumented {
+    type Response = Reply;
+    type Error = tonic::transport::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Reply, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tonic::codegen::Service::<Call>::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, req: Call) -> Self::Future {
+        let rpc = rpc(req.uri().path());
+        let (service, metrics) = (self.service, self.metrics.clone());
+        let start = tokio::time::Instant::now();
+        let call = tonic::codegen::Service::<Call>::call(&mut self.inner, req);
+        Box::pin(async move {
+            let res = call.await;
+            let result = match &res {
+                Ok(rsp) if rsp.status() != http::StatusCode::OK => "http_error",
+                // A trailers-only answer carries its status in the headers.
+                Ok(rsp) => match rsp
+                    .headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse::<i32>().ok())
+                {
+                    None | Some(0) => "ok",
+                    Some(code) => grpc_code_name(code),
+                },
+                Err(_) => "transport_error",
+            };
+            metrics.record(service, rpc, result, start.elapsed());
+            res
+        })
+    }
+}
+
+fn grpc_code_name(code: i32) -> &'static str {
+    use tonic::Code;
+    match Code::from_i32(code) {
+        Code::Cancelled => "cancelled",
+        Code::InvalidArgument => "invalid_argument",
+        Code::DeadlineExceeded => "deadline_exceeded",
+        Code::NotFound => "not_found",
+        Code::PermissionDenied => "permission_denied",
+        Code::ResourceExhausted => "resource_exhausted",
+        Code::FailedPrecondition => "failed_precondition",
+        Code::Unimplemented => "unimplemented",
+        Code::Internal => "internal",
+        Code::Unavailable => "unavailable",
+        Code::Unauthenticated => "unauthenticated",
+        _ => "other_error",
     }
 }

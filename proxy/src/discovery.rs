@@ -12,14 +12,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::control_client::Instrumented;
 use linkerd2_proxy_api::destination as pb;
 use linkerd2_proxy_api::destination::destination_client::DestinationClient;
 use pb::update::Update as U;
 use remora_identity::Name;
+use remora_metrics::labels::DstLabels;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 use crate::balance::{Balancer, Picked, Weighted};
 use crate::profile::{BudgetSlot, Profile};
@@ -53,6 +54,10 @@ pub struct Endpoint {
     pub opaque_transport_port: Option<u16>,
     pub authority_override: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// `labels` as metric labels (`dst_*`), built once.
+    pub dst_labels: Arc<DstLabels>,
+    /// `identity` as a metric label value (`server_id`), built once.
+    pub server_id: Option<Arc<str>>,
 }
 
 impl Endpoint {
@@ -82,6 +87,10 @@ impl Endpoint {
         };
         let mut labels: BTreeMap<String, String> = set_labels.clone().into_iter().collect();
         labels.extend(w.metric_labels);
+        let dst_labels = Arc::new(DstLabels::new(
+            labels.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ));
+        let server_id = identity.as_ref().map(|i: &Name| Arc::from(i.as_str()));
         Some(Endpoint {
             addr,
             weight: w.weight,
@@ -91,6 +100,8 @@ impl Endpoint {
             opaque_transport_port,
             authority_override: w.authority_override.map(|a| a.authority_override),
             labels,
+            dst_labels,
+            server_id,
         })
     }
 }
@@ -196,7 +207,7 @@ impl Target {
 /// The cache of resolutions.
 #[derive(Debug)]
 pub struct Resolver {
-    client: DestinationClient<Channel>,
+    client: DestinationClient<Instrumented>,
     context_token: String,
     idle: Duration,
     max_entries: usize,
@@ -213,7 +224,7 @@ fn seed(path: &str) -> u64 {
 
 impl Resolver {
     pub fn new(
-        channel: Channel,
+        channel: Instrumented,
         context_token: String,
         idle: Duration,
         max_entries: usize,
@@ -282,6 +293,17 @@ impl Resolver {
             last_used: Mutex::new(Instant::now()),
             tasks: [get, profile],
         }
+    }
+
+    /// Every cached target with its balancer's (ready, ejected) endpoint counts.
+    pub fn balancer_counts(&self) -> Vec<(String, (usize, usize))> {
+        let Ok(cache) = self.cache.lock() else {
+            return Vec::new();
+        };
+        cache
+            .iter()
+            .map(|(k, e)| (k.clone(), e.balancer.counts()))
+            .collect()
     }
 
     /// Every cached target and what is known of it.
@@ -397,7 +419,7 @@ fn publish(
 }
 
 async fn follow_endpoints(
-    mut client: DestinationClient<Channel>,
+    mut client: DestinationClient<Instrumented>,
     req: pb::GetDestination,
     tx: watch::Sender<Resolution>,
 ) {
@@ -464,7 +486,7 @@ async fn follow_endpoints(
 }
 
 async fn follow_profile(
-    mut client: DestinationClient<Channel>,
+    mut client: DestinationClient<Instrumented>,
     req: pb::GetDestination,
     tx: watch::Sender<Option<Arc<Profile>>>,
 ) {
@@ -491,6 +513,39 @@ async fn follow_profile(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// `balancer_endpoints{authority, state}`: each cached target's endpoints in balancing
+/// (`ready`) and ejected by the circuit breaker (`ejected`), read at each scrape. Bounded by
+/// the resolver's cache (`REMORA_DESTINATION_MAX_TARGETS`).
+#[derive(Debug)]
+pub struct BalancerCollector(pub std::sync::Weak<Resolver>);
+
+impl prometheus_client::collector::Collector for BalancerCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let mut family = encoder.encode_descriptor(
+            "balancer_endpoints",
+            "Endpoints of each discovered target, by state: ready (balanced) or ejected (circuit \
+             breaker open or probing)",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        let Some(resolver) = self.0.upgrade() else {
+            return Ok(());
+        };
+        for (authority, (ready, ejected)) in resolver.balancer_counts() {
+            for (state, n) in [("ready", ready), ("ejected", ejected)] {
+                let labels = [("authority", authority.as_str()), ("state", state)];
+                ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }
 

@@ -21,7 +21,6 @@ use remora_identity::{Name, TrustAnchors};
 use remora_metrics::identity::IdentityMetrics;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::sync::watch;
-use tonic::transport::Channel;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::control_client::{ChannelError, channel};
@@ -83,6 +82,7 @@ pub fn spawn(
     config: IdentityConfig,
     alpn: Alpn,
     metrics: IdentityMetrics,
+    client_metrics: remora_metrics::client::ControlClientMetrics,
 ) -> Result<CredsRx, IdentityError> {
     let key = generate_key().map_err(|e| IdentityError::BadCert(e.to_string()))?;
     let csr = csr(&key, &config.name).map_err(|e| IdentityError::BadCert(e.to_string()))?;
@@ -94,7 +94,11 @@ pub fn spawn(
             config,
             key,
             csr,
-            client: IdentityClient::new(channel),
+            client: IdentityClient::new(crate::control_client::Instrumented::new(
+                channel,
+                "identity",
+                client_metrics,
+            )),
             alpn,
             metrics,
             tx,
@@ -108,7 +112,7 @@ struct Renewer {
     config: IdentityConfig,
     key: KeyPair,
     csr: Vec<u8>,
-    client: IdentityClient<Channel>,
+    client: IdentityClient<crate::control_client::Instrumented>,
     alpn: Alpn,
     metrics: IdentityMetrics,
     tx: watch::Sender<Option<Arc<Creds>>>,

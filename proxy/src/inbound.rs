@@ -78,6 +78,8 @@ pub struct InboundCtx {
     pub http_metrics: HttpMetrics,
     pub http_limits: l7::server::Limits,
     pub pool_idle_timeout: Duration,
+    /// One JSON line per HTTP request, when enabled.
+    pub access_log: Option<l7::record::AccessLog>,
 }
 
 #[derive(Debug)]
@@ -282,10 +284,11 @@ async fn serve_app(
     http: &Arc<HttpInbound>,
     mut io: BoxIo,
     app: SocketAddr,
-    admitted: Admitted,
+    mut admitted: Admitted,
     protocol: Option<l7::detect::Protocol>,
 ) {
     let ctx = &*http.ctx;
+    admitted.labels = admitted.labels.with_target(app, None, None);
     let protocol = match protocol {
         Some(p) => Some(p),
         None if ctx.opaque_ports.contains(&app.port()) => None,
@@ -311,25 +314,15 @@ async fn serve_app(
                 None,
             ));
             let http = http.clone();
-            let client = admitted.client_id;
+            let conn = Arc::new(l7::inbound::InboundConn::new(
+                app,
+                admitted.client_id,
+                allowed,
+                admitted.labels.target.clone(),
+            ));
             l7::server::serve(io, protocol, ctx.http_limits, move |req| {
-                let http = http.clone();
-                let client = client.clone();
-                async move {
-                    match allowed {
-                        Ok(()) => http.handle(app, client.as_ref(), req).await,
-                        Err(denied) => {
-                            http.ctx
-                                .http_metrics
-                                .error(Direction::Inbound, 403, denied.as_str());
-                            l7::error_response(
-                                http::StatusCode::FORBIDDEN,
-                                &denied.to_string(),
-                                client.is_some(),
-                            )
-                        }
-                    }
-                }
+                let (http, conn) = (http.clone(), conn.clone());
+                async move { http.serve(&conn, req).await }
             })
             .await
         }
@@ -448,7 +441,7 @@ async fn direct(http: &Arc<HttpInbound>, mut stream: TcpStream) {
 
 /// Connects to the app and forwards.
 async fn to_app(ctx: &InboundCtx, client: BoxIo, app: SocketAddr, labels: TcpLabels) {
-    proxy_to(&ctx.tcp, client, app, labels).await;
+    proxy_to(&ctx.tcp, client, app, labels.with_target(app, None, None)).await;
 }
 
 #[cfg(test)]

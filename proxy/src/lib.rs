@@ -17,7 +17,7 @@
 //! - [`balance`]: power of two choices over peak-EWMA latency, and the circuit breaker.
 //! - [`budget`]: retry budgets (ratio of retries to requests over a window, plus a reserve).
 //! - [`discovery`]: Destination API streams per target, cached, followed in the background.
-//! - [`admin`]: `/live`, `/ready`, `/metrics`, `/shutdown`.
+//! - [`admin`]: `/live`, `/ready`, `/metrics`, `/shutdown`, `/log-level`.
 //! - [`drain`]: the process-wide two-phase shutdown signal.
 //! - [`init`]: `remora init`, the iptables rules that redirect a pod's traffic.
 //! - [`tls_detect`]: recognises a ClientHello and reads its SNI without consuming it.
@@ -28,7 +28,7 @@
 //! - [`profile`]: destination profiles compiled for the data path (routes, budgets).
 //! - [`policy`]: inbound authorization per port.
 //! - [`test_server`]: `remora test-server`, the HTTP/gRPC app of tests, demo and benchmarks.
-//! - [`log`], [`rlimit`]: process setup.
+//! - [`log`], [`rlimit`]: process setup; the log filter can be replaced at run time.
 
 #![forbid(unsafe_code)]
 

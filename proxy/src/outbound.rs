@@ -87,6 +87,8 @@ pub struct OutboundCtx {
     /// The default HTTP request timeout (a profile route's timeout overrides it).
     pub request_timeout: Option<Duration>,
     pub pool_idle_timeout: Duration,
+    /// One JSON line per HTTP request, when enabled.
+    pub access_log: Option<l7::record::AccessLog>,
 }
 
 #[derive(Debug)]
@@ -280,8 +282,9 @@ async fn forward(
             return;
         }
     };
-    let labels =
-        TcpLabels::new(Direction::Outbound, Peer::Src).with_tls(dialled.tls, dialled.server_id);
+    let labels = TcpLabels::new(Direction::Outbound, Peer::Src)
+        .with_tls(dialled.tls, dialled.server_id)
+        .with_target(addr, None, ep.map(|e| e.dst_labels.clone()));
     proxy(&ctx.tcp, client, dialled.io, labels, dialled.addr).await
 }
 
@@ -294,8 +297,11 @@ async fn serve_http(
     protocol: l7::detect::Protocol,
     dst: Option<SocketAddr>,
 ) {
-    let labels = TcpLabels::new(Direction::Outbound, Peer::Src)
+    let mut labels = TcpLabels::new(Direction::Outbound, Peer::Src)
         .with_tls(Tls::NoIdentity(no_tls::LOOPBACK), None);
+    if let Some(dst) = dst {
+        labels = labels.with_target(dst, None, None);
+    }
     let io: BoxIo = Box::new(Counted::new(io, ctx.tcp.metrics.open(labels), None));
     let http = http.clone();
     l7::server::serve(io, protocol, ctx.http_limits, move |req| {

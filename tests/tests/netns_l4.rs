@@ -319,6 +319,21 @@ async fn netns_admin_shutdown_only_from_loopback() {
         .await
         .unwrap();
     assert_eq!(status, 403, "{body}");
+    // Reading or replacing the log filter is refused the same way; the filter stays.
+    let conn = a.connect(b.addr4(4191)).await.unwrap();
+    let (status, body) = remora_tests::admin::request(conn, "GET", "/log-level")
+        .await
+        .unwrap();
+    assert_eq!(status, 403, "{body}");
+    let conn = a.connect(b.addr4(4191)).await.unwrap();
+    let (status, body) =
+        remora_tests::admin::request_with_body(conn, "PUT", "/log-level", b"trace")
+            .await
+            .unwrap();
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = b.admin("GET", "/log-level").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("trace"), "{body}");
     // Probes still work from outside.
     let conn = a.connect(b.addr4(4191)).await.unwrap();
     assert_eq!(

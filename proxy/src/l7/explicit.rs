@@ -79,8 +79,9 @@ impl HttpOutbound {
             }
         };
         info!(target = %authority, endpoint = %dialled.addr, tls = ?dialled.tls, "CONNECT tunnel");
-        let labels =
-            TcpLabels::new(Direction::Outbound, Peer::Dst).with_tls(dialled.tls, dialled.server_id);
+        let labels = TcpLabels::new(Direction::Outbound, Peer::Dst)
+            .with_tls(dialled.tls, dialled.server_id)
+            .with_target(addr, None, ep.as_ref().map(|e| e.dst_labels.clone()));
         let activity = ctx.tcp.idle_timeout.map(|_| Activity::new());
         // Every byte of the tunnel crosses the upstream side, so its activity is the tunnel's.
         let mut upstream = Counted::new(dialled.io, ctx.tcp.metrics.open(labels), activity.clone());

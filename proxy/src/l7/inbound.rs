@@ -5,14 +5,21 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::header::HeaderValue;
+use std::sync::Mutex;
+
+use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use remora_identity::Name;
+use remora_metrics::golden::{HttpGolden, RouteHandle};
+use remora_metrics::labels::TargetLabels;
 use remora_metrics::tcp::{Direction, Peer, TcpLabels, Tls};
+use tokio::time::Instant;
 use tracing::warn;
 
+use super::outbound::authority;
 use super::pool::{DialFuture, Key, Kind, Pool};
+use super::record::{self, AccessEntry, ProxyError};
 use super::upgrade::{is_upgrade, tunnel};
 use super::{
     Body, L5D_CLIENT_ID, boxed, describe, ensure_absolute, error_response, orig_proto,
@@ -22,7 +29,68 @@ use crate::forward::Counted;
 use crate::inbound::InboundCtx;
 use crate::io::BoxIo;
 use crate::mtls::no_tls;
+use crate::policy::Denied;
 use crate::tcp::connect;
+
+/// What every request of one inbound HTTP connection shares.
+#[derive(Debug)]
+pub struct InboundConn {
+    pub app: SocketAddr,
+    /// The mTLS peer's identity.
+    pub client: Option<Name>,
+    /// Policy's verdict for the connection; refused requests get 403.
+    pub allowed: Result<(), Denied>,
+    /// The connection's metric labels (inbound, the app's address, TLS, `client_id`).
+    pub labels: TargetLabels,
+    /// The last request's authority and its metrics: most connections carry one authority,
+    /// so most requests find their label set without building a key.
+    last: Mutex<Option<(Box<str>, RouteHandle)>>,
+}
+
+impl InboundConn {
+    pub fn new(
+        app: SocketAddr,
+        client: Option<Name>,
+        allowed: Result<(), Denied>,
+        labels: TargetLabels,
+    ) -> Self {
+        InboundConn {
+            app,
+            client,
+            allowed,
+            labels,
+            last: Mutex::new(None),
+        }
+    }
+
+    fn route<B>(&self, golden: &HttpGolden, req: &Request<B>) -> RouteHandle {
+        let raw = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or("");
+        let Ok(mut last) = self.last.lock() else {
+            return golden.route(&self.labels);
+        };
+        if let Some((a, route)) = last.as_ref()
+            && **a == *raw
+        {
+            return route.clone();
+        }
+        let labels = TargetLabels {
+            authority: authority(req),
+            ..self.labels.clone()
+        };
+        let route = golden.route(&labels);
+        *last = Some((raw.into(), route.clone()));
+        route
+    }
+}
 
 #[derive(Debug)]
 pub struct HttpInbound {
@@ -47,7 +115,39 @@ impl HttpInbound {
         self.ctx
             .http_metrics
             .error(Direction::Inbound, status.as_u16(), reason);
-        error_response(status, detail, annotate)
+        let mut rsp = error_response(status, detail, annotate);
+        rsp.extensions_mut().insert(ProxyError(reason));
+        rsp
+    }
+
+    /// Serves one request of `conn`: policy, the app, and the request's golden metrics and
+    /// access log line.
+    pub async fn serve(&self, conn: &InboundConn, req: Request<Incoming>) -> Response<Body> {
+        let start = Instant::now();
+        let route = conn.route(&self.ctx.http_metrics.golden, &req);
+        let access = self.ctx.access_log.as_ref().map(|log| {
+            Box::new(AccessEntry {
+                log: log.clone(),
+                time: std::time::SystemTime::now(),
+                direction: "inbound",
+                client_id: conn.labels.peer_id.clone(),
+                authority: authority(&req),
+                method: req.method().clone(),
+                path: req.uri().path().to_string(),
+                endpoint: Some(conn.app),
+                attempts: 1,
+            })
+        });
+        let rsp = match conn.allowed {
+            Ok(()) => self.handle(conn.app, conn.client.as_ref(), req).await,
+            Err(denied) => self.fail(
+                StatusCode::FORBIDDEN,
+                denied.as_str(),
+                &denied.to_string(),
+                conn.client.is_some(),
+            ),
+        };
+        record::finish(route, start, rsp, access)
     }
 
     fn dial(&self, app: SocketAddr) -> DialFuture {
@@ -57,7 +157,8 @@ impl HttpInbound {
                 .await
                 .map_err(|e| e.to_string())?;
             let labels = TcpLabels::new(Direction::Inbound, Peer::Dst)
-                .with_tls(Tls::NoIdentity(no_tls::LOOPBACK), None);
+                .with_tls(Tls::NoIdentity(no_tls::LOOPBACK), None)
+                .with_target(app, None, None);
             let io: BoxIo = Box::new(Counted::new(
                 Box::new(io) as BoxIo,
                 ctx.tcp.metrics.open(labels),

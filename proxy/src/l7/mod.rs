@@ -16,6 +16,7 @@
 //!   `CONNECT`).
 //! - [`orig_proto`]: HTTP/1 over HTTP/2 between proxies.
 //! - [`upgrade`]: Upgrade and CONNECT tunnels.
+//! - [`record`]: golden metrics and the access log per request.
 
 pub mod detect;
 pub mod explicit;
@@ -23,6 +24,7 @@ pub mod inbound;
 pub mod orig_proto;
 pub mod outbound;
 pub mod pool;
+pub mod record;
 pub mod server;
 pub mod upgrade;
 

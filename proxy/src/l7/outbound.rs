@@ -8,14 +8,17 @@ use std::sync::Arc;
 
 use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
-use remora_metrics::tcp::{Direction, Peer, TcpLabels};
+use remora_metrics::labels::TargetLabels;
+use remora_metrics::tcp::{Direction, Peer, TcpLabels, Tls};
 use std::time::Duration;
+use tokio::time::Instant;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
 use tracing::{debug, info, warn};
 
 use super::pool::{DialFuture, Key, Kind, Pool, SendError};
+use super::record::{self, AccessEntry, ProxyError};
 use super::upgrade::{is_upgrade, tunnel};
 use super::{
     Body, L5D_PROXY_CONNECTION, L5D_PROXY_ERROR, boxed, describe, ensure_absolute, error_response,
@@ -25,7 +28,7 @@ use crate::balance::{Picked, Transition};
 use crate::discovery::{Endpoint, Hint, Pick, Target};
 use crate::forward::Counted;
 use crate::io::BoxIo;
-use crate::mtls::{DialTarget, dial};
+use crate::mtls::{DialTarget, dial, no_tls};
 use crate::outbound::OutboundCtx;
 use crate::transport_header::SessionProtocol;
 
@@ -77,27 +80,35 @@ pub fn report(transition: Option<Transition>, addr: SocketAddr) {
 }
 
 /// The request's authority as `host:port` (port 80 when absent).
-pub(super) fn authority<B>(req: &Request<B>) -> Option<String> {
+pub(super) fn authority<B>(req: &Request<B>) -> Option<Arc<str>> {
     let raw = match req.uri().authority() {
-        Some(a) => a.as_str().to_string(),
-        None => req.headers().get(header::HOST)?.to_str().ok()?.to_string(),
+        Some(a) => a.as_str(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?,
     };
-    let raw = raw.rsplit_once('@').map_or(raw.as_str(), |(_, h)| h);
+    let raw = raw.rsplit_once('@').map_or(raw, |(_, h)| h);
     Some(with_port(raw))
 }
 
-fn with_port(raw: &str) -> String {
+fn with_port(raw: &str) -> Arc<str> {
     if let Some((_, after)) = raw.strip_prefix('[').and_then(|r| r.split_once(']')) {
         return if after.starts_with(':') {
-            raw.to_string()
+            Arc::from(raw)
         } else {
-            format!("{raw}:80")
+            Arc::from(format!("{raw}:80"))
         };
     }
     match raw.rsplit_once(':') {
-        Some((_, port)) if port.parse::<u16>().is_ok() => raw.to_string(),
-        _ => format!("{raw}:80"),
+        Some((_, port)) if port.parse::<u16>().is_ok() => Arc::from(raw),
+        _ => Arc::from(format!("{raw}:80")),
     }
+}
+
+/// Where a request went, as far as it got: the last attempt's endpoint and the attempt count.
+#[derive(Debug, Default)]
+struct Dispatched {
+    addr: Option<SocketAddr>,
+    ep: Option<Arc<Endpoint>>,
+    attempts: u32,
 }
 
 impl HttpOutbound {
@@ -115,7 +126,9 @@ impl HttpOutbound {
         self.ctx
             .http_metrics
             .error(Direction::Outbound, status.as_u16(), reason);
-        error_response(status, detail, true)
+        let mut rsp = error_response(status, detail, true);
+        rsp.extensions_mut().insert(ProxyError(reason));
+        rsp
     }
 
     /// The destination of a route, or the error response when there is none.
@@ -205,8 +218,10 @@ impl HttpOutbound {
             };
             match dial(target, &ctx.tls, &ctx.own.ips, ctx.tcp.connect_timeout).await {
                 Ok(d) => {
-                    let labels =
-                        TcpLabels::new(Direction::Outbound, Peer::Dst).with_tls(d.tls, d.server_id);
+                    let dst = ep.as_ref().map(|e| e.dst_labels.clone());
+                    let labels = TcpLabels::new(Direction::Outbound, Peer::Dst)
+                        .with_tls(d.tls, d.server_id)
+                        .with_target(addr, None, dst);
                     let io: BoxIo =
                         Box::new(Counted::new(d.io, ctx.tcp.metrics.open(labels), None));
                     Ok(io)
@@ -222,18 +237,66 @@ impl HttpOutbound {
     /// Handles one request of a connection whose original destination is `orig` (`None` for an
     /// explicit connection, whose requests name their target).
     pub async fn handle(&self, orig: Option<SocketAddr>, req: Request<Incoming>) -> Response<Body> {
+        let start = Instant::now();
         let authority = authority(&req);
+        let mut access = self.ctx.access_log.as_ref().map(|log| {
+            Box::new(AccessEntry {
+                log: log.clone(),
+                time: std::time::SystemTime::now(),
+                direction: "outbound",
+                client_id: self.ctx.tls.now().map(|c| Arc::from(c.name.as_str())),
+                authority: authority.clone(),
+                method: req.method().clone(),
+                path: req.uri().path().to_string(),
+                endpoint: None,
+                attempts: 0,
+            })
+        });
+        let mut done = Dispatched::default();
+        let rsp = self
+            .dispatch(orig, authority.as_deref(), req, &mut done)
+            .await;
+        let ep = done.ep.as_deref();
+        let labels = TargetLabels {
+            authority,
+            target_addr: done.addr,
+            tls: match ep.and_then(|e| e.server_id.as_ref()) {
+                Some(_) => Tls::Established,
+                None => Tls::NoIdentity(no_tls::NOT_PROVIDED_BY_DISCOVERY),
+            },
+            peer_id: ep.and_then(|e| e.server_id.clone()),
+            dst: ep.map(|e| e.dst_labels.clone()),
+            ..TargetLabels::new(Direction::Outbound)
+        };
+        let route = self.ctx.http_metrics.golden.route(&labels);
+        if let Some(a) = access.as_mut() {
+            a.endpoint = done.addr;
+            a.attempts = done.attempts;
+        }
+        record::finish(route, start, rsp, access)
+    }
+
+    async fn dispatch(
+        &self,
+        orig: Option<SocketAddr>,
+        authority: Option<&str>,
+        req: Request<Incoming>,
+        done: &mut Dispatched,
+    ) -> Response<Body> {
         let route = match orig {
             // A CONNECT that was redirected here is for the upstream proxy the app dialled.
             Some(orig) if req.method() == http::Method::CONNECT => {
                 Route::To(orig, None, None, None)
             }
-            _ => self.route(orig, authority.as_deref()).await,
+            _ => self.route(orig, authority).await,
         };
         let (addr, ep, picked, target) = match self.routed(route) {
             Ok(r) => r,
             Err(rsp) => return rsp,
         };
+        done.addr = Some(addr);
+        done.ep = ep.clone();
+        done.attempts = 1;
         if is_upgrade(&req) {
             let io = match self.dial(addr, ep, Some(SessionProtocol::Http1)).await {
                 Ok(io) => io,
@@ -266,7 +329,7 @@ impl HttpOutbound {
             route,
             budget,
         };
-        let run = self.attempts(req, attempts);
+        let run = self.attempts(req, attempts, done);
         match timeout {
             None => run.await,
             Some(t) => match tokio::time::timeout(t, run).await {
@@ -285,7 +348,12 @@ impl HttpOutbound {
 
     /// Sends a request, retrying what its route and the budget allow: failure responses of a
     /// retryable route (body buffered up to 64 KiB), and requests that were never sent.
-    async fn attempts(&self, req: Request<Incoming>, a: Attempts) -> Response<Body> {
+    async fn attempts(
+        &self,
+        req: Request<Incoming>,
+        a: Attempts,
+        done: &mut Dispatched,
+    ) -> Response<Body> {
         let retryable = a.route.as_ref().is_some_and(|r| r.retryable);
         let (parts, body) = req.into_parts();
         let (mut body, body_failed) = watch_errors(body);
@@ -321,6 +389,9 @@ impl HttpOutbound {
         let (mut addr, mut ep, mut picked) = a.first;
         let mut attempt = 1;
         loop {
+            done.addr = Some(addr);
+            done.ep = ep.clone();
+            done.attempts = attempt;
             let (sent, meshed, upgraded) = self.send_once(addr, ep.clone(), req).await;
             if let Some(p) = picked.take() {
                 let success = matches!(&sent, Ok(r) if !r.status().is_server_error());
@@ -483,17 +554,17 @@ mod tests {
     #[test]
     fn authorities_get_a_port() {
         assert_eq!(
-            with_port("web.shop.svc.cluster.local"),
+            &*with_port("web.shop.svc.cluster.local"),
             "web.shop.svc.cluster.local:80"
         );
-        assert_eq!(with_port("web:8080"), "web:8080");
-        assert_eq!(with_port("[fd00::1]"), "[fd00::1]:80");
-        assert_eq!(with_port("[fd00::1]:81"), "[fd00::1]:81");
+        assert_eq!(&*with_port("web:8080"), "web:8080");
+        assert_eq!(&*with_port("[fd00::1]"), "[fd00::1]:80");
+        assert_eq!(&*with_port("[fd00::1]:81"), "[fd00::1]:81");
         let req = Request::builder()
             .uri("/")
             .header("host", "user@a.b:9")
             .body(())
             .unwrap();
-        assert_eq!(authority(&req).unwrap(), "a.b:9");
+        assert_eq!(&*authority(&req).unwrap(), "a.b:9");
     }
 }
