@@ -19,8 +19,11 @@ use crate::EXIT_USAGE;
     about = "Run one cluster's control plane (identity issuer) from a config file",
     long_about = "Run one cluster's control plane: Linkerd's Identity API (Certify) from a TOML \
                   config file naming the cluster, its trust domain, its issuer and its \
-                  token-signing key. The gRPC server uses TLS with the control plane's own \
-                  identity whenever it listens on a non-loopback address. Issuer files changed \
+                  token-signing key, and Destination (Get, GetProfile) for its [[services]], \
+                  followed live. With [[links]] it mirrors linked clusters' exported services \
+                  and serves its own exports to them (remora.multicluster.v1.Exports). The gRPC \
+                  server uses TLS with the control plane's own identity whenever it listens on \
+                  a non-loopback address or takes part in multicluster. Issuer files changed \
                   on disk are reloaded without a restart. See CONFIG.md and \
                   examples/control.toml.",
     args_conflicts_with_subcommands = true

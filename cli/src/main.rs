@@ -6,6 +6,7 @@
 mod certs;
 mod control;
 mod init;
+mod link;
 mod proxy;
 mod test_server;
 mod top;
@@ -35,6 +36,7 @@ enum Command {
     Init(init::InitArgs),
     Certs(certs::CertsArgs),
     Control(control::ControlArgs),
+    Link(link::LinkArgs),
     TestServer(test_server::TestServerArgs),
     Top(top::TopArgs),
 }
@@ -57,6 +59,7 @@ fn main() -> ExitCode {
         Command::Init(args) => init::main(args),
         Command::Certs(args) => certs::main(args),
         Command::Control(args) => control::main(args),
+        Command::Link(args) => link::main(args),
         Command::TestServer(args) => test_server::main(args),
         Command::Top(args) => top::main(args),
     }

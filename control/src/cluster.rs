@@ -49,6 +49,9 @@ pub struct RawService {
     pub retry_budget: Option<RawBudget>,
     #[serde(default)]
     pub dst_overrides: Vec<RawOverride>,
+    /// Linked clusters may mirror this service (#10).
+    #[serde(default)]
+    pub export: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -124,6 +127,10 @@ pub struct Endpoint {
     pub weight: u32,
     /// No iptables in this pod: opaque transport on every port.
     pub explicit: bool,
+    /// The endpoint's full identity when it is not one of this cluster's (a mirrored pod).
+    pub identity: Option<String>,
+    /// Reached through a gateway: the authority the transport header names (#11).
+    pub authority_override: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -133,6 +140,8 @@ pub struct Service {
     pub ports: Vec<Port>,
     pub endpoints: Vec<Endpoint>,
     pub profile: Profile,
+    /// Linked clusters may mirror it.
+    pub export: bool,
 }
 
 impl Service {
@@ -203,6 +212,34 @@ impl ClusterState {
         Ok(state)
     }
 
+    /// This state with `extra` services added (the mirrors of linked clusters' exports). A
+    /// service whose name or virtual IP is taken is skipped, with the reason.
+    pub fn with_services(&self, extra: Vec<Service>) -> (ClusterState, Vec<String>) {
+        let mut state = self.clone();
+        let mut skipped = Vec::new();
+        for svc in extra {
+            let key = svc.key.clone();
+            if state.services.contains_key(&key) {
+                skipped.push(format!("{key}: a local service has this name"));
+                continue;
+            }
+            if let Some(vip) = svc.vip
+                && state.by_vip.contains_key(&vip)
+            {
+                skipped.push(format!("{key}: virtual IP {vip} is taken"));
+                continue;
+            }
+            if let Some(vip) = svc.vip {
+                state.by_vip.insert(vip, key.clone());
+            }
+            for e in &svc.endpoints {
+                state.by_pod.entry(e.ip).or_insert_with(|| key.clone());
+            }
+            state.services.insert(key, svc);
+        }
+        (state, skipped)
+    }
+
     /// Resolves a Destination path (`host:port`).
     pub fn target(&self, path: &str) -> Result<Target, String> {
         let (host, port) = path
@@ -265,6 +302,13 @@ impl ClusterState {
         )
     }
 
+    /// The identity a meshed endpoint of `svc` presents.
+    pub fn endpoint_identity(&self, svc: &Service, e: &Endpoint) -> String {
+        e.identity
+            .clone()
+            .unwrap_or_else(|| self.identity(&e.service_account, &svc.key.namespace))
+    }
+
     fn identity(&self, sa: &str, ns: &str) -> String {
         format!(
             "{sa}.{ns}.serviceaccount.identity.{}.{}",
@@ -288,7 +332,7 @@ impl ClusterState {
         let meshed = e.protocol != Protocol::None;
         let opaque = opaque_port || e.protocol == Protocol::Opaque;
         let tls_identity = meshed.then(|| {
-            let name = self.identity(&e.service_account, &svc.key.namespace);
+            let name = self.endpoint_identity(svc, e);
             pb::TlsIdentity {
                 strategy: Some(pb::tls_identity::Strategy::DnsLikeIdentity(
                     pb::tls_identity::DnsLikeIdentity { name: name.clone() },
@@ -315,6 +359,9 @@ impl ClusterState {
             metric_labels: labels,
             tls_identity,
             protocol_hint,
+            authority_override: e.authority_override.clone().map(|a| pb::AuthorityOverride {
+                authority_override: a,
+            }),
             ..Default::default()
         }
     }
@@ -415,6 +462,8 @@ fn validate(r: &RawService) -> Result<Service, String> {
             labels: e.labels.clone(),
             weight: e.weight.unwrap_or(DEFAULT_WEIGHT),
             explicit: e.explicit,
+            identity: None,
+            authority_override: None,
         });
     }
     Ok(Service {
@@ -424,6 +473,7 @@ fn validate(r: &RawService) -> Result<Service, String> {
         endpoints,
         profile: Profile::validate(&r.routes, r.retry_budget.as_ref(), &r.dst_overrides)
             .map_err(|e| ctx(&e))?,
+        export: r.export,
     })
 }
 

@@ -41,7 +41,39 @@ pub struct RawConfig {
     pub server: RawServer,
     pub identity: RawIdentity,
     #[serde(default)]
+    pub multicluster: Option<RawMulticluster>,
+    #[serde(default)]
+    pub links: Vec<RawLink>,
+    #[serde(default)]
     pub services: Vec<RawService>,
+}
+
+/// What other clusters need to reach this one, and how mirrored services are addressed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMulticluster {
+    /// Where linked control planes reach this one (`server.addr` as seen from outside).
+    pub advertised_addr: Option<String>,
+    /// This cluster's gateway (#11), for gateway-mode links.
+    pub gateway_addr: Option<String>,
+    pub gateway_identity: Option<String>,
+    /// Virtual IPs for mirrored services are allocated from this IPv4 CIDR.
+    pub mirror_cidr: Option<String>,
+    /// How long mirrored endpoints outlive an unreachable remote control plane.
+    pub link_grace: Option<String>,
+}
+
+/// A linked remote cluster (what `remora link` prints).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLink {
+    pub cluster: String,
+    pub trust_domain: String,
+    pub control_addr: String,
+    pub control_identity: String,
+    pub mode: String,
+    pub gateway_addr: Option<String>,
+    pub gateway_identity: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -116,6 +148,156 @@ pub struct Config {
     pub cluster_domain: String,
     /// The services discovery serves, validated.
     pub state: Arc<ClusterState>,
+    pub multicluster: Multicluster,
+    pub links: Vec<Link>,
+}
+
+/// This cluster's multicluster settings.
+#[derive(Clone, Debug)]
+pub struct Multicluster {
+    pub advertised_addr: Option<SocketAddr>,
+    pub gateway: Option<(SocketAddr, Name)>,
+    /// The network and prefix length mirrored services' virtual IPs come from.
+    pub mirror_cidr: Option<(std::net::Ipv4Addr, u8)>,
+    pub link_grace: Duration,
+}
+
+/// How a linked cluster's pods are reached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkMode {
+    /// One network: straight to the remote pods, keeping the caller's identity.
+    Flat,
+    /// Through the remote cluster's gateway (#11).
+    Gateway,
+}
+
+impl LinkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LinkMode::Flat => "flat",
+            LinkMode::Gateway => "gateway",
+        }
+    }
+}
+
+/// A linked remote cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub cluster: String,
+    pub trust_domain: String,
+    pub control_addr: SocketAddr,
+    pub control_identity: Name,
+    pub mode: LinkMode,
+    pub gateway: Option<(SocketAddr, Name)>,
+}
+
+/// The default time mirrored endpoints outlive an unreachable remote control plane.
+pub const DEFAULT_LINK_GRACE: Duration = Duration::from_secs(300);
+
+fn parse_cidr(field: &str, v: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+    let bad = || format!("{field}: {v:?} is not an IPv4 CIDR (e.g. 10.97.0.0/16)");
+    let (ip, len) = v.split_once('/').ok_or_else(bad)?;
+    let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if !(8..=30).contains(&len) {
+        return Err(format!("{field}: prefix length must be 8 to 30"));
+    }
+    let mask = u32::MAX << (32 - len);
+    Ok((std::net::Ipv4Addr::from(u32::from(ip) & mask), len))
+}
+
+fn parse_multicluster(raw: Option<RawMulticluster>) -> Result<Multicluster, String> {
+    let raw = raw.unwrap_or(RawMulticluster {
+        advertised_addr: None,
+        gateway_addr: None,
+        gateway_identity: None,
+        mirror_cidr: None,
+        link_grace: None,
+    });
+    let addr = |field: &str, v: &str| {
+        v.parse::<SocketAddr>()
+            .map_err(|_| format!("{field}: {v:?} is not an IP:port address"))
+    };
+    let gateway = match (raw.gateway_addr, raw.gateway_identity) {
+        (None, None) => None,
+        (Some(a), Some(id)) => Some((
+            addr("multicluster.gateway_addr", &a)?,
+            id.parse::<Name>()
+                .map_err(|e| format!("multicluster.gateway_identity: {e}"))?,
+        )),
+        _ => {
+            return Err("multicluster.gateway_addr and gateway_identity go together".to_string());
+        }
+    };
+    Ok(Multicluster {
+        advertised_addr: raw
+            .advertised_addr
+            .map(|a| addr("multicluster.advertised_addr", &a))
+            .transpose()?,
+        gateway,
+        mirror_cidr: raw
+            .mirror_cidr
+            .map(|c| parse_cidr("multicluster.mirror_cidr", &c))
+            .transpose()?,
+        link_grace: match raw.link_grace {
+            Some(g) => remora_proxy::config::parse_duration(&g)
+                .map_err(|e| format!("multicluster.link_grace: {e}"))?,
+            None => DEFAULT_LINK_GRACE,
+        },
+    })
+}
+
+fn parse_link(raw: RawLink, local: &str) -> Result<Link, String> {
+    let field = |f: &str| format!("links[{}].{f}", raw.cluster);
+    let cluster: Name = raw
+        .cluster
+        .parse()
+        .map_err(|e| format!("{}: {e}", field("cluster")))?;
+    if cluster.as_str() == local || cluster.as_str().contains('.') {
+        return Err(format!(
+            "{}: must be a single label naming another cluster",
+            field("cluster")
+        ));
+    }
+    let name = |f: &str, v: &str| v.parse::<Name>().map_err(|e| format!("{}: {e}", field(f)));
+    let addr = |f: &str, v: &str| {
+        v.parse::<SocketAddr>()
+            .map_err(|_| format!("{}: {v:?} is not an IP:port address", field(f)))
+    };
+    let mode = match raw.mode.as_str() {
+        "flat" => LinkMode::Flat,
+        "gateway" => LinkMode::Gateway,
+        other => {
+            return Err(format!(
+                "{}: {other:?} is not flat or gateway",
+                field("mode")
+            ));
+        }
+    };
+    let gateway = match (raw.gateway_addr, raw.gateway_identity) {
+        (None, None) => None,
+        (Some(a), Some(id)) => Some((addr("gateway_addr", &a)?, name("gateway_identity", &id)?)),
+        _ => {
+            return Err(format!(
+                "{}: gateway_addr and gateway_identity go together",
+                field("gateway")
+            ));
+        }
+    };
+    if mode == LinkMode::Gateway && gateway.is_none() {
+        return Err(format!(
+            "{}: a gateway link needs gateway_addr and gateway_identity",
+            field("mode")
+        ));
+    }
+    Ok(Link {
+        cluster: cluster.to_string(),
+        trust_domain: name("trust_domain", &raw.trust_domain)?.to_string(),
+        control_addr: addr("control_addr", &raw.control_addr)?,
+        control_identity: name("control_identity", &raw.control_identity)?,
+        mode,
+        gateway,
+    })
 }
 
 /// A config file that cannot be used, with the reason.
@@ -167,6 +349,20 @@ impl Config {
         let state = ClusterState::build(&raw.services, domain.as_str(), td.as_str(), cp.as_str())?;
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { dir.join(p) };
         let id = raw.identity;
+        let multicluster = parse_multicluster(raw.multicluster)?;
+        let mut links = Vec::new();
+        for l in raw.links {
+            let link = parse_link(l, name.as_str())?;
+            if links.iter().any(|x: &Link| x.cluster == link.cluster) {
+                return Err(format!("links: cluster {} is linked twice", link.cluster));
+            }
+            links.push(link);
+        }
+        if !links.is_empty() && multicluster.mirror_cidr.is_none() {
+            return Err(
+                "links need multicluster.mirror_cidr (virtual IPs for mirrored services)".into(),
+            );
+        }
         Ok(Config {
             cluster: name.to_string(),
             trust_domain: td.to_string(),
@@ -188,6 +384,8 @@ impl Config {
             token_key: resolve(id.token_key),
             cluster_domain: domain.to_string(),
             state: Arc::new(state),
+            multicluster,
+            links,
         })
     }
 

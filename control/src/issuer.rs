@@ -167,6 +167,26 @@ impl ResolvesServerCert for ServingCert {
     }
 }
 
+/// The same certificate as a client's: a control plane presents it to the linked control
+/// planes whose exports it watches.
+impl rustls::client::ResolvesClientCert for ServingCert {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.current
+            .read()
+            .ok()?
+            .as_ref()
+            .map(|(k, _, _)| k.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
 /// Watches the issuer files every `every`, reloading on change and keeping the serving
 /// certificate fresh. Runs until the task is dropped.
 pub async fn watch(

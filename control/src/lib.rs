@@ -17,6 +17,7 @@
 //! - [`identity`]: the `Identity/Certify` service.
 //! - [`server`]: the gRPC and admin servers.
 //! - [`metrics`]: the control plane's metric families.
+//! - [`multicluster`]: the export watch, links and the service mirror.
 
 #![forbid(unsafe_code)]
 
@@ -26,6 +27,7 @@ pub mod destination;
 pub mod identity;
 pub mod issuer;
 pub mod metrics;
+pub mod multicluster;
 pub mod profile;
 pub mod reload;
 pub mod server;

@@ -35,6 +35,8 @@ use crate::destination::DestinationService;
 use crate::identity::IdentityService;
 use crate::issuer::{IssuerStore, ServingCert, watch};
 use crate::metrics::{DestinationMetrics, IdentityMetrics};
+use crate::multicluster::pb::exports_server::ExportsServer;
+use crate::multicluster::{self, ExportsService, Mirrors, MulticlusterMetrics};
 use crate::reload;
 use crate::token::TokenKey;
 
@@ -167,7 +169,9 @@ impl Control {
         let metrics = IdentityMetrics::register(&mut registry);
         let dst_metrics = DestinationMetrics::register(&mut registry);
         remora_metrics::process::register(&mut registry);
-        let (state_tx, state_rx) = watch::channel(self.config.state.clone());
+        let mc_metrics = MulticlusterMetrics::register(&mut registry);
+        // The config's services (what this cluster exports) ...
+        let (state_tx, local_rx) = watch::channel(self.config.state.clone());
         let reloader = self.path.clone().map(|p| {
             tokio::spawn(reload::follow(
                 p,
@@ -177,7 +181,11 @@ impl Control {
             ))
         });
         metrics.issuer_expiry(self.issuer.current().not_after);
-        let tls = !self.config.addr.ip().is_loopback();
+        // Linked control planes reach this one from elsewhere, so it speaks TLS with its
+        // identity whenever it is not on loopback or takes part in multicluster.
+        let multicluster =
+            self.config.multicluster.advertised_addr.is_some() || !self.config.links.is_empty();
+        let tls = !self.config.addr.ip().is_loopback() || multicluster;
         let serving = if tls {
             let s = Arc::new(ServingCert::new(
                 self.config.control_identity(),
@@ -194,24 +202,72 @@ impl Control {
             metrics.clone(),
             ISSUER_POLL,
         ));
-        let admin_state = AdminState {
-            registry: Arc::new(registry),
-            ready: Arc::new(AtomicBool::new(true)),
-            drain: self.drain.clone(),
-            destinations: None,
-            log_level: self.log_level.clone(),
-        };
-        let admin = tokio::spawn(admin::serve(self.admin, admin_state));
         let identity = IdentityServer::new(IdentityService::new(
             self.config.clone(),
             self.issuer.clone(),
             self.tokens.clone(),
             metrics,
         ));
-        let destination = DestinationServer::new(DestinationService::new(state_rx, dst_metrics));
+        // ... and, with links, those plus the mirrored ones (what discovery serves).
+        let mut tasks = Vec::new();
+        let served_rx = if self.config.links.is_empty() {
+            local_rx.clone()
+        } else {
+            let (mirrors_tx, mirrors_rx) = watch::channel(Mirrors::new());
+            let (served_tx, served_rx) = watch::channel(self.config.state.clone());
+            tasks.push(tokio::spawn(multicluster::combine(
+                local_rx.clone(),
+                mirrors_rx,
+                self.config.links.clone(),
+                self.config.multicluster.mirror_cidr,
+                served_tx,
+            )));
+            let Some(cert) = serving.clone() else {
+                return Err("links need the control plane's TLS identity".into());
+            };
+            for link in &self.config.links {
+                let channel = remora_proxy::control_client::tls_channel(
+                    link.control_addr,
+                    link.control_identity.clone(),
+                    link_client_config(cert.clone(), &self.anchors)?,
+                )
+                .map_err(|e| format!("link {}: {e}", link.cluster))?;
+                tasks.push(tokio::spawn(multicluster::run_link(
+                    link.clone(),
+                    self.config.cluster.clone(),
+                    channel,
+                    self.config.multicluster.link_grace,
+                    mirrors_tx.clone(),
+                    mc_metrics.clone(),
+                )));
+            }
+            served_rx
+        };
+        let admin_state = AdminState {
+            registry: Arc::new(registry),
+            ready: Arc::new(AtomicBool::new(true)),
+            drain: self.drain.clone(),
+            destinations: None,
+            log_level: self.log_level.clone(),
+            debug: vec![admin::DebugReport {
+                name: "services",
+                render: Arc::new({
+                    let served = served_rx.clone();
+                    move || services_json(&served.borrow())
+                }),
+            }],
+        };
+        let admin = tokio::spawn(admin::serve(self.admin, admin_state));
+        let destination = DestinationServer::new(DestinationService::new(served_rx, dst_metrics));
+        let exports = ExportsServer::new(ExportsService::new(
+            local_rx,
+            &self.config.links,
+            mc_metrics,
+        ));
         let routes = Routes {
             identity,
             destination,
+            exports,
         };
         let server = tonic::transport::Server::builder().tcp_nodelay(true);
         let drain = self.drain.clone();
@@ -239,6 +295,9 @@ impl Control {
         };
         watcher.abort();
         admin.abort();
+        for t in tasks {
+            t.abort();
+        }
         if let Some(r) = reloader {
             r.abort();
         }
@@ -252,6 +311,7 @@ impl Control {
 struct Routes {
     identity: IdentityServer<IdentityService>,
     destination: DestinationServer<DestinationService>,
+    exports: ExportsServer<ExportsService>,
 }
 
 impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Routes {
@@ -271,9 +331,59 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Routes {
         if path.starts_with("/io.linkerd.proxy.destination.Destination/") {
             return self.destination.call(req);
         }
+        if path.starts_with("/remora.multicluster.v1.Exports/") {
+            return self.exports.call(req);
+        }
         let status = tonic::Status::unimplemented(format!("no service serves {path}"));
         Box::pin(async move { Ok(status.into_http()) })
     }
+}
+
+/// `GET /debug/services`: what discovery serves (local and mirrored services, their virtual IPs
+/// and endpoints), as JSON.
+fn services_json(state: &crate::cluster::ClusterState) -> String {
+    let services: Vec<_> = state
+        .services
+        .values()
+        .map(|s| {
+            serde_json::json!({
+                "name": s.key.name,
+                "namespace": s.key.namespace,
+                "vip": s.vip.map(|v| v.to_string()),
+                "export": s.export,
+                "ports": s.ports.iter().map(|p| p.port).collect::<Vec<_>>(),
+                "endpoints": s.endpoints.iter().map(|e| serde_json::json!({
+                    "pod": e.pod,
+                    "ip": e.ip.to_string(),
+                    "identity": match e.protocol {
+                        crate::cluster::Protocol::None => None,
+                        _ => Some(state.endpoint_identity(s, e)),
+                    },
+                    "labels": e.labels,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({ "services": services }).to_string()
+}
+
+/// The client side of a link: our serving certificate as the client certificate, and the
+/// remote control plane verified against the trust anchors and the link's identity.
+fn link_client_config(
+    cert: Arc<ServingCert>,
+    anchors: &TrustAnchors,
+) -> Result<rustls::ClientConfig, String> {
+    let provider = remora_identity::tls::provider();
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| e.to_string())?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(remora_identity::tls::MeshServerVerifier::new(
+            anchors.clone(),
+            &provider,
+        )))
+        .with_client_cert_resolver(cert);
+    Ok(config)
 }
 
 fn server_config(

@@ -42,6 +42,24 @@ pub struct AdminState {
     /// The process's log filter, shown and replaced by `GET`/`PUT /log-level` (loopback peers
     /// only); `None` when logging was not set up through [`crate::log::init`].
     pub log_level: Option<LogLevel>,
+    /// More JSON reports under `GET /debug/<name>` (loopback peers only): the control plane
+    /// adds `services`.
+    pub debug: Vec<DebugReport>,
+}
+
+/// A named JSON report for `GET /debug/<name>`.
+#[derive(Clone)]
+pub struct DebugReport {
+    pub name: &'static str,
+    pub render: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl std::fmt::Debug for DebugReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DebugReport")
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 /// Serves the admin API on `listener` for as long as the process runs (also while draining, so
@@ -110,6 +128,31 @@ async fn route(
                 "encoding failed\n".into(),
             ),
         },
+        (&Method::GET, path)
+            if path
+                .strip_prefix("/debug/")
+                .is_some_and(|n| state.debug.iter().any(|d| d.name == n)) =>
+        {
+            if !peer.ip().to_canonical().is_loopback() {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "debug endpoints are loopback-only\n".into(),
+                );
+            }
+            let name = &path["/debug/".len()..];
+            let body = state
+                .debug
+                .iter()
+                .find(|d| d.name == name)
+                .map(|d| (d.render)())
+                .unwrap_or_default();
+            let mut rsp = text(StatusCode::OK, body);
+            rsp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            rsp
+        }
         (&Method::GET, "/debug/destinations") => {
             if !peer.ip().to_canonical().is_loopback() {
                 return text(

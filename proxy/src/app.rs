@@ -258,6 +258,7 @@ impl Proxy {
             drain: self.drain.clone(),
             destinations: self.resolver.clone(),
             log_level: self.log_level.clone(),
+            debug: Vec::new(),
         };
         let admin = tokio::spawn(admin::serve(self.admin, admin_state));
         let outbound = tokio::spawn(outbound.run());

@@ -38,28 +38,39 @@ pub fn channel(
     identity: Option<&Name>,
     anchors: &TrustAnchors,
 ) -> Result<Channel, ChannelError> {
-    let endpoint = |scheme: &str| {
-        Endpoint::from_shared(format!("{scheme}://{addr}")).map(|e| {
-            e.connect_timeout(CONNECT_TIMEOUT)
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(10))
-                .keep_alive_timeout(Duration::from_secs(10))
-        })
-    };
     if addr.ip().is_loopback() && identity.is_none() {
-        return Ok(endpoint("http")?.connect_lazy());
+        return Ok(endpoint("http", addr)?.connect_lazy());
     }
     let identity = identity.ok_or(ChannelError::NeedsIdentity(addr))?.clone();
-    let mut config = remora_identity::tls::anonymous_client(anchors)?
+    let config = remora_identity::tls::anonymous_client(anchors)?
         .as_ref()
         .clone();
+    tls_channel(addr, identity, config)
+}
+
+/// A lazily connecting TLS channel to `addr`, which must present `identity`, with `config`
+/// (its verifier and client certificate; ALPN is set to h2 here).
+pub fn tls_channel(
+    addr: SocketAddr,
+    identity: Name,
+    mut config: rustls::ClientConfig,
+) -> Result<Channel, ChannelError> {
     config.alpn_protocols = vec![b"h2".to_vec()];
     let connector = TlsConnect {
         addr,
         identity,
         tls: TlsConnector::from(Arc::new(config)),
     };
-    Ok(endpoint("https")?.connect_with_connector_lazy(connector))
+    Ok(endpoint("https", addr)?.connect_with_connector_lazy(connector))
+}
+
+fn endpoint(scheme: &str, addr: SocketAddr) -> Result<Endpoint, tonic::transport::Error> {
+    Endpoint::from_shared(format!("{scheme}://{addr}")).map(|e| {
+        e.connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10))
+    })
 }
 
 /// A plaintext channel (for a control plane on loopback).

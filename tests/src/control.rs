@@ -98,6 +98,7 @@ impl Pki {
             ns: None,
             process: None,
             services: String::new(),
+            multicluster: String::new(),
         };
         cp.write_config();
         cp
@@ -129,6 +130,7 @@ pub struct ControlPlane {
     ns: Option<String>,
     process: Option<Process>,
     services: String,
+    multicluster: String,
 }
 
 impl ControlPlane {
@@ -154,6 +156,7 @@ token_key = "token.key"
 cert_lifetime = "{}"
 
 {}
+{}
 "#,
             self.cluster,
             self.trust_domain,
@@ -161,6 +164,7 @@ cert_lifetime = "{}"
             self.admin,
             self.root.display(),
             self.cert_lifetime,
+            self.multicluster,
             self.services,
         );
         // Atomically, as editors and config-map updates do.
@@ -200,6 +204,53 @@ cert_lifetime = "{}"
             self.cluster,
             self.process().log()
         );
+    }
+
+    /// Sets the `[multicluster]` and `[[links]]` part of the config (read at start).
+    pub fn set_multicluster(&mut self, toml: &str) {
+        self.multicluster = toml.to_string();
+        self.write_config();
+    }
+
+    /// The `[[links]]` stanza that links another cluster to this one, from `remora link`.
+    pub fn link_stanza(&self, mode: &str) -> String {
+        remora(&[
+            "link",
+            "--config",
+            self.config_path().to_str().unwrap(),
+            "--mode",
+            mode,
+        ])
+    }
+
+    /// `GET /debug/services`: what this control plane's discovery serves, local and mirrored.
+    pub async fn services(&self) -> serde_json::Value {
+        let conn = match &self.ns {
+            Some(ns) => connect_in(ns, self.admin).await.unwrap(),
+            None => tokio::net::TcpStream::connect(self.admin).await.unwrap(),
+        };
+        let (status, body) = admin::request(conn, "GET", "/debug/services")
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// The virtual IP and endpoint IPs of service `name.namespace`, if discovery serves it.
+    pub async fn service(&self, name: &str, namespace: &str) -> Option<(String, Vec<String>)> {
+        let all = self.services().await;
+        let s = all["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == name && s["namespace"] == namespace)?
+            .clone();
+        let mut eps: Vec<String> = s["endpoints"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["ip"].as_str().map(str::to_string))
+            .collect();
+        eps.sort();
+        Some((s["vip"].as_str().unwrap_or_default().to_string(), eps))
     }
 
     /// Writes raw text as the config file: for testing rejected edits.
@@ -371,8 +422,16 @@ impl ClusterPlane {
 
     /// Starts cluster `name` (trust domain `td`) under `pki`, serving gRPC on `port` of its pod.
     pub async fn start(net: &crate::Net, pki: &Pki, name: &str, td: &str, port: u16) -> Self {
+        let mut plane = Self::create(net, pki, name, td, port).await;
+        plane.cp.start().await;
+        plane
+    }
+
+    /// As [`ClusterPlane::start`], without starting the control plane (to configure links
+    /// first).
+    pub async fn create(net: &crate::Net, pki: &Pki, name: &str, td: &str, port: u16) -> Self {
         let pod = net.pod(&format!("cp-{name}")).start().await;
-        let mut cp = pki
+        let cp = pki
             .control(
                 name,
                 td,
@@ -380,7 +439,6 @@ impl ClusterPlane {
                 SocketAddr::from(([127, 0, 0, 1], port + 1000)),
             )
             .in_netns(&pod.ns);
-        cp.start().await;
         ClusterPlane { cp, pod }
     }
 }

@@ -25,6 +25,8 @@
 //! - [`local`]: a proxy on its own loopback address, without namespaces or root.
 //! - [`explicit`]: explicit-mode pods on loopback addresses and a control plane for them.
 //! - [`net`]: [`Net`] and [`Pod`], the prose-like builder API.
+//! - [`router`]: [`Router`] joins networks on distinct subnets into several
+//!   clusters, with gateway-mode isolation.
 //! - [`apps`]: echo, reply-after-EOF and HTTP-reporting servers; byte patterns.
 //! - [`services`]: builds the `[[services]]` of a cluster config.
 //! - [`tls`]: test certificates, TLS clients and servers in pods, hand-made ClientHellos.
@@ -41,10 +43,12 @@ pub mod http;
 pub mod local;
 pub mod net;
 pub mod netns;
+pub mod router;
 pub mod services;
 pub mod tls;
 
 pub use net::{Net, Pod};
+pub use router::Router;
 
 use std::time::Duration;
 

@@ -1,8 +1,12 @@
 //! [`Net`] (a cluster network: a bridge in its own namespace) and [`Pod`] (a namespace on it,
 //! optionally meshed with `remora init` + `remora proxy` as uid 2102).
 //!
-//! Addresses: the bridge is `10.213.0.1/24` and `fd00:5ee::1/64`; pod `n` gets `10.213.0.n` and
-//! `fd00:5ee::n`. Networks never share a bridge, so parallel tests may reuse these addresses.
+//! Addresses: [`Net::new`]'s bridge is `10.213.0.1/24` and `fd00:5ee::1/64`; pod `n` (from 2)
+//! gets `10.213.0.n` and `fd00:5ee::n`. [`Net::with_subnet(k)`](Net::with_subnet) uses
+//! `10.k.0.0/24` and `fd00:5ee:<k in hex>::/64` instead (bridge `.1`, pods from `.2`), for tests
+//! that join several networks with a [`Router`](crate::router::Router), which takes
+//! `10.255.0.0/16` for its links (so `k` is never 255). Networks never share a bridge, so
+//! parallel tests may reuse these addresses.
 
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -24,8 +28,25 @@ pub const ADMIN_PORT: u16 = 4191;
 #[derive(Debug)]
 struct NetInner {
     bridge_ns: String,
+    /// `10.<octet>.0.0/24`.
+    octet: u8,
+    /// The IPv6 /64 (host part zero).
+    prefix6: Ipv6Addr,
     next_host: AtomicU8,
     pods: Mutex<Vec<String>>,
+}
+
+impl NetInner {
+    fn host4(&self, host: u8) -> Ipv4Addr {
+        Ipv4Addr::new(10, self.octet, 0, host)
+    }
+
+    /// Host `n`'s IPv6 address ends in the digits of `n` (pod 12 is `...::12`, as its IPv4
+    /// address ends in `.12`).
+    fn host6(&self, host: u8) -> Ipv6Addr {
+        let digits = u16::from_str_radix(&host.to_string(), 16).unwrap_or(0);
+        Ipv6Addr::from(u128::from(self.prefix6) | u128::from(digits))
+    }
 }
 
 impl Drop for NetInner {
@@ -45,34 +66,60 @@ pub struct Net {
 }
 
 impl Net {
-    /// Makes a new network, or returns `None` when namespaces are unavailable and not required
-    /// (see [`netns::require`]).
+    /// Makes a new network on `10.213.0.0/24` and `fd00:5ee::/64`, or returns `None` when
+    /// namespaces are unavailable and not required (see [`netns::require`]).
     pub fn new() -> Option<Net> {
+        Net::make(213, Ipv6Addr::new(0xfd00, 0x5ee, 0, 0, 0, 0, 0, 0))
+    }
+
+    /// Makes a new network on `10.<octet>.0.0/24` and `fd00:5ee:<octet in hex>::/64` (bridge
+    /// `.1`, pods from `.2`), or `None` as [`Net::new`]. Panics on 255, which the
+    /// [`Router`](crate::router::Router)'s links use.
+    pub fn with_subnet(octet: u8) -> Option<Net> {
+        assert_ne!(octet, 255, "10.255.0.0/16 is reserved for router links");
+        Net::make(
+            octet,
+            Ipv6Addr::new(0xfd00, 0x5ee, u16::from(octet), 0, 0, 0, 0, 0),
+        )
+    }
+
+    fn make(octet: u8, prefix6: Ipv6Addr) -> Option<Net> {
         if !netns::require() {
             return None;
         }
         let ns = netns::unique("br");
         let inner = Arc::new(NetInner {
             bridge_ns: ns.clone(),
+            octet,
+            prefix6,
             next_host: AtomicU8::new(2),
             pods: Mutex::new(Vec::new()),
         });
+        let net = Net { inner };
         netns::ip(&["netns", "add", &ns]);
         netns::ip(&["-n", &ns, "link", "set", "lo", "up"]);
         netns::ip(&["-n", &ns, "link", "add", "br0", "type", "bridge"]);
-        netns::ip(&["-n", &ns, "addr", "add", "10.213.0.1/24", "dev", "br0"]);
-        netns::ip(&[
-            "-n",
-            &ns,
-            "addr",
-            "add",
-            "fd00:5ee::1/64",
-            "dev",
-            "br0",
-            "nodad",
-        ]);
+        let gw4 = format!("{}/24", net.gateway4());
+        netns::ip(&["-n", &ns, "addr", "add", &gw4, "dev", "br0"]);
+        let gw6 = format!("{}/64", net.inner.host6(1));
+        netns::ip(&["-n", &ns, "addr", "add", &gw6, "dev", "br0", "nodad"]);
         netns::ip(&["-n", &ns, "link", "set", "br0", "up"]);
-        Some(Net { inner })
+        Some(net)
+    }
+
+    /// The network's IPv4 subnet (a /24): `10.<octet>.0.0`.
+    pub fn subnet4(&self) -> Ipv4Addr {
+        self.inner.host4(0)
+    }
+
+    /// The bridge's IPv4 address, every pod's default gateway: `10.<octet>.0.1`.
+    pub fn gateway4(&self) -> Ipv4Addr {
+        self.inner.host4(1)
+    }
+
+    /// The namespace holding the bridge (and the pods' gateway addresses).
+    pub fn bridge_ns(&self) -> &str {
+        &self.inner.bridge_ns
     }
 
     /// Starts describing a pod on this network.
@@ -188,8 +235,8 @@ impl PodBuilder {
         self.net.pods.lock().unwrap().push(ns.clone());
         let br = &self.net.bridge_ns;
         let veth = format!("v{host}");
-        let ip4 = Ipv4Addr::new(10, 213, 0, host);
-        let ip6: Ipv6Addr = format!("fd00:5ee::{host}").parse().unwrap();
+        let ip4 = self.net.host4(host);
+        let ip6 = self.net.host6(host);
         netns::ip(&["netns", "add", &ns]);
         netns::ip(&["-n", &ns, "link", "set", "lo", "up"]);
         netns::ip(&[
@@ -216,17 +263,10 @@ impl PodBuilder {
             "nodad",
         ]);
         netns::ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-        netns::ip(&["-n", &ns, "route", "add", "default", "via", "10.213.0.1"]);
-        netns::ip(&[
-            "-n",
-            &ns,
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            "fd00:5ee::1",
-        ]);
+        let gw4 = self.net.host4(1).to_string();
+        netns::ip(&["-n", &ns, "route", "add", "default", "via", &gw4]);
+        let gw6 = self.net.host6(1).to_string();
+        netns::ip(&["-n", &ns, "-6", "route", "add", "default", "via", &gw6]);
 
         let apps = self
             .apps

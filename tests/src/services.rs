@@ -27,6 +27,7 @@ pub struct Service {
     vip: Option<String>,
     ports: Vec<(u16, bool)>,
     endpoints: Vec<Endpoint>,
+    export: bool,
     extra: String,
 }
 
@@ -38,6 +39,7 @@ impl Service {
             vip: None,
             ports: Vec::new(),
             endpoints: Vec::new(),
+            export: false,
             extra: String::new(),
         }
     }
@@ -94,6 +96,12 @@ impl Service {
         self
     }
 
+    /// Exported to linked clusters.
+    pub fn export(mut self) -> Self {
+        self.export = true;
+        self
+    }
+
     /// Extra TOML appended to this service (routes, retry budget, ...).
     pub fn with(mut self, toml: &str) -> Self {
         self.extra.push_str(toml);
@@ -119,6 +127,9 @@ pub fn toml(services: &[Service]) -> String {
             .map(|(p, opaque)| format!("{{ port = {p}, opaque = {opaque} }}"))
             .collect();
         let _ = writeln!(out, "ports = [{}]", ports.join(", "));
+        if s.export {
+            let _ = writeln!(out, "export = true");
+        }
         for e in &s.endpoints {
             let _ = writeln!(
                 out,

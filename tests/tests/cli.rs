@@ -130,3 +130,59 @@ async fn unredirected_connections_without_http_or_mtls_are_refused_and_counted()
     assert_eq!(p.get("/live").await.unwrap().0, 200);
     assert_eq!(p.get("/nope").await.unwrap().0, 404);
 }
+
+#[test]
+fn link_prints_the_stanza_or_says_what_is_missing() {
+    let dir = std::env::temp_dir().join(remora_tests::netns::unique("link"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = |extra: &str| {
+        let path = dir.join("west.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[cluster]\nname = \"west\"\ntrust_domain = \"west.example\"\n\n[server]\n\
+                 addr = \"127.0.0.1:8086\"\n\n[identity]\ntrust_anchors = \"root.pem\"\n\
+                 issuer_cert = \"i.pem\"\nissuer_key = \"i.key\"\ntoken_key = \"t.key\"\n\n{extra}"
+            ),
+        )
+        .unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    // Loopback and no advertised address: nothing another cluster could reach.
+    let (code, _, err) = run(&["link", "--config", &config(""), "--mode", "flat"], &[]);
+    assert_eq!(code, 64, "{err}");
+    assert!(err.contains("multicluster.advertised_addr"), "{err}");
+    let advertised = "[multicluster]\nadvertised_addr = \"10.214.0.2:8086\"\n";
+    let (code, out, err) = run(
+        &["link", "--config", &config(advertised), "--mode", "flat"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "[[links]]\ncluster = \"west\"\ntrust_domain = \"west.example\"\n\
+         control_addr = \"10.214.0.2:8086\"\ncontrol_identity = \
+         \"remora-control.linkerd.serviceaccount.identity.linkerd.west.example\"\nmode = \"flat\"\n"
+    );
+    // A gateway link needs the remote gateway.
+    let (code, _, err) = run(
+        &["link", "--config", &config(advertised), "--mode", "gateway"],
+        &[],
+    );
+    assert_eq!(code, 64);
+    assert!(err.contains("gateway_addr"), "{err}");
+    let with_gw = format!(
+        "{advertised}gateway_addr = \"10.214.0.3:4143\"\n\
+         gateway_identity = \"remora-gateway.linkerd.serviceaccount.identity.linkerd.west.example\"\n"
+    );
+    let (code, out, err) = run(
+        &["link", "--config", &config(&with_gw), "--mode", "gateway"],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("mode = \"gateway\"\ngateway_addr = \"10.214.0.3:4143\"\n"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
