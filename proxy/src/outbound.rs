@@ -108,6 +108,9 @@ impl Outbound {
             http: Arc::new(HttpOutbound {
                 ctx: ctx.clone(),
                 pool: Pool::with_evictor(ctx.pool_idle_timeout),
+                rng: std::sync::atomic::AtomicU64::new(
+                    std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8) | 1,
+                ),
             }),
             ctx,
         }

@@ -41,6 +41,9 @@ pub struct Profile {
     pub proto: pb::DestinationProfile,
     pub routes: Vec<Route>,
     pub budget: Option<BudgetConfig>,
+    /// Traffic split (`dst_overrides`): backend authorities and their weights, in the listed
+    /// order. A weight of 0 makes a failover backend.
+    pub backends: Vec<(String, u32)>,
 }
 
 fn duration(d: &Option<prost_types::Duration>) -> Option<Duration> {
@@ -101,10 +104,17 @@ impl Profile {
             min_per_second: b.min_retries_per_second,
             ttl: duration(&b.ttl).unwrap_or(Duration::from_secs(10)),
         });
+        let backends = proto
+            .dst_overrides
+            .iter()
+            .filter(|d| !d.authority.is_empty())
+            .map(|d| (d.authority.clone(), d.weight))
+            .collect();
         Profile {
             proto,
             routes,
             budget,
+            backends,
         }
     }
 

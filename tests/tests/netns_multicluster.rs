@@ -377,3 +377,144 @@ async fn netns_mirrored_services_are_withdrawn_after_the_grace_period() {
     m.west.cp.start().await;
     mirrored(&m.east.cp, "web-west", &ips(&[&w1])).await;
 }
+
+/// East's `web` on `pods`, split by `backends` (`authority`, weight) from its profile.
+fn split_web(pods: &[&Pod], backends: &[(&str, u32)]) -> Service {
+    let mut s = Service::new("web", "shop").vip("10.96.0.91").port(8080);
+    for p in pods {
+        s = s.endpoint(p, "web");
+    }
+    let overrides: String = backends
+        .iter()
+        .map(|(a, w)| format!("[[services.dst_overrides]]\nauthority = \"{a}\"\nweight = {w}\n"))
+        .collect();
+    s.with(&overrides)
+}
+
+const WEB: &str = "web.shop.svc.cluster.local:8080";
+
+/// Sends `n` GETs to `web` from `pod`: who answered each (`x-server`), `"failed"` otherwise.
+async fn servers(pod: &Pod, n: usize) -> Vec<String> {
+    let mut c = http1(&pod.ns, "10.96.0.91:8080".parse().unwrap()).await;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        match send1(&mut c, get(WEB, "/echo")).await {
+            Ok(r) if r.status == 200 => {
+                out.push(r.headers["x-server"].to_str().unwrap().to_string())
+            }
+            _ => {
+                out.push("failed".into());
+                c = http1(&pod.ns, "10.96.0.91:8080".parse().unwrap()).await;
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn netns_a_weighted_split_sends_its_share_to_the_mirror() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut m) = mesh().await else { return };
+    let w1 = m.west.test_pod(&m.west_net, "w1", "web").await;
+    m.west.cp.apply(&[web(&[&w1])]).await;
+    let e1 = m.east.test_pod(&m.east_net, "e1", "web").await;
+    let a = m
+        .east_net
+        .pod("a")
+        .control_plane(&m.east.cp, "client", "shop")
+        .meshed()
+        .start()
+        .await;
+    mirrored(&m.east.cp, "web-west", &ips(&[&w1])).await;
+    m.east
+        .cp
+        .apply(&[split_web(&[&e1], &[(WEB, 90), (WEB_WEST, 10)])])
+        .await;
+    // The profile (and the mirror's endpoints) reach the proxy: some traffic crosses.
+    let crossed = eventually(Duration::from_secs(30), || async {
+        servers(&a, 50).await.iter().any(|s| s == "w1")
+    })
+    .await;
+    assert!(crossed, "no request went to web-west");
+    let got = servers(&a, 2000).await;
+    let west = got.iter().filter(|s| *s == "w1").count();
+    let east = got.iter().filter(|s| *s == "e1").count();
+    assert_eq!(west + east, 2000, "failures: {}", 2000 - west - east);
+    let share = west as f64 / 20.0;
+    assert!((7.0..=13.0).contains(&share), "{share}% went to web-west");
+    let metrics = a.metrics().await;
+    assert_eq!(
+        metrics.get(
+            "response_total",
+            &[("direction", "outbound"), ("dst_target_cluster", "west")]
+        ),
+        metrics.get(
+            "response_total",
+            &[("direction", "outbound"), ("dst_service", "web-west")]
+        )
+    );
+}
+
+#[tokio::test]
+async fn netns_failover_to_another_cluster_when_no_local_pod_is_healthy() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut m) = mesh().await else { return };
+    let w1 = m.west.test_pod(&m.west_net, "w1", "web").await;
+    m.west.cp.apply(&[web(&[&w1])]).await;
+    let e1 = m.east.test_pod(&m.east_net, "e1", "web").await;
+    let a = m
+        .east_net
+        .pod("a")
+        .control_plane(&m.east.cp, "client", "shop")
+        .meshed()
+        .start()
+        .await;
+    mirrored(&m.east.cp, "web-west", &ips(&[&w1])).await;
+    let backends = [(WEB, 1), (WEB_WEST, 0)];
+    m.east.cp.apply(&[split_web(&[&e1], &backends)]).await;
+    let local = eventually(Duration::from_secs(30), || async {
+        servers(&a, 20).await.iter().all(|s| s == "e1")
+    })
+    .await;
+    assert!(local, "traffic does not stay local while web is healthy");
+
+    // Every local pod gone from discovery: requests go to west, none fails.
+    m.east.cp.apply(&[split_web(&[], &backends)]).await;
+    let over = eventually(Duration::from_secs(30), || async {
+        servers(&a, 1).await[0] == "w1"
+    })
+    .await;
+    assert!(over, "no failover to web-west");
+    let got = servers(&a, 100).await;
+    assert!(got.iter().all(|s| s == "w1"), "{got:?}");
+
+    // Local pods back: traffic returns.
+    m.east.cp.apply(&[split_web(&[&e1], &backends)]).await;
+    let back = eventually(Duration::from_secs(30), || async {
+        servers(&a, 20).await.iter().all(|s| s == "e1")
+    })
+    .await;
+    assert!(back, "traffic did not return to the local pods");
+
+    // The local pod breaks (every request 500): once the breaker ejects it, requests fail over
+    // and none fails; fixed, the probe restores it and traffic returns.
+    let server = e1.app(0).server.clone().unwrap();
+    server
+        .fail_all
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    let noticed = eventually(Duration::from_secs(30), || async {
+        servers(&a, 1).await[0] == "w1"
+    })
+    .await;
+    assert!(noticed, "the breaker never ejected the failing pod");
+    let got = servers(&a, 100).await;
+    assert!(got.iter().all(|s| s == "w1"), "{got:?}");
+    server
+        .fail_all
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let restored = eventually(Duration::from_secs(60), || async {
+        servers(&a, 5).await.iter().all(|s| s == "e1")
+    })
+    .await;
+    assert!(restored, "traffic did not return after the pod recovered");
+}

@@ -25,10 +25,11 @@ use super::{
     orig_proto, strip_hop_by_hop, watch_errors,
 };
 use crate::balance::{Picked, Transition};
-use crate::discovery::{Endpoint, Hint, Pick, Target};
+use crate::discovery::{Endpoint, Hint, Pick, Resolution, Target};
 use crate::forward::Counted;
 use crate::io::BoxIo;
 use crate::mtls::{DialTarget, dial, no_tls};
+use crate::outbound::Discovery;
 use crate::outbound::OutboundCtx;
 use crate::transport_header::SessionProtocol;
 
@@ -37,6 +38,8 @@ use crate::transport_header::SessionProtocol;
 pub struct HttpOutbound {
     pub ctx: Arc<OutboundCtx>,
     pub pool: Arc<Pool>,
+    /// The state of the traffic split's random draws.
+    pub rng: std::sync::atomic::AtomicU64,
 }
 
 /// Where a request goes: the address, the endpoint discovery chose, the balancer's handle on
@@ -131,6 +134,72 @@ impl HttpOutbound {
         rsp
     }
 
+    /// Traffic split and failover, from the target's profile (`dst_overrides`): a backend of
+    /// weight > 0 is chosen in proportion to its weight among those that may take a request
+    /// (an available endpoint, or still resolving); when none may, the weight-0 backends are
+    /// tried in their listed order. `None` when the profile splits nothing.
+    async fn split(&self, d: &Discovery, apex: &str, target: &Target) -> Option<Route> {
+        let profile = target.profile.borrow().clone()?;
+        if profile.backends.is_empty() {
+            return None;
+        }
+        let backends: Vec<(Target, &str, u32)> = profile
+            .backends
+            .iter()
+            .map(|(a, w)| (d.resolver.resolve(a), a.as_str(), *w))
+            .collect();
+        let usable = |t: &Target| match &*t.endpoints.borrow() {
+            Resolution::Endpoints(eps) => !eps.is_empty() && t.balancer.any_available(eps),
+            Resolution::Pending => true,
+            Resolution::Unknown | Resolution::Unavailable => false,
+        };
+        let weighted: Vec<&(Target, &str, u32)> = backends
+            .iter()
+            .filter(|b| b.2 > 0 && usable(&b.0))
+            .collect();
+        let chosen = if weighted.is_empty() {
+            let failover = backends.iter().find(|b| b.2 == 0 && usable(&b.0));
+            if let Some(f) = failover {
+                debug!(%apex, backend = f.1, "no weighted backend is healthy: failing over");
+            }
+            failover
+        } else {
+            let total: u64 = weighted.iter().map(|b| u64::from(b.2)).sum();
+            let mut r = self.random() % total.max(1);
+            weighted
+                .iter()
+                .find(|b| {
+                    let w = u64::from(b.2);
+                    if r < w {
+                        true
+                    } else {
+                        r -= w;
+                        false
+                    }
+                })
+                .copied()
+        };
+        let Some((backend, authority, _)) = chosen else {
+            return Some(Route::NoEndpoints(apex.to_string()));
+        };
+        let mut backend = backend.clone();
+        Some(match backend.pick(d.timeout).await {
+            Pick::Endpoint(ep, picked) => Route::To(ep.addr, Some(ep), Some(picked), Some(backend)),
+            Pick::NoEndpoints | Pick::AsIs => Route::NoEndpoints(authority.to_string()),
+        })
+    }
+
+    /// xorshift64*: enough to spread requests over backends by weight.
+    fn random(&self) -> u64 {
+        use std::sync::atomic::Ordering;
+        let mut x = self.rng.load(Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.store(x, Ordering::Relaxed);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
     /// The destination of a route, or the error response when there is none.
     // The error is the response itself, returned to hyper at once; boxing it would only add an
     // allocation on the error path.
@@ -177,6 +246,9 @@ impl HttpOutbound {
             let orig_target = orig.map(|o| o.to_string());
             for target in by_name.into_iter().chain(orig_target.as_deref()) {
                 let mut resolved = d.resolver.resolve(target);
+                if let Some(route) = self.split(d, target, &resolved).await {
+                    return route;
+                }
                 match resolved.pick(d.timeout).await {
                     Pick::Endpoint(ep, picked) => {
                         return Route::To(ep.addr, Some(ep), Some(picked), Some(resolved));
