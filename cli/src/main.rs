@@ -33,6 +33,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Proxy(proxy::ProxyArgs),
+    Gateway(proxy::GatewayArgs),
     Init(init::InitArgs),
     Certs(certs::CertsArgs),
     Control(control::ControlArgs),
@@ -56,6 +57,7 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Proxy(args) => proxy::main(args),
+        Command::Gateway(args) => proxy::gateway(args),
         Command::Init(args) => init::main(args),
         Command::Certs(args) => certs::main(args),
         Command::Control(args) => control::main(args),

@@ -23,6 +23,23 @@ use crate::EXIT_USAGE;
 )]
 pub struct ProxyArgs {}
 
+#[derive(Debug, Args)]
+#[command(
+    about = "Run the cluster's gateway: the proxy in gateway mode (REMORA_* variables as for proxy)",
+    long_about = "Run the cluster's multicluster gateway: the proxy in gateway mode.\n\nOther \
+                  clusters' proxies reach this cluster's exported services through it: it \
+                  accepts mTLS connections on the inbound listener (4143) whose transport \
+                  header names a service, forwards only to services this cluster exports (never \
+                  an IP address or another name: it is not an open relay), balances across the \
+                  service's pods and connects to each with mTLS, per request for HTTP (with \
+                  `forwarded`, retries and golden metrics) and as bytes otherwise. It needs an \
+                  identity (REMORA_IDENTITY_*) and discovery with the control plane's identity \
+                  (REMORA_DESTINATION_ADDR, REMORA_DESTINATION_SVC_NAME); its identity must be \
+                  the control plane's multicluster.gateway_identity. See CONFIG.md.",
+    after_long_help = env_help(),
+)]
+pub struct GatewayArgs {}
+
 fn env_help() -> String {
     let mut out = String::from("Environment (default in brackets):\n");
     for var in VARS {
@@ -35,8 +52,17 @@ fn env_help() -> String {
 }
 
 pub fn main(_args: ProxyArgs) -> ExitCode {
+    run(false)
+}
+
+/// `remora gateway`: the same proxy, in gateway mode.
+pub fn gateway(_args: GatewayArgs) -> ExitCode {
+    run(true)
+}
+
+fn run(gateway: bool) -> ExitCode {
     let config = match Config::from_env() {
-        Ok(config) => config,
+        Ok(config) => Config { gateway, ..config },
         Err(e) => {
             eprintln!("remora proxy: invalid configuration: {e}");
             return ExitCode::from(EXIT_USAGE);

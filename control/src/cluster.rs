@@ -129,8 +129,11 @@ pub struct Endpoint {
     pub explicit: bool,
     /// The endpoint's full identity when it is not one of this cluster's (a mirrored pod).
     pub identity: Option<String>,
-    /// Reached through a gateway: the authority the transport header names (#11).
+    /// Reached through a gateway: the service's name in its own cluster; the transport header
+    /// names it with the requested port (#11).
     pub authority_override: Option<String>,
+    /// The port to dial whatever port is asked for (a gateway's inbound port).
+    pub port: Option<u16>,
 }
 
 #[derive(Clone, Debug)]
@@ -295,8 +298,8 @@ impl ClusterState {
                 .iter()
                 .filter(|e| only.is_none_or(|ip| e.ip == ip))
                 .map(|e| {
-                    let addr = SocketAddr::new(e.ip, target_port);
-                    (addr, self.weighted_addr(svc, e, addr, port.opaque))
+                    let addr = SocketAddr::new(e.ip, e.port.unwrap_or(target_port));
+                    (addr, self.weighted_addr(svc, e, addr, &port))
                 })
                 .collect(),
         )
@@ -321,8 +324,9 @@ impl ClusterState {
         svc: &Service,
         e: &Endpoint,
         addr: SocketAddr,
-        opaque_port: bool,
+        port: &Port,
     ) -> pb::WeightedAddr {
+        let opaque_port = port.opaque;
         use pb::protocol_hint::{H2, Opaque, OpaqueTransport, Protocol as P};
         let mut labels: HashMap<String, String> = e.labels.clone().into_iter().collect();
         labels.insert("pod".into(), e.pod.clone());
@@ -359,9 +363,13 @@ impl ClusterState {
             metric_labels: labels,
             tls_identity,
             protocol_hint,
-            authority_override: e.authority_override.clone().map(|a| pb::AuthorityOverride {
-                authority_override: a,
-            }),
+            // A gateway is asked for the service by its own name and the port asked for here.
+            authority_override: e
+                .authority_override
+                .as_ref()
+                .map(|a| pb::AuthorityOverride {
+                    authority_override: format!("{a}:{}", port.port),
+                }),
             ..Default::default()
         }
     }
@@ -464,6 +472,7 @@ fn validate(r: &RawService) -> Result<Service, String> {
             explicit: e.explicit,
             identity: None,
             authority_override: None,
+            port: None,
         });
     }
     Ok(Service {

@@ -1,4 +1,5 @@
 //! Multicluster: the export watch (server side), the links (client side) and the service mirror.
+//! The API is `remora.multicluster.v1` (`api/proto/multicluster.proto`).
 //!
 //! ```text
 //!  west control plane                                east control plane
@@ -35,11 +36,8 @@ use crate::cluster::{ClusterState, Endpoint, Port, Protocol, Service, SvcKey};
 use crate::config::{Link, LinkMode};
 use crate::server::PeerInfo;
 
-/// The generated API (`proto/multicluster.proto`).
-#[allow(missing_debug_implementations, clippy::all)]
-pub mod pb {
-    tonic::include_proto!("remora.multicluster.v1");
-}
+/// The generated API (`api/proto/multicluster.proto`).
+pub use remora_api::multicluster as pb;
 
 const STREAM_BUFFER: usize = 16;
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
@@ -180,19 +178,24 @@ pub struct ExportsService {
 
 impl ExportsService {
     /// `state` must be the local services only (the config's), never the mirrored ones.
+    /// `gateway` is this cluster's own gateway identity, which may watch too (it forwards only
+    /// to exported services).
     pub fn new(
         state: watch::Receiver<Arc<ClusterState>>,
         links: &[Link],
+        gateway: Option<&remora_identity::Name>,
         metrics: MulticlusterMetrics,
     ) -> Self {
+        let mut linked: HashMap<String, String> = links
+            .iter()
+            .map(|l| (l.control_identity.to_string(), l.cluster.clone()))
+            .collect();
+        if let Some(g) = gateway {
+            linked.insert(g.to_string(), "this cluster's gateway".to_string());
+        }
         ExportsService {
             state,
-            linked: Arc::new(
-                links
-                    .iter()
-                    .map(|l| (l.control_identity.to_string(), l.cluster.clone()))
-                    .collect(),
-            ),
+            linked: Arc::new(linked),
             metrics,
         }
     }
@@ -473,6 +476,7 @@ pub fn mirror_services(
                         explicit: e.explicit,
                         identity: (!e.identity.is_empty()).then(|| e.identity.clone()),
                         authority_override: None,
+                        port: None,
                     })
                 })
                 .collect(),
@@ -486,6 +490,7 @@ pub fn mirror_services(
                 explicit: false,
                 identity: Some(identity.to_string()),
                 authority_override: Some(svc.fqdn.clone()),
+                port: Some(addr.port()),
             }],
             (LinkMode::Gateway, None) => Vec::new(),
         };

@@ -262,6 +262,7 @@ impl Control {
         let exports = ExportsServer::new(ExportsService::new(
             local_rx,
             &self.config.links,
+            self.config.multicluster.gateway.as_ref().map(|(_, id)| id),
             mc_metrics,
         ));
         let routes = Routes {

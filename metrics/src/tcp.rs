@@ -162,6 +162,10 @@ pub enum RefuseReason {
     BadTransportHeader,
     /// The transport header names a service: a gateway request (not served here).
     GatewayUnsupported,
+    /// Gateway: the transport header names an IP address (the gateway is not an open relay).
+    GatewayIpLiteral,
+    /// Gateway: the transport header names no exported service of this cluster.
+    GatewayNotExported,
     /// Inbound policy: the port requires an authenticated peer.
     PolicyUnauthenticated,
     /// Inbound policy: the peer is not of our trust domain.
@@ -192,6 +196,8 @@ impl RefuseReason {
             RefuseReason::DirectNotMtls => "direct_not_mtls",
             RefuseReason::BadTransportHeader => "bad_transport_header",
             RefuseReason::GatewayUnsupported => "gateway_unsupported",
+            RefuseReason::GatewayIpLiteral => "gateway_ip_literal",
+            RefuseReason::GatewayNotExported => "gateway_not_exported",
             RefuseReason::PolicyUnauthenticated => "policy_unauthenticated",
             RefuseReason::PolicyForeignTrustDomain => "policy_foreign_trust_domain",
             RefuseReason::PolicyNotAllowed => "policy_not_allowed",

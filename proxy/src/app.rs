@@ -232,6 +232,37 @@ impl Proxy {
                 .ok()
                 .map(|w| w.trust_domain)
         });
+        let gateway = match (cfg.gateway, &cfg.identity, &cfg.destination) {
+            (true, Some(id), Some(d)) => {
+                let (tx, exports) = tokio::sync::watch::channel(Arc::default());
+                match &d.svc_name {
+                    Some(control) => {
+                        tokio::spawn(crate::gateway::watch_exports(
+                            d.addr,
+                            control.clone(),
+                            tls.clone(),
+                            tx,
+                        ));
+                    }
+                    None => warn!(
+                        "gateway: REMORA_DESTINATION_SVC_NAME is unset, so the gateway cannot \
+                         authenticate to its control plane for the exports; refusing everything"
+                    ),
+                }
+                Some(Arc::new(crate::gateway::Gateway {
+                    outbound: outbound.http(),
+                    exports,
+                    identity: id.name.clone(),
+                }))
+            }
+            (true, _, _) => {
+                warn!(
+                    "gateway mode needs an identity and discovery; refusing every gateway request"
+                );
+                None
+            }
+            (false, _, _) => None,
+        };
         let inbound = Inbound::new(
             self.inbound,
             accept(Direction::Inbound, cfg.inbound_max_connections),
@@ -250,6 +281,7 @@ impl Proxy {
                 http_limits: cfg.http_limits,
                 pool_idle_timeout: cfg.pool_idle_timeout,
                 access_log,
+                gateway,
             },
         );
         let admin_state = AdminState {

@@ -268,6 +268,9 @@ pub struct Config {
     pub metrics: remora_metrics::bounded::Limits,
     /// One JSON line per HTTP request on stdout.
     pub access_log: bool,
+    /// Gateway mode (`remora gateway`, not a variable): direct-path connections naming an
+    /// exported service are forwarded to it.
+    pub gateway: bool,
     pub default_policy: Policy,
     pub port_policies: HashMap<u16, Policy>,
     /// `None` when no identity is configured: the proxy then has no certificate.
@@ -355,6 +358,7 @@ impl Config {
                 idle: env.parse(METRICS_IDLE_TIMEOUT, parse_nonzero_duration)?,
             },
             access_log: env.parse(ACCESS_LOG, parse_access_log)?,
+            gateway: false,
             http_limits: Limits {
                 max_head: env.parse(HTTP_MAX_HEADER_BYTES, parse_positive)?,
                 max_headers: env.parse(HTTP_MAX_HEADERS, parse_positive)?,

@@ -167,33 +167,28 @@ impl Weighted for Arc<Endpoint> {
     }
 }
 
-/// How often a pick retries while every endpoint is ejected.
-const EJECTED_RECHECK: Duration = Duration::from_millis(50);
-
 impl Target {
-    /// Waits up to `timeout` for an answer and an available endpoint, then picks one with the
-    /// balancer (power of two choices over peak-EWMA latency, skipping ejected endpoints).
+    /// Waits up to `timeout` for an answer with an endpoint, then picks one with the balancer
+    /// (power of two choices over peak-EWMA latency, skipping ejected endpoints). When every
+    /// endpoint is ejected (and no probe is due) it answers `NoEndpoints` at once.
     pub async fn pick(&mut self, timeout: Duration) -> Pick {
         let deadline = Instant::now() + timeout;
         loop {
             let current = self.endpoints.borrow_and_update().clone();
             match &current {
                 Resolution::Endpoints(eps) if !eps.is_empty() => {
-                    if let Some(p) = self.balancer.pick(eps) {
-                        return Pick::Endpoint(eps[p.index].clone(), p);
-                    }
+                    return match self.balancer.pick(eps) {
+                        Some(p) => Pick::Endpoint(eps[p.index].clone(), p),
+                        // Every endpoint is ejected and none is due for a probe: fail fast
+                        // rather than hold the request.
+                        None => Pick::NoEndpoints,
+                    };
                 }
                 Resolution::Unknown | Resolution::Unavailable => return Pick::AsIs,
                 Resolution::Pending | Resolution::Endpoints(_) => {}
             }
-            // No answer yet, no endpoint, or all ejected: wait for a change (or a probe to
-            // come due), up to the deadline.
-            let wait = match &current {
-                Resolution::Endpoints(eps) if !eps.is_empty() => Instant::now() + EJECTED_RECHECK,
-                _ => deadline,
-            };
-            let until = wait.min(deadline);
-            let changed = tokio::time::timeout_at(until, self.endpoints.changed()).await;
+            // No answer yet, or no endpoint: wait for a change, up to the deadline.
+            let changed = tokio::time::timeout_at(deadline, self.endpoints.changed()).await;
             if matches!(changed, Ok(Err(_))) || Instant::now() >= deadline {
                 return match current {
                     Resolution::Pending => Pick::AsIs,

@@ -80,6 +80,8 @@ pub struct InboundCtx {
     pub pool_idle_timeout: Duration,
     /// One JSON line per HTTP request, when enabled.
     pub access_log: Option<l7::record::AccessLog>,
+    /// Gateway mode: direct-path connections naming a service are forwarded to it.
+    pub gateway: Option<Arc<crate::gateway::Gateway>>,
 }
 
 #[derive(Debug)]
@@ -400,10 +402,15 @@ async fn direct(http: &Arc<HttpInbound>, mut stream: TcpStream) {
             return;
         }
     };
-    if let Some(name) = &header.name {
-        ctx.refuse(RefuseReason::GatewayUnsupported);
-        warn!(client.id = %client_id, %name, "refusing a gateway request: this proxy is not a gateway");
-        return;
+    if let Some(name) = header.name.clone() {
+        let Some(gateway) = &ctx.gateway else {
+            ctx.refuse(RefuseReason::GatewayUnsupported);
+            warn!(client.id = %client_id, %name, "refusing a gateway request: this proxy is not a gateway");
+            return;
+        };
+        return gateway
+            .serve(ctx, Box::new(accepted.io), client_id, header, &name)
+            .await;
     }
     let app = SocketAddr::new(pod_ip, header.port);
     if ctx.own.is_own_listener(app) {

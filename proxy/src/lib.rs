@@ -9,6 +9,8 @@
 //! - [`config`]: every `REMORA_*` variable, parsed once into [`config::Config`].
 //! - [`app`]: binds the listeners and runs inbound, outbound and admin until drained.
 //! - [`outbound`], [`inbound`]: per-connection decisions of each listener.
+//! - [`gateway`]: gateway mode (`remora gateway`): forwards other clusters' mTLS connections
+//!   naming an exported service.
 //! - [`listen`]: binding and the shared accept loop (connection limit, drain).
 //! - [`tcp`], [`forward`]: connect with a timeout, then counted two-way forwarding.
 //! - [`orig_dst`], [`own`]: the original destination and the proxy's own addresses.
@@ -41,6 +43,7 @@ pub mod control_client;
 pub mod discovery;
 pub mod drain;
 pub mod forward;
+pub mod gateway;
 pub mod identity;
 pub mod inbound;
 pub mod init;

@@ -256,7 +256,7 @@ pub async fn dial(
             // Through a gateway: name the service and its port.
             Some((host, port)) => TransportHeader {
                 port: port.parse().unwrap_or(target.addr.port()),
-                name: host.parse().ok(),
+                name: Some(host.to_string()),
                 protocol: target.protocol,
             },
             // Opaque transport: the port the client wanted on the pod.

@@ -116,6 +116,11 @@ impl Outbound {
         }
     }
 
+    /// The HTTP router, which a gateway shares.
+    pub fn http(&self) -> Arc<HttpOutbound> {
+        self.http.clone()
+    }
+
     pub async fn run(self) {
         let (ctx, http) = (self.ctx, self.http);
         serve(self.listeners, self.accept, move |stream, client| {

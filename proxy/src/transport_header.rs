@@ -58,8 +58,9 @@ pub enum SessionProtocol {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TransportHeader {
     pub port: u16,
-    /// A service name for a gateway; `None` for opaque transport.
-    pub name: Option<remora_identity::Name>,
+    /// A service name (or, refused by gateways, an IP address) for a gateway; `None` for
+    /// opaque transport.
+    pub name: Option<String>,
     pub protocol: Option<SessionProtocol>,
 }
 
@@ -73,7 +74,7 @@ pub enum HeaderError {
     Malformed(String),
     #[error("the header's port {0} is not 1-65535")]
     BadPort(i32),
-    #[error("the header's name {0:?} is not a DNS name")]
+    #[error("the header's name {0:?} is neither a DNS name nor an IP address")]
     BadName(String),
     #[error("the connection closed inside the header")]
     Truncated,
@@ -142,12 +143,12 @@ impl TransportHeader {
             .ok_or(HeaderError::BadPort(p.port))?;
         let name = if p.name.is_empty() {
             None
+        } else if p.name.parse::<remora_identity::Name>().is_ok()
+            || p.name.parse::<std::net::IpAddr>().is_ok()
+        {
+            Some(p.name)
         } else {
-            Some(
-                p.name
-                    .parse()
-                    .map_err(|_| HeaderError::BadName(p.name.clone()))?,
-            )
+            return Err(HeaderError::BadName(p.name));
         };
         let protocol = p.session_protocol.and_then(|s| s.kind).map(|k| match k {
             Kind::Http1(_) => SessionProtocol::Http1,

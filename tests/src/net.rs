@@ -129,6 +129,7 @@ impl Net {
             name: name.to_string(),
             apps: Vec::new(),
             meshed: false,
+            gateway: false,
             env: Vec::new(),
             init_args: Vec::new(),
         }
@@ -187,6 +188,7 @@ pub struct PodBuilder {
     name: String,
     apps: Vec<App>,
     meshed: bool,
+    gateway: bool,
     env: Vec<(String, String)>,
     init_args: Vec<String>,
 }
@@ -200,6 +202,12 @@ impl PodBuilder {
     /// Runs `remora init` and `remora proxy` (as uid 2102) in the pod.
     pub fn meshed(mut self) -> Self {
         self.meshed = true;
+        self
+    }
+
+    /// Runs `remora gateway` (as uid 2102, no interception) in the pod: the cluster's gateway.
+    pub fn gateway(mut self) -> Self {
+        self.gateway = true;
         self
     }
 
@@ -282,7 +290,9 @@ impl PodBuilder {
             apps,
             proxy: None,
         };
-        if self.meshed {
+        if self.gateway {
+            pod.run_proxy("gateway", &self.env).await;
+        } else if self.meshed {
             pod.mesh(&self.init_args, &self.env).await;
         }
         pod
@@ -401,11 +411,26 @@ impl Pod {
         if let Err(e) = self.exec(&bin, &args) {
             panic!("remora init in pod {}: {e}", self.name);
         }
+        self.run_proxy("proxy", env).await;
+    }
+
+    /// Runs `remora gateway` in this pod as workload `sa` of namespace `ns` of `cp`'s cluster
+    /// (replacing a gateway that ran before), and waits until it is ready.
+    pub async fn run_gateway(&mut self, cp: &crate::control::ControlPlane, sa: &str, ns: &str) {
+        let mut env = cp.proxy_env(sa, ns);
+        env.extend(cp.discovery_env());
+        self.proxy.take();
+        self.run_proxy("gateway", &env).await;
+    }
+
+    /// Runs `remora <role>` (`proxy` or `gateway`) in the pod as uid 2102 and waits until ready.
+    async fn run_proxy(&mut self, role: &str, env: &[(String, String)]) {
+        let bin = bin::remora().to_str().expect("utf-8 path").to_string();
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns, "setpriv"])
             .arg(format!("--reuid={PROXY_UID}"))
             .arg(format!("--regid={PROXY_UID}"))
-            .args(["--clear-groups", "--", &bin, "proxy"])
+            .args(["--clear-groups", "--", &bin, role])
             .env_clear()
             .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
             .env("REMORA_INBOUND_ADDR", "0.0.0.0:4143,[::]:4143")

@@ -33,7 +33,7 @@ fn wire_md_known_answers() {
     );
     let gw = TransportHeader {
         port: 4143,
-        name: Some("web.shop.svc.cluster.local".parse().unwrap()),
+        name: Some("web.shop.svc.cluster.local".into()),
         protocol: None,
     };
     let name_hex = hex(b"web.shop.svc.cluster.local");
@@ -47,7 +47,7 @@ fn wire_md_known_answers() {
 fn decodes_what_it_encodes() {
     let h = TransportHeader {
         port: 5432,
-        name: Some("db.shop.svc.cluster.local".parse().unwrap()),
+        name: Some("db.shop.svc.cluster.local".into()),
         protocol: Some(SessionProtocol::Http2),
     };
     let mut wire = h.encode().to_vec();
