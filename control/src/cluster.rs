@@ -52,6 +52,9 @@ pub struct RawService {
     /// Linked clusters may mirror this service (#10).
     #[serde(default)]
     pub export: bool,
+    /// How linked clusters reach it: "flat" or "gateway" (default: as each link says).
+    #[serde(default)]
+    pub export_mode: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -145,6 +148,8 @@ pub struct Service {
     pub profile: Profile,
     /// Linked clusters may mirror it.
     pub export: bool,
+    /// How linked clusters reach it, when this cluster says: "flat" or "gateway".
+    pub export_mode: Option<&'static str>,
 }
 
 impl Service {
@@ -483,6 +488,16 @@ fn validate(r: &RawService) -> Result<Service, String> {
         profile: Profile::validate(&r.routes, r.retry_budget.as_ref(), &r.dst_overrides)
             .map_err(|e| ctx(&e))?,
         export: r.export,
+        export_mode: match r.export_mode.as_deref() {
+            None => None,
+            Some("flat") => Some("flat"),
+            Some("gateway") => Some("gateway"),
+            Some(other) => {
+                return Err(ctx(&format!(
+                    "export_mode {other:?} is not flat or gateway"
+                )));
+            }
+        },
     })
 }
 

@@ -113,7 +113,9 @@ pub fn exports(state: &ClusterState, endpoints: bool) -> BTreeMap<SvcKey, pb::Ex
                         opaque: p.opaque,
                     })
                     .collect(),
-                endpoints: if endpoints {
+                endpoints: if svc.export_mode == Some("flat")
+                    || (svc.export_mode.is_none() && endpoints)
+                {
                     svc.endpoints
                         .iter()
                         .map(|e| pb::Endpoint {
@@ -141,6 +143,7 @@ pub fn exports(state: &ClusterState, endpoints: bool) -> BTreeMap<SvcKey, pb::Ex
                     "{}.{}.svc.{}",
                     svc.key.name, svc.key.namespace, state.cluster_domain
                 ),
+                mode: svc.export_mode.unwrap_or_default().to_string(),
             };
             (svc.key.clone(), msg)
         })
@@ -456,7 +459,13 @@ pub fn mirror_services(
             l.insert("target_service_namespace".into(), key.namespace.clone());
             l
         };
-        let endpoints = match (link.mode, &link.gateway) {
+        // The exporting cluster may say how this service is reached; else the link does.
+        let mode = match svc.mode.as_str() {
+            "flat" => LinkMode::Flat,
+            "gateway" => LinkMode::Gateway,
+            _ => link.mode,
+        };
+        let endpoints = match (mode, &link.gateway) {
             (LinkMode::Flat, _) => svc
                 .endpoints
                 .iter()
@@ -492,7 +501,10 @@ pub fn mirror_services(
                 authority_override: Some(svc.fqdn.clone()),
                 port: Some(addr.port()),
             }],
-            (LinkMode::Gateway, None) => Vec::new(),
+            (LinkMode::Gateway, None) => {
+                warn!(service = %key, cluster = %link.cluster, "exported for gateway mode, but the link names no gateway");
+                Vec::new()
+            }
         };
         let Some(vip) = vips.get(&mirror, taken) else {
             warn!(service = %mirror, "mirror_cidr is full: the mirrored service has no virtual IP");
@@ -513,6 +525,7 @@ pub fn mirror_services(
             endpoints,
             profile: Default::default(),
             export: false,
+            export_mode: None,
         });
     }
     out
@@ -579,6 +592,7 @@ mod tests {
                 })
                 .collect(),
             fqdn: format!("{name}.shop.svc.cluster.local"),
+            mode: String::new(),
         }
     }
 

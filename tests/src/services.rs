@@ -28,6 +28,7 @@ pub struct Service {
     ports: Vec<(u16, bool)>,
     endpoints: Vec<Endpoint>,
     export: bool,
+    export_mode: Option<&'static str>,
     extra: String,
 }
 
@@ -40,6 +41,7 @@ impl Service {
             ports: Vec::new(),
             endpoints: Vec::new(),
             export: false,
+            export_mode: None,
             extra: String::new(),
         }
     }
@@ -102,6 +104,13 @@ impl Service {
         self
     }
 
+    /// Exported, to be reached in `mode` (`flat` or `gateway`) whatever the link says.
+    pub fn export_as(mut self, mode: &'static str) -> Self {
+        self.export = true;
+        self.export_mode = Some(mode);
+        self
+    }
+
     /// Extra TOML appended to this service (routes, retry budget, ...).
     pub fn with(mut self, toml: &str) -> Self {
         self.extra.push_str(toml);
@@ -129,6 +138,9 @@ pub fn toml(services: &[Service]) -> String {
         let _ = writeln!(out, "ports = [{}]", ports.join(", "));
         if s.export {
             let _ = writeln!(out, "export = true");
+        }
+        if let Some(mode) = s.export_mode {
+            let _ = writeln!(out, "export_mode = \"{mode}\"");
         }
         for e in &s.endpoints {
             let _ = writeln!(

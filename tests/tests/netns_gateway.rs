@@ -365,3 +365,83 @@ async fn netns_a_gateway_outage_fails_fast_and_spares_everything_else() {
     assert!(back, "calls did not recover after the gateway returned");
     let _ = (&m.router, &m.pki);
 }
+
+#[tokio::test]
+async fn netns_a_flat_service_and_a_gateway_service_work_side_by_side() {
+    let _serial = SERIAL.lock().await;
+    let Some(mut m) = mesh().await else { return };
+    let w1 = m.west.test_pod(&m.west_net, "w1", "web").await;
+    let c1 = m.west.test_pod(&m.west_net, "c1", "web").await;
+    // catalog is exported for flat mode: its pod is reachable from east.
+    m.router.isolate(&[
+        m.gateway.ip4(),
+        m.east.pod.ip4(),
+        m.west.pod.ip4(),
+        c1.ip4(),
+    ]);
+    let mut catalog = Service::new("catalog", "shop")
+        .vip("10.96.0.92")
+        .port(8080)
+        .export_as("flat");
+    catalog = catalog.endpoint(&c1, "web");
+    m.west
+        .cp
+        .apply(&[exported("web", "10.96.0.90", &[&w1]), catalog])
+        .await;
+    let a = m
+        .east_net
+        .pod("a")
+        .control_plane(&m.east.cp, "client", "shop")
+        .meshed()
+        .start()
+        .await;
+    let a_id = m.east.cp.identity("client", "shop");
+    let gw_id = m.west.cp.identity("remora-gateway", "linkerd");
+    let web_vip = vip(&m.east.cp, "web-west", 1).await;
+    let cat_vip = vip(&m.east.cp, "catalog-west", 1).await;
+    assert_eq!(
+        m.east.cp.service("catalog-west", "shop").await.unwrap().1,
+        vec![c1.ip4().to_string()],
+        "the flat service mirrors the pod itself"
+    );
+    let call = |vip: String, host: &'static str| {
+        let ns = a.ns.clone();
+        async move {
+            let mut c = http1(&ns, format!("{vip}:8080").parse().unwrap()).await;
+            let r = send1(&mut c, get(host, "/echo")).await.unwrap();
+            (r.status.as_u16(), r.json())
+        }
+    };
+    let ready = eventually(Duration::from_secs(30), || async {
+        call(web_vip.clone(), WEB_WEST).await.0 == 200
+            && call(cat_vip.clone(), "catalog-west.shop.svc.cluster.local:8080")
+                .await
+                .0
+                == 200
+    })
+    .await;
+    assert!(ready);
+    let gateway_requests =
+        |mm: remora_tests::admin::Metrics| mm.get("request_total", &[("direction", "inbound")]);
+    let before = gateway_requests(m.gateway.metrics().await);
+    for _ in 0..5 {
+        let (s, echo) = call(cat_vip.clone(), "catalog-west.shop.svc.cluster.local:8080").await;
+        assert_eq!(s, 200);
+        assert_eq!(
+            echo["headers"]["l5d-client-id"],
+            a_id.as_str(),
+            "flat keeps the caller"
+        );
+    }
+    assert_eq!(
+        gateway_requests(m.gateway.metrics().await),
+        before,
+        "the gateway saw flat traffic"
+    );
+    for _ in 0..5 {
+        let (s, echo) = call(web_vip.clone(), WEB_WEST).await;
+        assert_eq!(s, 200);
+        assert_eq!(echo["headers"]["l5d-client-id"], gw_id.as_str());
+    }
+    assert_eq!(gateway_requests(m.gateway.metrics().await), before + 5.0);
+}
