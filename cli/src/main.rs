@@ -5,6 +5,7 @@
 
 mod certs;
 mod control;
+mod demo;
 mod init;
 mod link;
 mod proxy;
@@ -37,6 +38,7 @@ enum Command {
     Init(init::InitArgs),
     Certs(certs::CertsArgs),
     Control(control::ControlArgs),
+    Demo(demo::DemoArgs),
     Link(link::LinkArgs),
     TestServer(test_server::TestServerArgs),
     Top(top::TopArgs),
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Init(args) => init::main(args),
         Command::Certs(args) => certs::main(args),
         Command::Control(args) => control::main(args),
+        Command::Demo(args) => demo::main(args),
         Command::Link(args) => link::main(args),
         Command::TestServer(args) => test_server::main(args),
         Command::Top(args) => top::main(args),

@@ -12,7 +12,8 @@ use remora_proxy::test_server::TestServer;
     long_about = "Run a test app serving HTTP/1.1 and HTTP/2 (detected per connection), a tiny \
                   gRPC service and a WebSocket echo. Each request's path picks the behaviour: \
                   /echo, /status/CODE, /fail-first/N/KEY, /fail-share/PERCENT, /delay/MS, /reset, \
-                  /stream/BYTES, /upload, /trailers, /ws; gRPC remora.test.Test/Echo and /Count. \
+                  /stream/BYTES, /upload, /trailers, /ws, /fanout (with --fanout and \
+                  --http-proxy: calls each upstream once); gRPC remora.test.Test/Echo and /Count. \
                   Every response carries x-server: NAME."
 )]
 pub struct TestServerArgs {
@@ -22,6 +23,12 @@ pub struct TestServerArgs {
     /// The name it reports (x-server, /echo).
     #[arg(long, default_value = "test-server")]
     name: String,
+    /// A front end: `/fanout` calls each of these absolute URLs once (repeatable) ...
+    #[arg(long, value_name = "URL")]
+    fanout: Vec<String>,
+    /// ... through this HTTP proxy (the pod's outbound listener in explicit mode).
+    #[arg(long, value_name = "ADDR", requires = "fanout")]
+    http_proxy: Option<SocketAddr>,
 }
 
 pub fn main(args: TestServerArgs) -> ExitCode {
@@ -36,7 +43,10 @@ pub fn main(args: TestServerArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let server = TestServer::new(&args.name);
+        let server = match args.http_proxy {
+            Some(proxy) => TestServer::front_end(&args.name, args.fanout, proxy),
+            None => TestServer::new(&args.name),
+        };
         let mut tasks = Vec::new();
         for addr in args.listen {
             match remora_proxy::listen::bind(addr) {

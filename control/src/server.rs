@@ -283,15 +283,13 @@ impl Control {
             Some(cert) => {
                 let acceptor = TlsAcceptor::from(server_config(cert, &self.anchors)?);
                 let incoming = tls_incoming(self.grpc, acceptor, self.drain.clone());
-                server
-                    .serve_with_incoming_shutdown(routes, incoming, drain.signaled())
-                    .await
+                let serve = server.serve_with_incoming_shutdown(routes, incoming, drain.signaled());
+                bounded_shutdown(serve, &drain).await
             }
             None => {
                 let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.grpc);
-                server
-                    .serve_with_incoming_shutdown(routes, incoming, drain.signaled())
-                    .await
+                let serve = server.serve_with_incoming_shutdown(routes, incoming, drain.signaled());
+                bounded_shutdown(serve, &drain).await
             }
         };
         watcher.abort();
@@ -303,6 +301,28 @@ impl Control {
             r.abort();
         }
         res.map_err(|e| format!("gRPC server: {e}"))
+    }
+}
+
+/// How long open streams (discovery watches, linked control planes' export watches, which never
+/// end by themselves) may hold a shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Runs the server until it finishes, or until `SHUTDOWN_GRACE` after the drain signal.
+async fn bounded_shutdown<F>(serve: F, drain: &Drain) -> Result<(), tonic::transport::Error>
+where
+    F: std::future::Future<Output = Result<(), tonic::transport::Error>>,
+{
+    tokio::pin!(serve);
+    tokio::select! {
+        res = &mut serve => res,
+        _ = async {
+            drain.signaled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            info!("streams still open after the shutdown grace; closing them");
+            Ok(())
+        }
     }
 }
 

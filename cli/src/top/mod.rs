@@ -12,9 +12,9 @@
 //! - [`table`]: the rendering.
 
 mod parse;
-mod scrape;
-mod stats;
-mod table;
+pub(crate) mod scrape;
+pub(crate) mod stats;
+pub(crate) mod table;
 
 use std::io::Write;
 use std::process::ExitCode;

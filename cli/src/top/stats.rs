@@ -162,6 +162,8 @@ pub struct Row {
     pub key: RowKey,
     /// Responses per second.
     pub rps: f64,
+    /// Responses counted between the two scrapes.
+    pub responses: f64,
     /// Share of responses classified `success`, 0..=1; `None` without traffic.
     pub success: Option<f64>,
     /// Share of responses over mTLS (`tls="true"`), 0..=1; `None` without traffic.
@@ -225,6 +227,7 @@ impl Aggregate {
                     p95: quantile(0.95),
                     p99: quantile(0.99),
                     rps: acc.rate,
+                    responses: acc.responses,
                     success: share(acc.success),
                     mtls: share(acc.tls),
                     key,

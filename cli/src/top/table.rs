@@ -104,6 +104,7 @@ mod tests {
                 caller: caller.map(Into::into),
             },
             rps,
+            responses: rps,
             success: Some(0.9),
             mtls: None,
             p50: Some(7.5),

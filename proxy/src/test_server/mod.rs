@@ -48,6 +48,10 @@ pub struct TestServer {
     pub delay_ms: AtomicU64,
     /// Answer every HTTP request 500: a broken replica.
     pub fail_all: std::sync::atomic::AtomicBool,
+    /// `/fanout` calls each of these URLs (absolute, `http://`) once ...
+    pub fanout: Vec<String>,
+    /// ... through this HTTP proxy (the pod's Remora outbound listener in explicit mode).
+    pub http_proxy: Option<std::net::SocketAddr>,
 }
 
 impl TestServer {
@@ -56,6 +60,48 @@ impl TestServer {
             name: name.to_string(),
             ..Default::default()
         })
+    }
+
+    /// A front end: `/fanout` calls every upstream once through `http_proxy`.
+    pub fn front_end(
+        name: &str,
+        fanout: Vec<String>,
+        http_proxy: std::net::SocketAddr,
+    ) -> Arc<Self> {
+        Arc::new(TestServer {
+            name: name.to_string(),
+            fanout,
+            http_proxy: Some(http_proxy),
+            ..Default::default()
+        })
+    }
+
+    /// Calls every upstream concurrently through the HTTP proxy; answers their statuses as JSON
+    /// (0 when a call failed outright).
+    async fn fanout(&self) -> Response<Body> {
+        let Some(proxy) = self.http_proxy else {
+            return text(StatusCode::NOT_FOUND, "no upstreams\n");
+        };
+        let mut set = tokio::task::JoinSet::new();
+        for (i, url) in self.fanout.iter().enumerate() {
+            let url = url.clone();
+            set.spawn(async move {
+                let status = tokio::time::timeout(Duration::from_secs(10), call(proxy, &url))
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
+                (i, serde_json::json!({ "url": url, "status": status }))
+            });
+        }
+        let mut results = Vec::new();
+        while let Some(Ok(r)) = set.join_next().await {
+            results.push(r);
+        }
+        results.sort_by_key(|r| r.0);
+        let results: Vec<serde_json::Value> = results.into_iter().map(|r| r.1).collect();
+        let json = serde_json::json!({ "server": self.name, "upstreams": results });
+        text(StatusCode::OK, &json.to_string())
     }
 
     /// Serves every connection `listener` accepts, forever.
@@ -199,6 +245,7 @@ impl TestServer {
                 Response::new(boxed(StreamBody::new(tokio_stream::iter(frames))))
             }
             ["ws"] => ws::handle(req),
+            ["fanout"] => self.fanout().await,
             _ => text(StatusCode::NOT_FOUND, "no such route\n"),
         }
     }
@@ -261,4 +308,26 @@ fn stream(len: u64) -> Response<Body> {
         HeaderValue::from_str(&len.to_string()).unwrap_or(HeaderValue::from_static("0")),
     );
     rsp
+}
+
+/// One GET of absolute `url` through the HTTP proxy at `proxy`: the status, or `None`.
+async fn call(proxy: std::net::SocketAddr, url: &str) -> Option<u16> {
+    let uri: http::Uri = url.parse().ok()?;
+    let host = uri.authority()?.as_str().to_string();
+    let tcp = tokio::net::TcpStream::connect(proxy).await.ok()?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .ok()?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let req = Request::get(uri)
+        .header(header::HOST, host)
+        .body(http_body_util::Empty::<Bytes>::new())
+        .ok()?;
+    let rsp = sender.send_request(req).await.ok()?;
+    let status = rsp.status().as_u16();
+    let _ = rsp.into_body().collect().await;
+    Some(status)
 }

@@ -1,0 +1,90 @@
+//! `remora demo` (#12) as a user runs it: the built binary, no root needed. Exit status 0; the
+//! summary shows successful traffic on every path (local, through the gateway, direct) in both
+//! directions where the demo configures them, all of it over mTLS, retries and timeouts at work;
+//! and afterwards none of its processes and no temporary directory remain.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use remora_tests::bin::remora;
+
+#[tokio::test]
+async fn the_demo_runs_both_clusters_and_leaves_nothing_behind() {
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(240),
+        tokio::process::Command::new(remora())
+            .args(["demo", "--duration", "20s"])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the demo stopped by itself")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+
+    // Rows: FROM PATH... TO REQUESTS SUCCESS P50 P99 MTLS (PATH may be two words).
+    let row = |from: &str, to: &str| -> Vec<String> {
+        stdout
+            .lines()
+            .find(|l| l.starts_with(from) && l.contains(&format!(" {to}.shop.svc.cluster.local")))
+            .unwrap_or_else(|| panic!("no {from} → {to} row:\n{stdout}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    for (from, to, path) in [
+        ("east", "api", "local"),
+        ("east", "api-west", "via gateway"),
+        ("east", "catalog-west", "direct (flat)"),
+        ("west", "api-east", "direct (flat)"),
+    ] {
+        let r = row(from, to);
+        let line = r.join(" ");
+        assert!(line.contains(path), "{line}");
+        let n = r.len();
+        let (requests, success, mtls) = (&r[n - 5], &r[n - 4], &r[n - 1]);
+        assert!(requests.parse::<u64>().unwrap() > 50, "{line}");
+        assert_eq!(success, "100.0%", "{line}");
+        assert_eq!(mtls, "100.0%", "{line}");
+    }
+    // Every meshed row is over mTLS, flaky's failures are hidden, slow's are bounded.
+    for line in stdout.lines().filter(|l| l.contains(".svc.cluster.local")) {
+        assert!(line.trim_end().ends_with("100.0%"), "not all mTLS: {line}");
+    }
+    let flaky = row("east", "flaky");
+    assert_eq!(flaky[flaky.len() - 4], "100.0%", "{}", flaky.join(" "));
+    let number = |label: &str| -> f64 {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap_or_else(|| panic!("no {label}:\n{stdout}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    assert!(number("retries made:") > 0.0, "{stdout}");
+    assert!(number("timeouts fired:") > 0.0, "{stdout}");
+
+    // Nothing left: every process it started is gone, and its directory too.
+    let pids: Vec<u32> = stderr
+        .lines()
+        .find_map(|l| l.split("(pids ").nth(1))
+        .and_then(|rest| rest.split(')').next())
+        .unwrap_or_else(|| panic!("no pids in:\n{stderr}"))
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 18, "{stderr}");
+    for pid in pids {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "process {pid} outlived the demo"
+        );
+    }
+    let dir = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("remora demo: state in "))
+        .unwrap_or_else(|| panic!("no state directory in:\n{stderr}"));
+    assert!(!std::path::Path::new(dir.trim()).exists(), "{dir} remains");
+}
