@@ -19,7 +19,6 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use hyper::Uri;
 use tokio::process::{Child, Command};
 
 use crate::EXIT_USAGE;
@@ -47,17 +46,15 @@ pub struct DemoArgs {
     /// Requests per second sent to each front end.
     #[arg(long, default_value_t = 10)]
     rate: u32,
-    /// Run in network namespaces with transparent interception (root). Not available yet.
+    /// Run in network namespaces with transparent interception (`remora init`), and genuinely
+    /// separate networks for the gateway link (root only).
     #[arg(long)]
     netns: bool,
 }
 
 pub fn main(args: DemoArgs) -> ExitCode {
-    if args.netns {
-        eprintln!(
-            "remora demo: --netns is not available yet; run without it (no root needed), or see \
-             tests/netns_*.rs for the same topologies in network namespaces"
-        );
+    if args.netns && !nix::unistd::Uid::effective().is_root() {
+        eprintln!("remora demo: --netns needs root (network namespaces and iptables)");
         return ExitCode::from(EXIT_USAGE);
     }
     if args.rate == 0 || args.rate > 1000 {
@@ -76,7 +73,7 @@ pub fn main(args: DemoArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let mut demo = match Demo::new() {
+        let mut demo = match Demo::new(args.netns) {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("remora demo: {e}");
@@ -111,6 +108,24 @@ struct Demo {
     /// 127.X.0.0: X from the process id, so two demos on one machine do not collide.
     base: u8,
     procs: Vec<Proc>,
+    /// How the demo itself reaches the pods.
+    dialer: Dialer,
+    /// With `--netns`: the namespaces made (deleted at the end).
+    netns: Option<Netns>,
+}
+
+/// The network namespaces of `--netns`: a bridge per cluster, a router between them, a pod per
+/// component, and an observer pod from which the demo drives and watches.
+#[derive(Debug, Default)]
+struct Netns {
+    prefix: String,
+    made: Vec<String>,
+}
+
+impl Netns {
+    fn name(&self, what: &str) -> String {
+        format!("{}-{what}", self.prefix)
+    }
 }
 
 impl Drop for Demo {
@@ -118,7 +133,81 @@ impl Drop for Demo {
         for p in &mut self.procs {
             let _ = p.child.start_kill();
         }
+        if let Some(n) = self.netns.take() {
+            for ns in n.made.iter().rev() {
+                let _ = std::process::Command::new("ip")
+                    .args(["netns", "del", ns])
+                    .output();
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// How the demo connects to its pods: directly (loopback addresses), or from inside the
+/// observer pod's network namespace.
+#[derive(Clone, Debug)]
+enum Dialer {
+    Host,
+    Netns(std::sync::Arc<str>),
+}
+
+impl Dialer {
+    async fn connect(&self, addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+        match self {
+            Dialer::Host => tokio::net::TcpStream::connect(addr).await,
+            Dialer::Netns(ns) => {
+                let path = format!("/run/netns/{ns}");
+                let std = std::thread::spawn(move || {
+                    let file = std::fs::File::open(&path)?;
+                    nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(std::io::Error::from)?;
+                    let s = socket2::Socket::new(
+                        socket2::Domain::for_address(addr),
+                        socket2::Type::STREAM,
+                        None,
+                    )?;
+                    s.set_nonblocking(true)?;
+                    Ok::<_, std::io::Error>(std::net::TcpStream::from(s))
+                })
+                .join()
+                .map_err(|_| std::io::Error::other("netns thread panicked"))??;
+                tokio::net::TcpSocket::from_std_stream(std)
+                    .connect(addr)
+                    .await
+            }
+        }
+    }
+
+    /// `GET path` from `addr`: the body of a 200 (at most 16 MiB), within 5 s.
+    async fn get(&self, addr: SocketAddr, path: &str) -> Result<String, String> {
+        use http_body_util::{BodyExt, Empty, Limited};
+        let exchange = async {
+            let tcp = self.connect(addr).await.map_err(|e| e.to_string())?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            let req = http::Request::get(path)
+                .header(http::header::HOST, addr.to_string())
+                .body(Empty::<bytes::Bytes>::new())
+                .map_err(|e| e.to_string())?;
+            let rsp = sender.send_request(req).await.map_err(|e| e.to_string())?;
+            if rsp.status() != http::StatusCode::OK {
+                return Err(format!("status {}", rsp.status()));
+            }
+            let body = Limited::new(rsp.into_body(), 16 << 20)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
+        };
+        tokio::time::timeout(Duration::from_secs(5), exchange)
+            .await
+            .map_err(|_| format!("{addr}{path}: timed out"))?
     }
 }
 
@@ -141,21 +230,37 @@ fn svc(name: &str, port: u16) -> String {
 }
 
 impl Demo {
-    fn new() -> Result<Demo, String> {
+    fn new(netns: bool) -> Result<Demo, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find my binary: {e}"))?;
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("remora-demo-{pid}"));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // Readable by the proxies (uid 2102 in --netns).
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755));
+        let netns = netns.then(|| Netns {
+            prefix: format!("rmd{pid}"),
+            made: Vec::new(),
+        });
+        let dialer = match &netns {
+            Some(n) => Dialer::Netns(n.name("observer").into()),
+            None => Dialer::Host,
+        };
         Ok(Demo {
             exe,
             dir,
             base: 100 + (pid % 100) as u8,
             procs: Vec::new(),
+            dialer,
+            netns,
         })
     }
 
     fn ip(&self, cluster: u8, host: u8) -> IpAddr {
-        IpAddr::V4(Ipv4Addr::new(127, self.base, cluster, host))
+        match self.netns {
+            None => IpAddr::V4(Ipv4Addr::new(127, self.base, cluster, host)),
+            Some(_) => IpAddr::V4(Ipv4Addr::new(10, 210 + cluster, 0, host)),
+        }
     }
 
     fn cluster_octet(name: &str) -> u8 {
@@ -179,12 +284,39 @@ impl Demo {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// Starts `remora ARGS` as a long-running part of the demo, its output in `<name>.log`.
-    fn spawn(&mut self, name: &str, args: &[&str], env: &[(String, String)]) -> Result<(), String> {
+    /// Starts `remora ARGS` as a long-running part of the demo, its output in `<name>.log`; with
+    /// `--netns`, inside pod namespace `pod`, as uid 2102 when `proxy` (the uid `remora init`
+    /// exempts from interception).
+    fn spawn_in(
+        &mut self,
+        name: &str,
+        pod: Option<&str>,
+        proxy: bool,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Result<(), String> {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log")))
             .map_err(|e| format!("{name}.log: {e}"))?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
-        let child = Command::new(&self.exe)
+        let mut cmd = match (&self.netns, pod) {
+            (Some(n), Some(pod)) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &n.name(pod)]);
+                if proxy {
+                    c.args([
+                        "setpriv",
+                        "--reuid=2102",
+                        "--regid=2102",
+                        "--clear-groups",
+                        "--",
+                    ]);
+                }
+                c.arg(&self.exe);
+                c
+            }
+            _ => Command::new(&self.exe),
+        };
+        let child = cmd
             .args(args)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
@@ -217,8 +349,9 @@ impl Demo {
         };
         let endpoint = |name: &str| {
             format!(
-                "[[services.endpoints]]\npod = \"{name}-0\"\nip = \"{}\"\nservice_account = \"{name}\"\nexplicit = true\n",
-                pod(name)
+                "[[services.endpoints]]\npod = \"{name}-0\"\nip = \"{}\"\nservice_account = \"{name}\"\nexplicit = {}\n",
+                pod(name),
+                self.netns.is_none()
             )
         };
         // A service of one explicit-mode pod; `head` goes before its endpoint (export flags),
@@ -293,10 +426,23 @@ impl Demo {
             .await?;
         let token_file = self.path(&format!("{cluster}-{sa}.token"));
         std::fs::write(&token_file, token.trim()).map_err(|e| e.to_string())?;
+        let (outbound, inbound, admin) = match self.netns {
+            None => (
+                format!("{ip}:4140"),
+                format!("{ip}:4143"),
+                format!("{ip}:4191"),
+            ),
+            // The pod's own namespace: iptables redirects to these.
+            Some(_) => (
+                "127.0.0.1:4140".to_string(),
+                "0.0.0.0:4143".to_string(),
+                "0.0.0.0:4191".to_string(),
+            ),
+        };
         Ok([
-            ("REMORA_OUTBOUND_ADDR", format!("{ip}:4140")),
-            ("REMORA_INBOUND_ADDR", format!("{ip}:4143")),
-            ("REMORA_ADMIN_ADDR", format!("{ip}:4191")),
+            ("REMORA_OUTBOUND_ADDR", outbound),
+            ("REMORA_INBOUND_ADDR", inbound),
+            ("REMORA_ADMIN_ADDR", admin),
             ("REMORA_IDENTITY_NAME", id),
             ("REMORA_IDENTITY_TRUST_ANCHORS", self.path("certs/root.pem")),
             ("REMORA_IDENTITY_TOKEN_FILE", token_file),
@@ -311,10 +457,201 @@ impl Demo {
         .collect())
     }
 
+    /// `--netns`: a bridge namespace per cluster (10.21C.0.0/24, the bridge at .254), a router
+    /// namespace between them that drops pod traffic across clusters except to and from the
+    /// control planes, gateways, flat-exported pods and the observer, and a namespace per pod.
+    async fn make_netns(&mut self) -> Result<(), String> {
+        let Some(n) = self.netns.as_ref() else {
+            return Ok(());
+        };
+        sweep_dead_demos().await;
+        let names = |w: &str| n.name(w);
+        let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let mut steps: Vec<Vec<String>> = Vec::new();
+        let mut made = Vec::new();
+        let router = names("router");
+        for ns in [names("br-east"), names("br-west"), router.clone()] {
+            steps.push(v(&["netns", "add", &ns]));
+            made.push(ns.clone());
+            steps.push(v(&["-n", &ns, "link", "set", "lo", "up"]));
+        }
+        for (cluster, c) in CLUSTERS {
+            let br = names(&format!("br-{cluster}"));
+            let (l, r) = (format!("l{c}"), format!("r{c}"));
+            let other = 3 - c;
+            steps.push(v(&["-n", &br, "link", "add", "br0", "type", "bridge"]));
+            steps.push(v(&[
+                "-n",
+                &br,
+                "addr",
+                "add",
+                &format!("10.21{c}.0.254/24"),
+                "dev",
+                "br0",
+            ]));
+            steps.push(v(&["-n", &br, "link", "set", "br0", "up"]));
+            steps.push(v(&[
+                "-n", &router, "link", "add", &l, "type", "veth", "peer", "name", &r, "netns", &br,
+            ]));
+            steps.push(v(&[
+                "-n",
+                &router,
+                "addr",
+                "add",
+                &format!("10.255.{c}.2/30"),
+                "dev",
+                &l,
+            ]));
+            steps.push(v(&["-n", &router, "link", "set", &l, "up"]));
+            steps.push(v(&[
+                "-n",
+                &br,
+                "addr",
+                "add",
+                &format!("10.255.{c}.1/30"),
+                "dev",
+                &r,
+            ]));
+            steps.push(v(&["-n", &br, "link", "set", &r, "up"]));
+            steps.push(v(&[
+                "-n",
+                &router,
+                "route",
+                "add",
+                &format!("10.21{c}.0.0/24"),
+                "via",
+                &format!("10.255.{c}.1"),
+            ]));
+            steps.push(v(&[
+                "-n",
+                &br,
+                "route",
+                "add",
+                &format!("10.21{other}.0.0/24"),
+                "via",
+                &format!("10.255.{c}.2"),
+            ]));
+        }
+        let mut pods: Vec<(String, u8, u8)> = vec![
+            ("east-control".into(), 1, 1),
+            ("east-gateway".into(), 1, 2),
+            ("west-control".into(), 2, 1),
+            ("west-gateway".into(), 2, 2),
+            ("observer".into(), 1, 250),
+        ];
+        for (cluster, name, host) in PODS {
+            pods.push((
+                format!("{cluster}-{name}"),
+                Self::cluster_octet(cluster),
+                host,
+            ));
+        }
+        for (pod, c, host) in &pods {
+            let ns = names(pod);
+            let br = names(if *c == 1 { "br-east" } else { "br-west" });
+            let veth = format!("v{host}");
+            steps.push(v(&["netns", "add", &ns]));
+            made.push(ns.clone());
+            steps.push(v(&["-n", &ns, "link", "set", "lo", "up"]));
+            steps.push(v(&[
+                "-n", &ns, "link", "add", "eth0", "type", "veth", "peer", "name", &veth, "netns",
+                &br,
+            ]));
+            steps.push(v(&["-n", &br, "link", "set", &veth, "master", "br0", "up"]));
+            steps.push(v(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("10.21{c}.0.{host}/24"),
+                "dev",
+                "eth0",
+            ]));
+            steps.push(v(&["-n", &ns, "link", "set", "eth0", "up"]));
+            steps.push(v(&[
+                "-n",
+                &ns,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.21{c}.0.254"),
+            ]));
+        }
+        // Recorded before anything exists, so a failure halfway still cleans up.
+        if let Some(n) = self.netns.as_mut() {
+            n.made = made;
+        }
+        for step in steps {
+            run("ip", &step).await?;
+        }
+        for ns in [
+            names_of(&self.netns, "br-east"),
+            names_of(&self.netns, "br-west"),
+            router.clone(),
+        ] {
+            run(
+                "ip",
+                &v(&[
+                    "netns",
+                    "exec",
+                    &ns,
+                    "sysctl",
+                    "-qw",
+                    "net.ipv4.ip_forward=1",
+                ]),
+            )
+            .await?;
+        }
+        // Separate networks: only the control planes, gateways, flat-exported pods (east's api,
+        // west's catalog) and the observer cross between the clusters.
+        let ipt = |a: &[&str]| {
+            let mut args = v(&["netns", "exec", &router, "iptables", "-w"]);
+            args.extend(a.iter().map(|s| s.to_string()));
+            args
+        };
+        let mut rules = vec![ipt(&[
+            "-A",
+            "FORWARD",
+            "-m",
+            "conntrack",
+            "--ctstate",
+            "ESTABLISHED,RELATED",
+            "-j",
+            "ACCEPT",
+        ])];
+        for allowed in [
+            "10.211.0.1",
+            "10.212.0.1",
+            "10.211.0.2",
+            "10.212.0.2",
+            "10.211.0.250",
+            "10.211.0.11",
+            "10.212.0.12",
+        ] {
+            rules.push(ipt(&["-A", "FORWARD", "-d", allowed, "-j", "ACCEPT"]));
+            rules.push(ipt(&["-A", "FORWARD", "-s", allowed, "-j", "ACCEPT"]));
+        }
+        for (from, to) in [
+            ("10.211.0.0/24", "10.212.0.0/24"),
+            ("10.212.0.0/24", "10.211.0.0/24"),
+        ] {
+            rules.push(ipt(&["-A", "FORWARD", "-s", from, "-d", to, "-j", "DROP"]));
+        }
+        for r in rules {
+            run("ip", &r).await?;
+        }
+        Ok(())
+    }
+
     /// Sets everything up and drives traffic until the duration passes or Ctrl-C; returns the
     /// summary.
     async fn run(&mut self, args: &DemoArgs) -> Result<String, String> {
         eprintln!("remora demo: state in {}", self.dir.display());
+        if let Some(n) = &self.netns {
+            eprintln!("remora demo: network namespaces {}-*", n.prefix);
+        }
+        self.make_netns().await?;
         // One root, an issuer and a token key per cluster.
         self.remora(&["certs", "root", "--out", &self.path("certs")])
             .await?;
@@ -364,8 +701,11 @@ impl Demo {
         }
         for (cluster, c) in CLUSTERS {
             let config = self.path(&format!("{cluster}.toml"));
-            self.spawn(
-                &format!("{cluster}-control"),
+            let name = format!("{cluster}-control");
+            self.spawn_in(
+                &name,
+                Some(&name),
+                false,
                 &["control", "--config", &config],
                 &[("REMORA_LOG".into(), "warn".into())],
             )?;
@@ -378,7 +718,8 @@ impl Demo {
             let env = self
                 .proxy_env(cluster, ip, "remora-gateway", "linkerd")
                 .await?;
-            self.spawn(&format!("{cluster}-gateway"), &["gateway"], &env)?;
+            let name = format!("{cluster}-gateway");
+            self.spawn_in(&name, Some(&name), true, &["gateway"], &env)?;
         }
         for (cluster, name, host) in PODS {
             let c = Self::cluster_octet(cluster);
@@ -406,15 +747,42 @@ impl Demo {
                 };
                 for u in upstreams {
                     app.push("--fanout".into());
-                    app.push(u);
+                    if self.netns.is_some() {
+                        // Any address the pod's iptables redirects: the proxy routes by Host.
+                        let host = u
+                            .split('/')
+                            .nth(2)
+                            .unwrap_or("")
+                            .split(':')
+                            .next()
+                            .unwrap_or("")
+                            .to_string();
+                        app.push(u);
+                        app.push("--resolve".into());
+                        app.push(format!("{host}=10.250.0.1"));
+                    } else {
+                        app.push(u);
+                    }
                 }
-                app.push("--http-proxy".into());
-                app.push(proxy);
+                if self.netns.is_none() {
+                    app.push("--http-proxy".into());
+                    app.push(proxy);
+                }
+            }
+            let pod = format!("{cluster}-{name}");
+            if let Some(n) = &self.netns {
+                let ns = n.name(&pod);
+                let exe = self.exe.display().to_string();
+                run(
+                    "ip",
+                    &["netns", "exec", &ns, &exe, "init"].map(String::from),
+                )
+                .await?;
             }
             let app: Vec<&str> = app.iter().map(String::as_str).collect();
-            self.spawn(&format!("{cluster}-{name}-app"), &app, &[])?;
+            self.spawn_in(&format!("{pod}-app"), Some(&pod), false, &app, &[])?;
             let env = self.proxy_env(cluster, ip, name, "shop").await?;
-            self.spawn(&format!("{cluster}-{name}-proxy"), &["proxy"], &env)?;
+            self.spawn_in(&format!("{pod}-proxy"), Some(&pod), true, &["proxy"], &env)?;
         }
         let mut admins: Vec<(String, SocketAddr)> = CLUSTERS
             .iter()
@@ -447,7 +815,8 @@ impl Demo {
         );
         let east_web = SocketAddr::new(self.ip(1, 10), 8080);
         let west_web = SocketAddr::new(self.ip(2, 10), 8080);
-        let load = [east_web, west_web].map(|addr| tokio::spawn(drive(addr, args.rate)));
+        let load = [east_web, west_web]
+            .map(|addr| tokio::spawn(drive(self.dialer.clone(), addr, args.rate)));
         // The mirrors and the first certificates settle; then measure.
         tokio::time::sleep(Duration::from_secs(3)).await;
         let web_proxies = [
@@ -465,7 +834,7 @@ impl Demo {
         };
         let mut texts = Vec::new();
         for (_, addr) in &web_proxies {
-            texts.push(fetch(*addr).await);
+            texts.push(self.dialer.get(*addr, "/metrics").await);
         }
         let before = counters(texts);
         let started = Instant::now();
@@ -514,7 +883,7 @@ impl Demo {
         let end = self.scrape_all(&web_proxies).await;
         let mut texts = Vec::new();
         for (_, addr) in &web_proxies {
-            texts.push(fetch(*addr).await);
+            texts.push(self.dialer.get(*addr, "/metrics").await);
         }
         let after = counters(texts);
         Ok(summary(
@@ -535,7 +904,9 @@ impl Demo {
         };
         let mut out = Vec::new();
         for (name, addr) in admins {
-            let snap = fetch(*addr)
+            let snap = self
+                .dialer
+                .get(*addr, "/metrics")
                 .await
                 .ok()
                 .map(|t| Snapshot::from_text(&t, Instant::now(), grouping));
@@ -545,11 +916,8 @@ impl Demo {
     }
 
     async fn wait_ready(&self, admin: SocketAddr, what: &str) -> Result<(), String> {
-        let uri: Uri = format!("http://{admin}/ready")
-            .parse()
-            .map_err(|e| format!("{e}"))?;
         for _ in 0..300 {
-            if crate::top::scrape::fetch(&uri).await.is_ok() {
+            if self.dialer.get(admin, "/ready").await.is_ok() {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -580,18 +948,31 @@ impl Demo {
             }
         }
         self.procs.clear();
+        if let Some(n) = self.netns.take() {
+            for ns in n.made.iter().rev() {
+                let _ = run("ip", &["netns".to_string(), "del".into(), ns.clone()]).await;
+            }
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// `GET /metrics` of the admin listener at `addr`.
-async fn fetch(addr: SocketAddr) -> Result<String, String> {
-    let uri: Uri = format!("http://{addr}/metrics")
-        .parse()
-        .map_err(|e| format!("{e}"))?;
-    crate::top::scrape::fetch(&uri)
+/// Runs a command to completion; its failure (with stderr) as an error.
+async fn run(program: &str, args: &[String]) -> Result<(), String> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
         .await
-        .map_err(|e| e.to_string())
+        .map_err(|e| format!("{program} {}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 /// The sum of every sample of `name`.
@@ -606,17 +987,14 @@ fn sum(text: &str, name: &str) -> f64 {
 }
 
 /// Drives `GET /fanout` at `rate` per second, each request on a fresh connection.
-async fn drive(front_end: SocketAddr, rate: u32) {
+async fn drive(dialer: Dialer, front_end: SocketAddr, rate: u32) {
     let mut tick = tokio::time::interval(Duration::from_secs(1) / rate);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        let dialer = dialer.clone();
         tokio::spawn(async move {
-            let uri: Uri = match format!("http://{front_end}/fanout").parse() {
-                Ok(u) => u,
-                Err(_) => return,
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(10), crate::top::scrape::fetch(&uri))
+            let _ = tokio::time::timeout(Duration::from_secs(10), dialer.get(front_end, "/fanout"))
                 .await;
         });
     }
@@ -669,4 +1047,29 @@ fn summary(
         "retries made: {retries}\ntimeouts fired: {timeouts}\n"
     ));
     out
+}
+
+/// The namespace named `what` of `netns` (empty without).
+fn names_of(netns: &Option<Netns>, what: &str) -> String {
+    netns.as_ref().map(|n| n.name(what)).unwrap_or_default()
+}
+
+/// Deletes the namespaces of earlier `--netns` demos that were killed before cleaning up
+/// (`rmd<pid>-*` whose process is gone).
+async fn sweep_dead_demos() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output().await else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        let pid = name
+            .strip_prefix("rmd")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(pid) = pid
+            && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        {
+            let _ = run("ip", &["netns".to_string(), "del".into(), name.to_string()]).await;
+        }
+    }
 }

@@ -29,6 +29,15 @@ pub struct TestServerArgs {
     /// ... through this HTTP proxy (the pod's outbound listener in explicit mode).
     #[arg(long, value_name = "ADDR", requires = "fanout")]
     http_proxy: Option<SocketAddr>,
+    /// ... or, without --http-proxy, connect to upstream HOST at IP (repeatable `HOST=IP`): in
+    /// a pod with interception, the proxy routes by `Host`.
+    #[arg(
+        long,
+        value_name = "HOST=IP",
+        requires = "fanout",
+        conflicts_with = "http_proxy"
+    )]
+    resolve: Vec<String>,
 }
 
 pub fn main(args: TestServerArgs) -> ExitCode {
@@ -43,8 +52,26 @@ pub fn main(args: TestServerArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        let mut resolve = std::collections::HashMap::new();
+        for r in &args.resolve {
+            match r
+                .split_once('=')
+                .and_then(|(h, ip)| Some((h, ip.parse().ok()?)))
+            {
+                Some((host, ip)) => {
+                    resolve.insert(host.to_string(), ip);
+                }
+                None => {
+                    eprintln!("remora test-server: --resolve {r:?} is not HOST=IP");
+                    return ExitCode::from(crate::EXIT_USAGE);
+                }
+            }
+        }
         let server = match args.http_proxy {
             Some(proxy) => TestServer::front_end(&args.name, args.fanout, proxy),
+            None if !args.fanout.is_empty() => {
+                TestServer::front_end_direct(&args.name, args.fanout, resolve)
+            }
             None => TestServer::new(&args.name),
         };
         let mut tasks = Vec::new();

@@ -9,10 +9,38 @@ use remora_tests::bin::remora;
 
 #[tokio::test]
 async fn the_demo_runs_both_clusters_and_leaves_nothing_behind() {
+    demo(&["demo", "--duration", "20s"]).await;
+}
+
+#[tokio::test]
+async fn the_netns_demo_runs_both_clusters_and_leaves_nothing_behind() {
+    if !remora_tests::netns::require() {
+        return;
+    }
+    let out = demo(&["demo", "--netns", "--duration", "20s"]).await;
+    let prefix = out
+        .lines()
+        .find_map(|l| l.strip_prefix("remora demo: network namespaces "))
+        .and_then(|p| p.strip_suffix("-*"))
+        .unwrap_or_else(|| panic!("no namespaces named in:\n{out}"))
+        .to_string();
+    let list = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .unwrap();
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        !list.lines().any(|l| l.starts_with(&format!("{prefix}-"))),
+        "namespaces remain:\n{list}"
+    );
+}
+
+/// Runs `remora ARGS` (a demo) and checks its summary and cleanup; returns its stderr.
+async fn demo(args: &[&str]) -> String {
     let out = tokio::time::timeout(
         std::time::Duration::from_secs(240),
         tokio::process::Command::new(remora())
-            .args(["demo", "--duration", "20s"])
+            .args(args)
             .kill_on_drop(true)
             .output(),
     )
@@ -87,4 +115,5 @@ async fn the_demo_runs_both_clusters_and_leaves_nothing_behind() {
         .find_map(|l| l.strip_prefix("remora demo: state in "))
         .unwrap_or_else(|| panic!("no state directory in:\n{stderr}"));
     assert!(!std::path::Path::new(dir.trim()).exists(), "{dir} remains");
+    stderr.into_owned()
 }

@@ -50,8 +50,11 @@ pub struct TestServer {
     pub fail_all: std::sync::atomic::AtomicBool,
     /// `/fanout` calls each of these URLs (absolute, `http://`) once ...
     pub fanout: Vec<String>,
-    /// ... through this HTTP proxy (the pod's Remora outbound listener in explicit mode).
+    /// ... through this HTTP proxy (the pod's Remora outbound listener in explicit mode) ...
     pub http_proxy: Option<std::net::SocketAddr>,
+    /// ... or, without one, straight to these addresses by host name (in a pod whose traffic
+    /// iptables redirects to its proxy, which routes by `Host`).
+    pub resolve: HashMap<String, std::net::IpAddr>,
 }
 
 impl TestServer {
@@ -76,21 +79,40 @@ impl TestServer {
         })
     }
 
-    /// Calls every upstream concurrently through the HTTP proxy; answers their statuses as JSON
-    /// (0 when a call failed outright).
+    /// A front end in a pod with interception: `/fanout` calls every upstream by connecting to
+    /// the address `resolve` gives its host.
+    pub fn front_end_direct(
+        name: &str,
+        fanout: Vec<String>,
+        resolve: HashMap<String, std::net::IpAddr>,
+    ) -> Arc<Self> {
+        Arc::new(TestServer {
+            name: name.to_string(),
+            fanout,
+            resolve,
+            ..Default::default()
+        })
+    }
+
+    /// Calls every upstream concurrently (through the HTTP proxy, or straight to the resolved
+    /// address); answers their statuses as JSON (0 when a call failed outright).
     async fn fanout(&self) -> Response<Body> {
-        let Some(proxy) = self.http_proxy else {
+        if self.fanout.is_empty() {
             return text(StatusCode::NOT_FOUND, "no upstreams\n");
-        };
+        }
+        let resolve = Arc::new(self.resolve.clone());
+        let proxy = self.http_proxy;
         let mut set = tokio::task::JoinSet::new();
         for (i, url) in self.fanout.iter().enumerate() {
             let url = url.clone();
+            let resolve = resolve.clone();
             set.spawn(async move {
-                let status = tokio::time::timeout(Duration::from_secs(10), call(proxy, &url))
-                    .await
-                    .ok()
-                    .flatten()
-                    .unwrap_or(0);
+                let status =
+                    tokio::time::timeout(Duration::from_secs(10), call(proxy, &resolve, &url))
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or(0);
                 (i, serde_json::json!({ "url": url, "status": status }))
             });
         }
@@ -310,11 +332,25 @@ fn stream(len: u64) -> Response<Body> {
     rsp
 }
 
-/// One GET of absolute `url` through the HTTP proxy at `proxy`: the status, or `None`.
-async fn call(proxy: std::net::SocketAddr, url: &str) -> Option<u16> {
+/// One GET of absolute `url`: through the HTTP proxy at `proxy` (absolute-form), or without one
+/// to the address `resolve` gives the URL's host (origin-form): the status, or `None`.
+async fn call(
+    proxy: Option<std::net::SocketAddr>,
+    resolve: &HashMap<String, std::net::IpAddr>,
+    url: &str,
+) -> Option<u16> {
     let uri: http::Uri = url.parse().ok()?;
     let host = uri.authority()?.as_str().to_string();
-    let tcp = tokio::net::TcpStream::connect(proxy).await.ok()?;
+    let (connect_to, target) = match proxy {
+        Some(p) => (p, uri.clone()),
+        None => {
+            let ip = *resolve.get(uri.host()?)?;
+            let addr = std::net::SocketAddr::new(ip, uri.port_u16().unwrap_or(80));
+            let pq = uri.path_and_query().map_or("/", |p| p.as_str());
+            (addr, pq.parse().ok()?)
+        }
+    };
+    let tcp = tokio::net::TcpStream::connect(connect_to).await.ok()?;
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
             .await
@@ -322,7 +358,7 @@ async fn call(proxy: std::net::SocketAddr, url: &str) -> Option<u16> {
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = Request::get(uri)
+    let req = Request::get(target)
         .header(header::HOST, host)
         .body(http_body_util::Empty::<Bytes>::new())
         .ok()?;
