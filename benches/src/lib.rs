@@ -24,3 +24,41 @@ pub async fn echo_server() -> SocketAddr {
     });
     addr
 }
+
+/// A mesh PKI for benchmarks: a root and an issuer, and certified keys issued from it.
+pub mod pki {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use remora_identity::certs::{Ca, csr, generate_key, key_der};
+    use remora_identity::tls::CertifiedKey;
+    use remora_identity::{Name, TrustAnchors};
+    use rustls::pki_types::PrivateKeyDer;
+
+    /// A root, an issuer under it, and the root as trust anchors.
+    pub fn mesh() -> (Ca, TrustAnchors) {
+        let root = Ca::new_root("bench root", Duration::from_secs(86_400)).unwrap();
+        let issuer = root
+            .new_intermediate("bench issuer", Duration::from_secs(86_400))
+            .unwrap();
+        let anchors = TrustAnchors::from_der(vec![root.cert.clone()]).unwrap();
+        (issuer, anchors)
+    }
+
+    /// A P-256 key and certificate for `name`, issued by `ca`.
+    pub fn certify(ca: &Ca, name: &str) -> CertifiedKey {
+        let name: Name = name.parse().unwrap();
+        let key = generate_key().unwrap();
+        let issued = ca
+            .issue(&csr(&key, &name).unwrap(), &name, Duration::from_secs(3600))
+            .unwrap();
+        let mut chain = vec![issued.leaf];
+        chain.extend(issued.intermediates);
+        CertifiedKey {
+            name,
+            chain,
+            key: Arc::new(PrivateKeyDer::Pkcs8(key_der(&key))),
+            expiry: issued.valid_until,
+        }
+    }
+}
