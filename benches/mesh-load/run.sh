@@ -1,0 +1,310 @@
+#!/usr/bin/env bash
+# The mesh load benchmark (#13): direct vs Remora vs HAProxy, side by side in one run.
+#
+#   sudo benches/mesh-load/run.sh            # installs what it needs, ~15 minutes
+#
+# Topology (network namespaces on one bridge, 10.77.0.0/24):
+#   client-{direct,remora,haproxy}  →  server-{direct,remora,haproxy} (nginx, 1 KiB at /)
+#   remora:  oha → iptables → Remora outbound → mTLS (HTTP/2) → Remora inbound → nginx,
+#            identities from remora control (in its own namespace)
+#   haproxy: oha → HAProxy (client side) → TLS 1.3 mTLS, HTTP/2, P-256 certs from the same
+#            root → HAProxy (server side) → nginx
+# Each proxy gets WORKERS worker threads (default 1). Results: benches/mesh-load/results.json,
+# a Markdown report (report.md) and a plot of added latency vs rate (added-latency.svg).
+set -euo pipefail
+
+WORKERS=${WORKERS:-1}
+DURATION=${DURATION:-10s}
+RATES=${RATES:-"500 1000 2000 4000"}
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+out=${OUT:-$here}
+work=$(mktemp -d /tmp/remora-bench.XXXXXX)
+P=rmb$$
+NS=()
+
+[ "$(id -u)" = 0 ] || { echo "run as root (network namespaces, iptables)" >&2; exit 64; }
+
+cleanup() {
+  set +e
+  for pid in $(jobs -p); do kill "$pid" 2>/dev/null; done
+  pkill -f "$work" 2>/dev/null
+  sleep 0.5
+  for ns in "${NS[@]}"; do ip netns del "$ns" 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+log() { echo "== $*" >&2; }
+
+# ---------------------------------------------------------------------------------------------
+log "installing nginx, haproxy, iperf3 (Debian) and oha (crates.io)"
+export DEBIAN_FRONTEND=noninteractive
+if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null || ! command -v iperf3 >/dev/null; then
+  apt-get update -qq
+  apt-get install -y -qq nginx-light haproxy iperf3 iptables iproute2 util-linux jq openssl >/dev/null
+fi
+command -v oha >/dev/null || cargo install --locked oha >/dev/null
+OHA=$(command -v oha)
+log "building remora (release)"
+(cd "$repo" && cargo build --release -q -p remora --bin remora)
+REMORA=$repo/target/release/remora
+install -m 0755 "$REMORA" "$work/remora"
+REMORA=$work/remora
+chmod 0755 "$work"
+
+# ---------------------------------------------------------------------------------------------
+log "topology"
+ns() { NS+=("$P-$1"); ip netns add "$P-$1"; ip -n "$P-$1" link set lo up; }
+ns br
+ip -n $P-br link add br0 type bridge
+ip -n $P-br addr add 10.77.0.254/24 dev br0
+ip -n $P-br link set br0 up
+host=1
+declare -A IP
+pod() {
+  ns "$1"
+  ip -n "$P-$1" link add eth0 type veth peer name "v$host" netns "$P-br"
+  ip -n $P-br link set "v$host" master br0 up
+  ip -n "$P-$1" addr add "10.77.0.$host/24" dev eth0
+  ip -n "$P-$1" link set eth0 up
+  ip -n "$P-$1" route add default via 10.77.0.254
+  IP[$1]=10.77.0.$host
+  host=$((host + 1))
+}
+for p in cp client-direct server-direct client-remora server-remora client-haproxy server-haproxy; do pod "$p"; done
+inns() { local n=$1; shift; ip netns exec "$P-$n" "$@"; }
+
+# nginx returning 1 KiB, HTTP/1.1 on 8080 and HTTP/2 (prior knowledge) on 8082, one worker.
+head -c 1024 /dev/urandom | base64 -w0 | head -c 1024 > "$work/index.html"
+cat > "$work/nginx.conf" <<EOF
+worker_processes 1;
+pid $work/nginx-%NS%.pid;
+error_log /dev/null;
+events { worker_connections 20000; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen 8080; location / { root $work; index index.html; } }
+  server { listen 8082 http2; location / { root $work; index index.html; } }
+}
+EOF
+for s in server-direct server-remora server-haproxy; do
+  sed "s/%NS%/$s/" "$work/nginx.conf" > "$work/nginx-$s.conf"
+  inns $s nginx -c "$work/nginx-$s.conf" -e /dev/null
+  inns $s sh -c "iperf3 -s -p 5201 -D --logfile /dev/null"
+done
+
+# ---------------------------------------------------------------------------------------------
+log "PKI: one root; remora control's issuer; HAProxy's P-256 certificates from the same root"
+"$REMORA" certs root --out "$work/pki" >/dev/null
+"$REMORA" certs issuer --root "$work/pki" --trust-domain bench.example --out "$work/pki/bench" >/dev/null
+"$REMORA" certs token-key --out "$work/pki/bench" >/dev/null
+for side in client server; do
+  openssl ecparam -name prime256v1 -genkey -noout -out "$work/$side.key" 2>/dev/null
+  openssl req -new -key "$work/$side.key" -subj "/CN=$side.bench" -out "$work/$side.csr" 2>/dev/null
+  printf 'subjectAltName=DNS:%s.bench\nextendedKeyUsage=serverAuth,clientAuth\n' "$side" > "$work/$side.ext"
+  openssl x509 -req -in "$work/$side.csr" -CA "$work/pki/bench/issuer.pem" -CAkey "$work/pki/bench/issuer.key" \
+    -CAcreateserial -days 1 -sha256 -extfile "$work/$side.ext" -out "$work/$side.crt" 2>/dev/null
+  cat "$work/$side.crt" "$work/pki/bench/issuer.pem" "$work/$side.key" > "$work/$side.pem"
+done
+chmod -R a+rX "$work"
+
+# ---------------------------------------------------------------------------------------------
+log "remora: control plane, init and proxies ($WORKERS worker thread(s) each)"
+cat > "$work/control.toml" <<EOF
+[cluster]
+name = "bench"
+trust_domain = "bench.example"
+[server]
+addr = "${IP[cp]}:8086"
+admin_addr = "127.0.0.1:9990"
+[identity]
+trust_anchors = "$work/pki/root.pem"
+issuer_cert = "$work/pki/bench/issuer.pem"
+issuer_key = "$work/pki/bench/issuer.key"
+token_key = "$work/pki/bench/token.key"
+[[services]]
+name = "web"
+namespace = "bench"
+cluster_ip = "10.96.0.10"
+ports = [{ port = 8080 }, { port = 8082 }, { port = 5201, opaque = true }]
+[[services.endpoints]]
+pod = "server-0"
+ip = "${IP[server-remora]}"
+service_account = "web"
+EOF
+inns cp "$REMORA" control --config "$work/control.toml" > "$work/control.log" 2>&1 &
+CP_ID=remora-control.linkerd.serviceaccount.identity.linkerd.bench.example
+declare -A PID
+for side in client server; do
+  sa=$side
+  [ $side = server ] && sa=web
+  id=$sa.bench.serviceaccount.identity.linkerd.bench.example
+  until "$REMORA" control token --config "$work/control.toml" --identity "$id" > "$work/$side.token" 2>/dev/null; do sleep 0.2; done
+  chmod 0644 "$work/$side.token"
+  inns $side-remora "$REMORA" init >/dev/null
+  inns $side-remora env -i PATH=/usr/bin:/bin \
+    REMORA_WORKER_THREADS=$WORKERS REMORA_LOG=warn \
+    REMORA_INBOUND_ADDR=0.0.0.0:4143 REMORA_OUTBOUND_ADDR=127.0.0.1:4140 REMORA_ADMIN_ADDR=0.0.0.0:4191 \
+    REMORA_IDENTITY_NAME=$id REMORA_IDENTITY_TRUST_ANCHORS=$work/pki/root.pem \
+    REMORA_IDENTITY_TOKEN_FILE=$work/$side.token \
+    REMORA_IDENTITY_ADDR=${IP[cp]}:8086 REMORA_IDENTITY_SVC_NAME=$CP_ID \
+    REMORA_DESTINATION_ADDR=${IP[cp]}:8086 REMORA_DESTINATION_SVC_NAME=$CP_ID \
+    setpriv --reuid=2102 --regid=2102 --clear-groups -- "$REMORA" proxy > "$work/proxy-$side.log" 2>&1 &
+  PID[remora-$side]=$!
+done
+for side in client server; do
+  for _ in $(seq 100); do
+    inns $side-remora sh -c "exec 3<>/dev/tcp/127.0.0.1/4191 && printf 'GET /ready HTTP/1.0\r\n\r\n' >&3 && head -1 <&3" 2>/dev/null | grep -q 200 && break
+    sleep 0.2
+  done
+done
+# ip netns exec, env and setpriv each exec the next, so $! is the proxy itself.
+
+log "haproxy pair ($WORKERS thread(s) each)"
+cat > "$work/haproxy-client.cfg" <<EOF
+global
+  nbthread $WORKERS
+  maxconn 40000
+  ssl-default-bind-options ssl-min-ver TLSv1.3
+  ssl-default-server-options ssl-min-ver TLSv1.3
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend in
+  bind 127.0.0.1:10080
+  bind 127.0.0.1:10082 proto h2
+  default_backend mesh
+backend mesh
+  server peer ${IP[server-haproxy]}:10443 ssl crt $work/client.pem ca-file $work/pki/root.pem verify required verifyhost server.bench alpn h2
+listen opaque
+  mode tcp
+  bind 127.0.0.1:15201
+  server peer ${IP[server-haproxy]}:15443 ssl crt $work/client.pem ca-file $work/pki/root.pem verify required verifyhost server.bench
+EOF
+cat > "$work/haproxy-server.cfg" <<EOF
+global
+  nbthread $WORKERS
+  maxconn 40000
+  ssl-default-bind-options ssl-min-ver TLSv1.3
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 60s
+  timeout server 60s
+  http-reuse always
+frontend in
+  bind :10443 ssl crt $work/server.pem ca-file $work/pki/root.pem verify required alpn h2
+  default_backend app
+backend app
+  server nginx 127.0.0.1:8080
+listen opaque
+  mode tcp
+  bind :15443 ssl crt $work/server.pem ca-file $work/pki/root.pem verify required
+  server iperf 127.0.0.1:5201
+EOF
+inns client-haproxy haproxy -f "$work/haproxy-client.cfg" -D -p "$work/haproxy-client.pid"
+inns server-haproxy haproxy -f "$work/haproxy-server.cfg" -D -p "$work/haproxy-server.pid"
+PID[haproxy-client]=$(head -1 "$work/haproxy-client.pid")
+PID[haproxy-server]=$(head -1 "$work/haproxy-server.pid")
+sleep 1
+
+# Where each setup's client sends (ns, HTTP/1 URL, HTTP/2 URL, iperf host port).
+declare -A NSOF=([direct]=client-direct [remora]=client-remora [haproxy]=client-haproxy)
+declare -A URL=([direct]=http://${IP[server-direct]}:8080/ [remora]=http://10.96.0.10:8080/ [haproxy]=http://127.0.0.1:10080/)
+declare -A URL2=([direct]=http://${IP[server-direct]}:8082/ [remora]=http://10.96.0.10:8082/ [haproxy]=http://127.0.0.1:10082/)
+declare -A IPERF=([direct]="${IP[server-direct]} 5201" [remora]="10.96.0.10 5201" [haproxy]="127.0.0.1 15201")
+
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }     # clock ticks
+hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }  # KiB
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }  # KiB
+procs() { case $1 in remora) echo "${PID[remora-client]} ${PID[remora-server]}";; haproxy) echo "${PID[haproxy-client]} ${PID[haproxy-server]}";; *) echo;; esac; }
+
+results=$work/results.jsonl
+: > "$results"
+emit() { echo "$1" >> "$results"; }
+
+oha_json() { local n=$1; shift; inns "$n" "$OHA" --no-tui --output-format json "$@" 2>/dev/null; }
+
+# Warm up every path (connections, certificates, discovery).
+for s in direct remora haproxy; do oha_json ${NSOF[$s]} -z 2s -c 4 "${URL[$s]}" >/dev/null || true; done
+
+for s in direct remora haproxy; do
+  for p in $(procs $s); do emit "{\"setup\":\"$s\",\"scenario\":\"idle_rss\",\"pid\":$p,\"rss_kib\":$(rss $p)}"; done
+done
+
+log "fixed rates: $RATES rps, $DURATION each, open loop with latency correction"
+for rate in $RATES; do
+  for s in direct remora haproxy; do
+    before=0; for p in $(procs $s); do before=$((before + $(cpu $p))); done
+    j=$(oha_json ${NSOF[$s]} -z "$DURATION" -q "$rate" --latency-correction -c 64 "${URL[$s]}")
+    after=0; for p in $(procs $s); do after=$((after + $(cpu $p))); done
+    peak=0; for p in $(procs $s); do h=$(hwm $p); [ "$h" -gt "$peak" ] && peak=$h; done
+    emit "$(echo "$j" | jq -c --arg s $s --argjson r $rate --argjson cpu $((after - before)) --argjson hwm $peak \
+      '{setup:$s, scenario:"rate", rate:$r, rps:.summary.requestsPerSec, ok:(.statusCodeDistribution["200"] // 0),
+        total:((.statusCodeDistribution | add) // 0), p50:.latencyPercentiles.p50, p90:.latencyPercentiles.p90,
+        p99:.latencyPercentiles.p99, p999:.latencyPercentiles["p99.9"], max:.summary.slowest,
+        cpu_ticks:$cpu, peak_rss_kib:$hwm}')"
+  done
+done
+
+log "maximum rate: closed loop, 64 connections"
+for s in direct remora haproxy; do
+  j=$(oha_json ${NSOF[$s]} -z "$DURATION" -c 64 "${URL[$s]}")
+  emit "$(echo "$j" | jq -c --arg s $s '{setup:$s, scenario:"max", rps:.summary.requestsPerSec, p50:.latencyPercentiles.p50, p99:.latencyPercentiles.p99}')"
+done
+
+log "a new connection per request (16 concurrent)"
+for s in direct remora haproxy; do
+  j=$(oha_json ${NSOF[$s]} -z "$DURATION" -c 16 --disable-keepalive "${URL[$s]}")
+  emit "$(echo "$j" | jq -c --arg s $s '{setup:$s, scenario:"new_conn", rps:.summary.requestsPerSec, p50:.latencyPercentiles.p50, p99:.latencyPercentiles.p99, errors:(.errorDistribution | length)}')"
+done
+
+log "HTTP/2, one connection, 100 concurrent streams"
+for s in direct remora haproxy; do
+  j=$(oha_json ${NSOF[$s]} -z "$DURATION" --http2 -c 1 -p 100 "${URL2[$s]}")
+  emit "$(echo "$j" | jq -c --arg s $s '{setup:$s, scenario:"h2_100", rps:.summary.requestsPerSec, p50:.latencyPercentiles.p50, p99:.latencyPercentiles.p99}')"
+done
+
+log "opaque TCP bulk transfer (iperf3, 10 s): 1 and 8 streams"
+for s in direct remora haproxy; do
+  for streams in 1 8; do
+    read -r h port <<< "${IPERF[$s]}"
+    j=$(inns ${NSOF[$s]} iperf3 -c "$h" -p "$port" -t 10 -P $streams -J 2>/dev/null || echo '{}')
+    emit "$(echo "$j" | jq -c --arg s $s --argjson n $streams '{setup:$s, scenario:"bulk", streams:$n, gbytes_per_s:((.end.sum_received.bits_per_second // 0) / 8e9)}')"
+  done
+done
+
+log "10 000 idle connections through each proxy pair"
+for s in remora haproxy; do
+  pids=$(procs $s)
+  before=0; for p in $pids; do before=$((before + $(rss $p))); done
+  target=${URL[$s]#http://}; target=${target%/}
+  inns ${NSOF[$s]} python3 - "$target" <<'PY' &
+import resource, socket, sys, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
+host, port = sys.argv[1].rsplit(":", 1)
+socks = []
+for i in range(10000):
+    s = socket.create_connection((host, int(port)))
+    s.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+    socks.append(s)
+for s in socks:
+    s.recv(4096)
+print("open", flush=True)
+time.sleep(15)
+PY
+  holder=$!
+  sleep 12
+  after=0; for p in $pids; do after=$((after + $(rss $p))); done
+  emit "{\"setup\":\"$s\",\"scenario\":\"idle_conns\",\"conns\":10000,\"rss_delta_kib\":$((after - before)),\"rss_kib\":$after}"
+  wait $holder 2>/dev/null || true
+done
+
+cp "$results" "$out/results.jsonl"
+python3 "$here/report.py" "$out/results.jsonl" "$out" "$WORKERS" "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
+log "done: $out/report.md, $out/added-latency.svg"
