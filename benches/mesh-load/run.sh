@@ -24,6 +24,14 @@ P=rmb$$
 NS=()
 
 [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces, iptables)" >&2; exit 64; }
+# Idle connections through each pair, and HAProxy's maxconn, need descriptors: as many as the
+# hard limit allows (IDLE_CONNS is lowered to fit it; 10 000 needs a hard limit above 25 000).
+ulimit -Hn 200000 2>/dev/null || true
+ulimit -n "$(ulimit -Hn)"
+FDS=$(ulimit -n)
+IDLE_CONNS=${IDLE_CONNS:-10000}
+[ $((IDLE_CONNS * 2 + 1000)) -le "$FDS" ] || IDLE_CONNS=$(((FDS - 1000) / 2))
+MAXCONN=$(((FDS - 100) / 2))
 
 cleanup() {
   set +e
@@ -160,13 +168,20 @@ for side in client server; do
     sleep 0.2
   done
 done
-# ip netns exec, env and setpriv each exec the next, so $! is the proxy itself.
+# $! is the subshell of a backgrounded function: find each proxy by its network namespace.
+for pid in $(pgrep -f "$REMORA proxy"); do
+  case $(ip netns identify "$pid") in
+    $P-client-remora) PID[remora-client]=$pid ;;
+    $P-server-remora) PID[remora-server]=$pid ;;
+  esac
+done
+[ -n "${PID[remora-client]:-}" ] && [ -n "${PID[remora-server]:-}" ] || { echo "proxies not found" >&2; exit 1; }
 
 log "haproxy pair ($WORKERS thread(s) each)"
 cat > "$work/haproxy-client.cfg" <<EOF
 global
   nbthread $WORKERS
-  maxconn 40000
+  maxconn $MAXCONN
   ssl-default-bind-options ssl-min-ver TLSv1.3
   ssl-default-server-options ssl-min-ver TLSv1.3
 defaults
@@ -189,7 +204,7 @@ EOF
 cat > "$work/haproxy-server.cfg" <<EOF
 global
   nbthread $WORKERS
-  maxconn 40000
+  maxconn $MAXCONN
   ssl-default-bind-options ssl-min-ver TLSv1.3
 defaults
   mode http
@@ -279,17 +294,18 @@ for s in direct remora haproxy; do
   done
 done
 
-log "10 000 idle connections through each proxy pair"
+log "$IDLE_CONNS idle connections through each proxy pair"
 for s in remora haproxy; do
   pids=$(procs $s)
   before=0; for p in $pids; do before=$((before + $(rss $p))); done
   target=${URL[$s]#http://}; target=${target%/}
-  inns ${NSOF[$s]} python3 - "$target" <<'PY' &
+  inns ${NSOF[$s]} python3 - "$target" "$IDLE_CONNS" <<'PY' &
 import resource, socket, sys, time
-resource.setrlimit(resource.RLIMIT_NOFILE, (20000, 20000))
+n = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_NOFILE, (n + 100, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 host, port = sys.argv[1].rsplit(":", 1)
 socks = []
-for i in range(10000):
+for i in range(n):
     s = socket.create_connection((host, int(port)))
     s.sendall(b"GET / HTTP/1.1\r\nHost: web\r\n\r\n")
     socks.append(s)
@@ -301,7 +317,7 @@ PY
   holder=$!
   sleep 12
   after=0; for p in $pids; do after=$((after + $(rss $p))); done
-  emit "{\"setup\":\"$s\",\"scenario\":\"idle_conns\",\"conns\":10000,\"rss_delta_kib\":$((after - before)),\"rss_kib\":$after}"
+  emit "{\"setup\":\"$s\",\"scenario\":\"idle_conns\",\"conns\":$IDLE_CONNS,\"rss_delta_kib\":$((after - before)),\"rss_kib\":$after}"
   wait $holder 2>/dev/null || true
 done
 

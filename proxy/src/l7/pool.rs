@@ -23,7 +23,7 @@ use super::Body;
 use crate::io::BoxIo;
 
 /// Idle HTTP/1 connections kept per endpoint.
-const MAX_IDLE_H1: usize = 32;
+const MAX_IDLE_H1: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
