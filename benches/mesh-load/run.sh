@@ -37,6 +37,8 @@ cleanup() {
   set +e
   for pid in $(jobs -p); do kill "$pid" 2>/dev/null; done
   pkill -f "$work" 2>/dev/null
+  # Daemons (iperf3 -D, nginx, haproxy -D) are not our jobs: kill whatever runs in our namespaces.
+  for ns in "${NS[@]}"; do ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 2>/dev/null; done
   sleep 0.5
   for ns in "${NS[@]}"; do ip netns del "$ns" 2>/dev/null; done
   rm -rf "$work"
