@@ -9,3 +9,70 @@
 pub mod multicluster {
     tonic::include_proto!("remora.multicluster.v1");
 }
+
+use std::collections::BTreeMap;
+
+impl multicluster::ExportedService {
+    /// `name.namespace`: how updates name a service (`ExportUpdate::removed`).
+    pub fn key(&self) -> String {
+        format!("{}.{}", self.name, self.namespace)
+    }
+}
+
+impl multicluster::ExportUpdate {
+    /// Applies the update to `services`, keyed by [`ExportedService::key`]: a snapshot replaces
+    /// them all, then upserts and removals.
+    ///
+    /// [`ExportedService::key`]: multicluster::ExportedService::key
+    pub fn apply(self, services: &mut BTreeMap<String, multicluster::ExportedService>) {
+        if self.snapshot {
+            services.clear();
+        }
+        for s in self.upserts {
+            services.insert(s.key(), s);
+        }
+        for r in &self.removed {
+            services.remove(r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::multicluster::{ExportUpdate, ExportedService};
+    use std::collections::BTreeMap;
+
+    fn svc(name: &str) -> ExportedService {
+        ExportedService {
+            name: name.into(),
+            namespace: "shop".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn snapshots_replace_and_changes_apply() {
+        let mut m = BTreeMap::new();
+        ExportUpdate {
+            snapshot: true,
+            upserts: vec![svc("web"), svc("api")],
+            removed: vec![],
+        }
+        .apply(&mut m);
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["api.shop", "web.shop"]);
+        ExportUpdate {
+            snapshot: false,
+            upserts: vec![svc("db")],
+            removed: vec!["web.shop".into()],
+        }
+        .apply(&mut m);
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["api.shop", "db.shop"]);
+        ExportUpdate {
+            snapshot: true,
+            upserts: vec![svc("web")],
+            removed: vec![],
+        }
+        .apply(&mut m);
+        assert_eq!(m.keys().collect::<Vec<_>>(), ["web.shop"]);
+    }
+}

@@ -181,29 +181,14 @@ impl Dialer {
 
     /// `GET path` from `addr`: the body of a 200 (at most 16 MiB), within 5 s.
     async fn get(&self, addr: SocketAddr, path: &str) -> Result<String, String> {
-        use http_body_util::{BodyExt, Empty, Limited};
+        let uri: hyper::Uri = format!("http://{addr}{path}")
+            .parse()
+            .map_err(|e| format!("{e}"))?;
         let exchange = async {
             let tcp = self.connect(addr).await.map_err(|e| e.to_string())?;
-            let (mut sender, conn) =
-                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
-                    .await
-                    .map_err(|e| e.to_string())?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
-            let req = http::Request::get(path)
-                .header(http::header::HOST, addr.to_string())
-                .body(Empty::<bytes::Bytes>::new())
-                .map_err(|e| e.to_string())?;
-            let rsp = sender.send_request(req).await.map_err(|e| e.to_string())?;
-            if rsp.status() != http::StatusCode::OK {
-                return Err(format!("status {}", rsp.status()));
-            }
-            let body = Limited::new(rsp.into_body(), 16 << 20)
-                .collect()
+            crate::top::scrape::exchange_over(tcp, &uri)
                 .await
-                .map_err(|e| e.to_string())?;
-            Ok(String::from_utf8_lossy(&body.to_bytes()).into_owned())
+                .map_err(|e| e.to_string())
         };
         tokio::time::timeout(Duration::from_secs(5), exchange)
             .await
@@ -977,12 +962,10 @@ async fn run(program: &str, args: &[String]) -> Result<(), String> {
 
 /// The sum of every sample of `name`.
 fn sum(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| {
-            l.starts_with(name)
-                && (l[name.len()..].starts_with('{') || l[name.len()..].starts_with(' '))
-        })
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+    crate::top::parse::parse(text)
+        .flatten()
+        .filter(|s| s.name == name)
+        .map(|s| s.value)
         .sum()
 }
 

@@ -274,8 +274,9 @@ impl pb::exports_server::Exports for ExportsService {
 // ---------------------------------------------------------------------------------------------
 // Client side: links and the mirror.
 
-/// What each link currently mirrors: the remote cluster's exported services.
-pub type Mirrors = BTreeMap<String, Arc<BTreeMap<SvcKey, pb::ExportedService>>>;
+/// What each link currently mirrors: the remote cluster's exported services, by cluster and
+/// then by `name.namespace`.
+pub type Mirrors = BTreeMap<String, Arc<BTreeMap<String, pb::ExportedService>>>;
 
 /// Follows one linked cluster's exports for as long as the task runs: connects with mTLS (our
 /// control identity; the remote must present `link.control_identity`), applies the snapshot and
@@ -314,19 +315,7 @@ pub async fn run_link(
                 loop {
                     match stream.message().await {
                         Ok(Some(update)) => {
-                            if update.snapshot {
-                                services.clear();
-                            }
-                            for s in update.upserts {
-                                let key = SvcKey {
-                                    name: s.name.clone(),
-                                    namespace: s.namespace.clone(),
-                                };
-                                services.insert(key, s);
-                            }
-                            for r in &update.removed {
-                                services.retain(|k, _| k.to_string() != *r);
-                            }
+                            update.apply(&mut services);
                             if down_since.take().is_some() {
                                 up.set(1);
                                 info!(cluster = %link.cluster, mode = link.mode.as_str(), "link up");
@@ -442,12 +431,16 @@ fn fnv(s: &str) -> u32 {
 /// The local services that mirror `exports` of `link`: `<svc>-<cluster>` in the same namespace.
 pub fn mirror_services(
     link: &Link,
-    exports: &BTreeMap<SvcKey, pb::ExportedService>,
+    exports: &BTreeMap<String, pb::ExportedService>,
     vips: &mut VipAlloc,
     taken: &HashSet<IpAddr>,
 ) -> Vec<Service> {
     let mut out = Vec::new();
-    for (key, svc) in exports {
+    for svc in exports.values() {
+        let key = SvcKey {
+            name: svc.name.clone(),
+            namespace: svc.namespace.clone(),
+        };
         let mirror = SvcKey {
             name: format!("{}-{}", key.name, link.cluster),
             namespace: key.namespace.clone(),

@@ -179,16 +179,6 @@ impl HttpGolden {
     pub fn route(&self, labels: &TargetLabels) -> RouteHandle {
         RouteHandle(self.store.get(labels))
     }
-
-    /// Label sets kept now.
-    pub fn series(&self) -> usize {
-        self.store.len()
-    }
-
-    /// Label sets counted under the overflow set so far.
-    pub fn overflowed(&self) -> u64 {
-        self.store.overflowed()
-    }
 }
 
 /// The overflow label set: `overflow="true"` in place of the target labels.

@@ -284,11 +284,6 @@ impl TcpMetrics {
             })
             .inc();
     }
-
-    /// Label sets kept now.
-    pub fn series(&self) -> usize {
-        self.store.len()
-    }
 }
 
 /// One open socket's counters. Dropping it counts the close.

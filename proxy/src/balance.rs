@@ -223,6 +223,17 @@ impl State {
     }
 }
 
+/// The next draw of the xorshift64* generator whose state is `state` (seed it odd): cheap,
+/// and plenty for choosing between endpoints and backends.
+pub fn xorshift(state: &AtomicU64) -> u64 {
+    let mut x = state.load(Ordering::Relaxed);
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    state.store(x, Ordering::Relaxed);
+    x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+}
+
 /// Draws before falling back to scanning every endpoint (when many are ejected).
 const DRAWS: usize = 8;
 
@@ -236,13 +247,7 @@ impl Balancer {
     }
 
     fn next_random(&self) -> u64 {
-        // xorshift64*: cheap, and plenty for choosing between endpoints.
-        let mut x = self.rng.load(Ordering::Relaxed);
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng.store(x, Ordering::Relaxed);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        xorshift(&self.rng)
     }
 
     /// A random index, in proportion to the weights.

@@ -265,20 +265,13 @@ pub async fn watch_exports(
         match client.watch(req).await {
             Ok(rsp) => {
                 let mut stream = rsp.into_inner();
-                let mut names: HashSet<String> = tx.borrow().as_ref().clone();
+                // Every answer starts with a snapshot, which replaces what a previous watch left.
+                let mut services = std::collections::BTreeMap::new();
                 let mut first = true;
                 while let Ok(Some(update)) = stream.message().await {
-                    if update.snapshot {
-                        names.clear();
-                    }
-                    for s in &update.upserts {
-                        names.insert(s.fqdn.clone());
-                    }
-                    for r in &update.removed {
-                        // "name.namespace": drop that service's name in any domain.
-                        let prefix = format!("{r}.svc.");
-                        names.retain(|n| !n.starts_with(&prefix));
-                    }
+                    update.apply(&mut services);
+                    let names: HashSet<String> =
+                        services.values().map(|s| s.fqdn.clone()).collect();
                     if first {
                         info!(
                             exported = names.len(),
@@ -287,7 +280,7 @@ pub async fn watch_exports(
                         first = false;
                     }
                     backoff = Duration::from_secs(1);
-                    tx.send_replace(Arc::new(names.clone()));
+                    tx.send_replace(Arc::new(names));
                 }
                 warn!("gateway: the exports watch ended; reconnecting");
             }

@@ -253,6 +253,27 @@ cert_lifetime = "{}"
         Some((s["vip"].as_str().unwrap_or_default().to_string(), eps))
     }
 
+    /// Waits (up to 15 s) until this control plane serves `name.namespace` with endpoint IPs
+    /// (sorted) that `want` accepts; returns its virtual IP. Panics with the last answer.
+    pub async fn wait_service(
+        &self,
+        name: &str,
+        namespace: &str,
+        want: impl Fn(&[String]) -> bool,
+    ) -> String {
+        let mut last = None;
+        for _ in 0..300 {
+            last = self.service(name, namespace).await;
+            if let Some((vip, eps)) = &last
+                && want(eps)
+            {
+                return vip.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("{name}.{namespace} never served as wanted; last {last:?}");
+    }
+
     /// Writes raw text as the config file: for testing rejected edits.
     pub fn write_raw_config(&self, text: &str) {
         std::fs::write(self.config_path(), text).unwrap();
@@ -415,6 +436,16 @@ impl ClusterPlane {
         net.pod(name)
             .app(crate::apps::test_server(8080, name))
             .control_plane(&self.cp, sa, "shop")
+            .meshed()
+            .start()
+            .await
+    }
+
+    /// A meshed pod named `name` without an app, as workload `client` in namespace `shop`: the
+    /// caller of the multicluster tests.
+    pub async fn client_pod(&self, net: &crate::Net, name: &str) -> crate::Pod {
+        net.pod(name)
+            .control_plane(&self.cp, "client", "shop")
             .meshed()
             .start()
             .await

@@ -15,10 +15,17 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+
 use crate::admin::Metrics;
 use crate::apps::{App, AppHandle};
 use crate::control::{ControlPlane, Pki};
+use crate::http::{Body, Reply, http1, send1};
 use crate::local::{LocalProxy, loopback};
+use crate::netns::HOST;
+use crate::services::Service;
 
 /// A control plane on a loopback address, and the mesh PKI it issues from.
 #[derive(Debug)]
@@ -108,5 +115,41 @@ impl ExplicitPod {
 
     pub async fn metrics(&self) -> Metrics {
         self.proxy.metrics().await
+    }
+}
+
+/// The `web` service's authority in the explicit-mode tests.
+pub const WEB: &str = "web.shop.svc.cluster.local:8080";
+
+/// A proxy request (absolute-form) for `http://{authority}{path}`.
+pub fn proxy_get(authority: &str, path: &str) -> Request<Body> {
+    Request::get(format!("http://{authority}{path}"))
+        .header("host", authority)
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+/// `web` in namespace `shop`, port 8080, on explicit-mode `pods` (workload `web`), with `extra`
+/// TOML (routes, ...).
+pub fn web(pods: &[&ExplicitPod], extra: &str) -> Service {
+    let mut s = Service::new("web", "shop").port(8080).with(extra);
+    for p in pods {
+        s = s.explicit_endpoint(&p.name, p.ip(), "web");
+    }
+    s
+}
+
+/// `GET path` of [`WEB`] through `pod`'s proxy on a fresh connection, retried (the connection,
+/// not a failed request) for up to 30 s until it answers 200: the proxy learns the service from
+/// discovery. The last answer.
+pub async fn first_answer(pod: &ExplicitPod, path: &str) -> Reply {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut h1 = http1(HOST, pod.proxy_addr()).await;
+        let r = send1(&mut h1, proxy_get(WEB, path)).await.unwrap();
+        if r.status == 200 || tokio::time::Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -10,49 +10,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 use remora_tests::apps::{echo, echo_roundtrip, test_server};
-use remora_tests::explicit::{Cluster, ExplicitPod};
-use remora_tests::http::{Body, grpc_channel_via, grpc_echo, http1, http2, send1, send2};
+use remora_tests::explicit::{Cluster, WEB, first_answer, proxy_get, web};
+use remora_tests::http::{grpc_channel_via, grpc_echo, http1, http2, send1, send2};
 use remora_tests::netns::HOST;
 use remora_tests::services::Service;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-const WEB: &str = "web.shop.svc.cluster.local:8080";
-
-/// A proxy request (absolute-form) for `http://{authority}{path}`.
-fn proxy_get(authority: &str, path: &str) -> Request<Body> {
-    Request::get(format!("http://{authority}{path}"))
-        .header("host", authority)
-        .body(Full::new(Bytes::new()))
-        .unwrap()
-}
-
-/// `web` in namespace `shop`, port 8080, on explicit-mode `pods` (workload `web`).
-fn web(pods: &[&ExplicitPod], extra: &str) -> Service {
-    let mut s = Service::new("web", "shop").port(8080).with(extra);
-    for p in pods {
-        s = s.explicit_endpoint(&p.name, p.ip(), "web");
-    }
-    s
-}
-
-/// Sends `req` with a fresh HTTP/1 connection through `pod`'s proxy, retrying the connection
-/// (not the request) until the first answer: the proxy learns the service from discovery.
-async fn first_answer(pod: &ExplicitPod, path: &str) -> remora_tests::http::Reply {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let mut h1 = http1(HOST, pod.proxy_addr()).await;
-        let r = send1(&mut h1, proxy_get(WEB, path)).await.unwrap();
-        if r.status == 200 || tokio::time::Instant::now() > deadline {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Reads an HTTP/1 response head byte by byte (nothing after it is consumed).
 async fn read_head(conn: &mut TcpStream) -> String {

@@ -7,47 +7,22 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 use remora_tests::apps::test_server;
-use remora_tests::explicit::{Cluster, ExplicitPod};
-use remora_tests::http::{Body, http1, send1};
+use remora_tests::explicit::{Cluster, ExplicitPod, WEB, first_answer, proxy_get, web};
+use remora_tests::http::{http1, send1};
 use remora_tests::local::{LocalProxy, loopback};
 use remora_tests::netns::HOST;
-use remora_tests::services::Service;
 
-const WEB: &str = "web.shop.svc.cluster.local:8080";
-
-fn proxy_get(authority: &str, path: &str) -> Request<Body> {
-    Request::get(format!("http://{authority}{path}"))
-        .header("host", authority)
-        .body(Full::new(Bytes::new()))
-        .unwrap()
-}
-
-fn web(pods: &[&ExplicitPod], extra: &str) -> Service {
-    let mut s = Service::new("web", "shop").port(8080).with(extra);
-    for p in pods {
-        s = s.explicit_endpoint(&p.name, p.ip(), "web");
-    }
-    s
-}
-
+/// Waits until `web` answers through `pod`'s proxy.
 async fn until_200(pod: &ExplicitPod) {
-    for _ in 0..300 {
-        let mut h1 = http1(HOST, pod.proxy_addr()).await;
-        if send1(&mut h1, proxy_get(WEB, "/echo"))
-            .await
-            .unwrap()
-            .status
-            == 200
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("web never answered through {}", pod.name);
+    let r = first_answer(pod, "/echo").await;
+    assert_eq!(
+        r.status,
+        200,
+        "web never answered through {}: {}",
+        pod.name,
+        r.text()
+    );
 }
 
 #[tokio::test]

@@ -80,15 +80,7 @@ fn exported(name: &str, vip: &str, pods: &[&Pod]) -> Service {
 
 /// The VIP of `name.shop` on `cp`, once it is served with `n` endpoints.
 async fn vip(cp: &remora_tests::control::ControlPlane, name: &str, n: usize) -> String {
-    for _ in 0..300 {
-        if let Some((vip, eps)) = cp.service(name, "shop").await
-            && eps.len() == n
-        {
-            return vip;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{name}.shop is not served with {n} endpoints");
+    cp.wait_service(name, "shop", |eps| eps.len() == n).await
 }
 
 #[tokio::test]
@@ -101,13 +93,7 @@ async fn netns_gateway_mode_reaches_remote_pods_through_the_gateway() {
         .cp
         .apply(&[exported("web", "10.96.0.90", &[&w1, &w2])])
         .await;
-    let a = m
-        .east_net
-        .pod("a")
-        .control_plane(&m.east.cp, "client", "shop")
-        .meshed()
-        .start()
-        .await;
+    let a = m.east.client_pod(&m.east_net, "a").await;
     // Mirrored as one endpoint: the gateway.
     let vip = vip(&m.east.cp, "web-west", 1).await;
     let a_id = m.east.cp.identity("client", "shop");
@@ -305,13 +291,7 @@ async fn netns_a_gateway_outage_fails_fast_and_spares_everything_else() {
             .port(8080)
             .endpoint(&e1, "web")])
         .await;
-    let a = m
-        .east_net
-        .pod("a")
-        .control_plane(&m.east.cp, "client", "shop")
-        .meshed()
-        .start()
-        .await;
+    let a = m.east.client_pod(&m.east_net, "a").await;
     let vip = vip(&m.east.cp, "web-west", 1).await;
     let remote: std::net::SocketAddr = format!("{vip}:8080").parse().unwrap();
     let local: std::net::SocketAddr = "10.96.0.90:8080".parse().unwrap();
@@ -388,13 +368,7 @@ async fn netns_a_flat_service_and_a_gateway_service_work_side_by_side() {
         .cp
         .apply(&[exported("web", "10.96.0.90", &[&w1]), catalog])
         .await;
-    let a = m
-        .east_net
-        .pod("a")
-        .control_plane(&m.east.cp, "client", "shop")
-        .meshed()
-        .start()
-        .await;
+    let a = m.east.client_pod(&m.east_net, "a").await;
     let a_id = m.east.cp.identity("client", "shop");
     let gw_id = m.west.cp.identity("remora-gateway", "linkerd");
     let web_vip = vip(&m.east.cp, "web-west", 1).await;

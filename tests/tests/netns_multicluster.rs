@@ -80,17 +80,8 @@ fn web(pods: &[&Pod]) -> Service {
 async fn mirrored(cp: &remora_tests::control::ControlPlane, name: &str, ips: &[String]) -> String {
     let mut want = ips.to_vec();
     want.sort();
-    let mut last = None;
-    for _ in 0..300 {
-        last = cp.service(name, "shop").await;
-        if let Some((vip, eps)) = &last
-            && *eps == want
-        {
-            return vip.clone();
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{name}.shop never had {want:?}; last {last:?}");
+    cp.wait_service(name, "shop", |eps| eps == want.as_slice())
+        .await
 }
 
 fn ips(pods: &[&Pod]) -> Vec<String> {
@@ -104,13 +95,7 @@ async fn netns_flat_mode_reaches_remote_pods_with_the_callers_identity() {
     let w1 = m.west.test_pod(&m.west_net, "w1", "web").await;
     let w2 = m.west.test_pod(&m.west_net, "w2", "web").await;
     m.west.cp.apply(&[web(&[&w1, &w2])]).await;
-    let a = m
-        .east_net
-        .pod("a")
-        .control_plane(&m.east.cp, "client", "shop")
-        .meshed()
-        .start()
-        .await;
+    let a = m.east.client_pod(&m.east_net, "a").await;
     let vip = mirrored(&m.east.cp, "web-west", &ips(&[&w1, &w2])).await;
     assert!(vip.starts_with("10.97.0."), "{vip}");
     let a_id = m.east.cp.identity("client", "shop");
@@ -204,20 +189,8 @@ async fn netns_one_clusters_control_plane_failing_leaves_the_other_working() {
     let e1 = m.east.test_pod(&m.east_net, "e1", "web").await;
     m.west.cp.apply(&[web(&[&w1])]).await;
     m.east.cp.apply(&[web(&[&e1])]).await;
-    let a = m
-        .east_net
-        .pod("a")
-        .control_plane(&m.east.cp, "client", "shop")
-        .meshed()
-        .start()
-        .await;
-    let b = m
-        .west_net
-        .pod("b")
-        .control_plane(&m.west.cp, "client", "shop")
-        .meshed()
-        .start()
-        .await;
+    let a = m.east.client_pod(&m.east_net, "a").await;
+    let b = m.west.client_pod(&m.west_net, "b").await;
     let vip = mirrored(&m.east.cp, "web-west", &ips(&[&w1])).await;
     let remote = format!("{vip}:8080").parse().unwrap();
     let local = "10.96.0.90:8080".parse().unwrap();
@@ -418,13 +391,7 @@ async fn netns_a_weighted_split_sends_its_share_to_the_mirror() {
     let w1 = m.west.test_pod(&m.west_net, "w1", "web").await;
     m.west.cp.apply(&[web(&[&w1])]).await;
     let e1 = m.east.test_pod(&m.east_net, "e1", "web").await;
-    let a = m
-        .east_net
-        .pod("a")
-        .control_plane(&m.east.cp, "client", "shop")
-        .meshed()
-        .start()
-        .await;
+    let a = m.east.client_pod(&m.east_net, "a").await;
     mirrored(&m.east.cp, "web-west", &ips(&[&w1])).await;
     m.east
         .cp
@@ -462,13 +429,7 @@ async fn netns_failover_to_another_cluster_when_no_local_pod_is_healthy() {
     let w1 = m.west.test_pod(&m.west_net, "w1", "web").await;
     m.west.cp.apply(&[web(&[&w1])]).await;
     let e1 = m.east.test_pod(&m.east_net, "e1", "web").await;
-    let a = m
-        .east_net
-        .pod("a")
-        .control_plane(&m.east.cp, "client", "shop")
-        .meshed()
-        .start()
-        .await;
+    let a = m.east.client_pod(&m.east_net, "a").await;
     mirrored(&m.east.cp, "web-west", &ips(&[&w1])).await;
     let backends = [(WEB, 1), (WEB_WEST, 0)];
     m.east.cp.apply(&[split_web(&[&e1], &backends)]).await;

@@ -11,7 +11,7 @@
 //! - [`stats`]: snapshots, deltas, rates, shares and `histogram_quantile`.
 //! - [`table`]: the rendering.
 
-mod parse;
+pub(crate) mod parse;
 pub(crate) mod scrape;
 pub(crate) mod stats;
 pub(crate) mod table;

@@ -57,6 +57,13 @@ async fn exchange(uri: &Uri) -> Result<String, ScrapeError> {
     let stream = TcpStream::connect(addr)
         .await
         .map_err(ScrapeError::Connect)?;
+    exchange_over(stream, uri).await
+}
+
+/// `GET uri` over an already connected `stream`; the body of a 200 (at most [`MAX_BODY`]).
+/// Without a deadline: callers bound it.
+pub async fn exchange_over(stream: TcpStream, uri: &Uri) -> Result<String, ScrapeError> {
+    let authority = uri.authority().map_or("", |a| a.as_str());
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(ScrapeError::Http)?;

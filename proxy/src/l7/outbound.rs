@@ -165,7 +165,7 @@ impl HttpOutbound {
             failover
         } else {
             let total: u64 = weighted.iter().map(|b| u64::from(b.2)).sum();
-            let mut r = self.random() % total.max(1);
+            let mut r = crate::balance::xorshift(&self.rng) % total.max(1);
             weighted
                 .iter()
                 .find(|b| {
@@ -187,17 +187,6 @@ impl HttpOutbound {
             Pick::Endpoint(ep, picked) => Route::To(ep.addr, Some(ep), Some(picked), Some(backend)),
             Pick::NoEndpoints | Pick::AsIs => Route::NoEndpoints(authority.to_string()),
         })
-    }
-
-    /// xorshift64*: enough to spread requests over backends by weight.
-    fn random(&self) -> u64 {
-        use std::sync::atomic::Ordering;
-        let mut x = self.rng.load(Ordering::Relaxed);
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng.store(x, Ordering::Relaxed);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
     /// The destination of a route, or the error response when there is none.
