@@ -16,6 +16,11 @@ set -euo pipefail
 WORKERS=${WORKERS:-1}
 DURATION=${DURATION:-10s}
 RATES=${RATES:-"500 1000 2000 4000"}
+# Which scenarios to run (all by default); e.g. SCENARIOS="max idle" for a quick look.
+SCENARIOS=${SCENARIOS:-"rate max new_conn h2 bulk idle"}
+# PERF=1: record a CPU profile (perf, cpu-clock, DWARF call graphs) of each Remora proxy during
+# the maximum-rate scenario, to $OUT/perf-{client,server}.data.
+PERF=${PERF:-0}
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 out=${OUT:-$here}
@@ -46,6 +51,7 @@ cleanup() {
 trap cleanup EXIT
 
 log() { echo "== $*" >&2; }
+want() { [[ " $SCENARIOS " == *" $1 "* ]]; }
 
 # ---------------------------------------------------------------------------------------------
 log "installing nginx, haproxy, iperf3 (Debian) and oha (crates.io)"
@@ -55,6 +61,7 @@ if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null || ! command
   apt-get install -y -qq nginx-light haproxy iperf3 iptables iproute2 util-linux jq openssl >/dev/null
 fi
 command -v oha >/dev/null || cargo install --locked oha >/dev/null
+[ "$PERF" != 1 ] || command -v perf >/dev/null || apt-get install -y -qq linux-perf >/dev/null
 OHA=$(command -v oha)
 log "building remora (release)"
 (cd "$repo" && cargo build --release -q -p remora --bin remora)
@@ -254,8 +261,14 @@ for s in direct remora haproxy; do
   for p in $(procs $s); do emit "{\"setup\":\"$s\",\"scenario\":\"idle_rss\",\"pid\":$p,\"rss_kib\":$(rss $p)}"; done
 done
 
-log "fixed rates: $RATES rps, $DURATION each, open loop with latency correction"
-for rate in $RATES; do
+# SCENARIOS=hold keeps the topology up for HOLD seconds, to drive and profile it by hand.
+if want hold; then
+  log "holding for ${HOLD:-600}s: namespaces ${P}-*, remora proxies ${PID[remora-client]} ${PID[remora-server]}, remora URL ${URL[remora]}"
+  sleep "${HOLD:-600}"
+fi
+
+want rate && log "fixed rates: $RATES rps, $DURATION each, open loop with latency correction"
+want rate && for rate in $RATES; do
   for s in direct remora haproxy; do
     before=0; for p in $(procs $s); do before=$((before + $(cpu $p))); done
     j=$(oha_json ${NSOF[$s]} -z "$DURATION" -q "$rate" --latency-correction -c 64 "${URL[$s]}")
@@ -269,26 +282,35 @@ for rate in $RATES; do
   done
 done
 
-log "maximum rate: closed loop, 64 connections"
-for s in direct remora haproxy; do
+want max && log "maximum rate: closed loop, 64 connections"
+want max && for s in direct remora haproxy; do
+  perf_pids=()
+  if [ "$PERF" = 1 ] && [ $s = remora ]; then
+    for side in client server; do
+      perf record -q -e cpu-clock -F 999 --call-graph dwarf,16384 -p "${PID[remora-$side]}" \
+        -o "$out/perf-$side.data" -- sleep "${DURATION%s}" >/dev/null 2>&1 &
+      perf_pids+=($!)
+    done
+  fi
   j=$(oha_json ${NSOF[$s]} -z "$DURATION" -c 64 "${URL[$s]}")
+  for p in "${perf_pids[@]}"; do wait "$p" || true; done
   emit "$(echo "$j" | jq -c --arg s $s '{setup:$s, scenario:"max", rps:.summary.requestsPerSec, p50:.latencyPercentiles.p50, p99:.latencyPercentiles.p99}')"
 done
 
-log "a new connection per request (16 concurrent)"
-for s in direct remora haproxy; do
+want new_conn && log "a new connection per request (16 concurrent)"
+want new_conn && for s in direct remora haproxy; do
   j=$(oha_json ${NSOF[$s]} -z "$DURATION" -c 16 --disable-keepalive "${URL[$s]}")
   emit "$(echo "$j" | jq -c --arg s $s '{setup:$s, scenario:"new_conn", rps:.summary.requestsPerSec, p50:.latencyPercentiles.p50, p99:.latencyPercentiles.p99, errors:(.errorDistribution | length)}')"
 done
 
-log "HTTP/2, one connection, 100 concurrent streams"
-for s in direct remora haproxy; do
+want h2 && log "HTTP/2, one connection, 100 concurrent streams"
+want h2 && for s in direct remora haproxy; do
   j=$(oha_json ${NSOF[$s]} -z "$DURATION" --http2 -c 1 -p 100 "${URL2[$s]}")
   emit "$(echo "$j" | jq -c --arg s $s '{setup:$s, scenario:"h2_100", rps:.summary.requestsPerSec, p50:.latencyPercentiles.p50, p99:.latencyPercentiles.p99}')"
 done
 
-log "opaque TCP bulk transfer (iperf3, 10 s): 1 and 8 streams"
-for s in direct remora haproxy; do
+want bulk && log "opaque TCP bulk transfer (iperf3, 10 s): 1 and 8 streams"
+want bulk && for s in direct remora haproxy; do
   for streams in 1 8; do
     read -r h port <<< "${IPERF[$s]}"
     j=$(inns ${NSOF[$s]} iperf3 -c "$h" -p "$port" -t 10 -P $streams -J 2>/dev/null || echo '{}')
@@ -296,10 +318,11 @@ for s in direct remora haproxy; do
   done
 done
 
-log "$IDLE_CONNS idle connections through each proxy pair"
-for s in remora haproxy; do
+want idle && log "$IDLE_CONNS idle connections through each proxy pair"
+want idle && for s in remora haproxy; do
   pids=$(procs $s)
-  before=0; for p in $pids; do before=$((before + $(rss $p))); done
+  declare -A RSS0=()
+  before=0; for p in $pids; do RSS0[$p]=$(rss $p); before=$((before + ${RSS0[$p]})); done
   target=${URL[$s]#http://}; target=${target%/}
   inns ${NSOF[$s]} python3 - "$target" "$IDLE_CONNS" <<'PY' &
 import resource, socket, sys, time
@@ -318,7 +341,11 @@ time.sleep(15)
 PY
   holder=$!
   sleep 12
-  after=0; for p in $pids; do after=$((after + $(rss $p))); done
+  after=0
+  for p in $pids; do
+    r=$(rss $p); after=$((after + r))
+    emit "{\"setup\":\"$s\",\"scenario\":\"idle_conns_proc\",\"pid\":$p,\"conns\":$IDLE_CONNS,\"rss_delta_kib\":$((r - ${RSS0[$p]})),\"rss_kib\":$r}"
+  done
   emit "{\"setup\":\"$s\",\"scenario\":\"idle_conns\",\"conns\":$IDLE_CONNS,\"rss_delta_kib\":$((after - before)),\"rss_kib\":$after}"
   wait $holder 2>/dev/null || true
 done

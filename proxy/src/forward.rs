@@ -1,8 +1,9 @@
 //! Opaque byte forwarding between the two sides of a proxied connection.
 //!
-//! Both directions run concurrently in one task over two fixed buffers allocated once per
-//! connection (tokio's `copy_bidirectional`); an EOF one way shuts down writing on the other
-//! side and the other way carries on (half-close). Each side is wrapped in [`Counted`], which
+//! Both directions run concurrently in one task; a direction holds a buffer only while data
+//! streams through it (64 KiB, so bulk transfers move four TLS records per syscall), none while
+//! quiet. An EOF one way shuts down writing on the other side and the other way carries on
+//! (half-close). Each side is wrapped in [`Counted`], which
 //! adds the socket's bytes to its metrics as they move and notes activity for the optional idle
 //! timeout.
 
@@ -19,8 +20,12 @@ use crate::io::Io;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 
-/// Bytes buffered per direction: one TLS record's worth of plaintext.
-pub const BUF_SIZE: usize = 16 * 1024;
+/// Bytes buffered per direction while data streams: four TLS records' worth of plaintext, so
+/// one read and one (vectored) write move four records.
+pub const BUF_SIZE: usize = 64 * 1024;
+/// What a quiet direction reads into, on the stack; only a read that fills it (a stream, not a
+/// message) makes the direction take a [`BUF_SIZE`] buffer.
+const SMALL_READ: usize = 4 * 1024;
 
 /// When either side of a connection last moved a byte, in milliseconds since `epoch`.
 #[derive(Debug)]
@@ -122,6 +127,25 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         res
     }
 
+    // Vectored writes pass through: h2 writes a frame head and its payload as two slices, and
+    // over TLS they then become one record and one syscall instead of two of each.
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = res {
+            self.metrics.wrote(n);
+            self.active();
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_flush(cx)
     }
@@ -142,13 +166,124 @@ pub enum Ended {
     Error(io::Error),
 }
 
+/// One direction of a forwarded connection. It holds no buffer while waiting to read: a read
+/// goes to a small stack buffer and only what it got is kept until written; a read that fills
+/// it means data is streaming, and the next reads go to a [`BUF_SIZE`] buffer (uninitialised,
+/// so taking one costs an allocation, not a memset), released whenever the source has nothing
+/// more for now.
+#[derive(Debug, Default)]
+struct Half {
+    buf: bytes::BytesMut,
+    pos: usize,
+    /// The last read filled its buffer: more is likely waiting.
+    streaming: bool,
+    read_done: bool,
+    need_flush: bool,
+    moved: u64,
+}
+
+impl Half {
+    fn poll_copy<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut r: Pin<&mut R>,
+        mut w: Pin<&mut W>,
+    ) -> Poll<io::Result<u64>>
+    where
+        R: AsyncRead + ?Sized,
+        W: AsyncWrite + ?Sized,
+    {
+        loop {
+            while self.pos < self.buf.len() {
+                let n = std::task::ready!(w.as_mut().poll_write(cx, &self.buf[self.pos..]))?;
+                if n == 0 {
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                self.pos += n;
+                self.moved += n as u64;
+                self.need_flush = true;
+            }
+            if self.read_done {
+                std::task::ready!(w.as_mut().poll_shutdown(cx))?;
+                return Poll::Ready(Ok(self.moved));
+            }
+            self.pos = 0;
+            let read = if self.streaming {
+                self.buf.clear();
+                self.buf.reserve(BUF_SIZE);
+                tokio_util::io::poll_read_buf(r.as_mut(), cx, &mut self.buf)
+            } else {
+                let mut small = [0u8; SMALL_READ];
+                let mut rb = ReadBuf::new(&mut small);
+                let res = r.as_mut().poll_read(cx, &mut rb);
+                if let Poll::Ready(Ok(())) = res {
+                    self.buf = bytes::BytesMut::from(rb.filled());
+                }
+                res.map_ok(|()| rb.filled().len())
+            };
+            match read {
+                Poll::Pending => {
+                    // Nothing more to read for now: hold no buffer while waiting, and push
+                    // out what was written.
+                    self.buf = bytes::BytesMut::new();
+                    if self.need_flush {
+                        std::task::ready!(w.as_mut().poll_flush(cx))?;
+                        self.need_flush = false;
+                    }
+                    return Poll::Pending;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(0)) => {
+                    self.read_done = true;
+                    self.buf = bytes::BytesMut::new();
+                }
+                Poll::Ready(Ok(n)) => {
+                    self.streaming = if self.streaming {
+                        n > SMALL_READ
+                    } else {
+                        n == SMALL_READ
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// Copies both ways until both directions are done; each direction shuts down writing on its
+/// destination at its source's EOF (half-close). Returns the bytes moved each way.
+async fn copy_both<A, B>(a: &mut A, b: &mut B) -> io::Result<(u64, u64)>
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
+    let (mut ab, mut ba) = (Half::default(), Half::default());
+    let (mut ab_done, mut ba_done) = (None, None);
+    std::future::poll_fn(|cx| {
+        if ab_done.is_none()
+            && let Poll::Ready(res) = ab.poll_copy(cx, Pin::new(&mut *a), Pin::new(&mut *b))
+        {
+            ab_done = Some(res?);
+        }
+        if ba_done.is_none()
+            && let Poll::Ready(res) = ba.poll_copy(cx, Pin::new(&mut *b), Pin::new(&mut *a))
+        {
+            ba_done = Some(res?);
+        }
+        match (ab_done, ba_done) {
+            (Some(x), Some(y)) => Poll::Ready(Ok((x, y))),
+            _ => Poll::Pending,
+        }
+    })
+    .await
+}
+
 /// Forwards bytes both ways between `src` and `dst` until both directions are done.
 pub async fn forward<A, B>(src: &mut A, dst: &mut B, idle: Option<(Duration, &Activity)>) -> Ended
 where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
-    let copy = tokio::io::copy_bidirectional_with_sizes(src, dst, BUF_SIZE, BUF_SIZE);
+    let copy = copy_both(src, dst);
     let Some((timeout, activity)) = idle else {
         return match copy.await {
             Ok((a, b)) => Ended::Closed(a, b),
@@ -221,11 +356,17 @@ mod tests {
             forward(&mut src, &mut dst, None).await
         });
         let payload: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
-        client.write_all(&payload).await.unwrap();
-        client.shutdown().await.unwrap();
+        // The proxy buffers little (back-pressure): the client writes while the server reads.
+        let sent = payload.clone();
+        let writer = tokio::spawn(async move {
+            client.write_all(&sent).await.unwrap();
+            client.shutdown().await.unwrap();
+            client
+        });
         let mut got = Vec::new();
         server.read_to_end(&mut got).await.unwrap();
         assert_eq!(got, payload);
+        let mut client = writer.await.unwrap();
         // The other direction still works after the client's FIN.
         server.write_all(b"reply after eof").await.unwrap();
         server.shutdown().await.unwrap();
@@ -241,6 +382,51 @@ mod tests {
         assert!(text.contains(r#"tcp_write_bytes_total{direction="outbound",peer="dst",tls="no_identity",no_tls_reason="not_provided_by_service_discovery"} 10000"#));
         assert!(text.contains(r#"tcp_read_bytes_total{direction="outbound",peer="dst",tls="no_identity",no_tls_reason="not_provided_by_service_discovery"} 15"#));
         assert!(text.contains(r#"tcp_write_bytes_total{direction="outbound",peer="src",tls="no_identity",no_tls_reason="not_provided_by_service_discovery"} 15"#));
+    }
+
+    #[tokio::test]
+    async fn streams_megabytes_byte_exact_and_holds_no_buffer_when_quiet() {
+        let (mut client, mut proxy_src) = tokio::io::duplex(256 * 1024);
+        let (mut proxy_dst, mut server) = tokio::io::duplex(256 * 1024);
+        let mut half = Half::default();
+        // A small message: copied, then the direction waits holding nothing.
+        client.write_all(b"hello").await.unwrap();
+        let waited = tokio::time::timeout(
+            Duration::from_millis(20),
+            std::future::poll_fn(|cx| {
+                half.poll_copy(cx, Pin::new(&mut proxy_src), Pin::new(&mut proxy_dst))
+            }),
+        )
+        .await;
+        assert!(waited.is_err(), "no EOF yet");
+        let mut five = [0u8; 5];
+        server.read_exact(&mut five).await.unwrap();
+        assert_eq!(&five, b"hello");
+        assert_eq!(half.buf.capacity(), 0, "a quiet direction holds no buffer");
+        // A stream: 4 MiB in uneven writes arrives byte-exact, then EOF carries through.
+        let payload: Vec<u8> = (0..4_000_000u32).map(|i| (i % 253) as u8).collect();
+        let sent = payload.clone();
+        let writer = tokio::spawn(async move {
+            for chunk in sent.chunks(50_000) {
+                client.write_all(chunk).await.unwrap();
+            }
+            client.shutdown().await.unwrap();
+        });
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let moved = std::future::poll_fn(|cx| {
+            half.poll_copy(cx, Pin::new(&mut proxy_src), Pin::new(&mut proxy_dst))
+        })
+        .await
+        .unwrap();
+        writer.await.unwrap();
+        drop(proxy_dst);
+        assert_eq!(reader.await.unwrap(), payload);
+        assert_eq!(moved, 5 + payload.len() as u64);
+        assert_eq!(half.buf.capacity(), 0, "done: no buffer");
     }
 
     #[tokio::test(start_paused = true)]

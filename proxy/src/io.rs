@@ -81,6 +81,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for PrefixedIo<T> {
             let n = self.prefix.len().min(buf.remaining());
             buf.put_slice(&self.prefix[..n]);
             self.prefix.advance(n);
+            if self.prefix.is_empty() {
+                // Replayed: let the detection buffer go rather than hold it for the
+                // connection's life.
+                self.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)
@@ -88,6 +93,106 @@ impl<T: AsyncRead + Unpin> AsyncRead for PrefixedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for PrefixedIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Read-ahead under TLS: rustls reads at most 4 KiB per call, so a 16 KiB record would take
+/// four `recv`s. This reads up to 64 KiB per syscall and hands it out in the small pieces asked
+/// for. The buffer is released while waiting for the peer and once drained after a small read,
+/// so a quiet connection holds none.
+#[derive(Debug)]
+pub struct ReadAhead<T> {
+    inner: T,
+    buf: bytes::BytesMut,
+    last_fill: usize,
+}
+
+/// The most read per syscall.
+pub const READ_AHEAD: usize = 64 * 1024;
+/// A fill no larger than this (a request or two) does not keep the buffer.
+const SMALL_FILL: usize = 4 * 1024;
+
+impl<T> ReadAhead<T> {
+    pub fn new(inner: T) -> Self {
+        ReadAhead {
+            inner,
+            buf: bytes::BytesMut::new(),
+            last_fill: 0,
+        }
+    }
+
+    pub fn get_ref(&self) -> &T {
+        &self.inner
+    }
+}
+
+impl<T: Io> Io for ReadAhead<T> {
+    fn reset(&self) {
+        self.inner.reset();
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.buf.is_empty() {
+            if out.remaining() >= READ_AHEAD {
+                return Pin::new(&mut this.inner).poll_read(cx, out);
+            }
+            // Reuses the drained allocation when there is one (uninitialised: no memset).
+            this.buf.reserve(READ_AHEAD);
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut this.inner), cx, &mut this.buf);
+            let n = match read {
+                Poll::Ready(Ok(n)) => n,
+                other => {
+                    // Waiting (or failed): hold no buffer meanwhile.
+                    this.buf = bytes::BytesMut::new();
+                    return other.map_ok(|_| ());
+                }
+            };
+            this.last_fill = n;
+            if n == 0 {
+                this.buf = bytes::BytesMut::new();
+                return Poll::Ready(Ok(()));
+            }
+        }
+        let n = this.buf.len().min(out.remaining());
+        out.put_slice(&this.buf[..n]);
+        this.buf.advance(n);
+        if this.buf.is_empty() && this.last_fill <= SMALL_FILL {
+            this.buf = bytes::BytesMut::new();
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for ReadAhead<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -158,6 +263,48 @@ mod tests {
         let mut out = String::new();
         p.read_to_string(&mut out).await.unwrap();
         assert_eq!(out, "hello world");
+    }
+
+    #[tokio::test]
+    async fn read_ahead_hands_out_small_pieces_byte_exact() {
+        let (mut a, b) = tokio::io::duplex(256 * 1024);
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let sent = data.clone();
+        let writer = tokio::spawn(async move {
+            for chunk in sent.chunks(7_000) {
+                a.write_all(chunk).await.unwrap();
+            }
+            a.shutdown().await.unwrap();
+        });
+        let mut r = ReadAhead::new(b);
+        let mut got = Vec::new();
+        let mut piece = [0u8; 4096];
+        loop {
+            let n = r.read(&mut piece).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&piece[..n]);
+        }
+        writer.await.unwrap();
+        assert_eq!(got, data);
+        // Drained after EOF: nothing held.
+        assert_eq!(r.buf.capacity(), 0);
+    }
+
+    #[tokio::test]
+    async fn read_ahead_releases_its_buffer_after_small_reads() {
+        let (mut a, b) = tokio::io::duplex(64 * 1024);
+        let mut r = ReadAhead::new(b);
+        a.write_all(b"ping").await.unwrap();
+        let mut piece = [0u8; 4096];
+        let n = r.read(&mut piece).await.unwrap();
+        assert_eq!(&piece[..n], b"ping");
+        assert_eq!(r.buf.capacity(), 0, "a quiet connection holds no buffer");
+        // Waiting for the peer holds none either.
+        let waited = tokio::time::timeout(Duration::from_millis(20), r.read(&mut piece)).await;
+        assert!(waited.is_err(), "nothing to read");
+        assert_eq!(r.buf.capacity(), 0, "no buffer while waiting");
     }
 
     #[tokio::test]

@@ -22,7 +22,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::discovery::Endpoint;
 use crate::identity::{Creds, CredsRx};
-use crate::io::{BoxIo, Io};
+use crate::io::{BoxIo, Io, ReadAhead};
 use crate::orig_dst::LocalIps;
 use crate::tcp::{ConnectError, connect};
 use crate::transport_header::{self, SessionProtocol, TransportHeader};
@@ -226,7 +226,7 @@ pub async fn dial(
         expected: identity.clone(),
         failure: TlsFailure::Other(e.to_string()),
     })?;
-    let handshake = TlsConnector::from(config).connect(name, tcp);
+    let handshake = TlsConnector::from(config).connect(name, ReadAhead::new(tcp));
     let mut tls = match tokio::time::timeout(connect_timeout, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
@@ -281,7 +281,7 @@ pub async fn dial(
 /// An inbound mTLS connection after the handshake.
 #[allow(missing_debug_implementations)]
 pub struct Accepted<T> {
-    pub io: tokio_rustls::server::TlsStream<T>,
+    pub io: tokio_rustls::server::TlsStream<ReadAhead<T>>,
     /// The client's identity, when it presented a certificate.
     pub client_id: Option<Name>,
     /// Whether the client negotiated ALPN `transport.l5d.io/v1` (a transport header follows).
@@ -295,7 +295,7 @@ pub async fn accept<T: Io>(
     timeout: Duration,
 ) -> Result<Accepted<T>, TlsFailure> {
     let acceptor = TlsAcceptor::from(creds.tls.server.clone());
-    let tls = match tokio::time::timeout(timeout, acceptor.accept(io)).await {
+    let tls = match tokio::time::timeout(timeout, acceptor.accept(ReadAhead::new(io))).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => return Err(TlsFailure::from_io(&e)),
         Err(_) => return Err(TlsFailure::Other("the handshake timed out".into())),

@@ -207,7 +207,7 @@ impl HttpInbound {
             identity: None,
         };
         if kind == Kind::Http2 {
-            ensure_absolute(&mut req, &app.to_string());
+            ensure_absolute(&mut req, app);
         }
         let (parts, body) = req.into_parts();
         let (body, body_failed) = watch_errors(body);

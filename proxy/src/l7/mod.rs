@@ -81,16 +81,18 @@ fn sanitize(reason: &str) -> String {
 
 /// HTTP/2 needs an absolute URI: fills in the scheme and an authority (from `Host`, else
 /// `fallback`) when the request has none.
-pub fn ensure_absolute<B>(req: &mut http::Request<B>, fallback: &str) {
+pub fn ensure_absolute<B>(req: &mut http::Request<B>, fallback: std::net::SocketAddr) {
     if req.uri().scheme().is_some() && req.uri().authority().is_some() {
         return;
     }
-    let authority = req
+    let authority = match req
         .headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
-        .unwrap_or(fallback)
-        .to_string();
+    {
+        Some(host) => host.to_string(),
+        None => fallback.to_string(),
+    };
     let mut parts = req.uri().clone().into_parts();
     parts.scheme = Some(http::uri::Scheme::HTTP);
     parts.authority = authority.parse().ok();

@@ -13,19 +13,15 @@ const ABSOLUTE: &str = "; absolute-form";
 
 /// Outbound: turns an HTTP/1 request into HTTP/2 for a meshed peer.
 pub fn upgrade<B>(req: &mut Request<B>) {
-    let was = match req.version() {
-        Version::HTTP_10 => "HTTP/1.0",
-        _ => "HTTP/1.1",
-    };
     let absolute = req.uri().scheme().is_some();
-    let value = if absolute {
-        format!("{was}{ABSOLUTE}")
-    } else {
-        was.to_string()
+    let value = match (req.version(), absolute) {
+        (Version::HTTP_10, false) => "HTTP/1.0",
+        (Version::HTTP_10, true) => "HTTP/1.0; absolute-form",
+        (_, false) => "HTTP/1.1",
+        (_, true) => "HTTP/1.1; absolute-form",
     };
-    if let Ok(v) = HeaderValue::from_str(&value) {
-        req.headers_mut().insert(L5D_ORIG_PROTO, v);
-    }
+    req.headers_mut()
+        .insert(L5D_ORIG_PROTO, HeaderValue::from_static(value));
     // HTTP/2 needs a scheme and authority: take the authority from Host.
     if req.uri().authority().is_none() {
         let host = req

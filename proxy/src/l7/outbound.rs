@@ -518,7 +518,7 @@ impl HttpOutbound {
         }
         let kind = if h2 { Kind::Http2 } else { Kind::Http1 };
         if kind == Kind::Http2 {
-            ensure_absolute(&mut req, &addr.to_string());
+            ensure_absolute(&mut req, addr);
         }
         let protocol = Some(if h2 {
             SessionProtocol::Http2

@@ -191,13 +191,19 @@ impl Pool {
         req: Request<Body>,
     ) -> Result<Response<Incoming>, SendError> {
         let slot = match self.h2.lock() {
-            Ok(mut map) => {
-                let entry = map
-                    .entry(key.clone())
-                    .or_insert_with(|| (H2Slot::default(), Instant::now()));
-                entry.1 = Instant::now();
-                entry.0.clone()
-            }
+            // Looked up by reference first: the key (and its identity) is cloned only when a
+            // new peer is added, not per request.
+            Ok(mut map) => match map.get_mut(key) {
+                Some(entry) => {
+                    entry.1 = Instant::now();
+                    entry.0.clone()
+                }
+                None => {
+                    let slot = H2Slot::default();
+                    map.insert(key.clone(), (slot.clone(), Instant::now()));
+                    slot
+                }
+            },
             Err(_) => {
                 return Err(SendError::Connect(
                     "pool lock poisoned".into(),

@@ -44,8 +44,11 @@ where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
+    // hyper keeps the slot for a connection's in-flight request future allocated for as long
+    // as the connection lives. The routing future is several KiB; boxed per request, an idle
+    // keep-alive connection holds a pointer instead.
     let service = hyper::service::service_fn(move |req| {
-        let rsp = handle(req);
+        let rsp = Box::pin(handle(req));
         async move { Ok::<_, Infallible>(rsp.await) }
     });
     let io = TokioIo::new(io);
