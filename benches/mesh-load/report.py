@@ -19,8 +19,8 @@ def pick(scenario, **kw):
 md = [f"Machine: {machine}. Each proxy: {workers} worker thread(s). Command: `sudo benches/mesh-load/run.sh`.\n"]
 rates = sorted({r["rate"] for r in pick("rate")})
 md.append("### HTTP/1.1 keep-alive, 1 KiB, fixed rates (oha -q R --latency-correction, 64 connections)\n")
-md.append("| rate | setup | achieved rps | ok/total | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | added p50 | added p99 | CPU s / 1000 req | peak RSS MiB |")
-md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+md.append("| rate | setup | achieved rps | ok/total | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | added p50 | added p99 | CPU s / 1000 req | peak RSS MiB | anon RSS MiB |")
+md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 added = {"remora": [], "haproxy": []}
 for rate in rates:
     base = (pick("rate", rate=rate, setup="direct") or [{}])[0]
@@ -36,7 +36,8 @@ for rate in rates:
         n = max(r.get("total", 0), 1)
         cpu_per = "-" if s == "direct" else f"{cpu * 1000 / n:.3f}"
         peak = "-" if s == "direct" else f"{r.get('peak_rss_kib', 0) / 1024:.1f}"
-        md.append(f"| {rate} | {s} | {r['rps']:.0f} | {r.get('ok')}/{r.get('total')} | {ms(r['p50'])} | {ms(r['p90'])} | {ms(r['p99'])} | {ms(r['p999'])} | {ms(r['max'])} | {ms(a50)} | {ms(a99)} | {cpu_per} | {peak} |")
+        anon = "-" if s == "direct" or "anon_kib" not in r else f"{r['anon_kib'] / 1024:.1f}"
+        md.append(f"| {rate} | {s} | {r['rps']:.0f} | {r.get('ok')}/{r.get('total')} | {ms(r['p50'])} | {ms(r['p90'])} | {ms(r['p99'])} | {ms(r['p999'])} | {ms(r['max'])} | {ms(a50)} | {ms(a99)} | {cpu_per} | {peak} | {anon} |")
 md.append("\n### Maximum rate (closed loop, 64 connections) and a new connection per request (16 concurrent)\n")
 md.append("| setup | max rps | p50 ms | p99 ms | new-conn rps | new-conn p50 ms | new-conn p99 ms |")
 md.append("|---|---|---|---|---|---|---|")
@@ -54,15 +55,15 @@ for s in setups:
     md.append(f"| {s} | {h.get('rps', 0):.0f} | {ms(h.get('p50'))} | {ms(h.get('p99'))} | {b1.get('gbytes_per_s', 0):.2f} | {b8.get('gbytes_per_s', 0):.2f} |")
 md.append("\n### Memory\n")
 conns = (pick("idle_conns") or [{}])[0].get("conns", 10000)
-md.append(f"| setup | idle RSS per proxy MiB | {conns} idle connections: RSS added (both proxies) | per connection | per connection, each proxy (client, server) |")
+md.append(f"| setup | idle RSS per proxy MiB (anon) | {conns} idle connections: RSS added (both proxies) | per connection | per connection, each proxy (client, server) |")
 md.append("|---|---|---|---|---|")
 for s in ["remora", "haproxy"]:
-    idle = [r["rss_kib"] for r in pick("idle_rss", setup=s)]
+    idle = [f"{r['rss_kib'] / 1024:.1f}" + (f" ({r['anon_kib'] / 1024:.1f})" if "anon_kib" in r else "") for r in pick("idle_rss", setup=s)]
     ic = (pick("idle_conns", setup=s) or [{}])[0]
     delta = ic.get("rss_delta_kib", 0)
     n = max(ic.get("conns", 1), 1)
     each = ", ".join(f"{r['rss_delta_kib'] * 1024 / n:.0f} B" for r in pick("idle_conns_proc", setup=s))
-    md.append(f"| {s} | {', '.join(f'{i / 1024:.1f}' for i in idle)} | {delta / 1024:.1f} MiB | {delta * 1024 / n:.0f} B | {each or '-'} |")
+    md.append(f"| {s} | {', '.join(idle)} | {delta / 1024:.1f} MiB | {delta * 1024 / n:.0f} B | {each or '-'} |")
 open(f"{out}/report.md", "w").write("\n".join(md) + "\n")
 
 # The plot: added p50 and p99 (ms) against the rate.

@@ -246,6 +246,7 @@ declare -A IPERF=([direct]="${IP[server-direct]} 5201" [remora]="10.96.0.10 5201
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }     # clock ticks
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }  # KiB
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }  # KiB
+anon() { awk '/RssAnon/ {print $2}' "/proc/$1/status"; }  # KiB: RSS less file-backed pages (code)
 procs() { case $1 in remora) echo "${PID[remora-client]} ${PID[remora-server]}";; haproxy) echo "${PID[haproxy-client]} ${PID[haproxy-server]}";; *) echo;; esac; }
 
 results=$work/results.jsonl
@@ -258,7 +259,7 @@ oha_json() { local n=$1; shift; inns "$n" "$OHA" --no-tui --output-format json "
 for s in direct remora haproxy; do oha_json ${NSOF[$s]} -z 2s -c 4 "${URL[$s]}" >/dev/null || true; done
 
 for s in direct remora haproxy; do
-  for p in $(procs $s); do emit "{\"setup\":\"$s\",\"scenario\":\"idle_rss\",\"pid\":$p,\"rss_kib\":$(rss $p)}"; done
+  for p in $(procs $s); do emit "{\"setup\":\"$s\",\"scenario\":\"idle_rss\",\"pid\":$p,\"rss_kib\":$(rss $p),\"anon_kib\":$(anon $p)}"; done
 done
 
 # SCENARIOS=hold keeps the topology up for HOLD seconds, to drive and profile it by hand.
@@ -274,11 +275,12 @@ want rate && for rate in $RATES; do
     j=$(oha_json ${NSOF[$s]} -z "$DURATION" -q "$rate" --latency-correction -c 64 "${URL[$s]}")
     after=0; for p in $(procs $s); do after=$((after + $(cpu $p))); done
     peak=0; for p in $(procs $s); do h=$(hwm $p); [ "$h" -gt "$peak" ] && peak=$h; done
-    emit "$(echo "$j" | jq -c --arg s $s --argjson r $rate --argjson cpu $((after - before)) --argjson hwm $peak \
+    an=0; for p in $(procs $s); do h=$(anon $p); [ "$h" -gt "$an" ] && an=$h; done
+    emit "$(echo "$j" | jq -c --arg s $s --argjson r $rate --argjson cpu $((after - before)) --argjson hwm $peak --argjson anon $an \
       '{setup:$s, scenario:"rate", rate:$r, rps:.summary.requestsPerSec, ok:(.statusCodeDistribution["200"] // 0),
         total:((.statusCodeDistribution | add) // 0), p50:.latencyPercentiles.p50, p90:.latencyPercentiles.p90,
         p99:.latencyPercentiles.p99, p999:.latencyPercentiles["p99.9"], max:.summary.slowest,
-        cpu_ticks:$cpu, peak_rss_kib:$hwm}')"
+        cpu_ticks:$cpu, peak_rss_kib:$hwm, anon_kib:$anon}')"
   done
 done
 
