@@ -119,19 +119,22 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for PrefixedIo<T> {
 }
 
 /// Read-ahead under TLS: rustls reads at most 4 KiB per call, so a 16 KiB record would take
-/// four `recv`s. This reads up to 64 KiB per syscall and hands it out in the small pieces asked
-/// for. The buffer is released while waiting for the peer and once drained after a small read,
-/// so a quiet connection holds none.
+/// four `recv`s. While a connection streams (a read filled what was asked), this reads up to
+/// 64 KiB per syscall and hands it out in the small pieces asked for. Otherwise reads go
+/// straight to the caller's buffer, so a quiet or request/response connection allocates nothing
+/// and holds no buffer; the read-ahead buffer is released while waiting for the peer and once
+/// drained after a small read.
 #[derive(Debug)]
 pub struct ReadAhead<T> {
     inner: T,
     buf: bytes::BytesMut,
-    last_fill: usize,
+    /// The last read filled what it was given: more is likely waiting.
+    streaming: bool,
 }
 
 /// The most read per syscall.
 pub const READ_AHEAD: usize = 64 * 1024;
-/// A fill no larger than this (a request or two) does not keep the buffer.
+/// A read-ahead fill no larger than this does not keep the buffer.
 const SMALL_FILL: usize = 4 * 1024;
 
 impl<T> ReadAhead<T> {
@@ -139,7 +142,7 @@ impl<T> ReadAhead<T> {
         ReadAhead {
             inner,
             buf: bytes::BytesMut::new(),
-            last_fill: 0,
+            streaming: false,
         }
     }
 
@@ -162,8 +165,13 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
         if this.buf.is_empty() {
-            if out.remaining() >= READ_AHEAD {
-                return Pin::new(&mut this.inner).poll_read(cx, out);
+            if !this.streaming || out.remaining() >= READ_AHEAD {
+                let wanted = out.remaining();
+                let before = out.filled().len();
+                std::task::ready!(Pin::new(&mut this.inner).poll_read(cx, out))?;
+                let n = out.filled().len() - before;
+                this.streaming = n > 0 && n == wanted;
+                return Poll::Ready(Ok(()));
             }
             // Reuses the drained allocation when there is one (uninitialised: no memset).
             this.buf.reserve(READ_AHEAD);
@@ -171,12 +179,15 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
             let n = match read {
                 Poll::Ready(Ok(n)) => n,
                 other => {
-                    // Waiting (or failed): hold no buffer meanwhile.
+                    // Waiting (or failed): hold no buffer meanwhile. Still streaming: the next
+                    // read reads ahead again (an allocation, no memset).
                     this.buf = bytes::BytesMut::new();
                     return other.map_ok(|_| ());
                 }
             };
-            this.last_fill = n;
+            if n <= SMALL_FILL {
+                this.streaming = false;
+            }
             if n == 0 {
                 this.buf = bytes::BytesMut::new();
                 return Poll::Ready(Ok(()));
@@ -185,7 +196,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for ReadAhead<T> {
         let n = this.buf.len().min(out.remaining());
         out.put_slice(&this.buf[..n]);
         this.buf.advance(n);
-        if this.buf.is_empty() && this.last_fill <= SMALL_FILL {
+        if this.buf.is_empty() && !this.streaming {
             this.buf = bytes::BytesMut::new();
         }
         Poll::Ready(Ok(()))
@@ -269,25 +280,25 @@ mod tests {
     async fn read_ahead_hands_out_small_pieces_byte_exact() {
         let (mut a, b) = tokio::io::duplex(256 * 1024);
         let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        let sent = data.clone();
-        let writer = tokio::spawn(async move {
-            for chunk in sent.chunks(7_000) {
-                a.write_all(chunk).await.unwrap();
-            }
-            a.shutdown().await.unwrap();
-        });
+        // All of it waits in the pipe: reads fill what they ask for, so the reader streams.
+        for chunk in data.chunks(7_000) {
+            a.write_all(chunk).await.unwrap();
+        }
+        a.shutdown().await.unwrap();
         let mut r = ReadAhead::new(b);
         let mut got = Vec::new();
         let mut piece = [0u8; 4096];
+        let mut read_ahead = false;
         loop {
             let n = r.read(&mut piece).await.unwrap();
+            read_ahead |= !r.buf.is_empty();
             if n == 0 {
                 break;
             }
             got.extend_from_slice(&piece[..n]);
         }
-        writer.await.unwrap();
         assert_eq!(got, data);
+        assert!(read_ahead, "a streaming reader reads ahead");
         // Drained after EOF: nothing held.
         assert_eq!(r.buf.capacity(), 0);
     }
