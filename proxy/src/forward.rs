@@ -429,6 +429,33 @@ mod tests {
         assert_eq!(half.buf.capacity(), 0, "done: no buffer");
     }
 
+    /// h2 writes a frame head and its payload as two slices: a wrapper that hid vectored writes
+    /// made them two TLS records and two syscalls.
+    #[tokio::test]
+    async fn vectored_writes_pass_through_and_are_counted() {
+        let mut reg = Registry::default();
+        let m = TcpMetrics::register(&mut reg);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        let (s, _d) = sides(&m);
+        let mut counted = Counted::new(client, s, None);
+        assert!(counted.is_write_vectored());
+        let slices = [io::IoSlice::new(b"head:"), io::IoSlice::new(b"payload")];
+        let n = std::future::poll_fn(|cx| Pin::new(&mut counted).poll_write_vectored(cx, &slices))
+            .await
+            .unwrap();
+        assert_eq!(n, 12, "both slices in one write");
+        drop(counted);
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"head:payload");
+        let text = remora_metrics::encode(&reg).unwrap();
+        assert!(text.contains(r#"tcp_write_bytes_total{direction="outbound",peer="src",tls="no_identity",no_tls_reason="not_provided_by_service_discovery"} 12"#), "{text}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn idle_timeout_fires_only_when_idle() {
         let mut reg = Registry::default();
