@@ -86,6 +86,16 @@ impl<S> Counted<S> {
             a.touch();
         }
     }
+
+    /// Counts what a (plain or vectored) write wrote.
+    #[inline]
+    fn count_write(&self, res: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let Poll::Ready(Ok(n)) = res {
+            self.metrics.wrote(n);
+            self.active();
+        }
+        res
+    }
 }
 
 impl<S: Io> Io for Counted<S> {
@@ -120,11 +130,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = res {
-            self.metrics.wrote(n);
-            self.active();
-        }
-        res
+        self.count_write(res)
     }
 
     // Vectored writes pass through: h2 writes a frame head and its payload as two slices, and
@@ -135,11 +141,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = res {
-            self.metrics.wrote(n);
-            self.active();
-        }
-        res
+        self.count_write(res)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -143,7 +143,7 @@ pub struct ReadAhead<T> {
 }
 
 /// The most read per syscall.
-pub const READ_AHEAD: usize = 64 * 1024;
+const READ_AHEAD: usize = 64 * 1024;
 /// A read-ahead fill no larger than this does not keep the buffer.
 const SMALL_FILL: usize = 4 * 1024;
 
@@ -154,10 +154,6 @@ impl<T> ReadAhead<T> {
             buf: bytes::BytesMut::new(),
             streaming: false,
         }
-    }
-
-    pub fn get_ref(&self) -> &T {
-        &self.inner
     }
 }
 
