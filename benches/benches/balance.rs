@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use remora_proxy::balance::{Balancer, Weighted};
+use remora_proxy::discovery::balance::{Balancer, Weighted};
 
 struct Ep(SocketAddr, u32);
 

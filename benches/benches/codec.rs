@@ -8,7 +8,7 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use remora_proxy::transport_header::{SessionProtocol, TransportHeader};
+use remora_proxy::transport::header::{SessionProtocol, TransportHeader};
 
 /// The bytes a rustls client sends first (a TLS 1.3 ClientHello) for `sni`.
 fn client_hello(sni: &str) -> Vec<u8> {
@@ -41,16 +41,16 @@ fn codec(c: &mut Criterion) {
     });
     let hello = client_hello("web.shop.serviceaccount.identity.linkerd.east.example");
     group.bench_function(format!("client_hello_sni_{}B", hello.len()), |b| {
-        b.iter(|| remora_proxy::tls_detect::detect(black_box(&hello)))
+        b.iter(|| remora_proxy::tls::detect::detect(black_box(&hello)))
     });
     let request = b"GET /api/v1/items?page=2 HTTP/1.1\r\nHost: web.shop.svc.cluster.local:8080\r\n\
         User-Agent: bench/1.0\r\nAccept: application/json\r\nAccept-Encoding: gzip\r\n\r\n";
     group.bench_function("detect_http1_request", |b| {
-        b.iter(|| remora_proxy::l7::detect::detect(black_box(request)))
+        b.iter(|| remora_proxy::http::detect::detect(black_box(request)))
     });
     let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x12\x04\x00\x00\x00\x00\x00";
     group.bench_function("detect_http2_preface", |b| {
-        b.iter(|| remora_proxy::l7::detect::detect(black_box(preface)))
+        b.iter(|| remora_proxy::http::detect::detect(black_box(preface)))
     });
     group.finish();
 }

@@ -112,9 +112,9 @@ async fn many_services() {
     let mut control = spawn_control(&dir);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base = rss_kib();
-    let channel = remora_proxy::control_client::plaintext_channel(ADDR.parse().unwrap()).unwrap();
+    let channel = remora_runtime::channel::plaintext_channel(ADDR.parse().unwrap()).unwrap();
     let resolver: Arc<Resolver> = Resolver::new(
-        remora_proxy::control_client::Instrumented::new(channel, "destination", Default::default()),
+        remora_runtime::channel::Instrumented::new(channel, "destination", Default::default()),
         String::new(),
         Duration::from_secs(600),
         100_000,
@@ -149,9 +149,9 @@ async fn one_big_service() {
     let mut control = spawn_control(&dir);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base = rss_kib();
-    let channel = remora_proxy::control_client::plaintext_channel(ADDR.parse().unwrap()).unwrap();
+    let channel = remora_runtime::channel::plaintext_channel(ADDR.parse().unwrap()).unwrap();
     let resolver = Resolver::new(
-        remora_proxy::control_client::Instrumented::new(channel, "destination", Default::default()),
+        remora_runtime::channel::Instrumented::new(channel, "destination", Default::default()),
         String::new(),
         Duration::from_secs(600),
         100_000,

@@ -10,7 +10,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use remora_benches::echo_server;
 use remora_metrics::Registry;
 use remora_metrics::tcp::{Direction, Peer, TcpLabels, TcpMetrics};
-use remora_proxy::tcp::{TcpCtx, proxy_to};
+use remora_proxy::transport::tcp::{TcpCtx, proxy_to};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

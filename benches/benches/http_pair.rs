@@ -55,8 +55,8 @@ async fn mesh(dir: &Path) -> (SocketAddr, SocketAddr) {
     let control = remora_control::server::Control::bind(config, None).unwrap();
     tokio::spawn(control.run());
     let app = SocketAddr::new(b, 8080);
-    let server = remora_proxy::test_server::TestServer::new("web");
-    tokio::spawn(server.run(remora_proxy::listen::bind(app).unwrap()));
+    let server = remora_test_server::TestServer::new("web");
+    tokio::spawn(server.run(remora_runtime::listen::bind(app).unwrap()));
     let keys = TokenKey::from_hex(&token_key).unwrap();
     for (ip, sa) in [(a, "client"), (b, "web")] {
         let id = format!("{sa}.shop.serviceaccount.identity.linkerd.east.example");

@@ -53,7 +53,7 @@ enum CertsCommand {
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    remora_proxy::config::parse_duration(s)
+    remora_runtime::duration::parse_duration(s)
 }
 
 pub fn main(args: CertsArgs) -> ExitCode {

@@ -12,7 +12,8 @@ use remora_control::token::TokenKey;
 use remora_identity::Name;
 use tracing::{error, info};
 
-use crate::EXIT_USAGE;
+use remora_runtime::bootstrap::{Bootstrap, EXIT_USAGE, drain_on_signal};
+use remora_runtime::log::{LogConfig, LogFormat, parse_filter, parse_format};
 
 #[derive(Debug, Args)]
 #[command(
@@ -47,7 +48,7 @@ enum ControlCommand {
         #[arg(long, value_name = "NAME")]
         identity: String,
         /// How long the token is valid.
-        #[arg(long, default_value = "8760h", value_parser = remora_proxy::config::parse_duration)]
+        #[arg(long, default_value = "8760h", value_parser = remora_runtime::duration::parse_duration)]
         ttl: Duration,
     },
 }
@@ -117,26 +118,20 @@ fn serve(path: PathBuf) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let log_level = match remora_proxy::log::init(&log_config()) {
-        Ok(level) => level,
+    let log = match log_config(|name| std::env::var(name).ok()) {
+        Ok(log) => log,
         Err(e) => {
-            eprintln!("remora control: {e}");
+            eprintln!("remora control: invalid configuration: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    info!(config = ?config, "effective configuration");
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!(error = %e, "cannot start the runtime");
-            return ExitCode::FAILURE;
-        }
+    let bootstrap = Bootstrap {
+        name: "remora control",
+        log,
+        worker_threads: 2,
     };
-    runtime.block_on(async move {
+    bootstrap.run(|log_level| async move {
+        info!(config = ?config, "effective configuration");
         let control = match Control::bind(config, Some(path)) {
             Ok(c) => c.with_log_level(log_level),
             Err(e) => {
@@ -144,7 +139,7 @@ fn serve(path: PathBuf) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        tokio::spawn(crate::proxy::drain_on_signal(control.drain()));
+        tokio::spawn(drain_on_signal(control.drain()));
         match control.run().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -155,11 +150,49 @@ fn serve(path: PathBuf) -> ExitCode {
     })
 }
 
-fn log_config() -> remora_proxy::config::LogConfig {
-    let filter = std::env::var(remora_proxy::config::LOG).unwrap_or_else(|_| "info".into());
-    let format = match std::env::var(remora_proxy::config::LOG_FORMAT).as_deref() {
-        Ok("json") => remora_proxy::config::LogFormat::Json,
-        _ => remora_proxy::config::LogFormat::Plain,
+/// `remora control` logs as the proxy does: `REMORA_LOG` (a filter, default `info`) and
+/// `REMORA_LOG_FORMAT` (`plain` or `json`); a bad value is refused, naming the variable.
+fn log_config(lookup: impl Fn(&str) -> Option<String>) -> Result<LogConfig, String> {
+    let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+    let filter = match var(remora_proxy::config::LOG) {
+        Some(v) => {
+            parse_filter(&v).map_err(|e| format!("{}={v:?}: {e}", remora_proxy::config::LOG))?
+        }
+        None => "info".to_string(),
     };
-    remora_proxy::config::LogConfig { filter, format }
+    let format = match var(remora_proxy::config::LOG_FORMAT) {
+        Some(v) => parse_format(&v)
+            .map_err(|e| format!("{}={v:?}: {e}", remora_proxy::config::LOG_FORMAT))?,
+        None => LogFormat::Plain,
+    };
+    Ok(LogConfig { filter, format })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_variables_are_parsed_strictly() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let c = log_config(env(&[])).unwrap();
+        assert_eq!((c.filter.as_str(), c.format), ("info", LogFormat::Plain));
+        let c = log_config(env(&[
+            ("REMORA_LOG", "debug"),
+            ("REMORA_LOG_FORMAT", "JSON"),
+        ]))
+        .unwrap();
+        assert_eq!((c.filter.as_str(), c.format), ("debug", LogFormat::Json));
+        let e = log_config(env(&[("REMORA_LOG_FORMAT", "xml")])).unwrap_err();
+        assert!(e.starts_with("REMORA_LOG_FORMAT=\"xml\""), "{e}");
+        let e = log_config(env(&[("REMORA_LOG", "info,[=")])).unwrap_err();
+        assert!(e.starts_with("REMORA_LOG="), "{e}");
+    }
 }

@@ -41,7 +41,7 @@ use crate::top::stats::{Aggregate, Grouping, Row, Snapshot};
 )]
 pub struct DemoArgs {
     /// Stop by itself after this long (e.g. 30s); without it, run until Ctrl-C.
-    #[arg(long, value_parser = remora_proxy::config::parse_duration)]
+    #[arg(long, value_parser = remora_runtime::duration::parse_duration)]
     duration: Option<Duration>,
     /// Requests per second sent to each front end.
     #[arg(long, default_value_t = 10)]

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use remora_proxy::init::{InitConfig, PortRange, Subnet, run};
+use remora_init::{InitConfig, PortRange, Subnet, run};
 
 #[derive(Debug, Args)]
 #[command(

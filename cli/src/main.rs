@@ -16,8 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// EX_USAGE from sysexits.h: the command line or the configuration is wrong.
-pub const EXIT_USAGE: u8 = 64;
+pub use remora_runtime::bootstrap::EXIT_USAGE;
 
 #[derive(Debug, Parser)]
 #[command(

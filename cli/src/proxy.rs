@@ -3,11 +3,10 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use remora_proxy::Proxy;
 use remora_proxy::config::{Config, VARS};
-use remora_proxy::{Proxy, drain::Drain};
-use tracing::{error, info, warn};
-
-use crate::EXIT_USAGE;
+use remora_runtime::bootstrap::{Bootstrap, EXIT_USAGE, drain_on_signal};
+use tracing::{error, info};
 
 #[derive(Debug, Args)]
 #[command(
@@ -61,42 +60,25 @@ pub fn gateway(_args: GatewayArgs) -> ExitCode {
 }
 
 fn run(gateway: bool) -> ExitCode {
-    let config = match Config::from_env() {
-        Ok(config) => Config { gateway, ..config },
+    let name = if gateway {
+        "remora gateway"
+    } else {
+        "remora proxy"
+    };
+    let config = match Config::from_env().and_then(|c| if gateway { c.gateway() } else { Ok(c) }) {
+        Ok(config) => config,
         Err(e) => {
-            eprintln!("remora proxy: invalid configuration: {e}");
+            eprintln!("{name}: invalid configuration: {e}");
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let log_level = match remora_proxy::log::init(&config.log) {
-        Ok(level) => level,
-        Err(e) => {
-            eprintln!("remora proxy: cannot start logging: {e}");
-            return ExitCode::from(EXIT_USAGE);
-        }
+    let bootstrap = Bootstrap {
+        name,
+        log: config.log.clone(),
+        worker_threads: config.worker_threads,
     };
-    match remora_proxy::rlimit::raise_nofile() {
-        Ok(limit) => info!(limit, "raised the open-file soft limit to the hard limit"),
-        Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
-    }
-    log_config(&config);
-    let runtime = match config.worker_threads {
-        1 => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-    };
-    let runtime = match runtime {
-        Ok(rt) => rt,
-        Err(e) => {
-            error!(error = %e, "cannot start the runtime");
-            return ExitCode::FAILURE;
-        }
-    };
-    runtime.block_on(async move {
+    bootstrap.run(|log_level| async move {
+        log_config(&config);
         let proxy = match Proxy::bind(config) {
             Ok(proxy) => proxy.with_log_level(log_level),
             Err(e) => {
@@ -146,20 +128,4 @@ fn log_config(c: &Config) {
             remora_proxy::config::IDENTITY_NAME
         ),
     }
-}
-
-pub async fn drain_on_signal(drain: Drain) {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        error!("cannot install signal handlers; use POST /shutdown to stop");
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => info!("SIGTERM received; shutting down gracefully"),
-        _ = int.recv() => info!("SIGINT received; shutting down gracefully"),
-    }
-    drain.signal();
 }

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Args;
-use remora_proxy::test_server::TestServer;
+use remora_test_server::TestServer;
 
 #[derive(Debug, Args)]
 #[command(
@@ -63,7 +63,7 @@ pub fn main(args: TestServerArgs) -> ExitCode {
                 }
                 None => {
                     eprintln!("remora test-server: --resolve {r:?} is not HOST=IP");
-                    return ExitCode::from(crate::EXIT_USAGE);
+                    return ExitCode::from(remora_runtime::bootstrap::EXIT_USAGE);
                 }
             }
         }
@@ -76,7 +76,7 @@ pub fn main(args: TestServerArgs) -> ExitCode {
         };
         let mut tasks = Vec::new();
         for addr in args.listen {
-            match remora_proxy::listen::bind(addr) {
+            match remora_runtime::listen::bind(addr) {
                 Ok(listener) => {
                     eprintln!("remora test-server {} listening on {addr}", args.name);
                     tasks.push(tokio::spawn(server.clone().run(listener)));

@@ -19,6 +19,7 @@
 //!                                                  # peers use opaque transport on every port
 //! ```
 
+use crate::error::Invalid;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -195,7 +196,7 @@ impl ClusterState {
         cluster_domain: &str,
         trust_domain: &str,
         control_plane_ns: &str,
-    ) -> Result<ClusterState, String> {
+    ) -> Result<ClusterState, Invalid> {
         let mut state = ClusterState {
             cluster_domain: cluster_domain.to_string(),
             trust_domain: trust_domain.to_string(),
@@ -208,13 +209,15 @@ impl ClusterState {
             if let Some(vip) = svc.vip
                 && let Some(other) = state.by_vip.insert(vip, key.clone())
             {
-                return Err(format!("services {other} and {key} share cluster_ip {vip}"));
+                return Err(Invalid::from(format!(
+                    "services {other} and {key} share cluster_ip {vip}"
+                )));
             }
             for e in &svc.endpoints {
                 state.by_pod.entry(e.ip).or_insert_with(|| key.clone());
             }
             if state.services.insert(key.clone(), svc).is_some() {
-                return Err(format!("service {key} is defined twice"));
+                return Err(Invalid::from(format!("service {key} is defined twice")));
             }
         }
         Ok(state)
@@ -249,7 +252,7 @@ impl ClusterState {
     }
 
     /// Resolves a Destination path (`host:port`).
-    pub fn target(&self, path: &str) -> Result<Target, String> {
+    pub fn target(&self, path: &str) -> Result<Target, Invalid> {
         let (host, port) = path
             .rsplit_once(':')
             .ok_or_else(|| format!("{path:?} is not host:port"))?;
@@ -400,7 +403,7 @@ impl ClusterState {
     }
 }
 
-fn validate(r: &RawService) -> Result<Service, String> {
+fn validate(r: &RawService) -> Result<Service, Invalid> {
     let key = SvcKey {
         namespace: r.namespace.clone(),
         name: r.name.clone(),
@@ -413,9 +416,9 @@ fn validate(r: &RawService) -> Result<Service, String> {
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if !ok {
-            return Err(ctx(&format!(
+            return Err(Invalid::from(ctx(&format!(
                 "{label:?} is not a valid name (lowercase DNS label)"
-            )));
+            ))));
         }
     }
     let vip = match &r.cluster_ip {
@@ -426,15 +429,18 @@ fn validate(r: &RawService) -> Result<Service, String> {
         None => None,
     };
     if r.ports.is_empty() {
-        return Err(ctx("ports: at least one port"));
+        return Err(Invalid::from(ctx("ports: at least one port")));
     }
     let mut ports = Vec::new();
     for p in &r.ports {
         if p.port == 0 || p.target_port == Some(0) {
-            return Err(ctx("ports: port 0"));
+            return Err(Invalid::from(ctx("ports: port 0")));
         }
         if ports.iter().any(|q: &Port| q.port == p.port) {
-            return Err(ctx(&format!("ports: {} listed twice", p.port)));
+            return Err(Invalid::from(ctx(&format!(
+                "ports: {} listed twice",
+                p.port
+            ))));
         }
         ports.push(Port {
             port: p.port,
@@ -452,20 +458,22 @@ fn validate(r: &RawService) -> Result<Service, String> {
             Some("opaque") => Protocol::Opaque,
             Some("none") => Protocol::None,
             Some(other) => {
-                return Err(ctx(&format!(
+                return Err(Invalid::from(ctx(&format!(
                     "endpoint {}: protocol {other:?} is not h2, opaque or none",
                     e.pod
-                )));
+                ))));
             }
         };
         if e.explicit && protocol == Protocol::None {
-            return Err(ctx(&format!(
+            return Err(Invalid::from(ctx(&format!(
                 "endpoint {}: explicit = true needs a meshed endpoint (protocol h2 or opaque)",
                 e.pod
-            )));
+            ))));
         }
         if endpoints.iter().any(|x: &Endpoint| x.ip == ip) {
-            return Err(ctx(&format!("endpoint ip {ip} listed twice")));
+            return Err(Invalid::from(ctx(&format!(
+                "endpoint ip {ip} listed twice"
+            ))));
         }
         endpoints.push(Endpoint {
             pod: e.pod.clone(),
@@ -486,31 +494,31 @@ fn validate(r: &RawService) -> Result<Service, String> {
         ports,
         endpoints,
         profile: Profile::validate(&r.routes, r.retry_budget.as_ref(), &r.dst_overrides)
-            .map_err(|e| ctx(&e))?,
+            .map_err(|e| ctx(&e.0))?,
         export: r.export,
         export_mode: match r.export_mode.as_deref() {
             None => None,
             Some("flat") => Some("flat"),
             Some("gateway") => Some("gateway"),
             Some(other) => {
-                return Err(ctx(&format!(
+                return Err(Invalid::from(ctx(&format!(
                     "export_mode {other:?} is not flat or gateway"
-                )));
+                ))));
             }
         },
     })
 }
 
 /// Parses a duration field of the config.
-pub fn duration(field: &str, s: &str) -> Result<Duration, String> {
-    remora_proxy::config::parse_duration(s).map_err(|e| format!("{field}: {e}"))
+pub fn duration(field: &str, s: &str) -> Result<Duration, Invalid> {
+    remora_runtime::duration::parse_duration(s).map_err(|e| Invalid(format!("{field}: {e}")))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn state(toml_text: &str) -> Result<ClusterState, String> {
+    fn state(toml_text: &str) -> Result<ClusterState, Invalid> {
         #[derive(Deserialize)]
         struct Raw {
             services: Vec<RawService>,

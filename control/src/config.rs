@@ -23,6 +23,7 @@
 //! The file is parsed into [`RawConfig`] (what serde reads) and validated into [`Config`]
 //! (typed, paths resolved), so every later stage works with checked values.
 
+use crate::error::Invalid;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -194,19 +195,21 @@ pub struct Link {
 /// The default time mirrored endpoints outlive an unreachable remote control plane.
 pub const DEFAULT_LINK_GRACE: Duration = Duration::from_secs(300);
 
-fn parse_cidr(field: &str, v: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
+fn parse_cidr(field: &str, v: &str) -> Result<(std::net::Ipv4Addr, u8), Invalid> {
     let bad = || format!("{field}: {v:?} is not an IPv4 CIDR (e.g. 10.97.0.0/16)");
     let (ip, len) = v.split_once('/').ok_or_else(bad)?;
     let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| bad())?;
     let len: u8 = len.parse().map_err(|_| bad())?;
     if !(8..=30).contains(&len) {
-        return Err(format!("{field}: prefix length must be 8 to 30"));
+        return Err(Invalid::from(format!(
+            "{field}: prefix length must be 8 to 30"
+        )));
     }
     let mask = u32::MAX << (32 - len);
     Ok((std::net::Ipv4Addr::from(u32::from(ip) & mask), len))
 }
 
-fn parse_multicluster(raw: Option<RawMulticluster>) -> Result<Multicluster, String> {
+fn parse_multicluster(raw: Option<RawMulticluster>) -> Result<Multicluster, Invalid> {
     let raw = raw.unwrap_or(RawMulticluster {
         advertised_addr: None,
         gateway_addr: None,
@@ -226,7 +229,9 @@ fn parse_multicluster(raw: Option<RawMulticluster>) -> Result<Multicluster, Stri
                 .map_err(|e| format!("multicluster.gateway_identity: {e}"))?,
         )),
         _ => {
-            return Err("multicluster.gateway_addr and gateway_identity go together".to_string());
+            return Err(Invalid::from(
+                "multicluster.gateway_addr and gateway_identity go together".to_string(),
+            ));
         }
     };
     Ok(Multicluster {
@@ -240,24 +245,24 @@ fn parse_multicluster(raw: Option<RawMulticluster>) -> Result<Multicluster, Stri
             .map(|c| parse_cidr("multicluster.mirror_cidr", &c))
             .transpose()?,
         link_grace: match raw.link_grace {
-            Some(g) => remora_proxy::config::parse_duration(&g)
+            Some(g) => remora_runtime::duration::parse_duration(&g)
                 .map_err(|e| format!("multicluster.link_grace: {e}"))?,
             None => DEFAULT_LINK_GRACE,
         },
     })
 }
 
-fn parse_link(raw: RawLink, local: &str) -> Result<Link, String> {
+fn parse_link(raw: RawLink, local: &str) -> Result<Link, Invalid> {
     let field = |f: &str| format!("links[{}].{f}", raw.cluster);
     let cluster: Name = raw
         .cluster
         .parse()
         .map_err(|e| format!("{}: {e}", field("cluster")))?;
     if cluster.as_str() == local || cluster.as_str().contains('.') {
-        return Err(format!(
+        return Err(Invalid::from(format!(
             "{}: must be a single label naming another cluster",
             field("cluster")
-        ));
+        )));
     }
     let name = |f: &str, v: &str| v.parse::<Name>().map_err(|e| format!("{}: {e}", field(f)));
     let addr = |f: &str, v: &str| {
@@ -268,27 +273,27 @@ fn parse_link(raw: RawLink, local: &str) -> Result<Link, String> {
         "flat" => LinkMode::Flat,
         "gateway" => LinkMode::Gateway,
         other => {
-            return Err(format!(
+            return Err(Invalid::from(format!(
                 "{}: {other:?} is not flat or gateway",
                 field("mode")
-            ));
+            )));
         }
     };
     let gateway = match (raw.gateway_addr, raw.gateway_identity) {
         (None, None) => None,
         (Some(a), Some(id)) => Some((addr("gateway_addr", &a)?, name("gateway_identity", &id)?)),
         _ => {
-            return Err(format!(
+            return Err(Invalid::from(format!(
                 "{}: gateway_addr and gateway_identity go together",
                 field("gateway")
-            ));
+            )));
         }
     };
     if mode == LinkMode::Gateway && gateway.is_none() {
-        return Err(format!(
+        return Err(Invalid::from(format!(
             "{}: a gateway link needs gateway_addr and gateway_identity",
             field("mode")
-        ));
+        )));
     }
     Ok(Link {
         cluster: cluster.to_string(),
@@ -310,17 +315,18 @@ pub struct ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let err = |reason: String| ConfigError {
+        let err = |reason: Invalid| ConfigError {
             path: path.display().to_string(),
-            reason,
+            reason: reason.0,
         };
-        let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| err(Invalid(format!("cannot read: {e}"))))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, dir).map_err(err)
     }
 
     /// Parses and validates `text`; relative paths are resolved against `dir`.
-    pub fn parse(text: &str, dir: &Path) -> Result<Config, String> {
+    pub fn parse(text: &str, dir: &Path) -> Result<Config, Invalid> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
         let cluster = raw.cluster;
         let td: Name = cluster
@@ -332,7 +338,9 @@ impl Config {
             .parse()
             .map_err(|e| format!("cluster.control_plane_namespace: {e}"))?;
         if cp.as_str().contains('.') {
-            return Err("cluster.control_plane_namespace must be a single label".into());
+            return Err(Invalid::from(
+                "cluster.control_plane_namespace must be a single label",
+            ));
         }
         let name: Name = cluster
             .name
@@ -354,14 +362,17 @@ impl Config {
         for l in raw.links {
             let link = parse_link(l, name.as_str())?;
             if links.iter().any(|x: &Link| x.cluster == link.cluster) {
-                return Err(format!("links: cluster {} is linked twice", link.cluster));
+                return Err(Invalid::from(format!(
+                    "links: cluster {} is linked twice",
+                    link.cluster
+                )));
             }
             links.push(link);
         }
         if !links.is_empty() && multicluster.mirror_cidr.is_none() {
-            return Err(
-                "links need multicluster.mirror_cidr (virtual IPs for mirrored services)".into(),
-            );
+            return Err(Invalid::from(
+                "links need multicluster.mirror_cidr (virtual IPs for mirrored services)",
+            ));
         }
         Ok(Config {
             cluster: name.to_string(),
@@ -369,7 +380,7 @@ impl Config {
             control_plane_ns: cp.to_string(),
             addr: addr("server.addr", &raw.server.addr)?,
             admin_addr: addr("server.admin_addr", &raw.server.admin_addr)?,
-            cert_lifetime: remora_proxy::config::parse_duration(&id.cert_lifetime)
+            cert_lifetime: remora_runtime::duration::parse_duration(&id.cert_lifetime)
                 .map_err(|e| format!("identity.cert_lifetime: {e}"))
                 .and_then(|d| {
                     if d < Duration::from_secs(10) {

@@ -45,7 +45,7 @@ impl DestinationService {
             .borrow()
             .target(path)
             .map(|_| ())
-            .map_err(Status::invalid_argument)
+            .map_err(|e| Status::invalid_argument(e.0))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The cluster's issuer, reloaded from disk when its files change, and the control plane's own
 //! serving certificate, issued from it.
 
+use crate::error::IssuerError;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -35,21 +36,26 @@ pub struct IssuerStore {
 }
 
 /// What a reload attempt found.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Reload {
     Unchanged,
     Reloaded,
-    Rejected(String),
+    Rejected(IssuerError),
 }
 
-fn load(cert: &Path, key: &Path) -> Result<Ca, String> {
-    let cert_pem = std::fs::read_to_string(cert).map_err(|e| format!("{}: {e}", cert.display()))?;
-    let key_pem = std::fs::read_to_string(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    Ca::from_pem(&cert_pem, &key_pem).map_err(|e| e.to_string())
+fn load(cert: &Path, key: &Path) -> Result<Ca, IssuerError> {
+    let read = |path: &Path| {
+        std::fs::read_to_string(path).map_err(|source| IssuerError::Read {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let (cert_pem, key_pem) = (read(cert)?, read(key)?);
+    Ca::from_pem(&cert_pem, &key_pem).map_err(|e| IssuerError::Pem(e.to_string()))
 }
 
 impl IssuerStore {
-    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, String> {
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, IssuerError> {
         let seen = stamp(&[cert_path, key_path]);
         let ca = load(cert_path, key_path)?;
         Ok(IssuerStore {
@@ -119,7 +125,8 @@ impl ServingCert {
 
     /// Issues a new certificate if there is none, it is past 70 % of its life, or `issuer`
     /// is not the one that signed it.
-    pub fn refresh(&self, issuer: &Ca) -> Result<(), String> {
+    pub fn refresh(&self, issuer: &Ca) -> Result<(), IssuerError> {
+        let issue = |e: &dyn std::fmt::Display| IssuerError::Issue(e.to_string());
         let now = SystemTime::now();
         if let Ok(cur) = self.current.read()
             && let Some((_, renew_at, signer)) = cur.as_ref()
@@ -128,21 +135,21 @@ impl ServingCert {
         {
             return Ok(());
         }
-        let key = generate_key().map_err(|e| e.to_string())?;
+        let key = generate_key().map_err(|e| issue(&e))?;
         let issued = issuer
             .issue(
-                &csr(&key, &self.name).map_err(|e| e.to_string())?,
+                &csr(&key, &self.name).map_err(|e| issue(&e))?,
                 &self.name,
                 self.lifetime,
             )
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| issue(&e))?;
         let mut chain = vec![issued.leaf];
         chain.extend(issued.intermediates);
         let provider = remora_identity::tls::provider();
         let signing = provider
             .key_provider
             .load_private_key(PrivateKeyDer::Pkcs8(key_der(&key)))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| issue(&e))?;
         let remaining = issued.valid_until.duration_since(now).unwrap_or_default();
         let renew_at = now + remaining.mul_f64(0.7);
         if let Ok(mut cur) = self.current.write() {

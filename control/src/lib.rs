@@ -24,6 +24,7 @@
 pub mod cluster;
 pub mod config;
 pub mod destination;
+pub mod error;
 pub mod identity;
 pub mod issuer;
 pub mod metrics;

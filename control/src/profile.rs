@@ -20,6 +20,7 @@
 //! weight = 10
 //! ```
 
+use crate::error::Invalid;
 use std::time::Duration;
 
 use linkerd2_proxy_api::destination as pb;
@@ -95,7 +96,7 @@ pub struct Profile {
     pub overrides: Vec<(String, u32)>,
 }
 
-fn status_range(s: &str) -> Result<(u16, u16), String> {
+fn status_range(s: &str) -> Result<(u16, u16), Invalid> {
     let parse = |x: &str| {
         x.trim()
             .parse::<u16>()
@@ -108,7 +109,7 @@ fn status_range(s: &str) -> Result<(u16, u16), String> {
         None => (parse(s)?, parse(s)?),
     };
     if a > b {
-        return Err(format!("{s:?} runs backwards"));
+        return Err(Invalid::from(format!("{s:?} runs backwards")));
     }
     Ok((a, b))
 }
@@ -125,16 +126,16 @@ impl Profile {
         routes: &[RawRoute],
         budget: Option<&RawBudget>,
         overrides: &[RawOverride],
-    ) -> Result<Profile, String> {
+    ) -> Result<Profile, Invalid> {
         let mut out = Profile::default();
         for r in routes {
-            let ctx = |e: String| format!("route {}: {e}", r.name);
+            let ctx = |e: Invalid| Invalid(format!("route {}: {e}", r.name));
             regex::Regex::new(&format!("^(?:{})$", r.path))
-                .map_err(|e| ctx(format!("path is not a valid regex: {e}")))?;
+                .map_err(|e| ctx(Invalid(format!("path is not a valid regex: {e}"))))?;
             let method = match &r.method {
                 Some(m) => Some(
                     http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
-                        .map_err(|_| ctx(format!("method {m:?} is not an HTTP method")))?,
+                        .map_err(|_| ctx(Invalid(format!("method {m:?} is not an HTTP method"))))?,
                 ),
                 None => None,
             };
@@ -155,7 +156,9 @@ impl Profile {
         }
         if let Some(b) = budget {
             if !(0.0..=1000.0).contains(&b.retry_ratio) {
-                return Err("retry_budget.retry_ratio must be between 0 and 1000".into());
+                return Err(Invalid::from(
+                    "retry_budget.retry_ratio must be between 0 and 1000",
+                ));
             }
             out.budget = Some(Budget {
                 ratio: b.retry_ratio,
@@ -169,7 +172,10 @@ impl Profile {
                 .and_then(|(_, p)| p.parse::<u16>().ok())
                 .is_none()
             {
-                return Err(format!("dst_overrides: {:?} is not host:port", o.authority));
+                return Err(Invalid::from(format!(
+                    "dst_overrides: {:?} is not host:port",
+                    o.authority
+                )));
             }
             out.overrides.push((o.authority.clone(), o.weight));
         }

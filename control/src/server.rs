@@ -16,10 +16,10 @@ use linkerd2_proxy_api::destination::destination_server::DestinationServer;
 use linkerd2_proxy_api::identity::identity_server::IdentityServer;
 use remora_identity::{Name, TrustAnchors};
 use remora_metrics::Registry;
-use remora_proxy::admin::{self, AdminState};
-use remora_proxy::drain::Drain;
-use remora_proxy::listen::bind;
-use remora_proxy::log::LogLevel;
+use remora_runtime::admin::{self, AdminState};
+use remora_runtime::drain::Drain;
+use remora_runtime::listen::{accept_loop, bind};
+use remora_runtime::log::LogLevel;
 use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -28,10 +28,11 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use crate::config::Config;
 use crate::destination::DestinationService;
+use crate::error::Error;
 use crate::identity::IdentityService;
 use crate::issuer::{IssuerStore, ServingCert, watch};
 use crate::metrics::{DestinationMetrics, IdentityMetrics};
@@ -116,21 +117,25 @@ pub struct Control {
 impl Control {
     /// Loads the issuer, the token key and the trust anchors, and binds both listeners. With a
     /// `path`, edits of that file are followed.
-    pub fn bind(config: Config, path: Option<PathBuf>) -> Result<Control, String> {
-        let issuer = IssuerStore::load(&config.issuer_cert, &config.issuer_key)
-            .map_err(|e| format!("issuer: {e}"))?;
-        let token_text = std::fs::read_to_string(&config.token_key)
-            .map_err(|e| format!("token key {}: {e}", config.token_key.display()))?;
-        let tokens = TokenKey::from_hex(&token_text)
-            .map_err(|e| format!("token key {}: {e}", config.token_key.display()))?;
-        let anchors_pem = std::fs::read(&config.trust_anchors)
-            .map_err(|e| format!("trust anchors {}: {e}", config.trust_anchors.display()))?;
-        let anchors = TrustAnchors::from_pem(&anchors_pem)
-            .map_err(|e| format!("trust anchors {}: {e}", config.trust_anchors.display()))?;
-        let grpc =
-            bind(config.addr).map_err(|e| format!("cannot listen on {}: {e}", config.addr))?;
-        let admin = bind(config.admin_addr)
-            .map_err(|e| format!("cannot listen on {}: {e}", config.admin_addr))?;
+    pub fn bind(config: Config, path: Option<PathBuf>) -> Result<Control, Error> {
+        let issuer = IssuerStore::load(&config.issuer_cert, &config.issuer_key)?;
+        let token_key = |reason: String| Error::TokenKey {
+            path: config.token_key.clone(),
+            reason,
+        };
+        let token_text =
+            std::fs::read_to_string(&config.token_key).map_err(|e| token_key(e.to_string()))?;
+        let tokens = TokenKey::from_hex(&token_text).map_err(|e| token_key(e.to_string()))?;
+        let anchors = |reason: String| Error::TrustAnchors {
+            path: config.trust_anchors.clone(),
+            reason,
+        };
+        let anchors_pem =
+            std::fs::read(&config.trust_anchors).map_err(|e| anchors(e.to_string()))?;
+        let anchors = TrustAnchors::from_pem(&anchors_pem).map_err(anchors)?;
+        let listen = |addr: SocketAddr| bind(addr).map_err(|source| Error::Bind { addr, source });
+        let grpc = listen(config.addr)?;
+        let admin = listen(config.admin_addr)?;
         Ok(Control {
             config: Arc::new(config),
             grpc,
@@ -163,7 +168,7 @@ impl Control {
     }
 
     /// Serves until the drain is signalled.
-    pub async fn run(self) -> Result<(), String> {
+    pub async fn run(self) -> Result<(), Error> {
         let grpc_addr = self.grpc_addr();
         let mut registry = Registry::default();
         let metrics = IdentityMetrics::register(&mut registry);
@@ -223,15 +228,18 @@ impl Control {
                 served_tx,
             )));
             let Some(cert) = serving.clone() else {
-                return Err("links need the control plane's TLS identity".into());
+                return Err(Error::LinksNeedTls);
             };
             for link in &self.config.links {
-                let channel = remora_proxy::control_client::tls_channel(
+                let channel = remora_runtime::channel::tls_channel(
                     link.control_addr,
                     link.control_identity.clone(),
                     link_client_config(cert.clone(), &self.anchors)?,
                 )
-                .map_err(|e| format!("link {}: {e}", link.cluster))?;
+                .map_err(|source| Error::Link {
+                    cluster: link.cluster.clone(),
+                    source,
+                })?;
                 tasks.push(tokio::spawn(multicluster::run_link(
                     link.clone(),
                     self.config.cluster.clone(),
@@ -247,7 +255,6 @@ impl Control {
             registry: Arc::new(registry),
             ready: Arc::new(AtomicBool::new(true)),
             drain: self.drain.clone(),
-            destinations: None,
             log_level: self.log_level.clone(),
             debug: vec![admin::DebugReport {
                 name: "services",
@@ -300,7 +307,7 @@ impl Control {
         if let Some(r) = reloader {
             r.abort();
         }
-        res.map_err(|e| format!("gRPC server: {e}"))
+        Ok(res?)
     }
 }
 
@@ -393,11 +400,10 @@ fn services_json(state: &crate::cluster::ClusterState) -> String {
 fn link_client_config(
     cert: Arc<ServingCert>,
     anchors: &TrustAnchors,
-) -> Result<rustls::ClientConfig, String> {
+) -> Result<rustls::ClientConfig, Error> {
     let provider = remora_identity::tls::provider();
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
+        .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(remora_identity::tls::MeshServerVerifier::new(
             anchors.clone(),
@@ -410,18 +416,16 @@ fn link_client_config(
 fn server_config(
     cert: Arc<ServingCert>,
     anchors: &TrustAnchors,
-) -> Result<Arc<ServerConfig>, String> {
+) -> Result<Arc<ServerConfig>, Error> {
     let provider = remora_identity::tls::provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(
         Arc::new(anchors.root_store()),
         provider.clone(),
     )
     .allow_unauthenticated()
-    .build()
-    .map_err(|e| e.to_string())?;
+    .build()?;
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| e.to_string())?
+        .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
         .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec()];
@@ -438,37 +442,27 @@ fn tls_incoming(
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                _ = drain.signaled() => break,
-                a = listener.accept() => a,
-            };
-            let (tcp, peer) = match accepted {
-                Ok(c) => c,
-                Err(e) => {
-                    warn!(error = %e, "control accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            };
-            let Ok(permit) = limit.clone().try_acquire_owned() else {
-                debug!(%peer, "control connection limit reached");
-                continue;
-            };
-            let acceptor = acceptor.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let _ = tcp.set_nodelay(true);
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(TlsIo(tls))).await;
+        accept_loop(
+            listener,
+            "control",
+            limit,
+            drain.signaled(),
+            |peer| debug!(%peer, "control connection limit reached"),
+            |tcp, peer, permit| {
+                let (acceptor, tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = tx.send(Ok(TlsIo(tls))).await;
+                        }
+                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
-                    Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => debug!(%peer, "TLS handshake timed out"),
-                }
-                drop(permit);
-            });
-        }
+                    drop(permit);
+                });
+            },
+        )
+        .await
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }

@@ -23,7 +23,7 @@ struct Cluster {
     dir: PathBuf,
     grpc: SocketAddr,
     admin: SocketAddr,
-    drain: remora_proxy::drain::Drain,
+    drain: remora_runtime::drain::Drain,
 }
 
 impl Drop for Cluster {

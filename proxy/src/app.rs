@@ -1,5 +1,5 @@
-//! Wiring: binds every listener, builds the metrics registry and the shared contexts, and runs
-//! the inbound, outbound and admin servers until the drain completes.
+//! Wiring: binds every listener, builds the metrics registry and the [`ProxyInputs`] both
+//! directions share, and runs the inbound, outbound and admin servers until the drain completes.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,25 +12,30 @@ use remora_metrics::http::HttpMetrics;
 use remora_metrics::identity::IdentityMetrics;
 use remora_metrics::series::SeriesLimits;
 use remora_metrics::tcp::{Direction, TcpMetrics};
+use remora_runtime::admin::{self, AdminState, DebugReport};
+use remora_runtime::channel::{ChannelError, Instrumented, channel, plaintext_channel};
+use remora_runtime::drain::Drain;
+use remora_runtime::listen::bind;
+use remora_runtime::log::LogLevel;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
-use crate::admin::{self, AdminState};
 use crate::config::{self, Config};
-use crate::control_client::{ChannelError, channel, plaintext_channel};
 use crate::discovery::Resolver;
-use crate::drain::Drain;
-use crate::identity::{self, CredsRx, IdentityError};
-use crate::inbound::{Inbound, InboundCtx};
-use crate::listen::{AcceptCtx, bind};
-use crate::log::LogLevel;
-use crate::mtls::LocalTls;
-use crate::orig_dst::LocalIps;
-use crate::outbound::{Discovery, Outbound, OutboundCtx};
-use crate::own::OwnAddrs;
-use crate::policy::InboundPolicy;
-use crate::tcp::TcpCtx;
+use crate::discovery::report::{BalancerCollector, snapshot_json};
+use crate::http::record::{AccessLog, AccessLogOut};
+use crate::inbound::gateway::{Gateway, watch_exports};
+use crate::inbound::policy::InboundPolicy;
+use crate::inbound::{Inbound, InboundConfig};
+use crate::inputs::{Discovery, ProxyInputs};
+use crate::outbound::{Outbound, OutboundConfig};
+use crate::tls::identity::{self, CredsRx, IdentityError};
+use crate::tls::mtls::LocalTls;
+use crate::transport::header::ALPN;
+use crate::transport::listen::AcceptCtx;
+use crate::transport::orig_dst::LocalIps;
+use crate::transport::own::OwnAddrs;
 
 /// A proxy whose listeners are bound and whose identity is being fetched, ready to
 /// [`run`](Proxy::run).
@@ -47,6 +52,7 @@ pub struct Proxy {
     creds: Option<CredsRx>,
     resolver: Option<Arc<Resolver>>,
     log_level: Option<LogLevel>,
+    access_log_out: Option<AccessLogOut>,
 }
 
 /// Why the proxy could not start.
@@ -92,7 +98,7 @@ impl Proxy {
         let creds = match &config.identity {
             Some(id) => Some(identity::spawn(
                 id.clone(),
-                &[crate::transport_header::ALPN],
+                &[ALPN],
                 identity_metrics,
                 client_metrics.clone(),
             )?),
@@ -106,11 +112,7 @@ impl Proxy {
                     _ => plaintext_channel(d.addr)?,
                 };
                 Some(Resolver::new(
-                    crate::control_client::Instrumented::new(
-                        channel,
-                        "destination",
-                        client_metrics,
-                    ),
+                    Instrumented::new(channel, "destination", client_metrics),
                     d.context.clone(),
                     d.idle_timeout,
                     d.max_targets,
@@ -120,9 +122,7 @@ impl Proxy {
             None => None,
         };
         if let Some(r) = &resolver {
-            registry.register_collector(Box::new(crate::discovery::BalancerCollector(
-                Arc::downgrade(r),
-            )));
+            registry.register_collector(Box::new(BalancerCollector(Arc::downgrade(r))));
         }
         Ok(Proxy {
             outbound: bind_all(config::OUTBOUND_ADDR, &config.outbound_addrs)?,
@@ -136,12 +136,19 @@ impl Proxy {
             creds,
             resolver,
             log_level: None,
+            access_log_out: None,
         })
     }
 
     /// Lets the admin API show and replace the log filter (`GET`/`PUT /log-level`).
     pub fn with_log_level(mut self, log_level: LogLevel) -> Self {
         self.log_level = Some(log_level);
+        self
+    }
+
+    /// Writes the access log (when `REMORA_ACCESS_LOG` enables it) to `out` instead of stdout.
+    pub fn with_access_log_to(mut self, out: AccessLogOut) -> Self {
+        self.access_log_out = Some(out);
         self
     }
 
@@ -169,62 +176,47 @@ impl Proxy {
 
     /// Serves until the drain is signalled, then gives open connections the configured grace
     /// period. Returns when they have finished or the grace period is over.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         let mut own_listeners = self.outbound_addrs();
         own_listeners.extend(self.inbound_addrs());
         own_listeners.extend(self.admin_addr());
-        let tcp_metrics = self.tcp_metrics.clone();
         let registry = Arc::new(self.registry);
         let ready = Arc::new(AtomicBool::new(false));
-        let own = Arc::new(OwnAddrs::new(own_listeners, LocalIps::new()));
-
         let cfg = &self.config;
         let accept = |direction, max| AcceptCtx {
             direction,
             limit: Arc::new(Semaphore::new(max)),
-            metrics: tcp_metrics.clone(),
+            metrics: self.tcp_metrics.clone(),
             drain: self.drain.clone(),
         };
-        let tcp = |direction| TcpCtx {
-            direction,
+        let tls = LocalTls::new(self.creds.clone());
+        let inputs = Arc::new(ProxyInputs {
+            own: OwnAddrs::new(own_listeners, LocalIps::new()),
+            tls: tls.clone(),
+            discovery: self.resolver.clone().map(|resolver| Discovery {
+                resolver,
+                timeout: cfg
+                    .destination
+                    .as_ref()
+                    .map(|d| d.timeout)
+                    .unwrap_or_default(),
+            }),
+            tcp_metrics: self.tcp_metrics.clone(),
+            http_metrics: self.http_metrics.clone(),
             connect_timeout: cfg.connect_timeout,
             idle_timeout: cfg.idle_timeout,
-            metrics: tcp_metrics.clone(),
-        };
-        let tls = LocalTls::new(self.creds.clone());
-        let opaque_ports = Arc::new(cfg.opaque_ports.clone());
-        let access_log = match cfg.access_log {
-            true => match crate::l7::record::AccessLog::spawn() {
-                Ok(log) => Some(log),
-                Err(e) => {
-                    warn!(error = %e, "cannot start the access log writer; access log off");
-                    None
-                }
-            },
-            false => None,
-        };
+            opaque_ports: cfg.opaque_ports.clone(),
+            http_limits: cfg.http_limits,
+            pool_idle_timeout: cfg.pool_idle_timeout,
+            access_log: access_log(cfg.access_log, self.access_log_out.take()),
+        });
         let outbound = Outbound::new(
             self.outbound,
             accept(Direction::Outbound, cfg.outbound_max_connections),
-            OutboundCtx {
-                tcp: tcp(Direction::Outbound),
-                own: own.clone(),
-                discovery: self.resolver.clone().map(|resolver| Discovery {
-                    resolver,
-                    timeout: cfg
-                        .destination
-                        .as_ref()
-                        .map(|d| d.timeout)
-                        .unwrap_or_default(),
-                }),
-                tls: tls.clone(),
-                opaque_ports: opaque_ports.clone(),
+            inputs.clone(),
+            OutboundConfig {
                 detect_timeout: cfg.outbound_detect_timeout,
-                http_metrics: self.http_metrics.clone(),
-                http_limits: cfg.http_limits,
                 request_timeout: cfg.request_timeout,
-                pool_idle_timeout: cfg.pool_idle_timeout,
-                access_log: access_log.clone(),
             },
         );
         let trust_domain = cfg.identity.as_ref().and_then(|i| {
@@ -237,23 +229,18 @@ impl Proxy {
                 let (tx, exports) = tokio::sync::watch::channel(Arc::default());
                 match &d.svc_name {
                     Some(control) => {
-                        tokio::spawn(crate::gateway::watch_exports(
-                            d.addr,
-                            control.clone(),
-                            tls.clone(),
-                            tx,
-                        ));
+                        tokio::spawn(watch_exports(d.addr, control.clone(), tls.clone(), tx));
                     }
                     None => warn!(
                         "gateway: REMORA_DESTINATION_SVC_NAME is unset, so the gateway cannot \
                          authenticate to its control plane for the exports; refusing everything"
                     ),
                 }
-                Some(Arc::new(crate::gateway::Gateway {
-                    outbound: outbound.http(),
+                Some(Arc::new(Gateway::new(
+                    outbound.http(),
                     exports,
-                    identity: id.name.clone(),
-                }))
+                    id.name.clone(),
+                )))
             }
             (true, _, _) => {
                 warn!(
@@ -266,31 +253,30 @@ impl Proxy {
         let inbound = Inbound::new(
             self.inbound,
             accept(Direction::Inbound, cfg.inbound_max_connections),
-            InboundCtx {
-                tcp: tcp(Direction::Inbound),
-                own,
-                tls,
+            inputs,
+            InboundConfig {
+                detect_timeout: cfg.detect_timeout,
                 policy: InboundPolicy {
                     default: cfg.default_policy.clone(),
                     ports: cfg.port_policies.clone(),
                     trust_domain,
                 },
-                detect_timeout: cfg.detect_timeout,
-                opaque_ports,
-                http_metrics: self.http_metrics.clone(),
-                http_limits: cfg.http_limits,
-                pool_idle_timeout: cfg.pool_idle_timeout,
-                access_log,
-                gateway,
             },
+            gateway,
         );
+        let mut debug = Vec::new();
+        if let Some(resolver) = self.resolver.clone() {
+            debug.push(DebugReport {
+                name: "destinations",
+                render: Arc::new(move || snapshot_json(&resolver)),
+            });
+        }
         let admin_state = AdminState {
             registry,
             ready: ready.clone(),
             drain: self.drain.clone(),
-            destinations: self.resolver.clone(),
             log_level: self.log_level.clone(),
-            debug: Vec::new(),
+            debug,
         };
         let admin = tokio::spawn(admin::serve(self.admin, admin_state));
         let outbound = tokio::spawn(outbound.run());
@@ -316,6 +302,20 @@ impl Proxy {
         }
         admin.abort();
         readiness.abort();
+    }
+}
+
+/// The access log writer, when enabled.
+fn access_log(enabled: bool, out: Option<AccessLogOut>) -> Option<AccessLog> {
+    if !enabled {
+        return None;
+    }
+    match AccessLog::spawn(out) {
+        Ok(log) => Some(log),
+        Err(e) => {
+            warn!(error = %e, "cannot start the access log writer; access log off");
+            None
+        }
     }
 }
 

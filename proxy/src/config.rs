@@ -11,10 +11,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use remora_identity::{Name, TrustAnchors};
+use remora_runtime::duration::{parse_duration, parse_nonzero_duration, parse_optional_duration};
+use remora_runtime::log::{LogConfig, parse_filter, parse_format};
 
-use crate::identity::IdentityConfig;
-use crate::l7::server::Limits;
-use crate::policy::{Policy, parse_policy, parse_port_policies};
+use crate::http::server::Limits;
+use crate::inbound::policy::{Policy, parse_policy, parse_port_policies};
+use crate::tls::identity::IdentityConfig;
 
 pub const OUTBOUND_ADDR: &str = "REMORA_OUTBOUND_ADDR";
 pub const INBOUND_ADDR: &str = "REMORA_INBOUND_ADDR";
@@ -291,18 +293,6 @@ pub struct DestinationConfig {
     pub max_failures: u32,
 }
 
-#[derive(Clone, Debug)]
-pub struct LogConfig {
-    pub filter: String,
-    pub format: LogFormat,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LogFormat {
-    Plain,
-    Json,
-}
-
 fn parse_access_log(s: &str) -> Result<bool, String> {
     match s {
         "off" => Ok(false),
@@ -345,8 +335,8 @@ impl Config {
             shutdown_grace: env.parse(SHUTDOWN_GRACE, parse_duration)?,
             worker_threads: env.parse(WORKER_THREADS, parse_positive)?,
             log: LogConfig {
-                filter: env.parse(LOG, parse_log_filter)?,
-                format: env.parse(LOG_FORMAT, parse_log_format)?,
+                filter: env.parse(LOG, parse_filter)?,
+                format: env.parse(LOG_FORMAT, parse_format)?,
             },
             detect_timeout: env.parse(INBOUND_DETECT_TIMEOUT, parse_nonzero_duration)?,
             outbound_detect_timeout: env.parse(OUTBOUND_DETECT_TIMEOUT, parse_nonzero_duration)?,
@@ -371,6 +361,39 @@ impl Config {
             identity: identity_config(&env)?,
             destination: destination_config(&env)?,
         })
+    }
+}
+
+impl Config {
+    /// This configuration in gateway mode (`remora gateway`), which needs an identity (it
+    /// terminates other clusters' mTLS) and discovery with the control plane's identity (it
+    /// watches the cluster's exports as itself).
+    pub fn gateway(self) -> Result<Self, ConfigError> {
+        let missing = |var: &'static str, reason: &str| ConfigError {
+            var,
+            value: String::new(),
+            reason: format!("required in gateway mode: {reason}"),
+        };
+        if self.identity.is_none() {
+            return Err(missing(
+                IDENTITY_NAME,
+                "the gateway terminates other clusters' mTLS with its own identity",
+            ));
+        }
+        match &self.destination {
+            None => Err(missing(
+                DESTINATION_ADDR,
+                "the gateway resolves exported services through discovery",
+            )),
+            Some(d) if d.svc_name.is_none() => Err(missing(
+                DESTINATION_SVC_NAME,
+                "the gateway authenticates its control plane to watch the exports",
+            )),
+            Some(_) => Ok(Config {
+                gateway: true,
+                ..self
+            }),
+        }
     }
 }
 
@@ -540,51 +563,6 @@ fn parse_positive(s: &str) -> Result<usize, String> {
     }
 }
 
-fn parse_log_filter(s: &str) -> Result<String, String> {
-    tracing_subscriber::EnvFilter::try_new(s)
-        .map(|_| s.to_string())
-        .map_err(|e| format!("not a valid log filter: {e}"))
-}
-
-fn parse_log_format(s: &str) -> Result<LogFormat, String> {
-    match s.to_ascii_lowercase().as_str() {
-        "plain" => Ok(LogFormat::Plain),
-        "json" => Ok(LogFormat::Json),
-        _ => Err("expected plain or json".to_string()),
-    }
-}
-
-/// Parses `250ms`, `30s`, `5m`, `1h` (a unit is required, so `30` is not mistaken for ms).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let err = || format!("expected a duration such as 500ms, 30s, 5m or 1h, got {s:?}");
-    let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| err())?;
-    let ms = match unit {
-        "ms" => Some(n),
-        "s" => n.checked_mul(1_000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        _ => return Err(err()),
-    };
-    ms.map(Duration::from_millis).ok_or_else(err)
-}
-
-fn parse_nonzero_duration(s: &str) -> Result<Duration, String> {
-    match parse_duration(s)? {
-        d if d.is_zero() => Err("must be greater than zero".to_string()),
-        d => Ok(d),
-    }
-}
-
-/// Like [`parse_duration`], but `off` (or a zero duration) disables the timeout.
-pub fn parse_optional_duration(s: &str) -> Result<Option<Duration>, String> {
-    if s.eq_ignore_ascii_case("off") {
-        return Ok(None);
-    }
-    Ok(Some(parse_duration(s)?).filter(|d| !d.is_zero()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -606,7 +584,7 @@ mod tests {
         assert_eq!(c.admin_addr, "127.0.0.1:4191".parse().unwrap());
         assert_eq!(c.shutdown_grace, Duration::from_secs(30));
         assert_eq!(c.idle_timeout, None);
-        assert_eq!(c.log.format, LogFormat::Plain);
+        assert_eq!(c.log.format, remora_runtime::log::LogFormat::Plain);
     }
 
     #[test]
@@ -675,23 +653,6 @@ mod tests {
                 .unwrap_err()
                 .var,
             INBOUND_PORT_POLICIES
-        );
-    }
-
-    #[test]
-    fn durations() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
-        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
-        assert!(parse_duration("").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("1.5s").is_err());
-        assert!(parse_duration("99999999999999999999h").is_err());
-        assert_eq!(parse_optional_duration("off").unwrap(), None);
-        assert_eq!(parse_optional_duration("0s").unwrap(), None);
-        assert_eq!(
-            parse_optional_duration("10s").unwrap(),
-            Some(Duration::from_secs(10))
         );
     }
 

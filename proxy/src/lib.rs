@@ -1,67 +1,49 @@
-//! Remora's data plane: the sidecar proxy and its pod setup.
+//! Remora's data plane: the sidecar proxy.
 //!
 //! An app's outbound connections are redirected by iptables to the outbound listener, which
 //! learns their original destination (`SO_ORIGINAL_DST`) and forwards them; other pods'
 //! connections to this pod are redirected to the inbound listener, which forwards them to the
-//! app at the pod's own address. The admin listener serves probes, metrics and shutdown.
+//! app at the pod's own address. The admin listener (from `remora-runtime`) serves probes,
+//! metrics and shutdown.
+//!
+//! Data flows one way through the folders: [`app`] builds the [`inputs::ProxyInputs`] both
+//! directions share and runs [`outbound`] and [`inbound`]; each direction decides per
+//! connection and per request, and both build on the shared layers below, which know nothing of
+//! directions: [`http`] (detection, hyper serving, client pools), [`tls`] (identity, mTLS),
+//! [`discovery`] (resolution, balancing, profiles), [`transport`] (sockets, forwarding, the
+//! transport header). The inbound uses the outbound's router for gateway mode; the outbound
+//! never uses the inbound.
 //!
 //! # Layout
 //! - [`config`]: every `REMORA_*` variable, parsed once into [`config::Config`].
-//! - [`app`]: binds the listeners and runs inbound, outbound and admin until drained.
-//! - [`outbound`], [`inbound`]: per-connection decisions of each listener.
-//! - [`gateway`]: gateway mode (`remora gateway`): forwards other clusters' mTLS connections
-//!   naming an exported service.
-//! - [`listen`]: binding and the shared accept loop (connection limit, drain).
-//! - [`tcp`], [`forward`]: connect with a timeout, then counted two-way forwarding.
-//! - [`orig_dst`], [`own`]: the original destination and the proxy's own addresses.
-//! - [`identity`], [`control_client`]: the workload certificate from the control plane,
-//!   renewed in the background and published as rustls configs.
-//! - [`balance`]: power of two choices over peak-EWMA latency, and the circuit breaker.
-//! - [`budget`]: retry budgets (ratio of retries to requests over a window, plus a reserve).
-//! - [`discovery`]: Destination API streams per target, cached, followed in the background.
-//! - [`admin`]: `/live`, `/ready`, `/metrics`, `/shutdown`, `/log-level`.
-//! - [`drain`]: the process-wide two-phase shutdown signal.
-//! - [`init`]: `remora init`, the iptables rules that redirect a pod's traffic.
-//! - [`tls_detect`]: recognises a ClientHello and reads its SNI without consuming it.
-//! - [`transport_header`]: the header after an mTLS handshake with ALPN `transport.l5d.io/v1`.
-//! - [`l7`]: HTTP detection and proxying (HTTP/1, HTTP/2, gRPC, upgrades).
-//! - [`mtls`]: mTLS between proxies: dialling endpoints, terminating inbound.
-//! - [`io`]: the boxed stream type of every connection side, replay of detected bytes.
-//! - [`profile`]: destination profiles compiled for the data path (routes, budgets).
-//! - [`policy`]: inbound authorization per port.
-//! - [`test_server`]: `remora test-server`, the HTTP/gRPC app of tests, demo and benchmarks.
-//! - [`log`], [`rlimit`]: process setup; the log filter can be replaced at run time.
+//! - [`app`]: binds the listeners, builds the shared inputs, runs both directions until drained.
+//! - [`inputs`]: what both directions share (addresses, credentials, metrics, limits).
+//! - [`error`]: [`error::ProxyError`], every error the proxy answers a request with.
+//! - [`outbound`]: the app's connections: transparent and explicit, opaque and HTTP routing,
+//!   retries, split, the one connector to endpoints.
+//! - [`inbound`]: other pods' connections: detection, mTLS termination, the direct path,
+//!   policy, HTTP to the app, gateway mode.
+//! - [`http`]: HTTP detection, serving with hyper, client pools, `l5d-orig-proto`, upgrades,
+//!   per-request metrics and the access log.
+//! - [`tls`]: the workload certificate, mTLS dial and accept, ClientHello detection.
+//! - [`discovery`]: Destination API streams, the balancer and breaker, profiles, retry budgets.
+//! - [`transport`]: connection I/O, counted forwarding, connects, original destinations, the
+//!   proxy's own addresses, accept loops, the transport header.
 
 #![forbid(unsafe_code)]
 
-pub mod admin;
 pub mod app;
-pub mod balance;
-pub mod budget;
 pub mod config;
-pub mod control_client;
 pub mod discovery;
-pub mod drain;
-pub mod forward;
-pub mod gateway;
-pub mod identity;
+pub mod error;
+pub mod http;
 pub mod inbound;
-pub mod init;
-pub mod io;
-pub mod l7;
-pub mod listen;
-pub mod log;
-pub mod mtls;
-pub mod orig_dst;
+pub mod inputs;
 pub mod outbound;
-pub mod own;
-pub mod policy;
-pub mod profile;
-pub mod rlimit;
-pub mod tcp;
-pub mod test_server;
-pub mod tls_detect;
-pub mod transport_header;
+#[cfg(test)]
+mod testing;
+pub mod tls;
+pub mod transport;
 
 pub use app::Proxy;
 pub use config::Config;

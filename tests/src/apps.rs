@@ -61,7 +61,7 @@ pub struct AppHandle {
     accepted: Arc<AtomicUsize>,
     task: JoinHandle<()>,
     /// The test server's state, for [`App::Test`] apps (to make it slow or broken).
-    pub server: Option<Arc<remora_proxy::test_server::TestServer>>,
+    pub server: Option<Arc<remora_test_server::TestServer>>,
 }
 
 impl AppHandle {
@@ -135,7 +135,7 @@ impl App {
     fn serve_on(self, listener: TcpListener) -> io::Result<AppHandle> {
         let port = self.port();
         if let App::Test(_, name) = &self {
-            let server = remora_proxy::test_server::TestServer::new(name);
+            let server = remora_test_server::TestServer::new(name);
             let task = tokio::spawn(server.clone().run(listener));
             return Ok(AppHandle {
                 port,

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use crate::admin;
 use crate::apps::connect_in;
-use crate::net::Process;
+use crate::inproc::InProcess;
+use crate::net::{Process, Role};
 use crate::{bin, eventually, netns};
 
 /// A root CA shared by clusters, in its own directory.
@@ -128,7 +129,7 @@ pub struct ControlPlane {
     pub admin: SocketAddr,
     cert_lifetime: String,
     ns: Option<String>,
-    process: Option<Process>,
+    process: Option<Role>,
     services: String,
     multicluster: String,
 }
@@ -371,10 +372,30 @@ cert_lifetime = "{}"
         };
         cmd.args(["control", "--config", &config])
             .env("REMORA_LOG", "info");
-        self.process = Some(Process::spawn(
+        self.process = Some(Role::Child(Process::spawn(
             &format!("control plane {}", self.cluster),
             cmd,
-        ));
+        )));
+        self.wait_started().await;
+    }
+
+    /// Starts the control plane inside the test process (no namespace) and waits until its
+    /// admin port answers `/ready`.
+    pub async fn start_in_process(&mut self) {
+        assert!(
+            self.ns.is_none(),
+            "an in-process control plane has no namespace"
+        );
+        world_readable(&self.dir);
+        let name = format!("control@{}", self.addr);
+        self.process = Some(Role::InProcess(InProcess::control(
+            &name,
+            &self.config_path(),
+        )));
+        self.wait_started().await;
+    }
+
+    async fn wait_started(&self) {
         let ready = eventually(Duration::from_secs(30), || async {
             self.admin_get("/ready").await == Some(200) || !self.process().is_running()
         })
@@ -392,7 +413,7 @@ cert_lifetime = "{}"
         self.process = None;
     }
 
-    pub fn process(&self) -> &Process {
+    pub fn process(&self) -> &Role {
         self.process
             .as_ref()
             .expect("the control plane was started")

@@ -1,6 +1,7 @@
 //! Explicit-mode pods: no namespaces, no iptables, no root. Each pod is a loopback address of its
 //! own (127.88.<pid>.<n>), with its apps and its proxy's listeners bound on it; clients use the
-//! proxy's outbound listener as their HTTP proxy.
+//! proxy's outbound listener as their HTTP proxy. The control plane and every proxy run inside
+//! the test process ([`crate::inproc`]).
 //!
 //! ```no_run
 //! # async fn f() {
@@ -46,7 +47,7 @@ impl Cluster {
             SocketAddr::new(ip, 8086),
             SocketAddr::new(ip, 9086),
         );
-        cp.start().await;
+        cp.start_in_process().await;
         Cluster { cp, pki }
     }
 
@@ -73,7 +74,7 @@ impl Cluster {
         let mut proxy_env = self.cp.proxy_env(sa, "shop");
         proxy_env.extend(self.cp.discovery_env());
         proxy_env.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        let proxy = LocalProxy::start(n, &proxy_env);
+        let proxy = LocalProxy::in_process(n, &proxy_env);
         assert!(
             proxy.wait_ready(Duration::from_secs(30)).await,
             "pod {name}'s proxy became ready:\n{}",

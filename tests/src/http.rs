@@ -146,8 +146,8 @@ pub async fn grpc_echo(
     channel: tonic::transport::Channel,
     message: &str,
     fail_with: i32,
-) -> Result<remora_proxy::test_server::grpc::EchoReply, tonic::Status> {
-    use remora_proxy::test_server::grpc::{ECHO_PATH, EchoReply, EchoRequest};
+) -> Result<remora_test_server::grpc::EchoReply, tonic::Status> {
+    use remora_test_server::grpc::{ECHO_PATH, EchoReply, EchoRequest};
     let mut client = tonic::client::Grpc::new(channel);
     client
         .ready()
@@ -169,7 +169,7 @@ pub async fn grpc_count(
     channel: tonic::transport::Channel,
     n: u32,
 ) -> Result<Vec<u32>, tonic::Status> {
-    use remora_proxy::test_server::grpc::{COUNT_PATH, CountReply, CountRequest};
+    use remora_test_server::grpc::{COUNT_PATH, CountReply, CountRequest};
     let mut client = tonic::client::Grpc::new(channel);
     client
         .ready()

@@ -22,7 +22,10 @@
 //! - [`netns`]: namespace plumbing, the capability check, the sweep of leftovers.
 //! - [`control`]: a mesh PKI and `remora control` processes, made with the CLI.
 //! - [`http`]: HTTP/1, HTTP/2 and gRPC clients inside pods.
-//! - [`local`]: a proxy on its own loopback address, without namespaces or root.
+//! - [`inproc`]: proxies and control planes inside the test process, each on a thread and a
+//!   runtime of its own, with their logs captured.
+//! - [`local`]: a proxy on its own loopback address, without namespaces or root, in-process or
+//!   as a child process.
 //! - [`explicit`]: explicit-mode pods on loopback addresses and a control plane for them.
 //! - [`net`]: [`Net`] and [`Pod`], the prose-like builder API.
 //! - [`router`]: [`Router`] joins networks on distinct subnets into several
@@ -40,6 +43,7 @@ pub mod bin;
 pub mod control;
 pub mod explicit;
 pub mod http;
+pub mod inproc;
 pub mod local;
 pub mod net;
 pub mod netns;

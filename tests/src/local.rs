@@ -1,5 +1,7 @@
 //! A `remora proxy` on a loopback address of its own (127.88.x.y), for tests that need no
-//! namespaces and no root. Distinct addresses keep parallel tests from fighting over ports.
+//! namespaces and no root: in the test process ([`LocalProxy::in_process`], the usual way) or
+//! as a child process ([`LocalProxy::start`], for what only a process shows: its stdout, its
+//! log level, its exit status). Distinct addresses keep parallel tests from fighting over ports.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -8,7 +10,8 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::admin::{Metrics, request};
-use crate::net::Process;
+use crate::inproc::InProcess;
+use crate::net::{Process, Role};
 use crate::{bin, eventually};
 
 /// A loopback address unique to this test process and `n`.
@@ -18,22 +21,41 @@ pub fn loopback(n: u8) -> std::net::IpAddr {
 
 #[derive(Debug)]
 pub struct LocalProxy {
-    pub process: Process,
+    pub process: Role,
     pub ip: std::net::IpAddr,
 }
 
+/// The listeners of a proxy on `ip`.
+fn listeners(ip: std::net::IpAddr) -> [(String, String); 3] {
+    [
+        ("REMORA_OUTBOUND_ADDR".into(), format!("{ip}:4140")),
+        ("REMORA_INBOUND_ADDR".into(), format!("{ip}:4143")),
+        ("REMORA_ADMIN_ADDR".into(), format!("{ip}:4191")),
+    ]
+}
+
 impl LocalProxy {
-    /// Starts a proxy whose listeners are all on `loopback(n)`, with extra environment.
+    /// Starts `remora proxy` as a child process, its listeners all on `loopback(n)`, with
+    /// extra environment.
     pub fn start(n: u8, env: &[(String, String)]) -> Self {
         let ip = loopback(n);
         let mut cmd = Command::new(bin::remora());
         cmd.arg("proxy")
-            .env("REMORA_OUTBOUND_ADDR", format!("{ip}:4140"))
-            .env("REMORA_INBOUND_ADDR", format!("{ip}:4143"))
-            .env("REMORA_ADMIN_ADDR", format!("{ip}:4191"))
+            .envs(listeners(ip))
             .envs(env.iter().map(|(k, v)| (k, v)));
         LocalProxy {
-            process: Process::spawn(&format!("proxy on {ip}"), cmd),
+            process: Role::Child(Process::spawn(&format!("proxy on {ip}"), cmd)),
+            ip,
+        }
+    }
+
+    /// The same proxy inside the test process.
+    pub fn in_process(n: u8, env: &[(String, String)]) -> Self {
+        let ip = loopback(n);
+        let mut all = listeners(ip).to_vec();
+        all.extend(env.iter().cloned());
+        LocalProxy {
+            process: Role::InProcess(InProcess::proxy(&format!("proxy@{ip}"), &all)),
             ip,
         }
     }

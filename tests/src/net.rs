@@ -599,3 +599,35 @@ impl Drop for Process {
         }
     }
 }
+
+/// A role under test: a child process, or a role running inside the test process.
+#[derive(Debug)]
+pub enum Role {
+    Child(Process),
+    InProcess(crate::inproc::InProcess),
+}
+
+impl Role {
+    /// Everything it has logged so far.
+    pub fn log(&self) -> String {
+        match self {
+            Role::Child(p) => p.log(),
+            Role::InProcess(r) => r.log(),
+        }
+    }
+
+    /// Waits up to `deadline` for a log line containing `needle`.
+    pub async fn wait_log(&self, needle: &str, deadline: Duration) -> bool {
+        match self {
+            Role::Child(p) => p.wait_log(needle, deadline).await,
+            Role::InProcess(r) => r.wait_log(needle, deadline).await,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        match self {
+            Role::Child(p) => p.is_running(),
+            Role::InProcess(r) => r.is_running(),
+        }
+    }
+}

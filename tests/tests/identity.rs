@@ -63,7 +63,7 @@ async fn proxy_is_ready_only_once_it_holds_a_certificate() {
         cp_addr,
         SocketAddr::new(loopback(20), 9990),
     );
-    let proxy = LocalProxy::start(21, &cp.proxy_env("web", "shop"));
+    let proxy = LocalProxy::in_process(21, &cp.proxy_env("web", "shop"));
     // The control plane is down: the proxy answers probes but is not ready.
     let mut seen = 0;
     for _ in 0..20 {
@@ -76,7 +76,7 @@ async fn proxy_is_ready_only_once_it_holds_a_certificate() {
     assert!(seen > 0, "the admin listener never answered");
     assert!(matches!(proxy.get("/live").await, Some((200, _))));
 
-    cp.start().await;
+    cp.start_in_process().await;
     assert!(
         proxy.wait_ready(Duration::from_secs(90)).await,
         "ready after the control plane came up:\n{}",
@@ -104,7 +104,7 @@ async fn a_proxy_with_the_wrong_token_never_becomes_ready() {
         cp_addr,
         SocketAddr::new(loopback(30), 9990),
     );
-    cp.start().await;
+    cp.start_in_process().await;
     // db's token, but asking for web's identity.
     let mut env = cp.proxy_env("web", "shop");
     let db_token = cp.token_file("db", "shop");
@@ -113,7 +113,7 @@ async fn a_proxy_with_the_wrong_token_never_becomes_ready() {
             *v = db_token.display().to_string();
         }
     }
-    let proxy = LocalProxy::start(31, &env);
+    let proxy = LocalProxy::in_process(31, &env);
     assert!(
         proxy
             .process

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use remora_proxy::transport_header::{SessionProtocol, TransportHeader};
+use remora_proxy::transport::header::{SessionProtocol, TransportHeader};
 use remora_tests::control::{ClusterPlane, Pki};
 use remora_tests::http::{get, grpc_channel, grpc_echo, http1, send1};
 use remora_tests::router::Router;

@@ -79,7 +79,7 @@ fn parse_target(s: &str) -> Result<Uri, String> {
 }
 
 fn parse_interval(s: &str) -> Result<Duration, String> {
-    match remora_proxy::config::parse_duration(s)? {
+    match remora_runtime::duration::parse_duration(s)? {
         d if d.is_zero() => Err("must be greater than zero".to_string()),
         d => Ok(d),
     }

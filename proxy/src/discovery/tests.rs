@@ -1,0 +1,324 @@
+//! The resolver against a scriptable Destination server on loopback: answers, changes, outages
+//! and the fresh snapshot after one, unknown targets, and the cache's bound.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use linkerd2_proxy_api::destination as pb;
+use linkerd2_proxy_api::destination::destination_server::{Destination, DestinationServer};
+use linkerd2_proxy_api::net;
+use remora_metrics::client::ControlClientMetrics;
+use remora_runtime::channel::{Instrumented, plaintext_channel};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::*;
+
+/// What the fake control plane answers to `Get`.
+#[derive(Clone, Debug)]
+enum Script {
+    /// A snapshot of these addresses, then whatever [`Fake::send`] adds.
+    Endpoints(Vec<SocketAddr>),
+    /// `NoEndpoints { exists: true }`.
+    Empty,
+    /// An error status with this code.
+    Fail(tonic::Code),
+    /// Accept the call and never answer.
+    Silent,
+}
+
+type Stream = mpsc::Sender<Result<pb::Update, Status>>;
+
+#[derive(Clone)]
+struct Fake {
+    script: Arc<Mutex<Script>>,
+    /// Every open `Get` stream, to push later updates into.
+    streams: Arc<Mutex<Vec<Stream>>>,
+}
+
+fn weighted(addr: SocketAddr) -> pb::WeightedAddr {
+    pb::WeightedAddr {
+        addr: Some(net::TcpAddress::from(addr)),
+        weight: 10_000,
+        ..Default::default()
+    }
+}
+
+fn add(addrs: &[SocketAddr]) -> pb::Update {
+    pb::Update {
+        update: Some(pb::update::Update::Add(pb::WeightedAddrSet {
+            addrs: addrs.iter().copied().map(weighted).collect(),
+            metric_labels: Default::default(),
+        })),
+    }
+}
+
+fn remove(addrs: &[SocketAddr]) -> pb::Update {
+    pb::Update {
+        update: Some(pb::update::Update::Remove(pb::AddrSet {
+            addrs: addrs.iter().copied().map(net::TcpAddress::from).collect(),
+        })),
+    }
+}
+
+#[tonic::async_trait]
+impl Destination for Fake {
+    type GetStream = ReceiverStream<Result<pb::Update, Status>>;
+    type GetProfileStream = ReceiverStream<Result<pb::DestinationProfile, Status>>;
+
+    async fn get(
+        &self,
+        _req: Request<pb::GetDestination>,
+    ) -> Result<Response<Self::GetStream>, Status> {
+        let script = self.script.lock().unwrap().clone();
+        let (tx, rx) = mpsc::channel(16);
+        match script {
+            Script::Fail(code) => return Err(Status::new(code, "scripted")),
+            Script::Endpoints(addrs) => {
+                let _ = tx.send(Ok(add(&addrs))).await;
+            }
+            Script::Empty => {
+                let none = pb::update::Update::NoEndpoints(pb::NoEndpoints { exists: true });
+                let _ = tx.send(Ok(pb::Update { update: Some(none) })).await;
+            }
+            Script::Silent => {}
+        }
+        self.streams.lock().unwrap().push(tx);
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn get_profile(
+        &self,
+        _req: Request<pb::GetDestination>,
+    ) -> Result<Response<Self::GetProfileStream>, Status> {
+        Err(Status::invalid_argument("no profiles here"))
+    }
+}
+
+impl Fake {
+    fn new(script: Script) -> Self {
+        Fake {
+            script: Arc::new(Mutex::new(script)),
+            streams: Arc::default(),
+        }
+    }
+
+    /// Pushes `update` into every open stream.
+    async fn send(&self, update: pb::Update) {
+        let streams = self.streams.lock().unwrap().clone();
+        for s in streams {
+            let _ = s.send(Ok(update.clone())).await;
+        }
+    }
+
+    /// Serves on `listener`.
+    fn serve(&self, listener: tokio::net::TcpListener) -> tokio::task::JoinHandle<()> {
+        let svc = DestinationServer::new(self.clone());
+        let fake = self.clone();
+        tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let _ = tonic::transport::Server::builder()
+                .serve_with_incoming(svc, incoming)
+                .await;
+            drop(fake);
+        })
+    }
+
+    /// Ends every open stream (as a control plane going away does).
+    fn hang_up(&self) {
+        self.streams.lock().unwrap().clear();
+    }
+}
+
+fn listener() -> (tokio::net::TcpListener, SocketAddr) {
+    let l = remora_runtime::listen::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = l.local_addr().unwrap();
+    (l, addr)
+}
+
+fn resolver(control: SocketAddr, max_entries: usize) -> Arc<Resolver> {
+    let channel = plaintext_channel(control).unwrap();
+    let channel = Instrumented::new(channel, "destination", ControlClientMetrics::default());
+    Resolver::new(
+        channel,
+        "ctx".into(),
+        Duration::from_secs(60),
+        max_entries,
+        7,
+    )
+}
+
+/// Waits (up to 10 s) until `target`'s endpoints are exactly `want`.
+async fn endpoints_become(target: &Target, want: &[SocketAddr]) -> bool {
+    let mut rx = target.endpoints.clone();
+    let matches = |r: &Resolution| match r {
+        Resolution::Endpoints(eps) => {
+            let mut got: Vec<_> = eps.iter().map(|e| e.addr).collect();
+            got.sort();
+            let mut want = want.to_vec();
+            want.sort();
+            got == want
+        }
+        _ => false,
+    };
+    tokio::time::timeout(Duration::from_secs(10), rx.wait_for(matches))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
+fn addrs(last: &[u8]) -> Vec<SocketAddr> {
+    last.iter()
+        .map(|n| SocketAddr::from(([192, 0, 2, *n], 8080)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_target_follows_its_endpoints_as_they_change() {
+    let fake = Fake::new(Script::Endpoints(addrs(&[1, 2])));
+    let (l, addr) = listener();
+    let _server = fake.serve(l);
+    let r = resolver(addr, 100);
+    let mut web = r.resolve("web.shop.svc.cluster.local:8080");
+    match web.pick(Duration::from_secs(10)).await {
+        Pick::Endpoint(ep, _) => assert!(addrs(&[1, 2]).contains(&ep.addr), "{ep:?}"),
+        other => panic!("expected an endpoint, got {other:?}"),
+    }
+    fake.send(remove(&addrs(&[1]))).await;
+    assert!(endpoints_become(&web, &addrs(&[2])).await);
+    fake.send(add(&addrs(&[3]))).await;
+    assert!(endpoints_become(&web, &addrs(&[2, 3])).await);
+}
+
+#[tokio::test]
+async fn the_last_known_endpoints_outlive_an_outage_and_a_fresh_snapshot_replaces_them() {
+    let fake = Fake::new(Script::Endpoints(addrs(&[1, 2])));
+    let (l, addr) = listener();
+    let _server = fake.serve(l);
+    let r = resolver(addr, 100);
+    let web = r.resolve("web.shop.svc.cluster.local:8080");
+    assert!(endpoints_become(&web, &addrs(&[1, 2])).await);
+
+    // The control plane ends the stream and then cannot answer: the endpoints stay.
+    *fake.script.lock().unwrap() = Script::Fail(tonic::Code::Unavailable);
+    fake.hang_up();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(endpoints_become(&web, &addrs(&[1, 2])).await);
+
+    // It comes back knowing other endpoints: its snapshot replaces the old set, nothing kept.
+    *fake.script.lock().unwrap() = Script::Endpoints(addrs(&[7]));
+    assert!(endpoints_become(&web, &addrs(&[7])).await);
+}
+
+#[tokio::test]
+async fn a_stream_that_says_nothing_after_a_reconnect_keeps_the_last_known_endpoints() {
+    let fake = Fake::new(Script::Endpoints(addrs(&[1, 2])));
+    let (l, addr) = listener();
+    let _server = fake.serve(l);
+    let r = resolver(addr, 100);
+    let web = r.resolve("web.shop.svc.cluster.local:8080");
+    assert!(endpoints_become(&web, &addrs(&[1, 2])).await);
+    // The next stream is accepted but never answers: what was known stays.
+    *fake.script.lock().unwrap() = Script::Silent;
+    fake.hang_up();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(endpoints_become(&web, &addrs(&[1, 2])).await);
+}
+
+#[tokio::test]
+async fn a_target_the_control_plane_does_not_know_is_used_as_it_is() {
+    let fake = Fake::new(Script::Fail(tonic::Code::InvalidArgument));
+    let (l, addr) = listener();
+    let _server = fake.serve(l);
+    let r = resolver(addr, 100);
+    let mut t = r.resolve("192.0.2.9:80");
+    assert!(matches!(t.pick(Duration::from_secs(10)).await, Pick::AsIs));
+    assert_eq!(*t.endpoints.borrow(), Resolution::Unknown);
+}
+
+#[tokio::test]
+async fn an_unanswered_target_is_used_as_it_is_after_the_timeout() {
+    let fake = Fake::new(Script::Silent);
+    let (l, addr) = listener();
+    let _server = fake.serve(l);
+    let r = resolver(addr, 100);
+    let mut t = r.resolve("web.shop.svc.cluster.local:8080");
+    let start = tokio::time::Instant::now();
+    assert!(matches!(
+        t.pick(Duration::from_millis(300)).await,
+        Pick::AsIs
+    ));
+    assert!(start.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn a_known_target_without_endpoints_has_none_after_the_timeout() {
+    let fake = Fake::new(Script::Empty);
+    let (l, addr) = listener();
+    let _server = fake.serve(l);
+    let r = resolver(addr, 100);
+    let mut t = r.resolve("web.shop.svc.cluster.local:8080");
+    assert!(matches!(
+        t.pick(Duration::from_millis(500)).await,
+        Pick::NoEndpoints
+    ));
+    // Endpoints that arrive later are picked at once.
+    fake.send(add(&addrs(&[4]))).await;
+    match t.pick(Duration::from_secs(10)).await {
+        Pick::Endpoint(ep, _) => assert_eq!(ep.addr, addrs(&[4])[0]),
+        other => panic!("expected the new endpoint, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_cache_holds_at_most_its_bound_dropping_the_least_recently_used() {
+    let fake = Fake::new(Script::Endpoints(addrs(&[1])));
+    let (l, addr) = listener();
+    let _server = fake.serve(l);
+    let r = resolver(addr, 2);
+    let _a = r.resolve("a.shop.svc.cluster.local:80");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let _b = r.resolve("b.shop.svc.cluster.local:80");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    // `a` is used again, so `b` is the least recently used when `c` arrives.
+    let _a = r.resolve("a.shop.svc.cluster.local:80");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let _c = r.resolve("c.shop.svc.cluster.local:80");
+    let cached: Vec<String> = r.snapshot().into_iter().map(|(t, ..)| t).collect();
+    assert_eq!(
+        cached,
+        ["a.shop.svc.cluster.local:80", "c.shop.svc.cluster.local:80"]
+    );
+}
+
+#[test]
+fn an_endpoint_keeps_what_discovery_says_of_it() {
+    let mut w = weighted(addrs(&[5])[0]);
+    w.tls_identity = Some(pb::TlsIdentity {
+        strategy: Some(pb::tls_identity::Strategy::DnsLikeIdentity(
+            pb::tls_identity::DnsLikeIdentity {
+                name: "web.shop.serviceaccount.identity.linkerd.cluster.local".into(),
+            },
+        )),
+        server_name: None,
+    });
+    w.protocol_hint = Some(pb::ProtocolHint {
+        protocol: Some(pb::protocol_hint::Protocol::H2(pb::protocol_hint::H2 {})),
+        opaque_transport: Some(pb::protocol_hint::OpaqueTransport { inbound_port: 4143 }),
+    });
+    w.metric_labels.insert("pod".into(), "web-0".into());
+    let set = [("namespace".to_string(), "shop".to_string())].into();
+    let ep = Endpoint::from_proto(w, &set).unwrap();
+    assert_eq!(ep.hint, Hint::H2);
+    assert_eq!(ep.opaque_transport_port, Some(4143));
+    assert_eq!(
+        ep.server_id.as_deref(),
+        Some("web.shop.serviceaccount.identity.linkerd.cluster.local")
+    );
+    assert_eq!(ep.labels["pod"], "web-0");
+    assert_eq!(ep.labels["namespace"], "shop");
+    // An address discovery cannot express is dropped, not guessed.
+    let broken = pb::WeightedAddr::default();
+    assert!(Endpoint::from_proto(broken, &set).is_none());
+}

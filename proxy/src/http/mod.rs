@@ -1,0 +1,166 @@
+//! HTTP as both directions use it: HTTP/1.1, HTTP/2 and gRPC between apps and proxies, with
+//! hyper 1.
+//!
+//! A connection detected as HTTP ([`detect`]) is served by hyper ([`server`]); each request is
+//! handled on its own by its direction (`outbound::http`, `inbound::http`). Requests go out on
+//! pooled client connections ([`pool`]): one HTTP/2 connection per meshed peer, carrying HTTP/1
+//! requests upgraded with `l5d-orig-proto` ([`orig_proto`]). `Upgrade` (WebSocket) and
+//! `CONNECT` requests get a connection of their own and become byte tunnels after the 101/2xx
+//! ([`upgrade`]).
+//!
+//! # Layout
+//! - [`detect`]: HTTP/1 request line or HTTP/2 preface; refuses a smuggling-prone first head.
+//! - [`server`]: serving a detected connection with hyper; handlers may close it.
+//! - [`pool`]: client connections per endpoint.
+//! - [`orig_proto`]: HTTP/1 over HTTP/2 between proxies.
+//! - [`upgrade`]: Upgrade and CONNECT tunnels.
+//! - [`record`]: golden metrics and the access log per request.
+
+pub mod detect;
+pub mod orig_proto;
+pub mod pool;
+pub mod record;
+pub mod server;
+pub mod upgrade;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body of every request and response the proxy handles.
+pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+pub const L5D_PROXY_ERROR: HeaderName = HeaderName::from_static("l5d-proxy-error");
+pub const L5D_PROXY_CONNECTION: HeaderName = HeaderName::from_static("l5d-proxy-connection");
+pub const L5D_CLIENT_ID: HeaderName = HeaderName::from_static("l5d-client-id");
+pub const L5D_ORIG_PROTO: HeaderName = HeaderName::from_static("l5d-orig-proto");
+
+/// Boxes any body.
+pub fn boxed<B>(body: B) -> Body
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+/// HTTP/2 needs an absolute URI: fills in the scheme and an authority (from `Host`, else
+/// `fallback`) when the request has none.
+pub fn ensure_absolute<B>(req: &mut http::Request<B>, fallback: std::net::SocketAddr) {
+    if req.uri().scheme().is_some() && req.uri().authority().is_some() {
+        return;
+    }
+    let authority = match req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+    {
+        Some(host) => host.to_string(),
+        None => fallback.to_string(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme = Some(http::uri::Scheme::HTTP);
+    parts.authority = authority.parse().ok();
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// A request body that notes whether reading it failed (a malformed body from the client, as
+/// opposed to a failure of the peer).
+pub fn watch_errors<B>(body: B) -> (Body, std::sync::Arc<std::sync::atomic::AtomicBool>)
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let failed = std::sync::Arc::new(AtomicBool::new(false));
+    let flag = failed.clone();
+    let body = body
+        .map_err(move |e| {
+            flag.store(true, Ordering::Relaxed);
+            e.into()
+        })
+        .boxed_unsync();
+    (body, failed)
+}
+
+/// Describes an error with its causes.
+pub fn describe(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and the headers it names,
+/// `Keep-Alive`, `Proxy-Connection`, `TE` (except `trailers`), `Trailer`, `Transfer-Encoding`,
+/// `Upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+        });
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
+        h.insert("x-kept", HeaderValue::from_static("yes"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2, "{h:?}");
+        assert_eq!(h["x-kept"], "yes");
+        assert_eq!(h[header::TE], "trailers");
+    }
+}

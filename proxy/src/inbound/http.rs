@@ -1,0 +1,225 @@
+//! Inbound HTTP: requests to the app. The proxy sets `l5d-client-id` from the mTLS peer (and
+//! removes one a client forged), restores HTTP/1 for requests a peer proxy upgraded, and sends
+//! each request to the app on a pooled connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use std::sync::Mutex;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, Version};
+use hyper::body::Incoming;
+use remora_identity::Name;
+use remora_metrics::golden::{HttpGolden, RouteHandle};
+use remora_metrics::labels::TargetLabels;
+use remora_metrics::tcp::{Direction, Peer, TcpLabels, Tls};
+use tokio::time::Instant;
+
+use super::InboundCtx;
+use super::policy::Denied;
+use crate::error::{self, ProxyError};
+use crate::http::pool::{DialFuture, Key, Kind, Pool};
+use crate::http::record::{self, AccessEntry};
+use crate::http::upgrade::{is_upgrade, tunnel};
+use crate::http::{
+    Body, L5D_CLIENT_ID, boxed, describe, ensure_absolute, orig_proto, strip_hop_by_hop,
+    watch_errors,
+};
+use crate::outbound::http::authority;
+use crate::tls::mtls::{DialError, no_tls};
+use crate::transport::forward::Counted;
+use crate::transport::io::BoxIo;
+use crate::transport::tcp::connect;
+
+/// What every request of one inbound HTTP connection shares.
+#[derive(Debug)]
+pub struct InboundConn {
+    pub app: SocketAddr,
+    /// The mTLS peer's identity.
+    pub client: Option<Name>,
+    /// Policy's verdict for the connection; refused requests get 403.
+    pub allowed: Result<(), Denied>,
+    /// The connection's metric labels (inbound, the app's address, TLS, `client_id`).
+    pub labels: TargetLabels,
+    /// The last request's authority and its metrics: most connections carry one authority,
+    /// so most requests find their label set without building a key.
+    last: Mutex<Option<(Box<str>, RouteHandle)>>,
+}
+
+impl InboundConn {
+    pub fn new(
+        app: SocketAddr,
+        client: Option<Name>,
+        allowed: Result<(), Denied>,
+        labels: TargetLabels,
+    ) -> Self {
+        InboundConn {
+            app,
+            client,
+            allowed,
+            labels,
+            last: Mutex::new(None),
+        }
+    }
+
+    fn route<B>(&self, golden: &HttpGolden, req: &Request<B>) -> RouteHandle {
+        let raw = req
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
+            .unwrap_or("");
+        let Ok(mut last) = self.last.lock() else {
+            return golden.route(&self.labels);
+        };
+        if let Some((a, route)) = last.as_ref()
+            && **a == *raw
+        {
+            return route.clone();
+        }
+        let labels = TargetLabels {
+            authority: authority(req),
+            ..self.labels.clone()
+        };
+        let route = golden.route(&labels);
+        *last = Some((raw.into(), route.clone()));
+        route
+    }
+}
+
+#[derive(Debug)]
+pub struct HttpInbound {
+    pub ctx: Arc<InboundCtx>,
+    pub pool: Arc<Pool>,
+}
+
+impl HttpInbound {
+    /// The response the client gets for `err`: logged, counted, and annotated with
+    /// `l5d-proxy-error` only for an identified mesh peer.
+    fn fail(&self, err: ProxyError, annotate: bool) -> Response<Body> {
+        error::respond(
+            err,
+            Direction::Inbound,
+            &self.ctx.inputs.http_metrics,
+            annotate,
+        )
+    }
+
+    /// Serves one request of `conn`: policy, the app, and the request's golden metrics and
+    /// access log line.
+    pub async fn serve(&self, conn: &InboundConn, req: Request<Incoming>) -> Response<Body> {
+        let start = Instant::now();
+        let route = conn.route(&self.ctx.inputs.http_metrics.golden, &req);
+        let access = self.ctx.inputs.access_log.as_ref().map(|log| {
+            Box::new(AccessEntry {
+                log: log.clone(),
+                time: std::time::SystemTime::now(),
+                direction: "inbound",
+                client_id: conn.labels.peer_id.clone(),
+                authority: authority(&req),
+                method: req.method().clone(),
+                path: req.uri().path().to_string(),
+                endpoint: Some(conn.app),
+                attempts: 1,
+            })
+        });
+        let rsp = match conn.allowed {
+            Ok(()) => self.handle(conn.app, conn.client.as_ref(), req).await,
+            Err(denied) => self.fail(ProxyError::Denied(denied), conn.client.is_some()),
+        };
+        record::finish(route, start, rsp, access)
+    }
+
+    fn dial(&self, app: SocketAddr) -> DialFuture {
+        let ctx = self.ctx.clone();
+        Box::pin(async move {
+            let io = connect(app, ctx.inputs.connect_timeout)
+                .await
+                .map_err(DialError::Connect)?;
+            let labels = TcpLabels::new(Direction::Inbound, Peer::Dst)
+                .with_tls(Tls::NoIdentity(no_tls::LOOPBACK), None)
+                .with_target(app, None, None);
+            let io: BoxIo = Box::new(Counted::new(
+                Box::new(io) as BoxIo,
+                ctx.tcp.metrics.open(labels),
+                None,
+            ));
+            Ok(io)
+        })
+    }
+
+    /// Handles one request for the app at `app`, from a peer identified as `client` (if it
+    /// authenticated with mTLS).
+    pub async fn handle(
+        &self,
+        app: SocketAddr,
+        client: Option<&Name>,
+        mut req: Request<Incoming>,
+    ) -> Response<Body> {
+        let headers = req.headers_mut();
+        headers.remove(L5D_CLIENT_ID);
+        if let Some(id) = client
+            && let Ok(v) = HeaderValue::from_str(id.as_str())
+        {
+            headers.insert(L5D_CLIENT_ID, v);
+        }
+        let annotate = client.is_some();
+        if is_upgrade(&req) {
+            let io = match self.dial(app).await {
+                Ok(io) => io,
+                Err(e) => {
+                    let failure = e.into();
+                    return self.fail(ProxyError::Connect { addr: app, failure }, annotate);
+                }
+            };
+            return match tunnel(req, io).await {
+                Ok(rsp) => rsp,
+                Err(e) => self.fail(ProxyError::Upgrade(e), annotate),
+            };
+        }
+        let downgraded = orig_proto::downgrade(&mut req);
+        strip_hop_by_hop(req.headers_mut());
+        let kind = if req.version() == Version::HTTP_2 {
+            Kind::Http2
+        } else {
+            Kind::Http1
+        };
+        let key = Key {
+            addr: app,
+            kind,
+            identity: None,
+        };
+        if kind == Kind::Http2 {
+            ensure_absolute(&mut req, app);
+        }
+        let (parts, body) = req.into_parts();
+        let (body, body_failed) = watch_errors(body);
+        let req = Request::from_parts(parts, body);
+        match self.pool.send(&key, || self.dial(app), req).await {
+            Ok(mut rsp) => {
+                strip_hop_by_hop(rsp.headers_mut());
+                if downgraded {
+                    orig_proto::mark(&mut rsp);
+                    *rsp.version_mut() = Version::HTTP_2;
+                }
+                let (parts, body) = rsp.into_parts();
+                Response::from_parts(parts, boxed(body))
+            }
+            Err(_) if body_failed.load(std::sync::atomic::Ordering::Relaxed) => {
+                self.fail(ProxyError::MalformedBody, annotate)
+            }
+            Err(e) => self.fail(
+                ProxyError::App {
+                    addr: app,
+                    detail: describe(&e),
+                },
+                annotate,
+            ),
+        }
+    }
+}

@@ -1,0 +1,65 @@
+//! What both directions of the proxy share, built once by [`crate::app`]: the proxy's own
+//! addresses, its credentials, discovery, the metric families, and the limits and timeouts
+//! every connection obeys. Each direction holds an `Arc` of it plus its own settings.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use remora_metrics::http::HttpMetrics;
+use remora_metrics::tcp::{Direction, TcpMetrics};
+
+use crate::discovery::Resolver;
+use crate::http::record::AccessLog;
+use crate::http::server::Limits;
+use crate::tls::mtls::LocalTls;
+use crate::transport::own::OwnAddrs;
+use crate::transport::tcp::TcpCtx;
+
+/// Discovery as the proxy uses it: the resolver and how long a pick waits for an answer.
+#[derive(Clone, Debug)]
+pub struct Discovery {
+    pub resolver: Arc<Resolver>,
+    pub timeout: Duration,
+}
+
+/// The inputs shared by the inbound and the outbound.
+#[derive(Debug)]
+pub struct ProxyInputs {
+    /// The proxy's listeners and the pod's addresses.
+    pub own: OwnAddrs,
+    /// This proxy's credentials (none without an identity).
+    pub tls: LocalTls,
+    /// `None` without a destination service: every target is used as-is.
+    pub discovery: Option<Discovery>,
+    pub tcp_metrics: TcpMetrics,
+    pub http_metrics: HttpMetrics,
+    /// Every dial the proxy makes, TCP and TLS handshake included.
+    pub connect_timeout: Duration,
+    /// Opaque connections idle this long in both directions are closed.
+    pub idle_timeout: Option<Duration>,
+    /// Ports never protocol-detected (server-speaks-first protocols).
+    pub opaque_ports: HashSet<u16>,
+    pub http_limits: Limits,
+    /// Pooled HTTP client connections unused this long are closed.
+    pub pool_idle_timeout: Duration,
+    /// One JSON line per HTTP request, when enabled.
+    pub access_log: Option<AccessLog>,
+}
+
+impl ProxyInputs {
+    /// The L4 settings of one direction.
+    pub fn tcp(&self, direction: Direction) -> TcpCtx {
+        TcpCtx {
+            direction,
+            connect_timeout: self.connect_timeout,
+            idle_timeout: self.idle_timeout,
+            metrics: self.tcp_metrics.clone(),
+        }
+    }
+
+    /// Whether connections to `port` skip protocol detection.
+    pub fn is_opaque(&self, port: u16) -> bool {
+        self.opaque_ports.contains(&port)
+    }
+}

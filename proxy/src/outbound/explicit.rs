@@ -1,0 +1,163 @@
+//! Explicit mode: the app uses the outbound listener as its HTTP proxy (`HTTP_PROXY`), so no
+//! iptables redirect is needed.
+//!
+//! - An absolute-form request (`GET http://web.shop.svc.cluster.local:8080/ HTTP/1.1`) is turned
+//!   into the origin-form request the target expects (`Host` set from the URI) and routed by its
+//!   authority exactly like an intercepted request ([`HttpOutbound::handle`]).
+//! - An HTTP/2 request (always absolute) is routed by its `:authority` the same way.
+//! - `CONNECT host:port` resolves and dials the target through the same discovery, balancer and
+//!   mTLS dial as an intercepted opaque connection, answers 200 once connected, and then
+//!   forwards bytes both ways.
+//! - Anything else (origin-form HTTP/1, `https://` absolute-form) is answered 400.
+
+use http::uri::{PathAndQuery, Uri};
+use http::{HeaderValue, Method, Request, Response, Version, header};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tracing::{Instrument, debug, info, info_span};
+
+use super::http::HttpOutbound;
+use crate::error::ProxyError;
+use crate::http::{Body, boxed};
+use crate::transport::forward::{Activity, Ended, forward};
+
+/// `Proxy-Authorization` is for the proxy the client thinks it talks to; never forwarded.
+const PROXY_AUTHORIZATION: header::HeaderName = header::PROXY_AUTHORIZATION;
+
+impl HttpOutbound {
+    /// Handles one request of an explicit connection.
+    pub async fn handle_explicit(&self, mut req: Request<Incoming>) -> Response<Body> {
+        req.headers_mut().remove(PROXY_AUTHORIZATION);
+        if req.method() == Method::CONNECT {
+            return self.connect(req).await;
+        }
+        if req.version() < Version::HTTP_2
+            && let Err(why) = to_origin_form(&mut req)
+        {
+            return self.fail(ProxyError::BadRequest(why));
+        }
+        self.handle(None, req).await
+    }
+
+    /// `CONNECT host:port`: an opaque tunnel to the target through the normal outbound dial.
+    async fn connect(&self, mut req: Request<Incoming>) -> Response<Body> {
+        let authority = match req.uri().authority() {
+            Some(a) if a.port_u16().is_some() && req.uri().path_and_query().is_none() => {
+                a.as_str().to_string()
+            }
+            _ => return self.fail(ProxyError::BadRequest("CONNECT needs a host:port target")),
+        };
+        let mut dest = match self.route(None, Some(&authority)).await {
+            Ok(d) => d,
+            Err(e) => return self.fail(e),
+        };
+        let ctx = &self.ctx;
+        // As for an intercepted opaque connection, the connect is the balancer's outcome.
+        let conn = match ctx.connector.connect(&mut dest, None).await {
+            Ok(c) => c,
+            Err(e) => {
+                return self.fail(ProxyError::Connect {
+                    addr: dest.addr,
+                    failure: e.into(),
+                });
+            }
+        };
+        info!(target = %authority, endpoint = %conn.addr, tls = ?conn.labels.target.tls, "CONNECT tunnel");
+        let addr = dest.addr;
+        let activity = ctx.tcp.idle_timeout.map(|_| Activity::new());
+        // Every byte of the tunnel crosses the upstream side, so its activity is the tunnel's.
+        let mut upstream = conn.counted(&ctx.inputs, activity.clone());
+        let idle_timeout = ctx.tcp.idle_timeout;
+        let upgrade = hyper::upgrade::on(&mut req);
+        let span = info_span!("tunnel", target = %authority, endpoint = %addr);
+        tokio::spawn(
+            async move {
+                let client = match upgrade.await {
+                    Ok(u) => u,
+                    Err(e) => return debug!(error = %e, "the client left before the tunnel opened"),
+                };
+                let mut client = TokioIo::new(client);
+                let idle = idle_timeout.zip(activity.as_deref());
+                match forward(&mut client, &mut upstream, idle).await {
+                    Ended::Closed(sent, received) => debug!(sent, received, "tunnel closed"),
+                    Ended::Idle => info!(timeout = ?idle_timeout, "closing idle tunnel"),
+                    Ended::Error(e) => {
+                        upstream.record_error(&e);
+                        debug!(error = %e, "tunnel ended with an error");
+                    }
+                }
+            }
+            .instrument(span),
+        );
+        Response::new(boxed(Empty::new()))
+    }
+}
+
+/// Turns an HTTP/1 absolute-form proxy request into the origin-form request its target expects,
+/// with `Host` set from the URI (RFC 9112 §3.2.2: the URI's authority wins over `Host`).
+fn to_origin_form<B>(req: &mut Request<B>) -> Result<(), &'static str> {
+    let uri = req.uri();
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(_) => {
+            return Err("only http:// URIs can be proxied; use CONNECT for anything else");
+        }
+        None => {
+            return Err(
+                "an HTTP proxy needs an absolute-form request (GET http://host:port/path); \
+                 origin-form requests are for servers",
+            );
+        }
+    }
+    let Some(authority) = uri.authority() else {
+        return Err("the request URI has no authority");
+    };
+    // Userinfo is never sent on (RFC 9110 §4.2.4).
+    let host = authority
+        .as_str()
+        .rsplit_once('@')
+        .map_or(authority.as_str(), |(_, h)| h);
+    let host = HeaderValue::from_str(host).map_err(|_| "the request URI's host is invalid")?;
+    let pq = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    *req.uri_mut() = Uri::from(pq);
+    req.headers_mut().insert(header::HOST, host);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, host: Option<&str>) -> Request<()> {
+        let mut b = Request::builder().uri(uri);
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn absolute_form_becomes_origin_form() {
+        let mut r = req(
+            "http://web.shop.svc.cluster.local:8080/a?b=1",
+            Some("other"),
+        );
+        to_origin_form(&mut r).unwrap();
+        assert_eq!(r.uri(), "/a?b=1");
+        assert_eq!(r.headers()["host"], "web.shop.svc.cluster.local:8080");
+        let mut r = req("http://user:pw@web/", None);
+        to_origin_form(&mut r).unwrap();
+        assert_eq!(r.uri(), "/");
+        assert_eq!(r.headers()["host"], "web");
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        assert!(to_origin_form(&mut req("/a", Some("web"))).is_err());
+        assert!(to_origin_form(&mut req("https://web/", None)).is_err());
+    }
+}

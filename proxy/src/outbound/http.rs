@@ -1,0 +1,355 @@
+//! Outbound HTTP: each request is routed by its authority (`Host` / `:authority`) through
+//! discovery, falling back to the connection's original destination, and sent to one of the
+//! target's endpoints. A meshed endpoint (identity + HTTP/2 hint) gets every request over one
+//! mTLS HTTP/2 connection, HTTP/1 requests upgraded with `l5d-orig-proto`.
+//!
+//! ```text
+//! handle ─► route: authority via discovery ─► split (dst_overrides) ─► balancer pick
+//!               else the original destination; explicit names through DNS; never a loop
+//!        ─► dispatch: the profile route's timeout around the attempts (super::retry)
+//!        ─► golden metrics and the access log (crate::http::record)
+//! ```
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use http::{Request, Response, header};
+use hyper::body::Incoming;
+use remora_metrics::labels::TargetLabels;
+use remora_metrics::tcp::{Direction, Tls};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::OutboundCtx;
+use super::connect::Destination;
+use super::retry::Attempts;
+use crate::discovery::{Endpoint, Pick, Resolution, Target};
+use crate::error::{self, ProxyError};
+use crate::http::Body;
+use crate::http::pool::{DialFuture, Pool};
+use crate::http::record::{self, AccessEntry};
+use crate::http::upgrade::{is_upgrade, tunnel};
+use crate::inputs::Discovery;
+use crate::tls::mtls::no_tls;
+use crate::transport::header::SessionProtocol;
+
+/// The outbound HTTP router of one proxy.
+#[derive(Debug)]
+pub struct HttpOutbound {
+    pub ctx: Arc<OutboundCtx>,
+    pub pool: Arc<Pool>,
+    /// The state of the traffic split's random draws.
+    rng: AtomicU64,
+}
+
+/// The socket address an authority names when its host is an IP literal.
+fn literal(authority: &str) -> Option<SocketAddr> {
+    authority.parse().ok()
+}
+
+/// The request's authority as `host:port` (port 80 when absent).
+pub fn authority<B>(req: &Request<B>) -> Option<Arc<str>> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.as_str(),
+        None => req.headers().get(header::HOST)?.to_str().ok()?,
+    };
+    let raw = raw.rsplit_once('@').map_or(raw, |(_, h)| h);
+    Some(with_port(raw))
+}
+
+fn with_port(raw: &str) -> Arc<str> {
+    if let Some((_, after)) = raw.strip_prefix('[').and_then(|r| r.split_once(']')) {
+        return if after.starts_with(':') {
+            Arc::from(raw)
+        } else {
+            Arc::from(format!("{raw}:80"))
+        };
+    }
+    match raw.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_ok() => Arc::from(raw),
+        _ => Arc::from(format!("{raw}:80")),
+    }
+}
+
+/// Where a request went, as far as it got: the last attempt's endpoint and the attempt count.
+#[derive(Debug, Default)]
+pub(super) struct Dispatched {
+    pub addr: Option<SocketAddr>,
+    pub ep: Option<Arc<Endpoint>>,
+    pub attempts: u32,
+}
+
+impl HttpOutbound {
+    pub fn new(ctx: Arc<OutboundCtx>) -> Self {
+        HttpOutbound {
+            pool: Pool::with_evictor(ctx.inputs.pool_idle_timeout),
+            rng: AtomicU64::new(
+                std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8) | 1,
+            ),
+            ctx,
+        }
+    }
+
+    /// The response the app gets for `err`: logged, counted, annotated with `l5d-proxy-error`.
+    pub(super) fn fail(&self, err: ProxyError) -> Response<Body> {
+        error::respond(
+            err,
+            Direction::Outbound,
+            &self.ctx.inputs.http_metrics,
+            true,
+        )
+    }
+
+    /// Traffic split and failover, from the target's profile (`dst_overrides`): a backend of
+    /// weight > 0 is chosen in proportion to its weight among those that may take a request
+    /// (an available endpoint, or still resolving); when none may, the weight-0 backends are
+    /// tried in their listed order. `None` when the profile splits nothing.
+    async fn split(
+        &self,
+        d: &Discovery,
+        apex: &str,
+        target: &Target,
+    ) -> Option<Result<Destination, ProxyError>> {
+        let profile = target.profile.borrow().clone()?;
+        if profile.backends.is_empty() {
+            return None;
+        }
+        let backends: Vec<(Target, &str, u32)> = profile
+            .backends
+            .iter()
+            .map(|(a, w)| (d.resolver.resolve(a), a.as_str(), *w))
+            .collect();
+        let usable = |t: &Target| match &*t.endpoints.borrow() {
+            Resolution::Endpoints(eps) => !eps.is_empty() && t.balancer.any_available(eps),
+            Resolution::Pending => true,
+            Resolution::Unknown | Resolution::Unavailable => false,
+        };
+        let weighted: Vec<&(Target, &str, u32)> = backends
+            .iter()
+            .filter(|b| b.2 > 0 && usable(&b.0))
+            .collect();
+        let chosen = if weighted.is_empty() {
+            let failover = backends.iter().find(|b| b.2 == 0 && usable(&b.0));
+            if let Some(f) = failover {
+                debug!(%apex, backend = f.1, "no weighted backend is healthy: failing over");
+            }
+            failover
+        } else {
+            let total: u64 = weighted.iter().map(|b| u64::from(b.2)).sum();
+            let mut r = crate::discovery::balance::xorshift(&self.rng) % total.max(1);
+            weighted
+                .iter()
+                .find(|b| {
+                    let w = u64::from(b.2);
+                    if r < w {
+                        true
+                    } else {
+                        r -= w;
+                        false
+                    }
+                })
+                .copied()
+        };
+        let Some((backend, authority, _)) = chosen else {
+            return Some(Err(ProxyError::NoEndpoints(apex.to_string())));
+        };
+        let mut backend = backend.clone();
+        Some(match backend.pick(d.timeout).await {
+            Pick::Endpoint(ep, picked) => Ok(Destination::picked(ep, picked, Some(backend))),
+            Pick::NoEndpoints | Pick::AsIs => Err(ProxyError::NoEndpoints(authority.to_string())),
+        })
+    }
+
+    /// Where a request (or CONNECT tunnel) for `authority` goes: discovery by name (not an IP
+    /// literal), then discovery by `orig` (the original destination, or an explicit request's IP
+    /// literal), then `orig` itself; with neither, the name through DNS (explicit mode). Never
+    /// one of the proxy's own listeners.
+    pub(super) async fn route(
+        &self,
+        orig: Option<SocketAddr>,
+        authority: Option<&str>,
+    ) -> Result<Destination, ProxyError> {
+        let dest = self.resolve(orig, authority).await?;
+        if self.ctx.inputs.own.is_own_listener(dest.addr) {
+            return Err(ProxyError::Loop(dest.addr));
+        }
+        Ok(dest)
+    }
+
+    async fn resolve(
+        &self,
+        orig: Option<SocketAddr>,
+        authority: Option<&str>,
+    ) -> Result<Destination, ProxyError> {
+        // An explicit request naming an IP literal is addressed to it, as a redirected one is.
+        let orig = orig.or_else(|| authority.and_then(literal));
+        // By authority first (a name, not an IP literal), then by the original destination.
+        let by_name = authority.filter(|a| literal(a).is_none());
+        if let Some(d) = &self.ctx.inputs.discovery {
+            let orig_target = orig.map(|o| o.to_string());
+            for target in by_name.into_iter().chain(orig_target.as_deref()) {
+                let mut resolved = d.resolver.resolve(target);
+                if let Some(dest) = self.split(d, target, &resolved).await {
+                    return dest;
+                }
+                match resolved.pick(d.timeout).await {
+                    Pick::Endpoint(ep, picked) => {
+                        return Ok(Destination::picked(ep, picked, Some(resolved)));
+                    }
+                    Pick::NoEndpoints => return Err(ProxyError::NoEndpoints(target.to_string())),
+                    Pick::AsIs => continue,
+                }
+            }
+        }
+        if let Some(orig) = orig {
+            return Ok(Destination::as_is(orig));
+        }
+        let Some(name) = by_name else {
+            return Err(ProxyError::Unresolvable {
+                name: String::new(),
+                why: "no authority".into(),
+            });
+        };
+        let unresolvable = |why: String| ProxyError::Unresolvable {
+            name: name.to_string(),
+            why,
+        };
+        let lookup = tokio::net::lookup_host(name);
+        match tokio::time::timeout(self.ctx.inputs.connect_timeout, lookup).await {
+            Ok(Ok(mut addrs)) => match addrs.next() {
+                Some(addr) => Ok(Destination::as_is(addr)),
+                None => Err(unresolvable("no addresses".into())),
+            },
+            Ok(Err(e)) => Err(unresolvable(e.to_string())),
+            Err(_) => Err(unresolvable("DNS lookup timed out".into())),
+        }
+    }
+
+    /// A new client connection to `addr` (as `ep`) for the pool, through the connector.
+    pub(super) fn dial(
+        &self,
+        addr: SocketAddr,
+        ep: Option<Arc<Endpoint>>,
+        protocol: Option<SessionProtocol>,
+    ) -> DialFuture {
+        let ctx = self.ctx.clone();
+        Box::pin(async move {
+            let mut dest = Destination {
+                addr,
+                endpoint: ep,
+                picked: None,
+                target: None,
+            };
+            let conn = ctx.connector.connect(&mut dest, protocol).await?;
+            Ok(Box::new(conn.counted(&ctx.inputs, None)) as crate::transport::io::BoxIo)
+        })
+    }
+
+    /// Handles one request of a connection whose original destination is `orig` (`None` for an
+    /// explicit connection, whose requests name their target).
+    pub async fn handle(&self, orig: Option<SocketAddr>, req: Request<Incoming>) -> Response<Body> {
+        let start = Instant::now();
+        let authority = authority(&req);
+        let inputs = &self.ctx.inputs;
+        let mut access = inputs.access_log.as_ref().map(|log| {
+            Box::new(AccessEntry {
+                log: log.clone(),
+                time: std::time::SystemTime::now(),
+                direction: "outbound",
+                client_id: inputs.tls.now().map(|c| Arc::from(c.name.as_str())),
+                authority: authority.clone(),
+                method: req.method().clone(),
+                path: req.uri().path().to_string(),
+                endpoint: None,
+                attempts: 0,
+            })
+        });
+        let mut done = Dispatched::default();
+        let rsp = self
+            .dispatch(orig, authority.as_deref(), req, &mut done)
+            .await;
+        let ep = done.ep.as_deref();
+        let labels = TargetLabels {
+            authority,
+            target_addr: done.addr,
+            tls: match ep.and_then(|e| e.server_id.as_ref()) {
+                Some(_) => Tls::Established,
+                None => Tls::NoIdentity(no_tls::NOT_PROVIDED_BY_DISCOVERY),
+            },
+            peer_id: ep.and_then(|e| e.server_id.clone()),
+            dst: ep.map(|e| e.dst_labels.clone()),
+            ..TargetLabels::new(Direction::Outbound)
+        };
+        let route = inputs.http_metrics.golden.route(&labels);
+        if let Some(a) = access.as_mut() {
+            a.endpoint = done.addr;
+            a.attempts = done.attempts;
+        }
+        record::finish(route, start, rsp, access)
+    }
+
+    async fn dispatch(
+        &self,
+        orig: Option<SocketAddr>,
+        authority: Option<&str>,
+        req: Request<Incoming>,
+        done: &mut Dispatched,
+    ) -> Response<Body> {
+        let dest = match orig {
+            // A CONNECT that was redirected here is for the upstream proxy the app dialled.
+            Some(orig) if req.method() == http::Method::CONNECT => Ok(Destination::as_is(orig)),
+            _ => self.route(orig, authority).await,
+        };
+        let dest = match dest {
+            Ok(d) => d,
+            Err(e) => return self.fail(e),
+        };
+        done.addr = Some(dest.addr);
+        done.ep = dest.endpoint.clone();
+        done.attempts = 1;
+        if is_upgrade(&req) {
+            let addr = dest.addr;
+            let io = match self
+                .dial(addr, dest.endpoint, Some(SessionProtocol::Http1))
+                .await
+            {
+                Ok(io) => io,
+                Err(e) => {
+                    return self.fail(ProxyError::Connect {
+                        addr,
+                        failure: e.into(),
+                    });
+                }
+            };
+            return match tunnel(req, io).await {
+                Ok(rsp) => rsp,
+                Err(e) => self.fail(ProxyError::Upgrade(e)),
+            };
+        }
+        let attempts = Attempts::new(dest, &req, self.ctx.config.request_timeout);
+        self.run(req, attempts, done).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_get_a_port() {
+        assert_eq!(
+            &*with_port("web.shop.svc.cluster.local"),
+            "web.shop.svc.cluster.local:80"
+        );
+        assert_eq!(&*with_port("web:8080"), "web:8080");
+        assert_eq!(&*with_port("[fd00::1]"), "[fd00::1]:80");
+        assert_eq!(&*with_port("[fd00::1]:81"), "[fd00::1]:81");
+        let req = Request::builder()
+            .uri("/")
+            .header("host", "user@a.b:9")
+            .body(())
+            .unwrap();
+        assert_eq!(&*authority(&req).unwrap(), "a.b:9");
+    }
+}

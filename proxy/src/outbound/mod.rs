@@ -1,0 +1,355 @@
+//! The outbound listener: connections the pod's app opened, redirected here by iptables, or
+//! addressed to the listener itself (explicit mode: the app uses it as its HTTP proxy).
+//!
+//! ```text
+//! accept ─► original destination
+//!   ├─ redirected (transparent): detect ─► HTTP: per request, by authority, else the original
+//!   │                                      destination ([`http`])
+//!   │                                    └ other: one endpoint of the original destination
+//!   ├─ addressed to the listener itself, or no conntrack entry (explicit): detect ─►
+//!   │      HTTP: absolute-form requests by authority, CONNECT host:port as an opaque tunnel
+//!   │            ([`explicit`]), origin-form requests 400
+//!   │      other: 400 and close
+//!   └─ one of the proxy's own listeners: refused (loop)
+//! ```
+//!
+//! Both modes join the same per-request router and the same dial (discovery, balancing,
+//! mTLS, retries, timeouts, metrics); explicit mode differs only in where the destination
+//! comes from.
+//!
+//! # Layout
+//! - this module: the listener, the decision per connection, opaque forwarding.
+//! - [`connect`]: [`connect::Destination`] and the [`connect::Connector`] every dial uses.
+//! - [`http`]: the per-request router (authority, discovery, split, balancing).
+//! - [`retry`]: the attempts of one request (retries, budgets, timeouts).
+//! - [`explicit`]: requests to the listener used as an HTTP proxy, `CONNECT` tunnels.
+
+pub mod connect;
+pub mod explicit;
+pub mod http;
+pub mod retry;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use remora_metrics::tcp::{Direction, Peer, RefuseReason, TcpLabels, Tls};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use self::connect::{Connector, Destination};
+use self::http::HttpOutbound;
+use crate::discovery::Hint;
+use crate::http::detect::{self, DetectError, Protocol};
+use crate::inputs::ProxyInputs;
+use crate::tls::mtls::no_tls;
+use crate::transport::forward::Counted;
+use crate::transport::io::{BoxIo, Io, PrefixedIo};
+use crate::transport::listen::{AcceptCtx, serve};
+use crate::transport::orig_dst::{LocalIps, OrigDst, original_dst};
+use crate::transport::own::OwnAddrs;
+use crate::transport::tcp::{TcpCtx, proxy};
+
+/// What the outbound does with a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decision {
+    Forward(SocketAddr),
+    /// The app addressed the listener itself: an HTTP proxy client.
+    Explicit,
+    Refuse(RefuseReason),
+}
+
+/// Decides from the original destination alone.
+pub fn decide(orig: OrigDst, own: &OwnAddrs) -> Decision {
+    match orig {
+        OrigDst::NotRedirected => Decision::Explicit,
+        OrigDst::Redirected(dst) if own.is_own_listener(dst) => {
+            Decision::Refuse(RefuseReason::Loop)
+        }
+        OrigDst::Redirected(dst) => Decision::Forward(dst),
+    }
+}
+
+/// The outbound's own settings, beside the inputs it shares with the inbound.
+#[derive(Clone, Copy, Debug)]
+pub struct OutboundConfig {
+    /// How long to wait for the app's first bytes before treating them as opaque TCP.
+    pub detect_timeout: Duration,
+    /// The default HTTP request timeout (a profile route's timeout overrides it).
+    pub request_timeout: Option<Duration>,
+}
+
+/// Everything the outbound needs per connection and per request.
+#[derive(Debug)]
+pub struct OutboundCtx {
+    pub inputs: Arc<ProxyInputs>,
+    pub config: OutboundConfig,
+    pub tcp: TcpCtx,
+    pub connector: Connector,
+}
+
+#[derive(Debug)]
+pub struct Outbound {
+    listeners: Vec<TcpListener>,
+    accept: AcceptCtx,
+    http: Arc<HttpOutbound>,
+}
+
+impl Outbound {
+    pub fn new(
+        listeners: Vec<TcpListener>,
+        accept: AcceptCtx,
+        inputs: Arc<ProxyInputs>,
+        config: OutboundConfig,
+    ) -> Self {
+        let ctx = Arc::new(OutboundCtx {
+            tcp: inputs.tcp(Direction::Outbound),
+            connector: Connector::new(inputs.clone(), Direction::Outbound),
+            inputs,
+            config,
+        });
+        Outbound {
+            listeners,
+            accept,
+            http: Arc::new(HttpOutbound::new(ctx)),
+        }
+    }
+
+    /// The HTTP router, which a gateway shares.
+    pub fn http(&self) -> Arc<HttpOutbound> {
+        self.http.clone()
+    }
+
+    pub async fn run(self) {
+        let http = self.http;
+        serve(self.listeners, self.accept, move |stream, client| {
+            let http = http.clone();
+            async move { handle(&http, stream, client).await }
+                .instrument(info_span!("outbound", %client))
+        })
+        .await
+    }
+}
+
+async fn handle(http: &Arc<HttpOutbound>, stream: TcpStream, client: SocketAddr) {
+    let ctx = &*http.ctx;
+    let orig = match original_dst(&stream) {
+        Ok(orig) => orig,
+        Err(e) => {
+            warn!(error = %e, "cannot read the original destination; closing");
+            ctx.tcp
+                .metrics
+                .refused(Direction::Outbound, RefuseReason::NoOriginalDst);
+            return;
+        }
+    };
+    match decide(orig, &ctx.inputs.own) {
+        Decision::Forward(dst) => transparent(http, stream, dst).await,
+        Decision::Explicit if !explicit_client_allowed(client.ip(), &ctx.inputs.own.ips) => {
+            ctx.tcp
+                .metrics
+                .refused(Direction::Outbound, RefuseReason::ExplicitForeignClient);
+            warn!(
+                "refusing an explicit (HTTP proxy) connection from outside this pod: the \
+                 outbound listener speaks with the pod's identity; bind it to a loopback or \
+                 pod-private address"
+            );
+        }
+        Decision::Explicit => {
+            explicit(http, stream)
+                .instrument(info_span!("explicit"))
+                .await
+        }
+        Decision::Refuse(reason) => {
+            ctx.tcp.metrics.refused(Direction::Outbound, reason);
+            warn!(
+                ?orig,
+                "refusing a connection whose destination is one of this proxy's own listeners"
+            );
+        }
+    }
+}
+
+/// A redirected connection to `dst`: HTTP per request, anything else forwarded to one
+/// endpoint of `dst`.
+async fn transparent(http: &Arc<HttpOutbound>, mut stream: TcpStream, dst: SocketAddr) {
+    let ctx = &*http.ctx;
+    let route = resolve(ctx, dst).await;
+    let opaque = ctx.inputs.is_opaque(dst.port())
+        || route
+            .as_ref()
+            .and_then(|d| d.endpoint.as_ref())
+            .is_some_and(|ep| ep.hint == Hint::Opaque);
+    let io: BoxIo = if opaque {
+        Box::new(stream)
+    } else {
+        match detect::read(&mut stream, ctx.config.detect_timeout).await {
+            Ok((Some(protocol), prefix)) => {
+                let io = PrefixedIo::new(prefix, stream);
+                return serve_http(http, io, protocol, Some(dst))
+                    .instrument(info_span!("http", %dst))
+                    .await;
+            }
+            Ok((None, prefix)) => Box::new(PrefixedIo::new(prefix, stream)),
+            Err(e) => return detection_failed(ctx, &e),
+        }
+    };
+    let Some(dest) = route else {
+        ctx.tcp
+            .metrics
+            .refused(Direction::Outbound, RefuseReason::NoEndpoints);
+        return;
+    };
+    let span = info_span!("target", %dst, endpoint = %dest.addr);
+    forward(ctx, io, dest).instrument(span).await
+}
+
+/// Counts and logs a detection that ended the connection.
+fn detection_failed(ctx: &OutboundCtx, e: &DetectError) {
+    match e {
+        DetectError::AmbiguousLength => {
+            ctx.tcp
+                .metrics
+                .refused(Direction::Outbound, RefuseReason::MalformedHttp);
+            warn!("{e}");
+        }
+        DetectError::Io(_) => debug!(error = %e, "closing"),
+    }
+}
+
+/// Whether `client` may use the outbound listener as its HTTP proxy: only the pod's own apps
+/// (loopback, or one of the pod's addresses) may, as whatever it sends leaves with the pod's
+/// identity.
+fn explicit_client_allowed(client: IpAddr, own: &LocalIps) -> bool {
+    let client = match client {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(client, IpAddr::V4),
+        v4 => v4,
+    };
+    client.is_loopback() || own.contains(client)
+}
+
+/// An explicit connection: the app speaks to the proxy as to an HTTP proxy. Anything but HTTP
+/// is answered 400.
+async fn explicit(http: &Arc<HttpOutbound>, mut stream: TcpStream) {
+    let ctx = &*http.ctx;
+    match detect::read(&mut stream, ctx.config.detect_timeout).await {
+        Ok((Some(protocol), prefix)) => {
+            serve_http(http, PrefixedIo::new(prefix, stream), protocol, None).await
+        }
+        Ok((None, prefix)) => {
+            ctx.tcp
+                .metrics
+                .refused(Direction::Outbound, RefuseReason::ExplicitNotHttp);
+            info!(
+                read = prefix.len(),
+                "a connection addressed to the outbound listener did not open with an HTTP \
+                 request; answering 400 (use the listener as an HTTP proxy, or let iptables \
+                 redirect connections to it)"
+            );
+            let _ = stream.write_all(detect::EXPLICIT_NOT_HTTP_RESPONSE).await;
+            let _ = stream.shutdown().await;
+        }
+        Err(e) => detection_failed(ctx, &e),
+    }
+}
+
+/// Dials the destination (mTLS when discovery names its identity) and forwards.
+async fn forward(ctx: &OutboundCtx, client: BoxIo, mut dest: Destination) {
+    match ctx.connector.connect(&mut dest, None).await {
+        Ok(conn) => proxy(&ctx.tcp, client, conn.io, conn.labels, conn.addr).await,
+        Err(e) => {
+            warn!(error = %e, "closing the client connection; nothing was sent");
+            client.reset();
+        }
+    }
+}
+
+/// Serves an HTTP connection from the app: each request is routed on its own. `dst` is the
+/// original destination of a redirected connection, `None` for an explicit one.
+async fn serve_http(
+    http: &Arc<HttpOutbound>,
+    io: PrefixedIo<TcpStream>,
+    protocol: Protocol,
+    dst: Option<SocketAddr>,
+) {
+    let ctx = &*http.ctx;
+    let mut labels = TcpLabels::new(Direction::Outbound, Peer::Src)
+        .with_tls(Tls::NoIdentity(no_tls::LOOPBACK), None);
+    if let Some(dst) = dst {
+        labels = labels.with_target(dst, None, None);
+    }
+    let io: BoxIo = Box::new(Counted::new(io, ctx.tcp.metrics.open(labels), None));
+    let http = http.clone();
+    crate::http::server::serve(io, protocol, ctx.inputs.http_limits, move |req| {
+        let http = http.clone();
+        async move {
+            match dst {
+                Some(dst) => http.handle(Some(dst), req).await,
+                None => http.handle_explicit(req).await,
+            }
+        }
+    })
+    .await
+}
+
+/// Where an opaque connection to original destination `dst` goes: one of its discovered
+/// endpoints, or `dst` itself when discovery does not know it. `None` when it has no endpoint
+/// (refused, counted).
+async fn resolve(ctx: &OutboundCtx, dst: SocketAddr) -> Option<Destination> {
+    let Some(d) = &ctx.inputs.discovery else {
+        return Some(Destination::as_is(dst));
+    };
+    let pick = d.resolver.resolve(&dst.to_string()).pick(d.timeout).await;
+    let dest = Destination::from_pick(pick, dst, None);
+    match &dest {
+        Some(Destination {
+            endpoint: Some(ep), ..
+        }) => {
+            debug!(%dst, endpoint = %ep.addr, identity = ?ep.identity, hint = ?ep.hint, "resolved")
+        }
+        Some(_) => {}
+        None => warn!(%dst, waited = ?d.timeout, "no endpoints for this destination"),
+    }
+    dest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_pods_own_apps_may_use_explicit_mode() {
+        let own = LocalIps::new();
+        for ok in ["127.0.0.1", "127.88.3.4", "::1", "::ffff:127.0.0.1"] {
+            assert!(explicit_client_allowed(ok.parse().unwrap(), &own), "{ok}");
+        }
+        for no in ["192.0.2.7", "2001:db8::7", "::ffff:192.0.2.7"] {
+            assert!(!explicit_client_allowed(no.parse().unwrap(), &own), "{no}");
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let own = OwnAddrs::new(
+            vec![
+                "127.0.0.1:4140".parse().unwrap(),
+                "0.0.0.0:4143".parse().unwrap(),
+                "127.0.0.1:4191".parse().unwrap(),
+            ],
+            LocalIps::new(),
+        );
+        assert_eq!(decide(OrigDst::NotRedirected, &own), Decision::Explicit);
+        let remote = "192.0.2.10:8080".parse().unwrap();
+        assert_eq!(
+            decide(OrigDst::Redirected(remote), &own),
+            Decision::Forward(remote)
+        );
+        for own_addr in ["127.0.0.1:4191", "127.0.0.1:4143"] {
+            assert_eq!(
+                decide(OrigDst::Redirected(own_addr.parse().unwrap()), &own),
+                Decision::Refuse(RefuseReason::Loop)
+            );
+        }
+    }
+}

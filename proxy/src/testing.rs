@@ -1,0 +1,42 @@
+//! Helpers for the crate's unit tests.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use remora_metrics::Registry;
+use remora_metrics::bounded::Limits;
+use remora_metrics::http::HttpMetrics;
+use remora_metrics::series::SeriesLimits;
+use remora_metrics::tcp::TcpMetrics;
+
+use crate::http::server;
+use crate::inputs::ProxyInputs;
+use crate::tls::mtls::LocalTls;
+use crate::transport::orig_dst::LocalIps;
+use crate::transport::own::OwnAddrs;
+
+/// Inputs of a proxy with no identity, no discovery and no listeners of its own.
+pub fn inputs() -> Arc<ProxyInputs> {
+    let mut registry = Registry::default();
+    let series = SeriesLimits::register(
+        &mut registry,
+        Limits {
+            max_series: 1000,
+            idle: Duration::from_secs(600),
+        },
+    );
+    Arc::new(ProxyInputs {
+        own: OwnAddrs::new(Vec::new(), LocalIps::new()),
+        tls: LocalTls::new(None),
+        discovery: None,
+        tcp_metrics: TcpMetrics::register_with(&mut registry, &series),
+        http_metrics: HttpMetrics::register(&mut registry, &series),
+        connect_timeout: Duration::from_secs(1),
+        idle_timeout: None,
+        opaque_ports: HashSet::new(),
+        http_limits: server::Limits::default(),
+        pool_idle_timeout: Duration::from_secs(90),
+        access_log: None,
+    })
+}

@@ -1,0 +1,52 @@
+//! The proxy's own addresses: its listeners and its pod's IPs. Used so the inbound forwards only
+//! to its own pod and the outbound never dials one of the proxy's own listeners.
+
+use std::net::SocketAddr;
+
+use crate::transport::orig_dst::LocalIps;
+
+#[derive(Debug)]
+pub struct OwnAddrs {
+    listeners: Vec<SocketAddr>,
+    pub ips: LocalIps,
+}
+
+impl OwnAddrs {
+    pub fn new(listeners: Vec<SocketAddr>, ips: LocalIps) -> Self {
+        OwnAddrs { listeners, ips }
+    }
+
+    /// Whether a connection to `addr` would reach one of this proxy's listeners.
+    pub fn is_own_listener(&self, addr: SocketAddr) -> bool {
+        self.listeners.iter().any(|l| {
+            l.port() == addr.port()
+                && (l.ip() == addr.ip()
+                    || (l.ip().is_unspecified()
+                        && l.is_ipv4() == addr.is_ipv4()
+                        && (addr.ip().is_unspecified() || self.ips.contains(addr.ip()))))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_own_listeners() {
+        let own = OwnAddrs::new(
+            vec![
+                "127.0.0.1:4140".parse().unwrap(),
+                "0.0.0.0:4143".parse().unwrap(),
+            ],
+            LocalIps::new(),
+        );
+        assert!(own.is_own_listener("127.0.0.1:4140".parse().unwrap()));
+        // 0.0.0.0:4143 listens on every local address.
+        assert!(own.is_own_listener("127.0.0.1:4143".parse().unwrap()));
+        assert!(!own.is_own_listener("127.0.0.1:4141".parse().unwrap()));
+        // A remote pod's inbound port is not ours.
+        assert!(!own.is_own_listener("192.0.2.9:4143".parse().unwrap()));
+        assert!(!own.is_own_listener("[::1]:4143".parse().unwrap()));
+    }
+}

@@ -1,0 +1,93 @@
+//! The L4 path shared by inbound and outbound: connect to a target (with a timeout), then
+//! forward bytes both ways with both sides counted, and log how the connection ended.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use remora_metrics::tcp::{Direction, Peer, RefuseReason, TcpLabels, TcpMetrics};
+
+use crate::transport::io::BoxIo;
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use crate::transport::forward::{Activity, Counted, Ended, forward};
+
+/// Settings of the L4 path.
+#[derive(Clone, Debug)]
+pub struct TcpCtx {
+    pub direction: Direction,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Option<Duration>,
+    pub metrics: TcpMetrics,
+}
+
+/// Why a connect failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect to {addr} timed out after {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("connect to {addr} failed: {source}")]
+    Io { addr: SocketAddr, source: io::Error },
+}
+
+/// Connects to `addr` within `timeout`, with `TCP_NODELAY` set.
+pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => return Err(ConnectError::Timeout { addr, timeout }),
+        Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
+        Ok(Ok(s)) => s,
+    };
+    if let Err(e) = stream.set_nodelay(true) {
+        debug!(error = %e, "set TCP_NODELAY failed");
+    }
+    Ok(stream)
+}
+
+/// Connects to `target` in plaintext and forwards `client` to it, counting both sides under
+/// the connection's `labels`. A failed connect is counted and resets the client.
+pub async fn proxy_to(ctx: &TcpCtx, client: BoxIo, target: SocketAddr, labels: TcpLabels) {
+    let upstream = match connect(target, ctx.connect_timeout).await {
+        Ok(s) => s,
+        Err(e) => {
+            ctx.metrics
+                .refused(ctx.direction, RefuseReason::ConnectFailed);
+            warn!(error = %e, "closing the client connection");
+            client.reset();
+            return;
+        }
+    };
+    proxy(ctx, client, Box::new(upstream), labels, target).await;
+}
+
+/// Forwards `src` and `dst` both ways until both directions are done, counting each side under
+/// `labels` (the connection's labels; the `peer` is set per side).
+pub async fn proxy(ctx: &TcpCtx, src: BoxIo, dst: BoxIo, labels: TcpLabels, target: SocketAddr) {
+    let activity = ctx.idle_timeout.map(|_| Activity::new());
+    let mut src = Counted::new(
+        src,
+        ctx.metrics.open(labels.with_peer(Peer::Src)),
+        activity.clone(),
+    );
+    let mut dst = Counted::new(
+        dst,
+        ctx.metrics.open(labels.with_peer(Peer::Dst)),
+        activity.clone(),
+    );
+    let idle = ctx.idle_timeout.zip(activity.as_deref());
+    match forward(&mut src, &mut dst, idle).await {
+        Ended::Closed(sent, received) => {
+            debug!(%target, sent, received, "connection closed");
+        }
+        Ended::Idle => {
+            info!(%target, timeout = ?ctx.idle_timeout, "closing idle connection");
+        }
+        Ended::Error(e) => {
+            debug!(%target, error = %e, "connection ended with an error");
+            src.record_error(&e);
+            dst.record_error(&e);
+            src.get_ref().reset();
+            dst.get_ref().reset();
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The admin server of every role: `GET /live`, `GET /ready`, `GET /metrics`, `POST /shutdown`,
+//! `GET`/`PUT /log-level`, and the role's own JSON pages under `GET /debug/<name>` (the proxy's
+//! `destinations`, the control plane's `services`).
+//!
+//! HTTP/1.1 only, a bounded number of concurrent connections, a header-read timeout, bounded
+//! request bodies. Endpoints that change the process (`/shutdown`, `/log-level`) and the debug
+//! pages accept only loopback peers, so the admin port can be exposed to probes and Prometheus
+//! without exposing them.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use remora_metrics::Registry;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use crate::drain::Drain;
+use crate::listen::accept_loop;
+use crate::log::{LogLevel, MAX_FILTER_LEN};
+
+const MAX_CONNECTIONS: usize = 64;
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request body (`PUT /log-level`) may take to arrive.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the admin endpoints report on and act on.
+#[derive(Clone, Debug)]
+pub struct AdminState {
+    pub registry: Arc<Registry>,
+    pub ready: Arc<AtomicBool>,
+    pub drain: Drain,
+    /// The process's log filter, shown and replaced by `GET`/`PUT /log-level` (loopback peers
+    /// only); `None` when logging was not set up through [`crate::log::init`].
+    pub log_level: Option<LogLevel>,
+    /// JSON reports under `GET /debug/<name>` (loopback peers only): the proxy adds
+    /// `destinations`, the control plane `services`.
+    pub debug: Vec<DebugReport>,
+}
+
+/// A named JSON report for `GET /debug/<name>`.
+#[derive(Clone)]
+pub struct DebugReport {
+    pub name: &'static str,
+    pub render: Arc<dyn Fn() -> String + Send + Sync>,
+}
+
+impl std::fmt::Debug for DebugReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DebugReport")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Serves the admin API on `listener` for as long as the process runs (also while draining, so
+/// metrics can still be scraped).
+pub async fn serve(listener: TcpListener, state: AdminState) {
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let never = std::future::pending::<()>();
+    let at_limit = |peer| debug!(%peer, "admin connection limit reached");
+    accept_loop(
+        listener,
+        "admin",
+        limit,
+        never,
+        at_limit,
+        |stream, peer, permit| {
+            let state = state.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(route(&state, peer, req).await) }
+                });
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT)
+                    .max_buf_size(64 * 1024)
+                    .serve_connection(TokioIo::new(stream), service);
+                if let Err(e) = conn.await {
+                    debug!(%peer, error = %e, "admin connection error");
+                }
+                drop(permit);
+            });
+        },
+    )
+    .await
+}
+
+async fn route(
+    state: &AdminState,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    match (req.method(), req.uri().path()) {
+        (&Method::GET, "/live") => text(StatusCode::OK, "live\n".into()),
+        (&Method::GET, "/ready") => {
+            if state.drain.is_draining() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
+            } else if state.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "ready\n".into())
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n".into())
+            }
+        }
+        (&Method::GET, "/metrics") => match remora_metrics::encode(&state.registry) {
+            Ok(body) => Response::builder()
+                .status(StatusCode::OK)
+                .header(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )
+                .body(Full::new(Bytes::from(body)))
+                .unwrap_or_default(),
+            Err(_) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "encoding failed\n".into(),
+            ),
+        },
+        (&Method::GET, path)
+            if path
+                .strip_prefix("/debug/")
+                .is_some_and(|n| state.debug.iter().any(|d| d.name == n)) =>
+        {
+            if !peer.ip().to_canonical().is_loopback() {
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "debug endpoints are loopback-only\n".into(),
+                );
+            }
+            let name = &path["/debug/".len()..];
+            let body = state
+                .debug
+                .iter()
+                .find(|d| d.name == name)
+                .map(|d| (d.render)())
+                .unwrap_or_default();
+            let mut rsp = text(StatusCode::OK, body);
+            rsp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/json"),
+            );
+            rsp
+        }
+        (&Method::POST, "/shutdown") => {
+            if !peer.ip().to_canonical().is_loopback() {
+                warn!(%peer, "refusing POST /shutdown from a non-loopback peer");
+                return text(
+                    StatusCode::FORBIDDEN,
+                    "shutdown is only accepted from loopback\n".into(),
+                );
+            }
+            info!(%peer, "shutdown requested through the admin API");
+            state.drain.signal();
+            text(StatusCode::OK, "shutdown\n".into())
+        }
+        (_, "/log-level") => log_level(state, peer, req).await,
+        (_, "/live" | "/ready" | "/metrics" | "/shutdown") => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+        ),
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+/// `GET /log-level` answers the current filter; `PUT /log-level` replaces it with the body
+/// (`RUST_LOG` syntax, at most [`MAX_FILTER_LEN`] bytes). Loopback peers only.
+async fn log_level(
+    state: &AdminState,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    if !peer.ip().to_canonical().is_loopback() {
+        if req.method() == Method::PUT {
+            warn!(%peer, "refusing PUT /log-level from a non-loopback peer");
+        }
+        return text(
+            StatusCode::FORBIDDEN,
+            "log-level is only accepted from loopback\n".into(),
+        );
+    }
+    let Some(level) = &state.log_level else {
+        return text(
+            StatusCode::NOT_FOUND,
+            "this process cannot change its log level\n".into(),
+        );
+    };
+    match *req.method() {
+        Method::GET => text(StatusCode::OK, format!("{}\n", level.get())),
+        Method::PUT => put_log_level(level, peer, req).await,
+        _ => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed\n".into(),
+        ),
+    }
+}
+
+async fn put_log_level(
+    level: &LogLevel,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let read = Limited::new(req.into_body(), MAX_FILTER_LEN).collect();
+    let body = match tokio::time::timeout(BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => {
+            return text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("a log filter is at most {MAX_FILTER_LEN} bytes\n"),
+            );
+        }
+        Ok(Err(e)) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}\n"),
+            );
+        }
+        Err(_) => {
+            return text(
+                StatusCode::REQUEST_TIMEOUT,
+                "the body did not arrive in time\n".into(),
+            );
+        }
+    };
+    let Ok(filter) = std::str::from_utf8(&body) else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "the log filter is not UTF-8\n".into(),
+        );
+    };
+    match level.set(filter) {
+        Ok(old) => {
+            let new = filter.trim();
+            info!(%peer, %old, %new, "log filter changed through the admin API");
+            text(StatusCode::OK, format!("{new}\n"))
+        }
+        Err(reason) => text(StatusCode::BAD_REQUEST, format!("{reason}\n")),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
+    let mut rsp = Response::new(Full::new(Bytes::from(body)));
+    *rsp.status_mut() = status;
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    rsp
+}
