@@ -15,6 +15,8 @@ use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use remora_benches::config::{cluster, service};
+use remora_control::cluster::RawEndpoint;
 use remora_control::token::TokenKey;
 use remora_identity::certs::Ca;
 use remora_proxy::discovery::{Resolution, Resolver};
@@ -27,32 +29,23 @@ fn rss_kib() -> u64 {
     pages * 4
 }
 
-fn header() -> String {
-    format!(
-        "[cluster]\nname = \"bench\"\ntrust_domain = \"bench.example\"\n[server]\naddr = \"{ADDR}\"\nadmin_addr = \"127.0.0.1:18090\"\n[identity]\ntrust_anchors = \"root.pem\"\nissuer_cert = \"issuer.pem\"\nissuer_key = \"issuer.key\"\ntoken_key = \"token.key\"\n"
-    )
-}
-
 fn services(count: usize, per: usize) -> String {
-    let mut s = header();
+    let mut config = cluster("bench", ADDR, "127.0.0.1:18090");
     for i in 0..count {
-        s.push_str(&format!(
-            "[[services]]\nname = \"s{i}\"\nnamespace = \"bench\"\ncluster_ip = \"10.96.{}.{}\"\nports = [{{ port = 80 }}]\n",
-            i / 250,
-            i % 250
-        ));
-        for j in 0..per {
-            let n = i * per + j;
-            s.push_str(&format!(
-                "[[services.endpoints]]\npod = \"p{n}\"\nip = \"10.{}.{}.{}\"\nservice_account = \"s{i}\"\nlabels = {{ zone = \"z{}\" }}\n",
-                (n >> 16) & 255,
-                (n >> 8) & 255,
-                n & 255,
-                j % 3
-            ));
-        }
+        let endpoints = (0..per)
+            .map(|j| {
+                let n = i * per + j;
+                let ip = format!("10.{}.{}.{}", (n >> 16) & 255, (n >> 8) & 255, n & 255);
+                let mut e = RawEndpoint::new(&format!("p{n}"), &ip, &format!("s{i}"));
+                e.labels.insert("zone".into(), format!("z{}", j % 3));
+                e
+            })
+            .collect();
+        let mut s = service(&format!("s{i}"), "bench", 80, endpoints);
+        s.cluster_ip = Some(format!("10.96.{}.{}", i / 250, i % 250));
+        config.services.push(s);
     }
-    s
+    config.to_toml()
 }
 
 fn write(dir: &Path, text: &str) {

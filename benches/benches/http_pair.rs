@@ -15,6 +15,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use remora_benches::config::{cluster, service};
+use remora_control::cluster::RawEndpoint;
 use remora_control::token::TokenKey;
 use remora_identity::certs::Ca;
 
@@ -43,14 +45,13 @@ async fn mesh(dir: &Path) -> (SocketAddr, SocketAddr) {
         "127.77.0.2".parse::<std::net::IpAddr>().unwrap(),
         "127.77.0.3".parse::<std::net::IpAddr>().unwrap(),
     );
-    let config = format!(
-        "[cluster]\nname = \"east\"\ntrust_domain = \"east.example\"\n\n[server]\n\
-         addr = \"{cp}:8086\"\nadmin_addr = \"{cp}:9990\"\n\n[identity]\n\
-         trust_anchors = \"root.pem\"\nissuer_cert = \"issuer.pem\"\nissuer_key = \"issuer.key\"\n\
-         token_key = \"token.key\"\n\n[[services]]\nname = \"web\"\nnamespace = \"shop\"\n\
-         ports = [{{ port = 8080 }}]\n[[services.endpoints]]\npod = \"web-0\"\nip = \"{b}\"\n\
-         service_account = \"web\"\nexplicit = true\n"
-    );
+    let mut web = RawEndpoint::new("web-0", &b.to_string(), "web");
+    web.explicit = true;
+    let mut config = cluster("east", &format!("{cp}:8086"), &format!("{cp}:9990"));
+    config
+        .services
+        .push(service("web", "shop", 8080, vec![web]));
+    let config = config.to_toml();
     let config = remora_control::config::Config::parse(&config, dir).unwrap();
     let control = remora_control::server::Control::bind(config, None).unwrap();
     tokio::spawn(control.run());

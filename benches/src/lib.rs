@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`echo_server`]: a loopback echo server to forward through.
+//! - [`config`]: a cluster config for `remora control`, as values.
+//! - [`pki`]: a mesh PKI and certified keys.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -59,6 +61,58 @@ pub mod pki {
             chain,
             key: Arc::new(PrivateKeyDer::Pkcs8(key_der(&key))),
             expiry: issued.valid_until,
+        }
+    }
+}
+
+/// A cluster config for `remora control`, built as the control plane's own config values.
+pub mod config {
+    use remora_control::cluster::{RawEndpoint, RawPort, RawService};
+    use remora_control::config::{RawCluster, RawConfig, RawIdentity, RawServer};
+
+    /// Cluster `name` (trust domain `<name>.example`) serving gRPC on `addr` and admin on
+    /// `admin`, with `root.pem`, `issuer.pem`, `issuer.key` and `token.key` beside the file.
+    pub fn cluster(name: &str, addr: &str, admin: &str) -> RawConfig {
+        RawConfig {
+            cluster: RawCluster {
+                name: name.into(),
+                trust_domain: format!("{name}.example"),
+                control_plane_namespace: "linkerd".into(),
+                cluster_domain: "cluster.local".into(),
+            },
+            server: RawServer {
+                addr: addr.into(),
+                admin_addr: admin.into(),
+            },
+            identity: RawIdentity {
+                trust_anchors: "root.pem".into(),
+                issuer_cert: "issuer.pem".into(),
+                issuer_key: "issuer.key".into(),
+                token_key: "token.key".into(),
+                cert_lifetime: "24h".into(),
+            },
+            multicluster: None,
+            links: Vec::new(),
+            services: Vec::new(),
+        }
+    }
+
+    /// Service `name.namespace` on `port` with `endpoints`.
+    pub fn service(
+        name: &str,
+        namespace: &str,
+        port: u16,
+        endpoints: Vec<RawEndpoint>,
+    ) -> RawService {
+        RawService {
+            name: name.into(),
+            namespace: namespace.into(),
+            ports: vec![RawPort {
+                port,
+                ..Default::default()
+            }],
+            endpoints,
+            ..Default::default()
         }
     }
 }

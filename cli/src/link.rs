@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use remora_control::config::Config;
+use remora_control::config::{Config, RawLink};
 
 use crate::EXIT_USAGE;
 
@@ -68,20 +68,8 @@ fn stanza(args: &LinkArgs) -> Result<String, String> {
         Mode::Flat => "flat",
         Mode::Gateway => "gateway",
     };
-    let mut out = format!(
-        "[[links]]\ncluster = \"{}\"\ntrust_domain = \"{}\"\ncontrol_addr = \"{}\"\n\
-         control_identity = \"{}\"\nmode = \"{mode}\"\n",
-        remote.cluster,
-        remote.trust_domain,
-        control_addr,
-        remote.control_identity(),
-    );
-    match (&remote.multicluster.gateway, args.mode) {
-        (Some((addr, id)), _) => {
-            out.push_str(&format!(
-                "gateway_addr = \"{addr}\"\ngateway_identity = \"{id}\"\n"
-            ));
-        }
+    let gateway = match (&remote.multicluster.gateway, args.mode) {
+        (Some((addr, id)), _) => Some((addr.to_string(), id.to_string())),
         (None, Mode::Gateway) => {
             return Err(format!(
                 "{}: a gateway link needs the remote cluster's multicluster.gateway_addr and \
@@ -89,7 +77,22 @@ fn stanza(args: &LinkArgs) -> Result<String, String> {
                 args.config.display()
             ));
         }
-        (None, Mode::Flat) => {}
+        (None, Mode::Flat) => None,
+    };
+    let (gateway_addr, gateway_identity) = gateway.unzip();
+    let link = RawLink {
+        cluster: remote.cluster.clone(),
+        trust_domain: remote.trust_domain.clone(),
+        control_addr: control_addr.to_string(),
+        control_identity: remote.control_identity().to_string(),
+        mode: mode.to_string(),
+        gateway_addr,
+        gateway_identity,
+    };
+    /// The stanza is `[[links]]`: an array of one table.
+    #[derive(serde::Serialize)]
+    struct Links {
+        links: [RawLink; 1],
     }
-    Ok(out)
+    toml::to_string(&Links { links: [link] }).map_err(|e| e.to_string())
 }

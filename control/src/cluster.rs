@@ -15,7 +15,7 @@
 //! service_account = "web"                          # identity web.shop.serviceaccount...
 //! protocol = "h2"                                  # h2 (meshed, default) | opaque | none (unmeshed)
 //! labels = { version = "v1" }
-//! explicit = false                                 # true: the pod runs without iptables (#8);
+//! explicit = false                                 # true: the pod runs without iptables;
 //!                                                  # peers use opaque transport on every port
 //! ```
 
@@ -25,7 +25,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use linkerd2_proxy_api::destination as pb;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::profile::{Profile, RawBudget, RawOverride, RawRoute};
 
@@ -34,61 +34,82 @@ pub const INBOUND_PORT: u16 = 4143;
 /// Default endpoint weight (Linkerd's).
 pub const DEFAULT_WEIGHT: u32 = 10_000;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawService {
     pub name: String,
     pub namespace: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_ip: Option<String>,
-    pub ports: Vec<RawPort>,
-    #[serde(default)]
-    pub endpoints: Vec<RawEndpoint>,
-    #[serde(default)]
-    pub routes: Vec<RawRoute>,
-    #[serde(default)]
-    pub retry_budget: Option<RawBudget>,
-    #[serde(default)]
-    pub dst_overrides: Vec<RawOverride>,
-    /// Linked clusters may mirror this service (#10).
-    #[serde(default)]
+    /// Linked clusters may mirror this service.
+    #[serde(default, skip_serializing_if = "is_false")]
     pub export: bool,
     /// How linked clusters reach it: "flat" or "gateway" (default: as each link says).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub export_mode: Option<String>,
+    pub ports: Vec<RawPort>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<RawBudget>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<RawEndpoint>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<RawRoute>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dst_overrides: Vec<RawOverride>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPort {
     pub port: u16,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_port: Option<u16>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub opaque: bool,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawEndpoint {
     pub pod: String,
     pub ip: String,
     #[serde(default = "default_sa")]
     pub service_account: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<u32>,
     /// The pod's proxy runs in explicit mode (no iptables): peers must reach every port through
     /// its inbound port with a transport header.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_false")]
     pub explicit: bool,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 fn default_sa() -> String {
     "default".into()
+}
+
+impl RawEndpoint {
+    /// An endpoint of pod `pod` at `ip`, workload `service_account`, with every other field at
+    /// its default.
+    pub fn new(pod: &str, ip: &str, service_account: &str) -> Self {
+        RawEndpoint {
+            pod: pod.into(),
+            ip: ip.into(),
+            service_account: service_account.into(),
+            protocol: None,
+            weight: None,
+            explicit: false,
+            labels: BTreeMap::new(),
+        }
+    }
+}
+
+/// For `skip_serializing_if`: leaves `false` flags out of a written config.
+pub(crate) fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// How peers speak to an endpoint.
@@ -134,7 +155,7 @@ pub struct Endpoint {
     /// The endpoint's full identity when it is not one of this cluster's (a mirrored pod).
     pub identity: Option<String>,
     /// Reached through a gateway: the service's name in its own cluster; the transport header
-    /// names it with the requested port (#11).
+    /// names it with the requested port.
     pub authority_override: Option<String>,
     /// The port to dial whatever port is asked for (a gateway's inbound port).
     pub port: Option<u16>,

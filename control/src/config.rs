@@ -30,42 +30,57 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use remora_identity::{Name, WorkloadId};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::{ClusterState, RawService};
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub cluster: RawCluster,
     #[serde(default)]
     pub server: RawServer,
     pub identity: RawIdentity,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub multicluster: Option<RawMulticluster>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub links: Vec<RawLink>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<RawService>,
 }
 
+impl RawConfig {
+    /// The config as a file's text: what the demo, the tests and the benchmarks write, built as
+    /// values instead of text.
+    pub fn to_toml(&self) -> String {
+        // Every field is a string, number, bool, table or array of tables: serialising cannot
+        // fail.
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
 /// What other clusters need to reach this one, and how mirrored services are addressed.
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMulticluster {
     /// Where linked control planes reach this one (`server.addr` as seen from outside).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub advertised_addr: Option<String>,
-    /// This cluster's gateway (#11), for gateway-mode links.
+    /// This cluster's gateway, for gateway-mode links.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway_identity: Option<String>,
     /// Virtual IPs for mirrored services are allocated from this IPv4 CIDR.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mirror_cidr: Option<String>,
     /// How long mirrored endpoints outlive an unreachable remote control plane.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub link_grace: Option<String>,
 }
 
 /// A linked remote cluster (what `remora link` prints).
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLink {
     pub cluster: String,
@@ -73,11 +88,13 @@ pub struct RawLink {
     pub control_addr: String,
     pub control_identity: String,
     pub mode: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub gateway_identity: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCluster {
     pub name: String,
@@ -88,7 +105,7 @@ pub struct RawCluster {
     pub cluster_domain: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     #[serde(default = "default_addr")]
@@ -106,7 +123,7 @@ impl Default for RawServer {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawIdentity {
     pub trust_anchors: PathBuf,
@@ -168,7 +185,7 @@ pub struct Multicluster {
 pub enum LinkMode {
     /// One network: straight to the remote pods, keeping the caller's identity.
     Flat,
-    /// Through the remote cluster's gateway (#11).
+    /// Through the remote cluster's gateway.
     Gateway,
 }
 
@@ -465,6 +482,32 @@ mod tests {
                     .unwrap()
             )
         );
+    }
+
+    #[test]
+    fn a_config_written_as_values_reads_back_the_same() {
+        let raw: RawConfig = toml::from_str(EXAMPLE).unwrap();
+        let text = raw.to_toml();
+        let again: RawConfig = toml::from_str(&text).unwrap();
+        assert_eq!(again.to_toml(), text, "writing is stable");
+        let a = Config::parse(EXAMPLE, Path::new("/etc/remora")).unwrap();
+        let b = Config::parse(&text, Path::new("/etc/remora")).unwrap();
+        assert_eq!(a.links, b.links);
+        assert_eq!(
+            (&a.cluster, &a.trust_domain, a.addr, a.cert_lifetime),
+            (&b.cluster, &b.trust_domain, b.addr, b.cert_lifetime)
+        );
+        let services = |c: &Config| {
+            let mut v: Vec<String> = c
+                .state
+                .services
+                .values()
+                .map(|s| format!("{}.{} {:?}", s.key.name, s.key.namespace, s.endpoints))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(services(&a), services(&b), "{text}");
     }
 
     #[test]

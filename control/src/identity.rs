@@ -2,7 +2,7 @@
 //! it entitles the requested identity, checks the CSR, and signs a leaf with the cluster's
 //! issuer.
 //!
-//! Status codes (WIRE.md): `InvalidArgument` for a missing field, a malformed CSR or a bad
+//! Status codes (docs/wire-protocol.md#identities): `InvalidArgument` for a missing field, a malformed CSR or a bad
 //! token; `FailedPrecondition` when the token names another identity, the identity is not this
 //! cluster's, or the CSR does not match the identity; `Unavailable` when no issuer is usable.
 

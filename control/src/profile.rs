@@ -15,7 +15,7 @@
 //! min_retries_per_second = 10
 //! ttl = "10s"
 //!
-//! [[services.dst_overrides]]     # optional traffic split (#11)
+//! [[services.dst_overrides]]     # optional traffic split
 //! authority = "web-west.shop.svc.cluster.local:80"
 //! weight = 10
 //! ```
@@ -25,26 +25,26 @@ use std::time::Duration;
 
 use linkerd2_proxy_api::destination as pb;
 use linkerd2_proxy_api::http_types::HttpMethod;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cluster::duration;
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     pub name: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,
     pub path: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "crate::cluster::is_false")]
     pub retryable: bool,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_status: Option<String>,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBudget {
     #[serde(default = "default_ratio")]
@@ -65,7 +65,7 @@ fn default_ttl() -> String {
     "10s".into()
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawOverride {
     pub authority: String,

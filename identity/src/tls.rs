@@ -1,4 +1,4 @@
-//! rustls configurations for mesh TLS (WIRE.md): TLS 1.3 only; AES-128-GCM, AES-256-GCM,
+//! rustls configurations for mesh TLS (docs/wire-protocol.md#tls): TLS 1.3 only; AES-128-GCM, AES-256-GCM,
 //! ChaCha20-Poly1305; X25519, P-256, P-384; our certificate presented on both sides.
 //!
 //! The client verifies the server's chain against the trust anchors and then requires the

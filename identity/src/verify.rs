@@ -1,6 +1,6 @@
 //! Certificate checks: chains to the trust anchors, names, validity.
 //!
-//! Verification follows WIRE.md: the chain is verified against the trust anchors (ordinary
+//! Verification follows docs/wire-protocol.md#tls: the chain is verified against the trust anchors (ordinary
 //! hostname matching is skipped), then the expected identity must be among the leaf's DNS (or
 //! URI) SANs. A peer's identity is the first DNS (or URI) SAN of its certificate.
 

@@ -7,6 +7,11 @@
 //! ports and subnets. The rules live in chains of our own, jumped to from the built-in chains, so
 //! removal deletes exactly what was added; applying first removes any earlier copy, so applying
 //! twice leaves one copy.
+//!
+//! [`router`] has the rules of the router namespace between cluster networks that the demo and
+//! the tests build.
+
+pub mod router;
 
 use std::fmt;
 use std::net::IpAddr;

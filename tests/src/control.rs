@@ -10,6 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use remora_control::config::{
+    RawCluster, RawConfig, RawIdentity, RawLink, RawMulticluster, RawServer,
+};
+
 use crate::admin;
 use crate::apps::connect_in;
 use crate::inproc::InProcess;
@@ -88,6 +92,28 @@ impl Pki {
         ]);
         remora(&["certs", "token-key", "--out", d]);
         std::fs::create_dir_all(dir.join("tokens")).unwrap();
+        let config = RawConfig {
+            cluster: RawCluster {
+                name: cluster.into(),
+                trust_domain: trust_domain.into(),
+                control_plane_namespace: "linkerd".into(),
+                cluster_domain: "cluster.local".into(),
+            },
+            server: RawServer {
+                addr: addr.to_string(),
+                admin_addr: admin.to_string(),
+            },
+            identity: RawIdentity {
+                trust_anchors: self.root_pem(),
+                issuer_cert: "issuer.pem".into(),
+                issuer_key: "issuer.key".into(),
+                token_key: "token.key".into(),
+                cert_lifetime: "24h".into(),
+            },
+            multicluster: None,
+            links: Vec::new(),
+            services: Vec::new(),
+        };
         let cp = ControlPlane {
             dir,
             root: self.root_pem(),
@@ -95,11 +121,9 @@ impl Pki {
             trust_domain: trust_domain.to_string(),
             addr,
             admin,
-            cert_lifetime: "24h".into(),
             ns: None,
             process: None,
-            services: String::new(),
-            multicluster: String::new(),
+            config,
         };
         cp.write_config();
         cp
@@ -127,11 +151,10 @@ pub struct ControlPlane {
     pub trust_domain: String,
     pub addr: SocketAddr,
     pub admin: SocketAddr,
-    cert_lifetime: String,
     ns: Option<String>,
     process: Option<Role>,
-    services: String,
-    multicluster: String,
+    /// What is written to the config file, as values.
+    config: RawConfig,
 }
 
 impl ControlPlane {
@@ -140,34 +163,7 @@ impl ControlPlane {
     }
 
     fn write_config(&self) {
-        let config = format!(
-            r#"[cluster]
-name = "{}"
-trust_domain = "{}"
-
-[server]
-addr = "{}"
-admin_addr = "{}"
-
-[identity]
-trust_anchors = "{}"
-issuer_cert = "issuer.pem"
-issuer_key = "issuer.key"
-token_key = "token.key"
-cert_lifetime = "{}"
-
-{}
-{}
-"#,
-            self.cluster,
-            self.trust_domain,
-            self.addr,
-            self.admin,
-            self.root.display(),
-            self.cert_lifetime,
-            self.multicluster,
-            self.services,
-        );
+        let config = self.config.to_toml();
         // Atomically, as editors and config-map updates do.
         let tmp = self.dir.join("control.toml.tmp");
         std::fs::write(&tmp, config).unwrap();
@@ -177,15 +173,15 @@ cert_lifetime = "{}"
 
     /// Sets the lifetime of the certificates it issues (takes effect at the next start).
     pub fn cert_lifetime(mut self, lifetime: &str) -> Self {
-        self.cert_lifetime = lifetime.to_string();
+        self.config.identity.cert_lifetime = lifetime.to_string();
         self.write_config();
         self
     }
 
-    /// Replaces the `[[services]]` part of the config file (a running control plane picks the
-    /// edit up by itself).
-    pub fn set_services(&mut self, services: &str) {
-        self.services = services.to_string();
+    /// Replaces the `[[services]]` of the config file (a running control plane picks the edit
+    /// up by itself).
+    pub fn set_services(&mut self, services: &[crate::services::Service]) {
+        self.config.services = crate::services::raw(services);
         self.write_config();
     }
 
@@ -194,7 +190,7 @@ cert_lifetime = "{}"
         let reloads =
             |m: crate::admin::Metrics| m.get("config_reloads_total", &[("result", "success")]);
         let before = reloads(self.metrics().await);
-        self.set_services(&crate::services::toml(services));
+        self.set_services(services);
         let reloaded = eventually(Duration::from_secs(15), || async {
             reloads(self.metrics().await) > before
         })
@@ -207,9 +203,18 @@ cert_lifetime = "{}"
         );
     }
 
-    /// Sets the `[multicluster]` and `[[links]]` part of the config (read at start).
+    /// Sets the `[multicluster]` and `[[links]]` of the config (read at start) from TOML, as
+    /// `remora link` prints links.
     pub fn set_multicluster(&mut self, toml: &str) {
-        self.multicluster = toml.to_string();
+        #[derive(serde::Deserialize)]
+        struct Multicluster {
+            multicluster: Option<RawMulticluster>,
+            #[serde(default)]
+            links: Vec<RawLink>,
+        }
+        let m: Multicluster = toml::from_str(toml).unwrap_or_else(|e| panic!("{e}:\n{toml}"));
+        self.config.multicluster = m.multicluster;
+        self.config.links = m.links;
         self.write_config();
     }
 

@@ -130,10 +130,9 @@ pub fn proxy_get(authority: &str, path: &str) -> Request<Body> {
         .unwrap()
 }
 
-/// `web` in namespace `shop`, port 8080, on explicit-mode `pods` (workload `web`), with `extra`
-/// TOML (routes, ...).
-pub fn web(pods: &[&ExplicitPod], extra: &str) -> Service {
-    let mut s = Service::new("web", "shop").port(8080).with(extra);
+/// `web` in namespace `shop`, port 8080, on explicit-mode `pods` (workload `web`).
+pub fn web(pods: &[&ExplicitPod]) -> Service {
+    let mut s = Service::new("web", "shop").port(8080);
     for p in pods {
         s = s.explicit_endpoint(&p.name, p.ip(), "web");
     }

@@ -1,4 +1,4 @@
-//! `remora demo` (#12) as a user runs it: the built binary, no root needed. Exit status 0; the
+//! `remora demo` as a user runs it: the built binary, no root needed. Exit status 0; the
 //! summary shows successful traffic on every path (local, through the gateway, direct) in both
 //! directions where the demo configures them, all of it over mTLS, retries and timeouts at work;
 //! and afterwards none of its processes and no temporary directory remain.

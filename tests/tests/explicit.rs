@@ -1,4 +1,4 @@
-//! Explicit mode (#8): pods on loopback addresses of their own, no namespaces, no iptables, no
+//! Explicit mode: pods on loopback addresses of their own, no namespaces, no iptables, no
 //! root. Apps use their proxy's outbound listener as `HTTP_PROXY`; pods are announced with
 //! opaque transport so peers reach them through the inbound port.
 //!
@@ -14,7 +14,7 @@ use remora_tests::apps::{echo, echo_roundtrip, test_server};
 use remora_tests::explicit::{Cluster, WEB, first_answer, proxy_get, web};
 use remora_tests::http::{grpc_channel_via, grpc_echo, http1, http2, send1, send2};
 use remora_tests::netns::HOST;
-use remora_tests::services::Service;
+use remora_tests::services::{RouteExt, Service, route};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -41,7 +41,7 @@ async fn explicit_http1_http2_and_grpc_reach_a_meshed_service_over_mtls() {
     let mut east = Cluster::start(10).await;
     let b = east.pod("b", 12, "web", vec![test_server(8080, "b")]).await;
     let a = east.pod("a", 11, "client", vec![]).await;
-    east.cp.apply(&[web(&[&b], "")]).await;
+    east.cp.apply(&[web(&[&b])]).await;
 
     // HTTP/1.1, absolute-form, as HTTP_PROXY clients send it.
     let r = first_answer(&a, "/echo").await;
@@ -211,24 +211,22 @@ async fn explicit_connect_tunnels_raw_tcp_byte_exact_over_mtls() {
     assert!(answered.contains("l5d-proxy-error"), "{answered}");
 }
 
-const ROUTES: &str = r#"
-[[services.routes]]
-name = "get-flaky"
-method = "GET"
-path = "/fail-first/.*"
-retryable = true
-[[services.routes]]
-name = "slow"
-path = "/delay/.*"
-timeout = "1s"
-"#;
+/// A retryable GET route for `/fail-first/...` and a 1 s timeout for `/delay/...`.
+fn routes(s: Service) -> Service {
+    s.route(
+        route("get-flaky", "/fail-first/.*")
+            .method("GET")
+            .retryable(),
+    )
+    .route(route("slow", "/delay/.*").timeout("1s"))
+}
 
 #[tokio::test]
 async fn explicit_requests_are_retried_as_in_transparent_mode() {
     let mut east = Cluster::start(30).await;
     let b = east.pod("b", 32, "web", vec![test_server(8080, "b")]).await;
     let a = east.pod("a", 31, "client", vec![]).await;
-    east.cp.apply(&[web(&[&b], ROUTES)]).await;
+    east.cp.apply(&[routes(web(&[&b]))]).await;
     assert_eq!(first_answer(&a, "/echo").await.status, 200);
     // The profile travels with the endpoints, but on a stream of its own.
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -251,7 +249,7 @@ async fn explicit_requests_time_out_as_in_transparent_mode() {
     let mut east = Cluster::start(40).await;
     let b = east.pod("b", 42, "web", vec![test_server(8080, "b")]).await;
     let a = east.pod("a", 41, "client", vec![]).await;
-    east.cp.apply(&[web(&[&b], ROUTES)]).await;
+    east.cp.apply(&[routes(web(&[&b]))]).await;
     assert_eq!(first_answer(&a, "/echo").await.status, 200);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut h1 = http1(HOST, a.proxy_addr()).await;
@@ -289,7 +287,7 @@ async fn explicit_requests_are_balanced_toward_the_fast_endpoint() {
         .delay_ms
         .store(50, Ordering::Relaxed);
     let a = east.pod("a", 51, "client", vec![]).await;
-    east.cp.apply(&[web(&[&fast, &slow], "")]).await;
+    east.cp.apply(&[web(&[&fast, &slow])]).await;
     assert_eq!(first_answer(&a, "/echo").await.status, 200);
     let mut tasks = Vec::new();
     for _ in 0..10 {
@@ -321,7 +319,7 @@ async fn explicit_malformed_requests_get_400_and_the_proxy_keeps_serving() {
     let mut east = Cluster::start(60).await;
     let b = east.pod("b", 62, "web", vec![test_server(8080, "b")]).await;
     let a = east.pod("a", 61, "client", vec![]).await;
-    east.cp.apply(&[web(&[&b], "")]).await;
+    east.cp.apply(&[web(&[&b])]).await;
     assert_eq!(first_answer(&a, "/echo").await.status, 200);
 
     let cases: [(&str, &[u8]); 6] = [
@@ -402,7 +400,7 @@ async fn explicit_an_unchanged_http_proxy_client_works() {
     let mut east = Cluster::start(70).await;
     let b = east.pod("b", 72, "web", vec![test_server(8080, "b")]).await;
     let a = east.pod("a", 71, "client", vec![]).await;
-    east.cp.apply(&[web(&[&b], "")]).await;
+    east.cp.apply(&[web(&[&b])]).await;
     assert_eq!(first_answer(&a, "/echo").await.status, 200);
     let proxy = format!("http://{}", a.proxy_addr());
     let url = format!("http://{WEB}/echo");

@@ -1,4 +1,4 @@
-//! Golden metrics (#9) without root: bounded cardinality, the JSON access log, and
+//! Golden metrics without root: bounded cardinality, the JSON access log, and
 //! `remora top --once` against real proxies under known traffic. Pods run in explicit mode on
 //! loopback addresses (see `tests/explicit.rs`).
 
@@ -12,6 +12,7 @@ use remora_tests::explicit::{Cluster, ExplicitPod, WEB, first_answer, proxy_get,
 use remora_tests::http::{http1, send1};
 use remora_tests::local::{LocalProxy, loopback};
 use remora_tests::netns::HOST;
+use remora_tests::services::{RouteExt, Service, route};
 
 /// Waits until `web` answers through `pod`'s proxy.
 async fn until_200(pod: &ExplicitPod) {
@@ -96,13 +97,14 @@ async fn ten_thousand_authorities_stay_under_the_cap_and_idle_series_go() {
     );
 }
 
-const ROUTES: &str = r#"
-[[services.routes]]
-name = "get-flaky"
-method = "GET"
-path = "/fail-first/.*"
-retryable = true
-"#;
+/// A retryable GET route for `/fail-first/...`.
+fn flaky(s: Service) -> Service {
+    s.route(
+        route("get-flaky", "/fail-first/.*")
+            .method("GET")
+            .retryable(),
+    )
+}
 
 #[tokio::test]
 async fn the_json_access_log_has_one_line_per_request() {
@@ -112,7 +114,7 @@ async fn the_json_access_log_has_one_line_per_request() {
         .pod_with("b", 112, "web", vec![test_server(8080, "b")], &json)
         .await;
     let a = east.pod_with("a", 111, "client", vec![], &json).await;
-    east.cp.apply(&[web(&[&b], ROUTES)]).await;
+    east.cp.apply(&[flaky(web(&[&b]))]).await;
     until_200(&a).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let lines = |pod: &ExplicitPod| -> Vec<serde_json::Value> {
@@ -191,7 +193,7 @@ async fn top_once_reports_rates_and_success_of_real_proxies() {
         .pod("b", 122, "web", vec![test_server(8080, "b")])
         .await;
     let a = east.pod("a", 121, "client", vec![]).await;
-    east.cp.apply(&[web(&[&b], "")]).await;
+    east.cp.apply(&[web(&[&b])]).await;
     until_200(&a).await;
 
     // 50 requests a second, one in ten a 500, for longer than `top` watches.

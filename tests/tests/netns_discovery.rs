@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use remora_tests::apps::{ask_name, name};
 use remora_tests::control::{ControlPlane, Pki};
+use remora_tests::services::Service;
 use remora_tests::{Net, Pod, eventually};
 
 const PORT: u16 = 7000;
@@ -18,19 +19,14 @@ const PORT: u16 = 7000;
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const VIP: &str = "10.96.0.10:7000";
 
-fn services(pods: &[&Pod]) -> String {
-    let mut s = format!(
-        "[[services]]\nname = \"echo\"\nnamespace = \"shop\"\ncluster_ip = \"10.96.0.10\"\nports = [{{ port = {PORT}, opaque = true }}]\n"
-    );
+fn services(pods: &[&Pod]) -> [Service; 1] {
+    let mut s = Service::new("echo", "shop")
+        .vip("10.96.0.10")
+        .opaque_port(PORT);
     for p in pods {
-        s.push_str(&format!(
-            "[[services.endpoints]]\npod = \"{}\"\nip = \"{}\"\nservice_account = \"echo\"\nlabels = {{ version = \"v1\", pod_name = \"{}\" }}\n",
-            p.name,
-            p.ip4(),
-            p.name
-        ));
+        s = s.labelled_endpoint(p, "echo", &[("version", "v1"), ("pod_name", &p.name)]);
     }
-    s
+    [s]
 }
 
 /// Who answers `n` connections to the virtual IP from `client`.

@@ -1,4 +1,4 @@
-//! Multicluster (#11), gateway mode: east's pods cannot route to west's pods at all (the router
+//! Multicluster, gateway mode: east's pods cannot route to west's pods at all (the router
 //! drops it); they reach west's exported services only through west's gateway, mTLS on each
 //! hop. Serialized: each test builds two clusters.
 

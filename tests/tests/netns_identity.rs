@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use remora_tests::apps::{echo, echo_roundtrip};
 use remora_tests::control::Pki;
-use remora_tests::services::{Service, toml};
+use remora_tests::services::Service;
 use remora_tests::{Net, Pod};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -52,9 +52,7 @@ async fn netns_certificates_rotate_under_traffic() {
         .start()
         .await;
     // Discovery gives B's identity, so every connection is mTLS.
-    cp.set_services(&toml(&[Service::new("echo", "shop")
-        .port(ECHO)
-        .endpoint(&b, "echo")]));
+    cp.set_services(&[Service::new("echo", "shop").port(ECHO).endpoint(&b, "echo")]);
     assert!(
         cp.process()
             .wait_log("config reloaded", Duration::from_secs(15))

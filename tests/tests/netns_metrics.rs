@@ -1,4 +1,4 @@
-//! Golden metrics (#9) with transparent interception: after a scripted mix through A → B, every
+//! Golden metrics with transparent interception: after a scripted mix through A → B, every
 //! counter on both proxies equals the truth, and `/metrics` parses with a Prometheus text-format
 //! parser and is well-formed OpenMetrics.
 

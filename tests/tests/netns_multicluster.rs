@@ -1,4 +1,4 @@
-//! Multicluster (#10), flat mode: two clusters, each its own bridge, pod subnet and control
+//! Multicluster, flat mode: two clusters, each its own bridge, pod subnet and control
 //! plane (own issuer and trust domain under one root), routed to each other through a router
 //! namespace, linked both ways with `remora link`. Serialized: each test builds two clusters.
 
@@ -357,11 +357,10 @@ fn split_web(pods: &[&Pod], backends: &[(&str, u32)]) -> Service {
     for p in pods {
         s = s.endpoint(p, "web");
     }
-    let overrides: String = backends
-        .iter()
-        .map(|(a, w)| format!("[[services.dst_overrides]]\nauthority = \"{a}\"\nweight = {w}\n"))
-        .collect();
-    s.with(&overrides)
+    for (authority, weight) in backends {
+        s = s.dst_override(authority, *weight);
+    }
+    s
 }
 
 const WEB: &str = "web.shop.svc.cluster.local:8080";

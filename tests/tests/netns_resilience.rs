@@ -11,31 +11,26 @@ use http_body_util::Full;
 use remora_tests::Net;
 use remora_tests::control::{ClusterPlane, Pki};
 use remora_tests::http::{get, http1, send1};
-use remora_tests::services::Service;
+use remora_tests::services::{RouteExt, Service, route};
 
 const HOST: &str = "web.shop.svc.cluster.local:8080";
 const STINGY: &str = "stingy.shop.svc.cluster.local:8080";
 
-const ROUTES: &str = r#"
-[[services.routes]]
-name = "get-flaky"
-method = "GET"
-path = "/fail-first/.*"
-retryable = true
-[[services.routes]]
-name = "post-once"
-method = "POST"
-path = "/fail-first/[0-9]+/once"
-[[services.routes]]
-name = "post-flaky"
-method = "POST"
-path = "/fail-first/.*"
-retryable = true
-[[services.routes]]
-name = "slow"
-path = "/delay/.*"
-timeout = "1s"
-"#;
+/// The profile routes of the services here.
+fn routes(s: Service) -> Service {
+    s.route(
+        route("get-flaky", "/fail-first/.*")
+            .method("GET")
+            .retryable(),
+    )
+    .route(route("post-once", "/fail-first/[0-9]+/once").method("POST"))
+    .route(
+        route("post-flaky", "/fail-first/.*")
+            .method("POST")
+            .retryable(),
+    )
+    .route(route("slow", "/delay/.*").timeout("1s"))
+}
 
 #[tokio::test]
 async fn netns_retries_budgets_and_timeouts_follow_the_profile() {
@@ -49,20 +44,21 @@ async fn netns_retries_budgets_and_timeouts_follow_the_profile() {
         .meshed()
         .start()
         .await;
-    let no_budget =
-        "[services.retry_budget]\nretry_ratio = 0.0\nmin_retries_per_second = 0\nttl = \"10s\"\n";
     east.cp
         .apply(&[
-            Service::new("web", "shop")
-                .vip("10.96.0.60")
-                .port(8080)
-                .endpoint(&b, "echo")
-                .with(ROUTES),
-            Service::new("stingy", "shop")
-                .vip("10.96.0.61")
-                .port(8080)
-                .endpoint(&b, "echo")
-                .with(&format!("{ROUTES}{no_budget}")),
+            routes(
+                Service::new("web", "shop")
+                    .vip("10.96.0.60")
+                    .port(8080)
+                    .endpoint(&b, "echo"),
+            ),
+            routes(
+                Service::new("stingy", "shop")
+                    .vip("10.96.0.61")
+                    .port(8080)
+                    .endpoint(&b, "echo"),
+            )
+            .retry_budget(0.0, 0, "10s"),
         ])
         .await;
     let mut h1 = http1(&a.ns, "10.96.0.60:8080".parse().unwrap()).await;

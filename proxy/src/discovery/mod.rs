@@ -56,7 +56,7 @@ pub enum Hint {
 pub struct Endpoint {
     pub addr: SocketAddr,
     pub weight: u32,
-    /// The identity to require of the peer (mTLS, #5); `None` = plaintext.
+    /// The identity to require of the peer (mTLS); `None` = plaintext.
     pub identity: Option<Name>,
     /// The SNI to send, when it differs from the identity.
     pub server_name: Option<Name>,

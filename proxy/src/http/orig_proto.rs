@@ -1,4 +1,4 @@
-//! HTTP/1 requests carried over HTTP/2 between proxies (WIRE.md): the outbound marks the request
+//! HTTP/1 requests carried over HTTP/2 between proxies (docs/wire-protocol.md#http-between-proxies): the outbound marks the request
 //! `l5d-orig-proto: HTTP/1.1` (or `HTTP/1.0`, with `; absolute-form` when the URI was
 //! absolute-form) and sends it as HTTP/2; the inbound restores HTTP/1 for its app and marks the
 //! response, which the outbound unmarks.

@@ -1,7 +1,7 @@
 //! Recognises a TLS ClientHello at the start of a connection and reads its SNI, without
 //! consuming anything: the caller reads into a buffer and replays it afterwards.
 //!
-//! Only a ClientHello that fits one TLS record is read (WIRE.md); one split across records, or
+//! Only a ClientHello that fits one TLS record is read (docs/wire-protocol.md#tls); one split across records, or
 //! one that is malformed, is reported as [`Detected::TlsUnreadable`] — TLS that is not ours to
 //! terminate.
 

@@ -1,4 +1,4 @@
-//! Mutual TLS between proxies (WIRE.md): dialling an endpoint and terminating inbound.
+//! Mutual TLS between proxies (docs/wire-protocol.md#tls): dialling an endpoint and terminating inbound.
 //!
 //! Outbound, an endpoint with an identity is dialled with mTLS: TLS 1.3, SNI = its server name
 //! or identity, our certificate presented, its chain verified against the trust anchors and the
@@ -167,7 +167,7 @@ pub struct DialTarget<'a> {
     pub addr: SocketAddr,
     /// What discovery says about it.
     pub endpoint: Option<&'a Endpoint>,
-    /// The HTTP version the connection will carry, for the transport header (#6).
+    /// The HTTP version the connection will carry, for the transport header.
     pub protocol: Option<SessionProtocol>,
 }
 

@@ -1,4 +1,4 @@
-//! The transport header (WIRE.md): sent by a client proxy right after an mTLS handshake that
+//! The transport header (docs/wire-protocol.md#transport-header): sent by a client proxy right after an mTLS handshake that
 //! negotiated ALPN `transport.l5d.io/v1`, before any application byte. It names the port the
 //! client wanted (opaque transport) or a service name (gateway), and the HTTP version when the
 //! connection carries HTTP.
