@@ -5,11 +5,23 @@
 //! A handler closes its connection by marking a response with [`CloseConnection`]: HTTP/1
 //! answers with `connection: close` and closes after it; HTTP/2 sends GOAWAY, so the client
 //! opens no new stream there, while the streams in flight finish.
+//!
+//! An HTTP/1 request head must arrive whole within [`HEADER_READ_TIMEOUT`] of its first byte
+//! (slow-header clients are cut off). The clock starts at that first byte, not when the
+//! connection falls idle between requests: hyper's own header timeout would also close idle
+//! keep-alive connections, and an app whose pooled connection is closed under it may lose the
+//! request it is sending at that moment.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
@@ -22,7 +34,8 @@ use super::Body;
 use super::detect::Protocol;
 use crate::transport::io::BoxIo;
 
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an HTTP/1 request head may take to arrive, from its first byte.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Limits on what a client may send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,14 +71,27 @@ where
 {
     let close = Arc::new(Notify::new());
     let closing = close.clone();
+    let heads = Arc::new(Heads::default());
+    let io: BoxIo = match protocol {
+        Protocol::Http1 => Box::new(HeadWatch {
+            inner: io,
+            heads: heads.clone(),
+        }),
+        Protocol::Http2 => io,
+    };
+    let seen = heads.clone();
     // hyper keeps the slot for a connection's in-flight request future allocated for as long
     // as the connection lives. The routing future is several KiB; boxed per request, an idle
     // keep-alive connection holds a pointer instead.
     let service = hyper::service::service_fn(move |req| {
+        // The head is complete: no clock while the request is served, and none again until
+        // the next request's first byte.
+        seen.busy();
         let rsp = Box::pin(handle(req));
-        let closing = closing.clone();
+        let (closing, seen) = (closing.clone(), seen.clone());
         async move {
             let mut rsp = rsp.await;
+            seen.idle();
             if rsp.extensions_mut().remove::<CloseConnection>().is_some() {
                 if rsp.version() < http::Version::HTTP_2 {
                     rsp.headers_mut()
@@ -81,17 +107,22 @@ where
         Protocol::Http1 => {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .header_read_timeout(None)
                 .max_buf_size(limits.max_head.max(8192))
                 .max_headers(limits.max_headers)
                 .serve_connection(io, service)
                 .with_upgrades();
             tokio::pin!(conn);
+            let head = heads.clone();
             tokio::select! {
                 res = conn.as_mut() => res,
                 _ = close.notified() => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
+                }
+                _ = head.overdue(HEADER_READ_TIMEOUT) => {
+                    debug!("no whole request head within {HEADER_READ_TIMEOUT:?} of its first byte; closing");
+                    return;
                 }
             }
         }
@@ -114,6 +145,123 @@ where
     };
     if let Err(e) = res {
         debug!(error = %e, "HTTP connection ended with an error");
+    }
+}
+
+/// The request heads of an HTTP/1 connection: the moment the current one began (its first
+/// byte), if one is being read.
+#[derive(Debug, Default)]
+struct Heads {
+    /// Milliseconds since `epoch` + 1 when a head began; [`IDLE`] between requests; [`BUSY`]
+    /// while a request is being served (its body bytes are not a head).
+    started_ms: AtomicU64,
+    epoch: std::sync::OnceLock<tokio::time::Instant>,
+    began: Notify,
+}
+
+impl Heads {
+    fn epoch(&self) -> tokio::time::Instant {
+        *self.epoch.get_or_init(tokio::time::Instant::now)
+    }
+
+    /// Bytes arrived: between requests, a head begins.
+    fn bytes(&self) {
+        let now = self.epoch().elapsed().as_millis() as u64 + 1;
+        if self
+            .started_ms
+            .compare_exchange(IDLE, now, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            self.began.notify_one();
+        }
+    }
+
+    /// hyper parsed a whole head: the request is being served.
+    fn busy(&self) {
+        self.started_ms.store(BUSY, Ordering::Release);
+    }
+
+    /// The response is on its way: the connection is between requests again.
+    fn idle(&self) {
+        let _ = self
+            .started_ms
+            .compare_exchange(BUSY, IDLE, Ordering::AcqRel, Ordering::Relaxed);
+    }
+
+    /// Resolves once a head has been in reading for longer than `limit`.
+    async fn overdue(&self, limit: Duration) {
+        loop {
+            let started = self.started_ms.load(Ordering::Acquire);
+            if started == IDLE || started == BUSY {
+                self.began.notified().await;
+                continue;
+            }
+            let deadline = self.epoch() + Duration::from_millis(started - 1) + limit;
+            tokio::time::sleep_until(deadline).await;
+            if self.started_ms.load(Ordering::Acquire) == started {
+                return;
+            }
+        }
+    }
+}
+
+const IDLE: u64 = 0;
+const BUSY: u64 = u64::MAX;
+
+/// An HTTP/1 connection's stream, noting when request bytes arrive.
+struct HeadWatch {
+    inner: BoxIo,
+    heads: Arc<Heads>,
+}
+
+impl crate::transport::io::Io for HeadWatch {
+    fn reset(&self) {
+        self.inner.reset();
+    }
+}
+
+impl AsyncRead for HeadWatch {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.heads.bytes();
+        }
+        res
+    }
+}
+
+impl AsyncWrite for HeadWatch {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -163,6 +311,66 @@ mod tests {
             ended.is_ok(),
             "the connection ended after the close response"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_request_body_is_not_a_slow_head() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (client, srv) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(serve(
+            Box::new(srv),
+            Protocol::Http1,
+            Limits::default(),
+            |req: Request<Incoming>| async move {
+                let n = req
+                    .into_body()
+                    .collect()
+                    .await
+                    .map(|b| b.to_bytes().len())
+                    .unwrap_or(0);
+                Response::new(super::super::boxed(http_body_util::Full::new(Bytes::from(
+                    n.to_string(),
+                ))))
+            },
+        ));
+        let mut c = client;
+        c.write_all(b"POST /up HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\n\r\na")
+            .await
+            .unwrap();
+        // Body bytes trickle in for longer than the header timeout.
+        for part in [&b"b"[..], b"c", b"d"] {
+            tokio::time::sleep(HEADER_READ_TIMEOUT / 2 + Duration::from_secs(1)).await;
+            c.write_all(part).await.unwrap();
+        }
+        let mut buf = [0u8; 1024];
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{:?}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_keep_alive_connection_stays_open_but_a_slow_head_is_cut_off() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = server(Protocol::Http1);
+        c.write_all(b"GET /a HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        assert!(c.read(&mut buf).await.unwrap() > 0);
+        // Idle for ten times the header timeout: still open.
+        tokio::time::sleep(HEADER_READ_TIMEOUT * 10).await;
+        c.write_all(b"GET /b HTTP/1.1\r\nhost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let n = c.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        // A head begun and never finished is cut off after the timeout.
+        c.write_all(b"GET /c HTTP/1.1\r\nhost:").await.unwrap();
+        tokio::time::sleep(HEADER_READ_TIMEOUT + Duration::from_secs(1)).await;
+        assert_eq!(c.read(&mut buf).await.unwrap(), 0, "closed");
     }
 
     #[tokio::test]
