@@ -105,13 +105,11 @@ async fn many_services() {
     let mut control = spawn_control(&dir);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base = rss_kib();
-    let channel = remora_runtime::channel::plaintext_channel(ADDR.parse().unwrap()).unwrap();
+    let channel =
+        remora_runtime::channel::ControlChannel::plaintext(ADDR.parse().unwrap()).unwrap();
     let resolver: Arc<Resolver> = Resolver::new(
         remora_runtime::channel::Instrumented::new(channel, "destination", Default::default()),
-        String::new(),
-        Duration::from_secs(600),
-        100_000,
-        7,
+        remora_proxy::discovery::ResolverConfig::new(Duration::from_secs(600), 100_000, 7),
     );
 
     let start = Instant::now();
@@ -142,13 +140,11 @@ async fn one_big_service() {
     let mut control = spawn_control(&dir);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let base = rss_kib();
-    let channel = remora_runtime::channel::plaintext_channel(ADDR.parse().unwrap()).unwrap();
+    let channel =
+        remora_runtime::channel::ControlChannel::plaintext(ADDR.parse().unwrap()).unwrap();
     let resolver = Resolver::new(
         remora_runtime::channel::Instrumented::new(channel, "destination", Default::default()),
-        String::new(),
-        Duration::from_secs(600),
-        100_000,
-        7,
+        remora_proxy::discovery::ResolverConfig::new(Duration::from_secs(600), 100_000, 7),
     );
     let target = resolver.resolve("10.96.0.0:80");
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -10,7 +10,7 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use remora_benches::echo_server;
 use remora_metrics::Registry;
 use remora_metrics::tcp::{Direction, Peer, TcpLabels, TcpMetrics};
-use remora_proxy::transport::tcp::{TcpCtx, proxy_to};
+use remora_proxy::transport::tcp::{Connect, TcpCtx, proxy_to};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -24,7 +24,7 @@ fn forward(c: &mut Criterion) {
         let mut registry = Registry::default();
         let ctx = TcpCtx {
             direction: Direction::Outbound,
-            connect_timeout: Duration::from_secs(1),
+            connect: Connect::within(Duration::from_secs(1)),
             idle_timeout: None,
             metrics: TcpMetrics::register(&mut registry),
         };

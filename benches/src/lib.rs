@@ -79,6 +79,7 @@ pub mod config {
                 trust_domain: format!("{name}.example"),
                 control_plane_namespace: "linkerd".into(),
                 cluster_domain: "cluster.local".into(),
+                outbound_transport_mode: remora_control::config::default_transport_mode(),
             },
             server: RawServer {
                 addr: addr.into(),

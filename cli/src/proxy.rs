@@ -1,4 +1,6 @@
-//! `remora proxy`: the sidecar. Configured entirely by `REMORA_*` variables.
+//! `remora proxy`: the sidecar. Configured by `REMORA_*` variables, or by Linkerd's
+//! `LINKERD2_PROXY_*` environment as Linkerd's injector renders it (an explicit `REMORA_*`
+//! variable wins).
 
 use std::process::ExitCode;
 
@@ -6,17 +8,18 @@ use clap::Args;
 use remora_proxy::Proxy;
 use remora_proxy::config::{Config, VARS};
 use remora_runtime::bootstrap::{Bootstrap, EXIT_USAGE, drain_on_signal};
-use tracing::{error, info};
+use tracing::{debug, error, info, warn};
 
 #[derive(Debug, Args)]
 #[command(
-    about = "Run the sidecar proxy (configured by REMORA_* environment variables)",
+    about = "Run the sidecar proxy (configured by REMORA_* or LINKERD2_PROXY_* environment variables)",
     long_about = "Run the sidecar proxy.\n\nThe proxy takes the pod's traffic that `remora init` \
                   redirects: the app's outbound connections arrive on the outbound listener and \
                   are forwarded to their original destination; other pods' connections arrive \
                   on the inbound listener and are forwarded to the app on the pod's own \
-                  address. It is configured entirely by the environment variables below; \
-                  CONFIG.md documents them.",
+                  address. It is configured by the environment variables below, or by \
+                  Linkerd's LINKERD2_PROXY_* variables as Linkerd's injector sets them (an \
+                  explicit REMORA_* variable wins); CONFIG.md documents both.",
     after_long_help = env_help(),
     after_help = "Run `remora proxy --help` for the environment variables and their defaults."
 )]
@@ -83,7 +86,7 @@ fn run(gateway: bool) -> ExitCode {
             Ok(proxy) => proxy.with_log_level(log_level),
             Err(e) => {
                 error!("{e}");
-                return ExitCode::FAILURE;
+                return ExitCode::from(e.exit_code());
             }
         };
         info!(
@@ -104,21 +107,20 @@ fn log_config(c: &Config) {
         outbound = ?c.outbound_addrs,
         inbound = ?c.inbound_addrs,
         admin = %c.admin_addr,
-        connect_timeout = ?c.connect_timeout,
-        tcp_idle_timeout = ?c.idle_timeout,
-        inbound_max_connections = c.inbound_max_connections,
-        outbound_max_connections = c.outbound_max_connections,
-        shutdown_grace = ?c.shutdown_grace,
         worker_threads = c.worker_threads,
-        log = %c.log.filter,
-        log_format = ?c.log.format,
+        surface = if c.linkerd.is_some() { "LINKERD2_PROXY_*" } else { "REMORA_*" },
         "effective configuration"
     );
+    // Each setting not at Remora's default, with the variable it came from.
+    for line in c.describe() {
+        info!("config: {line}");
+    }
     match &c.identity {
         Some(id) => info!(
             identity = %id.name,
             identity_addr = %id.addr,
             identity_svc = ?id.svc_name.as_ref().map(|n| n.to_string()),
+            identity_dir = ?id.dir.as_ref().map(|d| d.display().to_string()),
             token_file = %id.token_file.display(),
             trust_anchors = id.trust_anchors.certs().len(),
             "workload identity"
@@ -127,5 +129,13 @@ fn log_config(c: &Config) {
             "no workload identity configured ({} unset)",
             remora_proxy::config::IDENTITY_NAME
         ),
+    }
+    if let Some(notes) = &c.linkerd {
+        for (var, why) in &notes.unhonoured {
+            warn!("{var} is set but has no effect in Remora: {why}");
+        }
+        for var in &notes.unknown {
+            debug!("{var} is not a variable Remora knows; ignored");
+        }
     }
 }

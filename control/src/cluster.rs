@@ -205,6 +205,10 @@ pub struct ClusterState {
     pub cluster_domain: String,
     pub trust_domain: String,
     pub control_plane_ns: String,
+    /// Linkerd's transport-header mode: meshed HTTP endpoints are hinted h2 through the pod's
+    /// inbound port (`opaque_transport`), so the client sends the transport header naming the
+    /// session protocol. Off, only opaque ports and explicit pods get `opaque_transport`.
+    pub transport_header: bool,
     pub services: BTreeMap<SvcKey, Service>,
     by_vip: HashMap<IpAddr, SvcKey>,
     by_pod: HashMap<IpAddr, SvcKey>,
@@ -381,10 +385,13 @@ impl ClusterState {
             }),
             // An explicit pod has no iptables to redirect an app port to its proxy: every port
             // is reached through the inbound port, HTTP still hinted h2 (the transport header
-            // then names the session protocol).
-            opaque_transport: (opaque || e.explicit).then_some(OpaqueTransport {
-                inbound_port: u32::from(INBOUND_PORT),
-            }),
+            // then names the session protocol). Transport-header mode does the same for every
+            // meshed pod.
+            opaque_transport: (opaque || e.explicit || self.transport_header).then_some(
+                OpaqueTransport {
+                    inbound_port: u32::from(INBOUND_PORT),
+                },
+            ),
         });
         pb::WeightedAddr {
             addr: Some(addr.into()),
@@ -585,6 +592,21 @@ ip = "127.0.10.3"
         for ip in [[127, 0, 10, 2], [127, 0, 10, 3]] {
             let h = hint(&s, 3306, ip);
             assert!(matches!(h.protocol, Some(P::Opaque(_))));
+            assert_eq!(h.opaque_transport.unwrap().inbound_port, 4143);
+        }
+    }
+
+    #[test]
+    fn transport_header_mode_sends_every_meshed_port_through_the_inbound_port() {
+        use pb::protocol_hint::Protocol as P;
+        let mut s = state(WEB).unwrap();
+        s.transport_header = true;
+        for ip in [[127, 0, 10, 2], [127, 0, 10, 3]] {
+            let h = hint(&s, 8080, ip);
+            assert!(
+                matches!(h.protocol, Some(P::H2(_))),
+                "HTTP is still hinted h2"
+            );
             assert_eq!(h.opaque_transport.unwrap().inbound_port, 4143);
         }
     }

@@ -103,6 +103,12 @@ pub struct RawCluster {
     pub control_plane_namespace: String,
     #[serde(default = "default_cluster_domain")]
     pub cluster_domain: String,
+    /// How meshed HTTP reaches a pod (Linkerd's `proxy.outboundTransportMode`):
+    /// `transport-header` (every meshed HTTP port through the pod's inbound port 4143 with the
+    /// transport header naming the session protocol, as Linkerd's controller hints it since
+    /// 2025) or `legacy` (HTTP to the app port, detected there).
+    #[serde(default = "default_transport_mode")]
+    pub outbound_transport_mode: String,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -139,6 +145,9 @@ fn default_cp_ns() -> String {
 }
 fn default_cluster_domain() -> String {
     "cluster.local".into()
+}
+pub fn default_transport_mode() -> String {
+    "transport-header".into()
 }
 fn default_addr() -> String {
     "0.0.0.0:8086".into()
@@ -371,7 +380,18 @@ impl Config {
             .cluster_domain
             .parse()
             .map_err(|e| format!("cluster.cluster_domain: {e}"))?;
-        let state = ClusterState::build(&raw.services, domain.as_str(), td.as_str(), cp.as_str())?;
+        let mut state =
+            ClusterState::build(&raw.services, domain.as_str(), td.as_str(), cp.as_str())?;
+        state.transport_header = match cluster.outbound_transport_mode.as_str() {
+            "transport-header" => true,
+            "legacy" => false,
+            other => {
+                return Err(Invalid::from(format!(
+                    "cluster.outbound_transport_mode: {other:?} is neither \"transport-header\" \
+                     nor \"legacy\""
+                )));
+            }
+        };
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { dir.join(p) };
         let id = raw.identity;
         let multicluster = parse_multicluster(raw.multicluster)?;

@@ -285,7 +285,7 @@ pub type Mirrors = BTreeMap<String, Arc<BTreeMap<String, pb::ExportedService>>>;
 pub async fn run_link(
     link: Link,
     local_cluster: String,
-    channel: tonic::transport::Channel,
+    channel: remora_runtime::channel::ControlChannel,
     grace: Duration,
     mirrors: watch::Sender<Mirrors>,
     metrics: MulticlusterMetrics,

@@ -231,15 +231,16 @@ impl Control {
                 return Err(Error::LinksNeedTls);
             };
             for link in &self.config.links {
-                let channel = remora_runtime::channel::tls_channel(
-                    link.control_addr,
+                let tls = remora_runtime::channel::ChannelTls::fixed(
                     link.control_identity.clone(),
                     link_client_config(cert.clone(), &self.anchors)?,
-                )
-                .map_err(|source| Error::Link {
-                    cluster: link.cluster.clone(),
-                    source,
-                })?;
+                );
+                let channel =
+                    remora_runtime::channel::ControlChannel::new(&link.control_addr.into(), tls)
+                        .map_err(|source| Error::Link {
+                            cluster: link.cluster.clone(),
+                            source,
+                        })?;
                 tasks.push(tokio::spawn(multicluster::run_link(
                     link.clone(),
                     self.config.cluster.clone(),
@@ -252,6 +253,7 @@ impl Control {
             served_rx
         };
         let admin_state = AdminState {
+            shutdown_endpoint: true,
             registry: Arc::new(registry),
             ready: Arc::new(AtomicBool::new(true)),
             drain: self.drain.clone(),

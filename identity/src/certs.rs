@@ -41,6 +41,8 @@ pub enum CertError {
     IssuerExpired,
     #[error("cannot read {what}: {why}")]
     Pem { what: String, why: String },
+    #[error("the CSR carries a different public key than the workload key")]
+    KeyMismatch,
 }
 
 /// Generates a workload key: ECDSA P-256.
@@ -51,6 +53,29 @@ pub fn generate_key() -> Result<KeyPair, CertError> {
 /// The key in PKCS#8 DER, as rustls takes it.
 pub fn key_der(key: &KeyPair) -> PrivatePkcs8KeyDer<'static> {
     PrivatePkcs8KeyDer::from(key.serialize_der())
+}
+
+/// A workload key from PKCS#8 DER (an identity directory's `key.p8`): ECDSA P-256 only.
+pub fn key_from_pkcs8(der: &[u8]) -> Result<KeyPair, CertError> {
+    let key = PrivatePkcs8KeyDer::from(der.to_vec());
+    KeyPair::from_pkcs8_der_and_sign_algo(&key, &PKCS_ECDSA_P256_SHA256).map_err(CertError::Key)
+}
+
+/// Checks a CSR (an identity directory's `csr.der`) before it is sent for `name` with `key`:
+/// its signature verifies, it names exactly `name` (one DNS SAN, nothing else), and it carries
+/// `key`'s public key, so the certificate issued for it is usable with the key.
+pub fn check_csr(der: &[u8], name: &Name, key: &KeyPair) -> Result<(), CertError> {
+    use rcgen::PublicKeyData;
+    let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(der))
+        .map_err(CertError::BadCsr)?;
+    if csr.public_key.algorithm() != &PKCS_ECDSA_P256_SHA256 {
+        return Err(CertError::WrongKeyType);
+    }
+    check_sans(&csr.params.subject_alt_names, name)?;
+    if csr.public_key.der_bytes() != key.der_bytes() {
+        return Err(CertError::KeyMismatch);
+    }
+    Ok(())
 }
 
 /// A CSR (DER) for `name`, signed by `key`.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use rcgen::{CertificateParams, KeyPair, PKCS_ECDSA_P384_SHA384};
-use remora_identity::certs::{Ca, CertError, csr, generate_key, key_der};
+use remora_identity::certs::{
+    Ca, CertError, check_csr, csr, generate_key, key_der, key_from_pkcs8,
+};
 use remora_identity::tls::{CertifiedKey, configs};
 use remora_identity::verify::{VerifyError, peer_identity};
 use remora_identity::{Name, TrustAnchors};
@@ -355,4 +357,32 @@ fn server_accepts_unauthenticated_clients_and_rejects_foreign_ones() {
     // And a client trusting only another root refuses our server.
     let distrustful = configs(&certified(&foreign_issuer, &web()), &foreign_anchors, &[]).unwrap();
     assert!(handshake(distrustful.client, server.server, &db).is_err());
+}
+
+#[test]
+fn an_identity_directorys_key_and_csr_are_checked_together() {
+    let key = generate_key().unwrap();
+    let der = key_der(&key).secret_pkcs8_der().to_vec();
+    let loaded = key_from_pkcs8(&der).unwrap();
+    let request = csr(&loaded, &web()).unwrap();
+    check_csr(&request, &web(), &loaded).unwrap();
+    // The same CSR with another key, or for another name, is refused before it is sent.
+    let other = generate_key().unwrap();
+    assert!(matches!(
+        check_csr(&request, &web(), &other),
+        Err(CertError::KeyMismatch)
+    ));
+    let db = name("db.shop.serviceaccount.identity.linkerd.east.example");
+    assert!(matches!(
+        check_csr(&request, &db, &loaded),
+        Err(CertError::SanMismatch { .. })
+    ));
+    assert!(matches!(
+        check_csr(b"garbage", &web(), &loaded),
+        Err(CertError::BadCsr(_))
+    ));
+    // key.p8 must be a P-256 PKCS#8 key.
+    let p384 = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+    assert!(key_from_pkcs8(&p384.serialize_der()).is_err());
+    assert!(key_from_pkcs8(b"not a key").is_err());
 }

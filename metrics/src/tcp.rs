@@ -170,6 +170,8 @@ pub enum RefuseReason {
     PolicyUnauthenticated,
     /// Inbound policy: the peer is not of our trust domain.
     PolicyForeignTrustDomain,
+    /// Inbound policy: the client's address is outside the cluster's networks.
+    PolicyOutsideCluster,
     /// Inbound policy: the peer is not on the port's allow-list.
     PolicyNotAllowed,
     /// Inbound policy: the port denies everything.
@@ -200,6 +202,7 @@ impl RefuseReason {
             RefuseReason::GatewayNotExported => "gateway_not_exported",
             RefuseReason::PolicyUnauthenticated => "policy_unauthenticated",
             RefuseReason::PolicyForeignTrustDomain => "policy_foreign_trust_domain",
+            RefuseReason::PolicyOutsideCluster => "policy_outside_cluster",
             RefuseReason::PolicyNotAllowed => "policy_not_allowed",
             RefuseReason::PolicyDeny => "policy_deny",
             RefuseReason::MalformedHttp => "malformed_http",

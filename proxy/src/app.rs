@@ -13,17 +13,19 @@ use remora_metrics::identity::IdentityMetrics;
 use remora_metrics::series::SeriesLimits;
 use remora_metrics::tcp::{Direction, TcpMetrics};
 use remora_runtime::admin::{self, AdminState, DebugReport};
-use remora_runtime::channel::{ChannelError, Instrumented, channel, plaintext_channel};
+use remora_runtime::channel::{
+    ChannelError, ChannelTls, ClientConfigFn, ControlChannel, Instrumented,
+};
 use remora_runtime::drain::Drain;
-use remora_runtime::listen::bind;
+use remora_runtime::listen::bind_group;
 use remora_runtime::log::LogLevel;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
 use crate::config::{self, Config};
-use crate::discovery::Resolver;
 use crate::discovery::report::{BalancerCollector, snapshot_json};
+use crate::discovery::{ProfileScope, Resolver, ResolverConfig};
 use crate::http::record::{AccessLog, AccessLogOut};
 use crate::inbound::gateway::{Gateway, watch_exports};
 use crate::inbound::policy::InboundPolicy;
@@ -36,6 +38,7 @@ use crate::transport::header::ALPN;
 use crate::transport::listen::AcceptCtx;
 use crate::transport::orig_dst::LocalIps;
 use crate::transport::own::OwnAddrs;
+use crate::transport::tcp::Connect;
 
 /// A proxy whose listeners are bound and whose identity is being fetched, ready to
 /// [`run`](Proxy::run).
@@ -70,10 +73,23 @@ pub enum StartError {
     Destination(#[from] ChannelError),
 }
 
+impl StartError {
+    /// The exit status: 64 (EX_USAGE) when the configuration is at fault (an identity
+    /// directory whose key and CSR do not fit, a control-plane address that cannot be used),
+    /// 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StartError::Identity(IdentityError::Dir { .. } | IdentityError::Channel(_))
+            | StartError::Destination(_) => remora_runtime::bootstrap::EXIT_USAGE,
+            _ => 1,
+        }
+    }
+}
+
 fn bind_all(var: &'static str, addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, StartError> {
-    addrs
-        .iter()
-        .map(|&addr| bind(addr).map_err(|source| StartError::Bind { var, addr, source }))
+    bind_group(addrs)
+        .into_iter()
+        .map(|(addr, res)| res.map_err(|source| StartError::Bind { var, addr, source }))
         .collect()
 }
 
@@ -106,17 +122,20 @@ impl Proxy {
         };
         let resolver = match &config.destination {
             Some(d) => {
-                let anchors = config.identity.as_ref().map(|i| i.trust_anchors.clone());
-                let channel = match (&d.svc_name, anchors) {
-                    (Some(name), Some(anchors)) => channel(d.addr, Some(name), &anchors)?,
-                    _ => plaintext_channel(d.addr)?,
-                };
+                let tls = control_tls(&d.addr, d.svc_name.as_ref(), &config, creds.as_ref())?;
+                let channel = ControlChannel::new(&d.addr, tls)?;
                 Some(Resolver::new(
                     Instrumented::new(channel, "destination", client_metrics),
-                    d.context.clone(),
-                    d.idle_timeout,
-                    d.max_targets,
-                    d.max_failures,
+                    ResolverConfig {
+                        context_token: d.context.clone(),
+                        idle: d.idle_timeout,
+                        max_entries: d.max_targets,
+                        max_failures: d.max_failures,
+                        profiles: ProfileScope {
+                            suffixes: d.profile_suffixes.clone(),
+                            networks: d.profile_networks.clone(),
+                        },
+                    },
                 ))
             }
             None => None,
@@ -183,15 +202,21 @@ impl Proxy {
         let registry = Arc::new(self.registry);
         let ready = Arc::new(AtomicBool::new(false));
         let cfg = &self.config;
-        let accept = |direction, max| AcceptCtx {
+        let accept = |direction, max, opts| AcceptCtx {
             direction,
             limit: Arc::new(Semaphore::new(max)),
             metrics: self.tcp_metrics.clone(),
             drain: self.drain.clone(),
+            opts,
         };
         let tls = LocalTls::new(self.creds.clone());
+        let pod_ips = if cfg.inbound_ips.is_empty() {
+            LocalIps::new()
+        } else {
+            LocalIps::fixed(&cfg.inbound_ips)
+        };
         let inputs = Arc::new(ProxyInputs {
-            own: OwnAddrs::new(own_listeners, LocalIps::new()),
+            own: OwnAddrs::new(own_listeners, pod_ips),
             tls: tls.clone(),
             discovery: self.resolver.clone().map(|resolver| Discovery {
                 resolver,
@@ -203,20 +228,34 @@ impl Proxy {
             }),
             tcp_metrics: self.tcp_metrics.clone(),
             http_metrics: self.http_metrics.clone(),
-            connect_timeout: cfg.connect_timeout,
+            outbound_connect: Connect {
+                timeout: cfg.connect_timeout,
+                opts: cfg.sockets.outbound_connect,
+            },
+            inbound_connect: Connect {
+                timeout: cfg.inbound_connect_timeout,
+                opts: cfg.sockets.inbound_connect,
+            },
             idle_timeout: cfg.idle_timeout,
-            opaque_ports: cfg.opaque_ports.clone(),
-            http_limits: cfg.http_limits,
+            opaque_ports: cfg.opaque_ports.iter().copied().collect(),
             pool_idle_timeout: cfg.pool_idle_timeout,
+            pool_max_idle: cfg.pool_max_idle,
+            http2_client: cfg.http2_client,
             access_log: access_log(cfg.access_log, self.access_log_out.take()),
         });
         let outbound = Outbound::new(
             self.outbound,
-            accept(Direction::Outbound, cfg.outbound_max_connections),
+            accept(
+                Direction::Outbound,
+                cfg.outbound_max_connections,
+                cfg.sockets.outbound_accept,
+            ),
             inputs.clone(),
             OutboundConfig {
                 detect_timeout: cfg.outbound_detect_timeout,
                 request_timeout: cfg.request_timeout,
+                http: cfg.outbound_http,
+                ingress: cfg.ingress,
             },
         );
         let trust_domain = cfg.identity.as_ref().and_then(|i| {
@@ -229,7 +268,12 @@ impl Proxy {
                 let (tx, exports) = tokio::sync::watch::channel(Arc::default());
                 match &d.svc_name {
                     Some(control) => {
-                        tokio::spawn(watch_exports(d.addr, control.clone(), tls.clone(), tx));
+                        tokio::spawn(watch_exports(
+                            d.addr.clone(),
+                            control.clone(),
+                            tls.clone(),
+                            tx,
+                        ));
                     }
                     None => warn!(
                         "gateway: REMORA_DESTINATION_SVC_NAME is unset, so the gateway cannot \
@@ -252,7 +296,11 @@ impl Proxy {
         };
         let inbound = Inbound::new(
             self.inbound,
-            accept(Direction::Inbound, cfg.inbound_max_connections),
+            accept(
+                Direction::Inbound,
+                cfg.inbound_max_connections,
+                cfg.sockets.inbound_accept,
+            ),
             inputs,
             InboundConfig {
                 detect_timeout: cfg.detect_timeout,
@@ -260,7 +308,9 @@ impl Proxy {
                     default: cfg.default_policy.clone(),
                     ports: cfg.port_policies.clone(),
                     trust_domain,
+                    cluster_networks: cfg.cluster_networks.clone(),
                 },
+                http: cfg.inbound_http,
             },
             gateway,
         );
@@ -277,6 +327,7 @@ impl Proxy {
             drain: self.drain.clone(),
             log_level: self.log_level.clone(),
             debug,
+            shutdown_endpoint: cfg.shutdown_endpoint,
         };
         let admin = tokio::spawn(admin::serve(self.admin, admin_state));
         let outbound = tokio::spawn(outbound.run());
@@ -305,12 +356,43 @@ impl Proxy {
     }
 }
 
+/// How the proxy reaches a control-plane service at `addr` that must present `svc_name`:
+/// TLS presenting the proxy's certificate once it has one (anonymous before), or plaintext on
+/// loopback without a name to verify.
+fn control_tls(
+    addr: &remora_runtime::channel::ControlAddr,
+    svc_name: Option<&remora_identity::Name>,
+    config: &Config,
+    creds: Option<&CredsRx>,
+) -> Result<ChannelTls, ChannelError> {
+    let (Some(server), Some(id)) = (svc_name, &config.identity) else {
+        return if addr.is_loopback() {
+            Ok(ChannelTls::Plaintext)
+        } else {
+            Err(ChannelError::NeedsIdentity(addr.clone()))
+        };
+    };
+    let anonymous = remora_identity::tls::anonymous_client(&id.trust_anchors)?;
+    let creds = creds.cloned();
+    let config: ClientConfigFn = Arc::new(move || {
+        creds
+            .as_ref()
+            .and_then(|c| c.borrow().as_ref().map(|c| c.tls.client.clone()))
+            .unwrap_or_else(|| anonymous.clone())
+    });
+    Ok(ChannelTls::Tls {
+        server: server.clone(),
+        config,
+    })
+}
+
 /// The access log writer, when enabled.
-fn access_log(enabled: bool, out: Option<AccessLogOut>) -> Option<AccessLog> {
-    if !enabled {
-        return None;
-    }
-    match AccessLog::spawn(out) {
+fn access_log(
+    format: Option<crate::config::AccessLogFormat>,
+    out: Option<AccessLogOut>,
+) -> Option<AccessLog> {
+    let format = format?;
+    match AccessLog::spawn(format, out) {
         Ok(log) => Some(log),
         Err(e) => {
             warn!(error = %e, "cannot start the access log writer; access log off");

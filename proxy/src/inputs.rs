@@ -11,10 +11,10 @@ use remora_metrics::tcp::{Direction, TcpMetrics};
 
 use crate::discovery::Resolver;
 use crate::http::record::AccessLog;
-use crate::http::server::Limits;
+use crate::http::server::Http2Params;
 use crate::tls::mtls::LocalTls;
 use crate::transport::own::OwnAddrs;
-use crate::transport::tcp::TcpCtx;
+use crate::transport::tcp::{Connect, TcpCtx};
 
 /// Discovery as the proxy uses it: the resolver and how long a pick waits for an answer.
 #[derive(Clone, Debug)]
@@ -34,15 +34,20 @@ pub struct ProxyInputs {
     pub discovery: Option<Discovery>,
     pub tcp_metrics: TcpMetrics,
     pub http_metrics: HttpMetrics,
-    /// Every dial the proxy makes, TCP and TLS handshake included.
-    pub connect_timeout: Duration,
+    /// The outbound's dials to targets (TLS handshake included).
+    pub outbound_connect: Connect,
+    /// The inbound's dials to the app.
+    pub inbound_connect: Connect,
     /// Opaque connections idle this long in both directions are closed.
     pub idle_timeout: Option<Duration>,
     /// Ports never protocol-detected (server-speaks-first protocols).
     pub opaque_ports: HashSet<u16>,
-    pub http_limits: Limits,
     /// Pooled HTTP client connections unused this long are closed.
     pub pool_idle_timeout: Duration,
+    /// Idle HTTP/1 client connections kept per endpoint.
+    pub pool_max_idle: usize,
+    /// HTTP/2 client settings (flow-control windows).
+    pub http2_client: Http2Params,
     /// One JSON line per HTTP request, when enabled.
     pub access_log: Option<AccessLog>,
 }
@@ -52,9 +57,21 @@ impl ProxyInputs {
     pub fn tcp(&self, direction: Direction) -> TcpCtx {
         TcpCtx {
             direction,
-            connect_timeout: self.connect_timeout,
+            connect: match direction {
+                Direction::Inbound => self.inbound_connect,
+                Direction::Outbound => self.outbound_connect,
+            },
             idle_timeout: self.idle_timeout,
             metrics: self.tcp_metrics.clone(),
+        }
+    }
+
+    /// How the HTTP client pools keep and open connections.
+    pub fn pool(&self) -> crate::http::pool::PoolConfig {
+        crate::http::pool::PoolConfig {
+            idle_timeout: self.pool_idle_timeout,
+            max_idle_h1: self.pool_max_idle,
+            h2: self.http2_client,
         }
     }
 

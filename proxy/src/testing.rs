@@ -10,11 +10,11 @@ use remora_metrics::http::HttpMetrics;
 use remora_metrics::series::SeriesLimits;
 use remora_metrics::tcp::TcpMetrics;
 
-use crate::http::server;
 use crate::inputs::ProxyInputs;
 use crate::tls::mtls::LocalTls;
 use crate::transport::orig_dst::LocalIps;
 use crate::transport::own::OwnAddrs;
+use crate::transport::tcp::Connect;
 
 /// Inputs of a proxy with no identity, no discovery and no listeners of its own.
 pub fn inputs() -> Arc<ProxyInputs> {
@@ -32,11 +32,13 @@ pub fn inputs() -> Arc<ProxyInputs> {
         discovery: None,
         tcp_metrics: TcpMetrics::register_with(&mut registry, &series),
         http_metrics: HttpMetrics::register(&mut registry, &series),
-        connect_timeout: Duration::from_secs(1),
+        outbound_connect: Connect::within(Duration::from_secs(1)),
+        inbound_connect: Connect::within(Duration::from_secs(1)),
         idle_timeout: None,
         opaque_ports: HashSet::new(),
-        http_limits: server::Limits::default(),
         pool_idle_timeout: Duration::from_secs(90),
+        pool_max_idle: 256,
+        http2_client: Default::default(),
         access_log: None,
     })
 }

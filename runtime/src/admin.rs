@@ -1,11 +1,14 @@
 //! The admin server of every role: `GET /live`, `GET /ready`, `GET /metrics`, `POST /shutdown`,
-//! `GET`/`PUT /log-level`, and the role's own JSON pages under `GET /debug/<name>` (the proxy's
-//! `destinations`, the control plane's `services`).
+//! `GET`/`PUT /log-level` (also as `/proxy-log-level`, Linkerd's name), `GET /env.json`, and the
+//! role's own JSON pages under `GET /debug/<name>` (the proxy's `destinations`, the control
+//! plane's `services`).
 //!
 //! HTTP/1.1 only, a bounded number of concurrent connections, a header-read timeout, bounded
-//! request bodies. Endpoints that change the process (`/shutdown`, `/log-level`) and the debug
-//! pages accept only loopback peers, so the admin port can be exposed to probes and Prometheus
-//! without exposing them.
+//! request bodies. `/live`, `/ready` and `/metrics` answer anyone (kubelet probes and Prometheus
+//! reach the pod's address); everything else answers loopback peers only: the endpoints that
+//! change the process (`/shutdown`, `/log-level`), the debug pages, and `/env.json`, which
+//! linkerd2-proxy serves to anyone (Linkerd's tools read it through a port-forward, which
+//! arrives on loopback). `POST /shutdown` answers 404 unless the role enables it.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -44,6 +47,8 @@ pub struct AdminState {
     /// JSON reports under `GET /debug/<name>` (loopback peers only): the proxy adds
     /// `destinations`, the control plane `services`.
     pub debug: Vec<DebugReport>,
+    /// Whether `POST /shutdown` drains the process (Linkerd's `SHUTDOWN_ENDPOINT_ENABLED`).
+    pub shutdown_endpoint: bool,
 }
 
 /// A named JSON report for `GET /debug/<name>`.
@@ -100,8 +105,14 @@ async fn route(
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Response<Full<Bytes>> {
+    let loopback = peer.ip().to_canonical().is_loopback();
     match (req.method(), req.uri().path()) {
         (&Method::GET, "/live") => text(StatusCode::OK, "live\n".into()),
+        (_, "/env.json") if !loopback => text(
+            StatusCode::FORBIDDEN,
+            "env.json is only served to loopback peers\n".into(),
+        ),
+        (&Method::GET, "/env.json") => env_json(&req),
         (&Method::GET, "/ready") => {
             if state.drain.is_draining() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
@@ -151,7 +162,13 @@ async fn route(
             rsp
         }
         (&Method::POST, "/shutdown") => {
-            if !peer.ip().to_canonical().is_loopback() {
+            if !state.shutdown_endpoint {
+                return text(
+                    StatusCode::NOT_FOUND,
+                    "shutdown endpoint is not enabled\n".into(),
+                );
+            }
+            if !loopback {
                 warn!(%peer, "refusing POST /shutdown from a non-loopback peer");
                 return text(
                     StatusCode::FORBIDDEN,
@@ -162,8 +179,10 @@ async fn route(
             state.drain.signal();
             text(StatusCode::OK, "shutdown\n".into())
         }
-        (_, "/log-level") => log_level(state, peer, req).await,
-        (_, "/live" | "/ready" | "/metrics" | "/shutdown") => text(
+        (_, "/log-level") => log_level(state, peer, req, StatusCode::OK).await,
+        // Linkerd's name; a successful PUT answers 204, as linkerd2-proxy does.
+        (_, "/proxy-log-level") => log_level(state, peer, req, StatusCode::NO_CONTENT).await,
+        (_, "/live" | "/ready" | "/metrics" | "/shutdown" | "/env.json") => text(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed\n".into(),
         ),
@@ -177,6 +196,7 @@ async fn log_level(
     state: &AdminState,
     peer: SocketAddr,
     req: Request<Incoming>,
+    put_ok: StatusCode,
 ) -> Response<Full<Bytes>> {
     if !peer.ip().to_canonical().is_loopback() {
         if req.method() == Method::PUT {
@@ -195,7 +215,14 @@ async fn log_level(
     };
     match *req.method() {
         Method::GET => text(StatusCode::OK, format!("{}\n", level.get())),
-        Method::PUT => put_log_level(level, peer, req).await,
+        Method::PUT => {
+            let mut rsp = put_log_level(level, peer, req).await;
+            if rsp.status() == StatusCode::OK && put_ok == StatusCode::NO_CONTENT {
+                rsp = Response::new(Full::new(Bytes::new()));
+                *rsp.status_mut() = StatusCode::NO_CONTENT;
+            }
+            rsp
+        }
         _ => text(
             StatusCode::METHOD_NOT_ALLOWED,
             "method not allowed\n".into(),
@@ -244,6 +271,63 @@ async fn put_log_level(
         }
         Err(reason) => text(StatusCode::BAD_REQUEST, format!("{reason}\n")),
     }
+}
+
+/// `GET /env.json`: the process's environment as a JSON object; `?A&B` selects variables
+/// (`null` for unset ones). An `Accept` header must admit JSON.
+fn env_json(req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if let Some(accept) = req.headers().get(header::ACCEPT) {
+        let ok = accept.to_str().is_ok_and(|a| {
+            a.split(',').any(|t| {
+                let t = t.split(';').next().unwrap_or("").trim();
+                matches!(t, "application/json" | "application/*" | "*/*")
+            })
+        });
+        if !ok {
+            return text(
+                StatusCode::NOT_ACCEPTABLE,
+                "env.json is served as application/json only\n".into(),
+            );
+        }
+    }
+    let body = match req.uri().query().filter(|q| !q.is_empty()) {
+        None => {
+            let all: serde_json::Map<String, serde_json::Value> = std::env::vars()
+                .map(|(k, v)| (k, serde_json::Value::String(v)))
+                .collect();
+            serde_json::Value::Object(all)
+        }
+        Some(q) if q.contains('=') => {
+            let mut rsp = json(
+                serde_json::json!({"error": "env.json takes variable names (?A&B), not NAME=VALUE"})
+                    .to_string(),
+            );
+            *rsp.status_mut() = StatusCode::BAD_REQUEST;
+            return rsp;
+        }
+        Some(q) => {
+            let picked: serde_json::Map<String, serde_json::Value> = q
+                .split('&')
+                .filter(|k| !k.is_empty())
+                .map(|k| {
+                    let v =
+                        std::env::var(k).map_or(serde_json::Value::Null, serde_json::Value::String);
+                    (k.to_string(), v)
+                })
+                .collect();
+            serde_json::Value::Object(picked)
+        }
+    };
+    json(body.to_string())
+}
+
+fn json(body: String) -> Response<Full<Bytes>> {
+    let mut rsp = text(StatusCode::OK, body);
+    rsp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    rsp
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

@@ -1,11 +1,24 @@
-//! gRPC channels to a control plane: plaintext when it is on loopback, otherwise TLS that
-//! verifies the control plane's identity against the trust anchors (and presents no client
-//! certificate: the proxy may not have one yet).
+//! gRPC channels to a control plane, at an IP address or at a DNS name.
+//!
+//! A control plane named by DNS (`linkerd-dst-headless.linkerd.svc.cluster.local.:8086`, a
+//! headless service: one address per controller pod) is resolved with the system resolver,
+//! re-resolved every [`REFRESH`] and at once after a failure, and requests are spread over every
+//! address it returns, skipping for a while one that just failed. A controller pod that goes
+//! away or moves is followed without a restart; what is in flight on it fails and is retried by
+//! the caller on another.
+//!
+//! TLS: plaintext only on loopback; otherwise TLS 1.3 verifying the control plane's identity
+//! (`*_SVC_NAME`, also the SNI; never the DNS name) against the trust anchors, presenting
+//! whatever client certificate the configuration source gives at connect time (none before the
+//! proxy holds one).
 
+use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -14,54 +27,179 @@ use remora_identity::{Name, TrustAnchors};
 use remora_metrics::client::ControlClientMetrics;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 use tonic::transport::{Channel, Endpoint, Uri};
+use tracing::{debug, info, warn};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a control plane's name is resolved again.
+pub const REFRESH: Duration = Duration::from_secs(10);
+/// How long an address that just failed is skipped (while others remain).
+const QUARANTINE: Duration = Duration::from_secs(5);
+/// How long a call waits for a name's first resolution.
+const FIRST_RESOLUTION: Duration = Duration::from_secs(5);
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Where a control-plane service listens: an IP and port, or a DNS name and port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ControlAddr {
+    Socket(SocketAddr),
+    /// `host` as written (a trailing dot means an absolute name: no search domains).
+    Name {
+        host: String,
+        port: u16,
+    },
+}
+
+impl FromStr for ControlAddr {
+    type Err = String;
+
+    /// `10.0.0.1:8086`, `[fd00::1]:8086`, `linkerd-dst-headless.linkerd.svc.cluster.local.:8086`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if let Ok(addr) = s.parse::<SocketAddr>() {
+            return Ok(ControlAddr::Socket(addr));
+        }
+        let bad = || format!("expected IP:port or host:port, got {s:?}");
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        if port == 0 {
+            return Err(format!("{s:?}: port 0"));
+        }
+        let name = host.strip_suffix('.').unwrap_or(host);
+        name.parse::<Name>().map_err(|e| format!("{s:?}: {e}"))?;
+        if name
+            .rsplit('.')
+            .next()
+            .is_some_and(|l| l.chars().all(|c| c.is_ascii_digit()))
+        {
+            return Err(format!("{s:?}: neither an IP address nor a DNS name"));
+        }
+        Ok(ControlAddr::Name {
+            host: host.to_ascii_lowercase(),
+            port,
+        })
+    }
+}
+
+impl fmt::Display for ControlAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlAddr::Socket(a) => write!(f, "{a}"),
+            ControlAddr::Name { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+impl From<SocketAddr> for ControlAddr {
+    fn from(a: SocketAddr) -> Self {
+        ControlAddr::Socket(a)
+    }
+}
+
+impl ControlAddr {
+    /// On this host: a loopback IP, or the name `localhost` (as Linkerd's chart writes it for a
+    /// controller's own proxy, `localhost.:8086`).
+    pub fn is_loopback(&self) -> bool {
+        match self {
+            ControlAddr::Socket(a) => a.ip().to_canonical().is_loopback(),
+            ControlAddr::Name { host, .. } => host.trim_end_matches('.') == "localhost",
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        match self {
+            ControlAddr::Socket(a) => a.port(),
+            ControlAddr::Name { port, .. } => *port,
+        }
+    }
+}
 
 /// Why a channel could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
     #[error("the control plane at {0} is not on loopback, so its identity must be configured")]
-    NeedsIdentity(SocketAddr),
+    NeedsIdentity(ControlAddr),
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
     #[error("{0}")]
     Endpoint(#[from] tonic::transport::Error),
 }
 
-/// A lazily connecting channel to the control plane at `addr`. A channel reconnects by itself
-/// when the connection drops.
-pub fn channel(
-    addr: SocketAddr,
-    identity: Option<&Name>,
-    anchors: &TrustAnchors,
-) -> Result<Channel, ChannelError> {
-    if addr.ip().is_loopback() && identity.is_none() {
-        return Ok(endpoint("http", addr)?.connect_lazy());
-    }
-    let identity = identity.ok_or(ChannelError::NeedsIdentity(addr))?.clone();
-    let config = remora_identity::tls::anonymous_client(anchors)?
-        .as_ref()
-        .clone();
-    tls_channel(addr, identity, config)
+/// The client config for each new TLS connection (so a certificate obtained later is
+/// presented from then on).
+pub type ClientConfigFn = Arc<dyn Fn() -> Arc<rustls::ClientConfig> + Send + Sync>;
+
+/// How a channel secures its connections.
+#[derive(Clone)]
+pub enum ChannelTls {
+    /// Plaintext (only for a control plane on loopback).
+    Plaintext,
+    /// TLS verifying `server` (also the SNI), with the client config of the moment.
+    Tls {
+        server: Name,
+        config: ClientConfigFn,
+    },
 }
 
-/// A lazily connecting TLS channel to `addr`, which must present `identity`, with `config`
-/// (its verifier and client certificate; ALPN is set to h2 here).
-pub fn tls_channel(
-    addr: SocketAddr,
-    identity: Name,
-    mut config: rustls::ClientConfig,
-) -> Result<Channel, ChannelError> {
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let connector = TlsConnect {
-        addr,
-        identity,
-        tls: TlsConnector::from(Arc::new(config)),
-    };
-    Ok(endpoint("https", addr)?.connect_with_connector_lazy(connector))
+impl fmt::Debug for ChannelTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChannelTls::Plaintext => f.write_str("Plaintext"),
+            ChannelTls::Tls { server, .. } => write!(f, "Tls({server})"),
+        }
+    }
+}
+
+impl ChannelTls {
+    /// Plaintext on loopback without an identity to verify; otherwise TLS verifying `identity`
+    /// against `anchors` without a client certificate.
+    pub fn anonymous(
+        addr: &ControlAddr,
+        identity: Option<&Name>,
+        anchors: &TrustAnchors,
+    ) -> Result<Self, ChannelError> {
+        match identity {
+            None if addr.is_loopback() => Ok(ChannelTls::Plaintext),
+            None => Err(ChannelError::NeedsIdentity(addr.clone())),
+            Some(server) => {
+                let config = remora_identity::tls::anonymous_client(anchors)?;
+                Ok(ChannelTls::Tls {
+                    server: server.clone(),
+                    config: Arc::new(move || config.clone()),
+                })
+            }
+        }
+    }
+
+    /// TLS verifying `server`, with a fixed client config (its verifier and client
+    /// certificate).
+    pub fn fixed(server: Name, config: rustls::ClientConfig) -> Self {
+        let config = Arc::new(config);
+        ChannelTls::Tls {
+            server,
+            config: Arc::new(move || config.clone()),
+        }
+    }
+}
+
+/// A channel to one control-plane address, connecting lazily and reconnecting by itself.
+fn one(addr: SocketAddr, tls: &ChannelTls) -> Result<Channel, ChannelError> {
+    match tls {
+        ChannelTls::Plaintext => Ok(endpoint("http", addr)?.connect_lazy()),
+        ChannelTls::Tls { server, config } => {
+            let connector = TlsConnect {
+                addr,
+                server: server.clone(),
+                config: config.clone(),
+            };
+            Ok(endpoint("https", addr)?.connect_with_connector_lazy(connector))
+        }
+    }
 }
 
 fn endpoint(scheme: &str, addr: SocketAddr) -> Result<Endpoint, tonic::transport::Error> {
@@ -73,23 +211,245 @@ fn endpoint(scheme: &str, addr: SocketAddr) -> Result<Endpoint, tonic::transport
     })
 }
 
-/// A plaintext channel (for a control plane on loopback).
-pub fn plaintext_channel(addr: SocketAddr) -> Result<Channel, ChannelError> {
-    if !addr.ip().is_loopback() {
-        return Err(ChannelError::NeedsIdentity(addr));
+/// A channel to a control plane: one address, or every address its name resolves to.
+#[derive(Clone, Debug)]
+pub struct ControlChannel {
+    inner: Inner,
+}
+
+#[derive(Clone, Debug)]
+enum Inner {
+    One(Channel),
+    Many(Arc<Pool>),
+}
+
+/// The addresses of a named control plane and a channel to each.
+struct Pool {
+    name: String,
+    endpoints: watch::Receiver<Arc<Vec<Member>>>,
+    next: AtomicUsize,
+    /// Wakes the resolver early, after a failure.
+    refresh: Arc<tokio::sync::Notify>,
+}
+
+impl fmt::Debug for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool").field("name", &self.name).finish()
     }
-    Ok(Endpoint::from_shared(format!("http://{addr}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .connect_lazy())
+}
+
+#[derive(Clone, Debug)]
+struct Member {
+    addr: SocketAddr,
+    channel: Channel,
+    /// Skipped until then, after a failure.
+    quarantined: Arc<Mutex<Option<Instant>>>,
+}
+
+impl ControlChannel {
+    /// A channel to `addr` secured by `tls`. For a name, starts its resolver (call within a
+    /// runtime); the resolver stops when the last clone of the channel is dropped.
+    pub fn new(addr: &ControlAddr, tls: ChannelTls) -> Result<Self, ChannelError> {
+        if !matches!(tls, ChannelTls::Tls { .. }) && !addr.is_loopback() {
+            return Err(ChannelError::NeedsIdentity(addr.clone()));
+        }
+        match addr {
+            ControlAddr::Socket(a) => Ok(ControlChannel {
+                inner: Inner::One(one(*a, &tls)?),
+            }),
+            ControlAddr::Name { host, port } => {
+                // Fail early on what would fail for every address.
+                let _ = endpoint("http", SocketAddr::from(([127, 0, 0, 1], *port)))?;
+                let (tx, rx) = watch::channel(Arc::new(Vec::new()));
+                let refresh = Arc::new(tokio::sync::Notify::new());
+                let pool = Arc::new(Pool {
+                    name: format!("{host}:{port}"),
+                    endpoints: rx,
+                    next: AtomicUsize::new(0),
+                    refresh: refresh.clone(),
+                });
+                let alive = Arc::downgrade(&pool);
+                tokio::spawn(resolve(alive, refresh, host.clone(), *port, tls, tx));
+                Ok(ControlChannel {
+                    inner: Inner::Many(pool),
+                })
+            }
+        }
+    }
+
+    /// A plaintext channel to a control plane on loopback.
+    pub fn plaintext(addr: SocketAddr) -> Result<Self, ChannelError> {
+        Self::new(&ControlAddr::Socket(addr), ChannelTls::Plaintext)
+    }
+
+    /// The addresses currently in use (for tests and debugging).
+    pub fn addresses(&self) -> Vec<SocketAddr> {
+        match &self.inner {
+            Inner::One(_) => Vec::new(),
+            Inner::Many(p) => p.endpoints.borrow().iter().map(|m| m.addr).collect(),
+        }
+    }
+}
+
+/// Resolves `host:port` now and every [`REFRESH`] (or when woken), keeping a channel per
+/// address: new addresses get one, gone addresses lose theirs, unchanged ones keep theirs (and
+/// their connections).
+async fn resolve(
+    pool: std::sync::Weak<Pool>,
+    refresh: Arc<tokio::sync::Notify>,
+    host: String,
+    port: u16,
+    tls: ChannelTls,
+    tx: watch::Sender<Arc<Vec<Member>>>,
+) {
+    let target = format!("{host}:{port}");
+    loop {
+        let found =
+            match tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::lookup_host(&target)).await {
+                Ok(Ok(addrs)) => {
+                    let mut v: Vec<SocketAddr> = addrs.collect();
+                    v.sort();
+                    v.dedup();
+                    Ok(v)
+                }
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("timed out".to_string()),
+            };
+        match found {
+            Ok(addrs) if !addrs.is_empty() => {
+                let current = tx.borrow().clone();
+                let unchanged = current.len() == addrs.len()
+                    && current.iter().zip(&addrs).all(|(m, a)| m.addr == *a);
+                if !unchanged {
+                    let members: Vec<Member> = addrs
+                        .iter()
+                        .filter_map(|a| match current.iter().find(|m| m.addr == *a) {
+                            Some(m) => Some(m.clone()),
+                            None => one(*a, &tls).ok().map(|channel| Member {
+                                addr: *a,
+                                channel,
+                                quarantined: Arc::default(),
+                            }),
+                        })
+                        .collect();
+                    info!(control_plane = %target, addresses = ?addrs, "resolved the control plane");
+                    tx.send_replace(Arc::new(members));
+                }
+            }
+            // Keep what was known: a resolver hiccup must not cut the control plane off.
+            Ok(_) => {
+                warn!(control_plane = %target, "the control plane's name has no addresses; keeping the last known")
+            }
+            Err(e) => {
+                warn!(control_plane = %target, error = %e, "cannot resolve the control plane; keeping the last known addresses")
+            }
+        }
+        if pool.strong_count() == 0 {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(REFRESH) => {}
+            _ = refresh.notified() => {
+                // Debounce a burst of failures into one lookup.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        if pool.strong_count() == 0 {
+            return;
+        }
+    }
+}
+
+impl Pool {
+    /// The next usable member, round robin, skipping quarantined ones while others remain;
+    /// waits for the first resolution.
+    async fn pick(&self) -> Option<Member> {
+        let mut rx = self.endpoints.clone();
+        let members =
+            match tokio::time::timeout(FIRST_RESOLUTION, rx.wait_for(|m| !m.is_empty())).await {
+                Ok(Ok(m)) => m.clone(),
+                _ => return None,
+            };
+        let now = Instant::now();
+        let usable = |m: &Member| {
+            m.quarantined
+                .lock()
+                .map(|q| q.is_none_or(|until| until <= now))
+                .unwrap_or(true)
+        };
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let n = members.len();
+        (0..n)
+            .map(|i| &members[(start + i) % n])
+            .find(|m| usable(m))
+            .or_else(|| members.get(start % n))
+            .cloned()
+    }
+}
+
+type Call = http::Request<tonic::body::Body>;
+type Reply = http::Response<tonic::body::Body>;
+
+impl tonic::codegen::Service<Call> for ControlChannel {
+    type Response = Reply;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Reply, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        match &mut self.inner {
+            Inner::One(c) => tonic::codegen::Service::<Call>::poll_ready(c, cx).map_err(Into::into),
+            // Each call picks its address; tonic's channels buffer, so they are always ready.
+            Inner::Many(_) => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn call(&mut self, req: Call) -> Self::Future {
+        match &mut self.inner {
+            Inner::One(c) => {
+                let call = tonic::codegen::Service::<Call>::call(c, req);
+                Box::pin(async move { call.await.map_err(Into::into) })
+            }
+            Inner::Many(pool) => {
+                let pool = pool.clone();
+                Box::pin(async move {
+                    let Some(member) = pool.pick().await else {
+                        pool.refresh.notify_one();
+                        return Err(
+                            format!("no address for the control plane {}", pool.name).into()
+                        );
+                    };
+                    let mut channel = member.channel.clone();
+                    // tonic's channel is a buffer: a call needs a reserved slot first.
+                    let res = match std::future::poll_fn(|cx| {
+                        tonic::codegen::Service::<Call>::poll_ready(&mut channel, cx)
+                    })
+                    .await
+                    {
+                        Ok(()) => tonic::codegen::Service::<Call>::call(&mut channel, req).await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = &res {
+                        debug!(control_plane = %pool.name, addr = %member.addr, error = %e, "control plane address failed; trying others next");
+                        if let Ok(mut q) = member.quarantined.lock() {
+                            *q = Some(Instant::now() + QUARANTINE);
+                        }
+                        pool.refresh.notify_one();
+                    } else if let Ok(mut q) = member.quarantined.lock() {
+                        *q = None;
+                    }
+                    res.map_err(Into::into)
+                })
+            }
+        }
+    }
 }
 
 /// Connects to one fixed address with TLS, whatever URI the channel asks for.
 #[derive(Clone)]
 struct TlsConnect {
     addr: SocketAddr,
-    identity: Name,
-    tls: TlsConnector,
+    server: Name,
+    config: ClientConfigFn,
 }
 
 impl tonic::codegen::Service<Uri> for TlsConnect {
@@ -106,9 +466,13 @@ impl tonic::codegen::Service<Uri> for TlsConnect {
         Box::pin(async move {
             let tcp = TcpStream::connect(this.addr).await?;
             tcp.set_nodelay(true)?;
-            let name = ServerName::try_from(this.identity.to_string())
+            let name = ServerName::try_from(this.server.to_string())
                 .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let tls = this.tls.connect(name, tcp).await?;
+            let mut config = (this.config)().as_ref().clone();
+            config.alpn_protocols = vec![b"h2".to_vec()];
+            let tls = TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await?;
             Ok(TokioIo::new(tls))
         })
     }
@@ -118,13 +482,17 @@ impl tonic::codegen::Service<Uri> for TlsConnect {
 /// (`control_requests_total`, `control_response_latency_ms`).
 #[derive(Clone, Debug)]
 pub struct Instrumented {
-    inner: Channel,
+    inner: ControlChannel,
     service: &'static str,
     metrics: ControlClientMetrics,
 }
 
 impl Instrumented {
-    pub fn new(inner: Channel, service: &'static str, metrics: ControlClientMetrics) -> Self {
+    pub fn new(
+        inner: ControlChannel,
+        service: &'static str,
+        metrics: ControlClientMetrics,
+    ) -> Self {
         Instrumented {
             inner,
             service,
@@ -139,16 +507,16 @@ fn rpc(path: &str) -> &'static str {
         Some("Get") => "Get",
         Some("GetProfile") => "GetProfile",
         Some("Certify") => "Certify",
+        Some("GetPort") => "GetPort",
+        Some("WatchPort") => "WatchPort",
+        Some("Watch") => "Watch",
         _ => "other",
     }
 }
 
-type Call = http::Request<tonic::body::Body>;
-type Reply = http::Response<tonic::body::Body>;
-
 impl tonic::codegen::Service<Call> for Instrumented {
     type Response = Reply;
-    type Error = tonic::transport::Error;
+    type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Reply, Self::Error>> + Send>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -197,5 +565,87 @@ fn grpc_code_name(code: i32) -> &'static str {
         Code::Unavailable => "unavailable",
         Code::Unauthenticated => "unauthenticated",
         _ => "other_error",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_ips_or_names() {
+        let a: ControlAddr = "10.0.0.1:8086".parse().unwrap();
+        assert_eq!(a, ControlAddr::Socket("10.0.0.1:8086".parse().unwrap()));
+        let a: ControlAddr = "[fd00::1]:8086".parse().unwrap();
+        assert!(matches!(a, ControlAddr::Socket(_)));
+        let a: ControlAddr = "linkerd-dst-headless.linkerd.svc.cluster.local.:8086"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            a,
+            ControlAddr::Name {
+                host: "linkerd-dst-headless.linkerd.svc.cluster.local.".into(),
+                port: 8086
+            }
+        );
+        assert_eq!(
+            a.to_string(),
+            "linkerd-dst-headless.linkerd.svc.cluster.local.:8086"
+        );
+        assert!(!a.is_loopback());
+        assert!(
+            "localhost.:8086"
+                .parse::<ControlAddr>()
+                .unwrap()
+                .is_loopback()
+        );
+        assert!(
+            "127.0.0.1:8086"
+                .parse::<ControlAddr>()
+                .unwrap()
+                .is_loopback()
+        );
+        for bad in [
+            "",
+            "host",
+            "host:",
+            "host:x",
+            "host:0",
+            ":80",
+            "a b:80",
+            "1.2.3:80",
+            "1.2.3.4.5:80",
+        ] {
+            assert!(bad.parse::<ControlAddr>().is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_name_resolves_to_every_address_and_calls_spread_over_them() {
+        // `localhost` resolves through /etc/hosts on every machine (the absolute `localhost.`
+        // does not always: glibc's files backend matches names as written).
+        let addr: ControlAddr = "localhost:1".parse().unwrap();
+        let ch = ControlChannel::new(&addr, ChannelTls::Plaintext).unwrap();
+        let ok = tokio::time::timeout(Duration::from_secs(10), async {
+            while ch.addresses().is_empty() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        assert!(ok.is_ok(), "localhost never resolved");
+        assert!(
+            ch.addresses()
+                .iter()
+                .all(|a| a.ip().is_loopback() && a.port() == 1)
+        );
+    }
+
+    #[test]
+    fn plaintext_is_only_for_loopback() {
+        let far: ControlAddr = "10.0.0.1:8086".parse().unwrap();
+        assert!(matches!(
+            ControlChannel::new(&far, ChannelTls::Plaintext),
+            Err(ChannelError::NeedsIdentity(_))
+        ));
     }
 }

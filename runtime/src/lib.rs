@@ -13,7 +13,8 @@
 //! - [`drain`]: the process-wide two-phase shutdown signal.
 //! - [`log`]: `tracing` setup with a filter that can be replaced at run time.
 //! - [`listen`]: binding sockets and the bounded accept loop every listener uses.
-//! - [`channel`]: gRPC channels to a control plane (plaintext on loopback, TLS otherwise),
+//! - [`channel`]: gRPC channels to a control plane at an IP or a DNS name (plaintext on
+//!   loopback, TLS otherwise),
 //!   instrumented with the control-client metrics.
 //! - [`duration`]: the duration syntax of every variable and config file.
 //! - [`backoff`]: the one exponential backoff of every reconnecting client.

@@ -21,11 +21,29 @@ const BACKLOG: i32 = 1024;
 /// Binds a listening socket. IPv6 sockets are IPv6-only, so `0.0.0.0:P` and `[::]:P` can both
 /// be bound for a dual-stack listener.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    bind_with(addr, true)
+}
+
+/// Binds each of one listener's addresses: an IPv4 and an IPv6 address sharing a port are two
+/// IPv6-only sockets apart; `[::]:P` alone also takes IPv4 (Linkerd's dual-stack pods name
+/// only `[::]:4143`, and expect IPv4 there too).
+pub fn bind_group(addrs: &[SocketAddr]) -> Vec<(SocketAddr, io::Result<TcpListener>)> {
+    let has_v4 = |port: u16| addrs.iter().any(|a| a.is_ipv4() && a.port() == port);
+    addrs
+        .iter()
+        .map(|&a| {
+            let v6_only = a.is_ipv6() && (has_v4(a.port()) || !a.ip().is_unspecified());
+            (a, bind_with(a, v6_only))
+        })
+        .collect()
+}
+
+fn bind_with(addr: SocketAddr, v6_only: bool) -> io::Result<TcpListener> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
+        socket.set_only_v6(v6_only)?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;

@@ -98,6 +98,7 @@ impl Pki {
                 trust_domain: trust_domain.into(),
                 control_plane_namespace: "linkerd".into(),
                 cluster_domain: "cluster.local".into(),
+                outbound_transport_mode: remora_control::config::default_transport_mode(),
             },
             server: RawServer {
                 addr: addr.to_string(),
@@ -176,6 +177,13 @@ impl ControlPlane {
         self.config.identity.cert_lifetime = lifetime.to_string();
         self.write_config();
         self
+    }
+
+    /// Sets `cluster.outbound_transport_mode` (`transport-header`, the default, or `legacy`); a
+    /// running control plane follows it with its next reload (e.g. [`apply`](Self::apply)).
+    pub fn set_transport_mode(&mut self, mode: &str) {
+        self.config.cluster.outbound_transport_mode = mode.to_string();
+        self.write_config();
     }
 
     /// Replaces the `[[services]]` of the config file (a running control plane picks the edit

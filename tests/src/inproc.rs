@@ -25,7 +25,7 @@ use tracing_subscriber::fmt::MakeWriter;
 
 use crate::eventually;
 
-type Buffer = Arc<Mutex<String>>;
+pub type Buffer = Arc<Mutex<String>>;
 
 /// The log buffer of each in-process role, by thread name.
 fn buffers() -> &'static Mutex<HashMap<String, Buffer>> {
@@ -91,7 +91,17 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    /// Starts `body` on a thread named after `name` with a single-threaded runtime of its own.
+    /// Starts `body` on a thread named after `name` with a single-threaded runtime of its own
+    /// (anything a test serves in-process: a control plane of its own making, an app); what it
+    /// logs goes to [`InProcess::log`], and dropping the handle stops it.
+    pub fn run<F, Fut>(name: &str, body: F) -> Self
+    where
+        F: FnOnce(Buffer) -> Fut + Send + 'static,
+        Fut: Future<Output = ()>,
+    {
+        Self::spawn(name, body)
+    }
+
     fn spawn<F, Fut>(name: &str, body: F) -> Self
     where
         F: FnOnce(Buffer) -> Fut + Send + 'static,

@@ -44,6 +44,7 @@ pub mod control;
 pub mod explicit;
 pub mod http;
 pub mod inproc;
+pub mod linkerd;
 pub mod local;
 pub mod net;
 pub mod netns;

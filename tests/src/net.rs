@@ -9,7 +9,8 @@
 //! parallel tests may reuse these addresses.
 
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
@@ -132,7 +133,17 @@ impl Net {
             gateway: false,
             env: Vec::new(),
             init_args: Vec::new(),
+            exact_env: false,
+            hosts: Vec::new(),
+            proxy_program: None,
+            no_wait: false,
         }
+    }
+
+    /// The IPv4 and IPv6 addresses the next pod started on this network gets.
+    pub fn next_addrs(&self) -> (Ipv4Addr, Ipv6Addr) {
+        let host = self.inner.next_host.load(Ordering::Relaxed);
+        (self.inner.host4(host), self.inner.host6(host))
     }
 
     /// Starts capturing what crosses `pod`'s link to the bridge, matching `filter` (tcpdump
@@ -191,9 +202,65 @@ pub struct PodBuilder {
     gateway: bool,
     env: Vec<(String, String)>,
     init_args: Vec<String>,
+    /// The proxy gets exactly `env` (no `REMORA_*` defaults of the harness).
+    exact_env: bool,
+    hosts: Vec<(String, IpAddr)>,
+    proxy_program: Option<PathBuf>,
+    no_wait: bool,
+}
+
+/// Where `ip netns exec` finds a namespace's own `/etc/hosts`.
+fn hosts_path(ns: &str) -> PathBuf {
+    PathBuf::from(format!("/etc/netns/{ns}/hosts"))
+}
+
+/// Writes the `/etc/hosts` the pod's processes see under `ip netns exec`: localhost, and each
+/// name (with and without its trailing dot, as resolvers differ on absolute names) with its
+/// addresses (a name with several is a headless service: every address is returned).
+fn write_hosts(ns: &str, entries: &[(String, IpAddr)]) {
+    let path = hosts_path(ns);
+    let mut text = String::from("127.0.0.1 localhost\n::1 localhost ip6-localhost\n");
+    for (name, ip) in entries {
+        let name = name.trim_end_matches('.');
+        text.push_str(&format!("{ip} {name} {name}.\n"));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("create /etc/netns/<ns>");
+    }
+    // Written whole, then renamed: a resolver never reads half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).expect("write the pod's hosts file");
+    std::fs::rename(&tmp, &path).expect("install the pod's hosts file");
 }
 
 impl PodBuilder {
+    /// Runs the proxy with exactly the variables given by [`env`](Self::env) (and `PATH`),
+    /// without the harness's `REMORA_*` listener and log defaults: for pods given Linkerd's
+    /// rendered environment.
+    pub fn exact_env(mut self) -> Self {
+        self.exact_env = true;
+        self
+    }
+
+    /// Names the pod's processes resolve (its `/etc/hosts`, as `ip netns exec` mounts it).
+    pub fn hosts(mut self, entries: &[(String, IpAddr)]) -> Self {
+        self.hosts.extend_from_slice(entries);
+        self
+    }
+
+    /// Runs `program` (with no arguments, as Linkerd's image runs its proxy) instead of
+    /// `remora proxy`: a linkerd2-proxy binary, for the interop suite.
+    pub fn proxy_program(mut self, program: PathBuf) -> Self {
+        self.proxy_program = Some(program);
+        self
+    }
+
+    /// Starts the proxy without waiting for it to report ready (see [`Pod::wait_ready`]).
+    pub fn no_wait(mut self) -> Self {
+        self.no_wait = true;
+        self
+    }
+
     pub fn app(mut self, app: App) -> Self {
         self.apps.push(app);
         self
@@ -275,6 +342,9 @@ impl PodBuilder {
         netns::ip(&["-n", &ns, "route", "add", "default", "via", &gw4]);
         let gw6 = self.net.host6(1).to_string();
         netns::ip(&["-n", &ns, "-6", "route", "add", "default", "via", &gw6]);
+        if !self.hosts.is_empty() {
+            write_hosts(&ns, &self.hosts);
+        }
 
         let apps = self
             .apps
@@ -289,6 +359,9 @@ impl PodBuilder {
             ip6,
             apps,
             proxy: None,
+            exact_env: self.exact_env,
+            proxy_program: self.proxy_program,
+            no_wait: self.no_wait,
         };
         if self.gateway {
             pod.run_proxy("gateway", &self.env).await;
@@ -309,9 +382,27 @@ pub struct Pod {
     ip6: Ipv6Addr,
     apps: Vec<AppHandle>,
     proxy: Option<Process>,
+    exact_env: bool,
+    proxy_program: Option<PathBuf>,
+    no_wait: bool,
 }
 
 impl Pod {
+    /// Waits up to `deadline` for the proxy to report ready; false if it did not (or exited).
+    pub async fn wait_ready(&self, deadline: Duration) -> bool {
+        eventually(deadline, || async {
+            matches!(self.admin("GET", "/ready").await, Ok((200, _))) || !self.proxy().is_running()
+        })
+        .await
+            && self.proxy().is_running()
+    }
+
+    /// Replaces the names the pod's processes resolve (as DNS changes when a controller pod
+    /// moves).
+    pub fn set_hosts(&self, entries: &[(String, IpAddr)]) {
+        write_hosts(&self.ns, entries);
+    }
+
     pub fn ip4(&self) -> Ipv4Addr {
         self.ip4
     }
@@ -430,17 +521,26 @@ impl Pod {
         cmd.args(["netns", "exec", &self.ns, "setpriv"])
             .arg(format!("--reuid={PROXY_UID}"))
             .arg(format!("--regid={PROXY_UID}"))
-            .args(["--clear-groups", "--", &bin, role])
-            .env_clear()
-            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
-            .env("REMORA_INBOUND_ADDR", "0.0.0.0:4143,[::]:4143")
-            .env("REMORA_OUTBOUND_ADDR", "127.0.0.1:4140,[::1]:4140")
-            .env("REMORA_LOG", "info,remora_proxy=debug");
+            .arg("--clear-groups")
+            .arg("--");
+        match &self.proxy_program {
+            Some(program) => cmd.arg(program),
+            None => cmd.args([bin.as_str(), role]),
+        };
+        cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        if !self.exact_env {
+            cmd.env("REMORA_INBOUND_ADDR", "0.0.0.0:4143,[::]:4143")
+                .env("REMORA_OUTBOUND_ADDR", "127.0.0.1:4140,[::1]:4140")
+                .env("REMORA_LOG", "info,remora_proxy=debug");
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
         let proxy = Process::spawn(&format!("the proxy of pod {}", self.name), cmd);
         self.proxy = Some(proxy);
+        if self.no_wait {
+            return;
+        }
         let ready = eventually(Duration::from_secs(30), || async {
             matches!(self.admin("GET", "/ready").await, Ok((200, _))) || !self.proxy().is_running()
         })

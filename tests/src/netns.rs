@@ -106,8 +106,12 @@ pub fn list() -> Vec<String> {
         .collect()
 }
 
-/// Kills whatever runs inside `ns` and deletes it. Quiet if it is already gone.
+/// Kills whatever runs inside `ns` and deletes it, with its `/etc/netns/<ns>` files (a pod's
+/// `/etc/hosts`). Quiet if it is already gone.
 pub fn delete(ns: &str) {
+    if !ns.is_empty() && !ns.contains('/') {
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{ns}"));
+    }
     if let Ok(pids) = run("ip", &["netns", "pids", ns]) {
         for pid in pids
             .split_whitespace()

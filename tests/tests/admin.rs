@@ -164,3 +164,88 @@ fn process_metrics(m: &Metrics) -> f64 {
     );
     open
 }
+
+/// Sends `raw` (a whole request) to the proxy's admin port and returns the status and body.
+async fn raw_request(proxy: &LocalProxy, raw: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = TcpStream::connect(proxy.addr(4191)).await.unwrap();
+    conn.write_all(raw.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+#[tokio::test]
+async fn env_json_answers_the_processs_environment_as_linkerds_tools_read_it() {
+    let p = LocalProxy::start(94, &[("REMORA_METRICS_MAX_SERIES".into(), "500".into())]);
+    assert!(p.wait_ready(READY).await, "{}", p.process.log());
+    let (status, body) = p.get("/env.json").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    let all: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(all["REMORA_METRICS_MAX_SERIES"], "500");
+    // `?A&B` picks variables; an unset one is null.
+    let (status, body) = p
+        .get("/env.json?REMORA_METRICS_MAX_SERIES&REMORA_NOT_SET")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let picked: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        picked,
+        serde_json::json!({"REMORA_METRICS_MAX_SERIES": "500", "REMORA_NOT_SET": null})
+    );
+    // NAME=VALUE is not a selection.
+    let (status, _) = p.get("/env.json?A=1").await.unwrap();
+    assert_eq!(status, 400);
+    // An Accept that admits no JSON is refused; one that does is served.
+    let ask = |accept: &str| {
+        format!(
+            "GET /env.json HTTP/1.1\r\nhost: admin\r\naccept: {accept}\r\nconnection: close\r\n\r\n"
+        )
+    };
+    assert_eq!(raw_request(&p, &ask("text/html")).await.0, 406);
+    assert_eq!(
+        raw_request(&p, &ask("text/html, application/*;q=0.8"))
+            .await
+            .0,
+        200
+    );
+    let conn = TcpStream::connect(p.addr(4191)).await.unwrap();
+    assert_eq!(request(conn, "POST", "/env.json").await.unwrap().0, 405);
+}
+
+#[tokio::test]
+async fn proxy_log_level_is_linkerds_name_for_the_log_level() {
+    let p = start(95);
+    assert!(p.wait_ready(READY).await, "{}", p.process.log());
+    assert_eq!(
+        p.get("/proxy-log-level").await.unwrap(),
+        (200, "info\n".into())
+    );
+    // Linkerd answers a successful PUT with 204 and no body.
+    assert_eq!(
+        put(&p, "/proxy-log-level", b"warn").await,
+        (204, String::new())
+    );
+    assert_eq!(p.get("/log-level").await.unwrap(), (200, "warn\n".into()));
+    assert_eq!(put(&p, "/proxy-log-level", b"not[a filter").await.0, 400);
+}
+
+#[tokio::test]
+async fn shutdown_answers_404_unless_the_endpoint_is_enabled() {
+    let p = LocalProxy::start(96, &[("REMORA_SHUTDOWN_ENDPOINT".into(), "false".into())]);
+    assert!(p.wait_ready(READY).await, "{}", p.process.log());
+    let conn = TcpStream::connect(p.addr(4191)).await.unwrap();
+    let (status, body) = request(conn, "POST", "/shutdown").await.unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body, "shutdown endpoint is not enabled\n");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(p.process.is_running());
+    assert_eq!(p.get("/ready").await.unwrap().0, 200);
+}

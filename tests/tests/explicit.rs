@@ -437,3 +437,57 @@ async fn explicit_an_unchanged_http_proxy_client_works() {
     assert!(echo["headers"].get("l5d-client-id").is_none(), "{echo}");
     assert_eq!(tls_from_a(b.metrics().await), before + 1.0);
 }
+
+/// `GET http://shop.example.com{path}` with `l5d-dst-override: {target}`, as an ingress
+/// controller sends it through an ingress-mode proxy.
+fn overridden(target: &str, path: &str) -> http::Request<remora_tests::http::Body> {
+    http::Request::get(format!("http://shop.example.com{path}"))
+        .header("host", "shop.example.com")
+        .header("l5d-dst-override", target)
+        .body(Default::default())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn ingress_mode_routes_by_l5d_dst_override() {
+    let mut east = Cluster::start(80).await;
+    let b = east.pod("b", 82, "web", vec![test_server(8080, "b")]).await;
+    let ingress = east
+        .pod_with(
+            "ingress",
+            81,
+            "ingress",
+            vec![],
+            &[("REMORA_INGRESS_MODE", "true")],
+        )
+        .await;
+    east.cp.apply(&[web(&[&b])]).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let r = loop {
+        let mut h1 = http1(HOST, ingress.proxy_addr()).await;
+        let r = send1(&mut h1, overridden(WEB, "/echo")).await.unwrap();
+        if r.status == 200 || tokio::time::Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(r.status, 200, "{}", r.text());
+    let echo = r.json();
+    assert_eq!(r.headers["x-server"], "b");
+    assert_eq!(echo["headers"]["l5d-client-id"], ingress.identity.as_str());
+    // The header is the proxy's: the app never sees it; the request's own host is kept.
+    assert!(echo["headers"].get("l5d-dst-override").is_none(), "{echo}");
+    assert_eq!(echo["headers"]["host"], "shop.example.com");
+    // An override that is not host:port is refused.
+    let mut h1 = http1(HOST, ingress.proxy_addr()).await;
+    let r = send1(&mut h1, overridden("web.shop.svc.cluster.local", "/echo"))
+        .await
+        .unwrap();
+    assert_eq!(r.status, 400, "{}", r.text());
+    // Without ingress mode the header routes nothing: the request goes by its authority
+    // (which resolves nowhere here).
+    let plain = east.pod("plain", 83, "client", vec![]).await;
+    let mut h1 = http1(HOST, plain.proxy_addr()).await;
+    let r = send1(&mut h1, overridden(WEB, "/echo")).await.unwrap();
+    assert_ne!(r.status, 200, "{}", r.text());
+}

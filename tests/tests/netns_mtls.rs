@@ -248,6 +248,8 @@ async fn netns_outbound_refuses_servers_that_fail_verification() {
         .port(8002)
         .port(8003)
         .endpoint(&s, "echo");
+    // The apps hold the proxy's part here, on their own ports: no transport header to a 4143.
+    east.cp.set_transport_mode("legacy");
     east.cp.apply(&[svc]).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // let the 1 s certificate expire
 

@@ -118,6 +118,7 @@ impl Demo {
                 trust_domain: format!("{cluster}.example"),
                 control_plane_namespace: "linkerd".into(),
                 cluster_domain: "cluster.local".into(),
+                outbound_transport_mode: remora_control::config::default_transport_mode(),
             },
             server: RawServer {
                 addr: SocketAddr::new(cp, 8086).to_string(),

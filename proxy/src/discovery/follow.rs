@@ -154,10 +154,12 @@ pub(super) async fn follow_profile(
             Err(status)
                 if matches!(
                     status.code(),
-                    tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition
+                    tonic::Code::InvalidArgument
+                        | tonic::Code::FailedPrecondition
+                        | tonic::Code::NotFound
                 ) =>
             {
-                debug!("no profile for this target");
+                debug!(code = ?status.code(), "no profile for this target");
                 return;
             }
             Err(status) => debug!(error = %status, "profile unavailable"),

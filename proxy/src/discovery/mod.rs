@@ -27,6 +27,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use ipnet::IpNet;
 use linkerd2_proxy_api::destination as pb;
 use linkerd2_proxy_api::destination::destination_client::DestinationClient;
 use remora_identity::Name;
@@ -141,12 +142,16 @@ struct Entry {
     balancer: Arc<Balancer>,
     budget: Arc<BudgetSlot>,
     last_used: Mutex<Instant>,
-    tasks: [JoinHandle<()>; 2],
+    /// Following the endpoints, and the profile when it is asked for.
+    tasks: (JoinHandle<()>, Option<JoinHandle<()>>),
+    /// Held when no profile is asked for, so the profile channel stays open (and empty).
+    _no_profile: Option<watch::Sender<Option<Arc<Profile>>>>,
 }
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        self.tasks.0.abort();
+        if let Some(t) = &self.tasks.1 {
             t.abort();
         }
     }
@@ -213,15 +218,77 @@ impl Target {
     }
 }
 
+/// Which targets' profiles are asked for (Linkerd's `DESTINATION_PROFILE_SUFFIXES` and
+/// `_NETWORKS`): names under one of the suffixes (`""` is every name), IP addresses in one of
+/// the networks. Others get endpoints only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProfileScope {
+    /// Lowercase, without a trailing dot.
+    pub suffixes: Vec<String>,
+    pub networks: Vec<IpNet>,
+}
+
+impl ProfileScope {
+    /// Every name and every address.
+    pub fn all() -> Self {
+        ProfileScope {
+            suffixes: vec![String::new()],
+            // 0.0.0.0/0 and ::/0.
+            networks: vec![IpNet::V4(Default::default()), IpNet::V6(Default::default())],
+        }
+    }
+
+    /// Whether the profile of `path` (`host:port`) is asked for.
+    pub fn wants(&self, path: &str) -> bool {
+        let host = path.rsplit_once(':').map_or(path, |(h, _)| h);
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            let ip = ip.to_canonical();
+            return self.networks.iter().any(|n| n.contains(&ip));
+        }
+        let name = host.trim_end_matches('.').to_ascii_lowercase();
+        self.suffixes.iter().any(|s| {
+            s.is_empty()
+                || name == *s
+                || (name.len() > s.len()
+                    && name.ends_with(s.as_str())
+                    && name.as_bytes()[name.len() - s.len() - 1] == b'.')
+        })
+    }
+}
+
+/// How the resolver asks and what it keeps.
+#[derive(Clone, Debug)]
+pub struct ResolverConfig {
+    /// Sent verbatim with every request (Linkerd's `{"ns":...,"nodeName":...,"pod":...}`).
+    pub context_token: String,
+    /// A target unused this long is dropped.
+    pub idle: Duration,
+    /// The most targets cached at once (least recently used dropped first).
+    pub max_entries: usize,
+    /// Consecutive failures that eject an endpoint.
+    pub max_failures: u32,
+    pub profiles: ProfileScope,
+}
+
+impl ResolverConfig {
+    /// Every profile asked for, no context token: Remora's own control plane's defaults.
+    pub fn new(idle: Duration, max_entries: usize, max_failures: u32) -> Self {
+        ResolverConfig {
+            context_token: String::new(),
+            idle,
+            max_entries,
+            max_failures,
+            profiles: ProfileScope::all(),
+        }
+    }
+}
+
 /// The cache of resolutions.
 #[derive(Debug)]
 pub struct Resolver {
     client: DestinationClient<Instrumented>,
-    context_token: String,
-    idle: Duration,
-    max_entries: usize,
-    /// Consecutive failures that eject an endpoint.
-    max_failures: u32,
+    config: ResolverConfig,
     cache: Mutex<HashMap<String, Entry>>,
 }
 
@@ -232,19 +299,10 @@ fn seed(path: &str) -> u64 {
 }
 
 impl Resolver {
-    pub fn new(
-        channel: Instrumented,
-        context_token: String,
-        idle: Duration,
-        max_entries: usize,
-        max_failures: u32,
-    ) -> Arc<Self> {
+    pub fn new(channel: Instrumented, config: ResolverConfig) -> Arc<Self> {
         let resolver = Arc::new(Resolver {
             client: DestinationClient::new(channel),
-            context_token,
-            idle,
-            max_entries,
-            max_failures,
+            config,
             cache: Mutex::new(HashMap::new()),
         });
         tokio::spawn(sweep(Arc::downgrade(&resolver)));
@@ -267,7 +325,7 @@ impl Resolver {
                 budget: e.budget.clone(),
             };
         }
-        if cache.len() >= self.max_entries {
+        if cache.len() >= self.config.max_entries {
             evict_oldest(&mut cache);
         }
         let entry = self.follow(path);
@@ -287,20 +345,27 @@ impl Resolver {
         let req = pb::GetDestination {
             scheme: String::new(),
             path: path.to_string(),
-            context_token: self.context_token.clone(),
+            context_token: self.config.context_token.clone(),
         };
         let span = info_span!("discovery", target = %path);
         let get = tokio::spawn(
             follow_endpoints(self.client.clone(), req.clone(), etx).instrument(span.clone()),
         );
-        let profile = tokio::spawn(follow_profile(self.client.clone(), req, ptx).instrument(span));
+        // Outside the profile scope no profile is asked for: the target has none.
+        let (profile, no_profile) = if self.config.profiles.wants(path) {
+            let task = follow_profile(self.client.clone(), req, ptx).instrument(span);
+            (Some(tokio::spawn(task)), None)
+        } else {
+            (None, Some(ptx))
+        };
         Entry {
             endpoints: erx,
             profile: prx,
-            balancer: Arc::new(Balancer::new(self.max_failures, seed(path))),
+            balancer: Arc::new(Balancer::new(self.config.max_failures, seed(path))),
             budget: Arc::default(),
             last_used: Mutex::new(Instant::now()),
-            tasks: [get, profile],
+            tasks: (get, profile),
+            _no_profile: no_profile,
         }
     }
 
@@ -371,7 +436,7 @@ async fn sweep(resolver: std::sync::Weak<Resolver>) {
             cache.retain(|_, e| {
                 e.last_used
                     .lock()
-                    .map(|t| t.elapsed() < r.idle)
+                    .map(|t| t.elapsed() < r.config.idle)
                     .unwrap_or(false)
             });
             let dropped = before - cache.len();

@@ -9,7 +9,7 @@ use linkerd2_proxy_api::destination as pb;
 use linkerd2_proxy_api::destination::destination_server::{Destination, DestinationServer};
 use linkerd2_proxy_api::net;
 use remora_metrics::client::ControlClientMetrics;
-use remora_runtime::channel::{Instrumented, plaintext_channel};
+use remora_runtime::channel::{ControlChannel, Instrumented};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -139,15 +139,11 @@ fn listener() -> (tokio::net::TcpListener, SocketAddr) {
 }
 
 fn resolver(control: SocketAddr, max_entries: usize) -> Arc<Resolver> {
-    let channel = plaintext_channel(control).unwrap();
+    let channel = ControlChannel::plaintext(control).unwrap();
     let channel = Instrumented::new(channel, "destination", ControlClientMetrics::default());
-    Resolver::new(
-        channel,
-        "ctx".into(),
-        Duration::from_secs(60),
-        max_entries,
-        7,
-    )
+    let mut config = ResolverConfig::new(Duration::from_secs(60), max_entries, 7);
+    config.context_token = "ctx".into();
+    Resolver::new(channel, config)
 }
 
 /// Waits (up to 10 s) until `target`'s endpoints are exactly `want`.
@@ -321,4 +317,37 @@ fn an_endpoint_keeps_what_discovery_says_of_it() {
     // An address discovery cannot express is dropped, not guessed.
     let broken = pb::WeightedAddr::default();
     assert!(Endpoint::from_proto(broken, &set).is_none());
+}
+
+#[test]
+fn profiles_are_asked_for_names_under_the_suffixes_and_addresses_in_the_networks() {
+    let scope = ProfileScope {
+        suffixes: vec!["svc.cluster.local".into()],
+        networks: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
+    };
+    assert!(scope.wants("web.shop.svc.cluster.local:8080"));
+    assert!(
+        scope.wants("WEB.shop.svc.cluster.local.:8080"),
+        "case and a trailing dot"
+    );
+    assert!(scope.wants("svc.cluster.local:80"));
+    // On label boundaries only.
+    assert!(!scope.wants("web.xsvc.cluster.local:8080"));
+    assert!(!scope.wants("example.com:443"));
+    assert!(scope.wants("10.42.0.7:8080"));
+    assert!(scope.wants("[fd00::7]:8080"));
+    assert!(
+        scope.wants("[::ffff:10.1.2.3]:80"),
+        "an IPv4-mapped address is IPv4"
+    );
+    assert!(!scope.wants("192.168.1.1:80"));
+    // Linkerd's "." is every name; no networks is no address.
+    let names_only = ProfileScope {
+        suffixes: vec![String::new()],
+        networks: Vec::new(),
+    };
+    assert!(names_only.wants("example.com:443"));
+    assert!(!names_only.wants("10.42.0.7:8080"));
+    let all = ProfileScope::all();
+    assert!(all.wants("10.42.0.7:8080") && all.wants("[fd00::7]:1") && all.wants("a.b:1"));
 }

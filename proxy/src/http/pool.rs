@@ -23,8 +23,29 @@ use super::Body;
 use crate::tls::mtls::DialError;
 use crate::transport::io::BoxIo;
 
-/// Idle HTTP/1 connections kept per endpoint.
-const MAX_IDLE_H1: usize = 256;
+/// Idle HTTP/1 connections kept per endpoint, by default.
+pub const MAX_IDLE_H1: usize = 256;
+
+/// How a pool keeps and opens connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Connections unused this long are closed.
+    pub idle_timeout: Duration,
+    /// Idle HTTP/1 connections kept per endpoint.
+    pub max_idle_h1: usize,
+    /// HTTP/2 client settings of new connections.
+    pub h2: super::server::Http2Params,
+}
+
+impl PoolConfig {
+    pub fn new(idle_timeout: Duration) -> Self {
+        PoolConfig {
+            idle_timeout,
+            max_idle_h1: MAX_IDLE_H1,
+            h2: Default::default(),
+        }
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Kind {
@@ -76,6 +97,7 @@ pub struct Pool {
     h1: Mutex<HashMap<Key, Vec<IdleH1>>>,
     h2: Mutex<HashMap<Key, (H2Slot, Instant)>>,
     idle_timeout: Duration,
+    config: PoolConfig,
 }
 
 impl Default for Pool {
@@ -89,10 +111,15 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 impl Pool {
     pub fn new(idle_timeout: Duration) -> Self {
+        Self::with_config(PoolConfig::new(idle_timeout))
+    }
+
+    pub fn with_config(config: PoolConfig) -> Self {
         Pool {
             h1: Mutex::new(HashMap::new()),
             h2: Mutex::new(HashMap::new()),
-            idle_timeout,
+            idle_timeout: config.idle_timeout,
+            config,
         }
     }
 
@@ -114,8 +141,8 @@ impl Pool {
     }
 
     /// A pool whose idle connections are evicted in the background (call within a runtime).
-    pub fn with_evictor(idle_timeout: Duration) -> Arc<Self> {
-        let pool = Arc::new(Pool::new(idle_timeout));
+    pub fn with_evictor(config: PoolConfig) -> Arc<Self> {
+        let pool = Arc::new(Pool::with_config(config));
         pool.spawn_evictor();
         pool
     }
@@ -197,7 +224,7 @@ impl Pool {
         // Back to the pool: it is ready again once this response's body is done.
         if let Ok(mut map) = self.h1.lock() {
             let conns = map.entry(key.clone()).or_default();
-            if conns.len() < MAX_IDLE_H1 && !sender.is_closed() {
+            if conns.len() < self.config.max_idle_h1 && !sender.is_closed() {
                 conns.push((sender, Instant::now()));
             }
         }
@@ -235,11 +262,10 @@ impl Pool {
                         Ok(io) => io,
                         Err(e) => return Err(SendError::Connect(e.into(), Box::new(req))),
                     };
-                    let handshake = http2::Builder::new(TokioExecutor::new())
-                        .timer(TokioTimer::new())
-                        .adaptive_window(true)
-                        .handshake(TokioIo::new(io))
-                        .await;
+                    let mut builder = http2::Builder::new(TokioExecutor::new());
+                    builder.timer(TokioTimer::new());
+                    self.config.h2.client(&mut builder);
+                    let handshake = builder.handshake(TokioIo::new(io)).await;
                     let (sender, conn) = match handshake {
                         Ok(h) => h,
                         Err(e) => {

@@ -31,6 +31,17 @@ const ACCESS_LOG_QUEUE: usize = 4096;
 pub struct AccessLog {
     tx: std::sync::mpsc::SyncSender<String>,
     dropped: Arc<std::sync::atomic::AtomicU64>,
+    format: AccessLogFormat,
+}
+
+/// How access log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Apache's common log format, as linkerd2-proxy writes it: `client-id - [time]
+    /// "METHOD path VERSION" status bytes`.
+    Apache,
 }
 
 /// Where access log lines go (stdout unless the embedder says otherwise).
@@ -43,8 +54,8 @@ impl std::fmt::Debug for AccessLogOut {
 }
 
 impl AccessLog {
-    /// Starts the writer thread, writing to `out` (stdout when `None`).
-    pub fn spawn(out: Option<AccessLogOut>) -> std::io::Result<Self> {
+    /// Starts the writer thread, writing lines in `format` to `out` (stdout when `None`).
+    pub fn spawn(format: AccessLogFormat, out: Option<AccessLogOut>) -> std::io::Result<Self> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<String>(ACCESS_LOG_QUEUE);
         std::thread::Builder::new()
             .name("access-log".into())
@@ -70,6 +81,7 @@ impl AccessLog {
         Ok(AccessLog {
             tx,
             dropped: Arc::default(),
+            format,
         })
     }
 
@@ -97,6 +109,7 @@ pub struct AccessEntry {
     pub client_id: Option<Arc<str>>,
     pub authority: Option<Arc<str>>,
     pub method: http::Method,
+    pub version: http::Version,
     pub path: String,
     pub endpoint: Option<std::net::SocketAddr>,
     pub attempts: u32,
@@ -229,6 +242,18 @@ impl Drop for Recorded {
 }
 
 fn access_line(a: &AccessEntry, key: ResponseKey, elapsed: Duration, bytes: u64) -> String {
+    if a.log.format == AccessLogFormat::Apache {
+        return format!(
+            "{} - [{}] \"{} {} {:?}\" {} {}\n",
+            a.client_id.as_deref().unwrap_or("-"),
+            rfc3339(a.time),
+            a.method,
+            a.path,
+            a.version,
+            key.status,
+            bytes
+        );
+    }
     let mut line = serde_json::json!({
         "time": rfc3339(a.time),
         "direction": a.direction,

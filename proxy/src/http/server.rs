@@ -46,6 +46,8 @@ pub struct Limits {
     pub max_headers: usize,
     /// The most concurrent streams on one HTTP/2 connection.
     pub max_streams: u32,
+    /// The rest of the HTTP/2 server settings.
+    pub h2: Http2Params,
 }
 
 impl Default for Limits {
@@ -54,6 +56,131 @@ impl Default for Limits {
             max_head: 64 * 1024,
             max_headers: 100,
             max_streams: 2048,
+            h2: Http2Params::default(),
+        }
+    }
+}
+
+/// HTTP/2 settings of a server (or, for the windows, a client), as Linkerd names them: each
+/// `None` keeps hyper's default. Written `name=value,...` (`keep_alive_interval=10s,
+/// max_concurrent_streams=100`). The windows apply only together, as do the two keepalive
+/// settings (linkerd2-proxy ignores one without the other too).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Http2Params {
+    pub keep_alive_interval: Option<Duration>,
+    pub keep_alive_timeout: Option<Duration>,
+    pub max_concurrent_streams: Option<u32>,
+    pub initial_stream_window_size: Option<u32>,
+    pub initial_connection_window_size: Option<u32>,
+    pub adaptive_flow_control: Option<bool>,
+    pub max_frame_size: Option<u32>,
+    pub max_header_list_size: Option<u32>,
+    pub max_pending_accept_reset_streams: Option<usize>,
+    pub max_send_buf_size: Option<usize>,
+}
+
+impl Http2Params {
+    /// Parses `name=value,...`; an empty text sets nothing.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let mut p = Http2Params::default();
+        for pair in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("{pair:?} is not NAME=VALUE"))?;
+            let (name, value) = (name.trim(), value.trim());
+            let n32 = || {
+                value
+                    .parse::<u32>()
+                    .map_err(|_| format!("{name}: {value:?} is not a number"))
+            };
+            let nsize = || {
+                value
+                    .parse::<usize>()
+                    .map_err(|_| format!("{name}: {value:?} is not a number"))
+            };
+            let dur = || {
+                remora_runtime::duration::parse_duration(value).map_err(|e| format!("{name}: {e}"))
+            };
+            match name {
+                "keep_alive_interval" => p.keep_alive_interval = Some(dur()?),
+                "keep_alive_timeout" => p.keep_alive_timeout = Some(dur()?),
+                "max_concurrent_streams" => p.max_concurrent_streams = Some(n32()?),
+                "initial_stream_window_size" => p.initial_stream_window_size = Some(n32()?),
+                "initial_connection_window_size" => p.initial_connection_window_size = Some(n32()?),
+                "adaptive_flow_control" => {
+                    p.adaptive_flow_control = Some(match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(format!("{name}: expected true or false")),
+                    })
+                }
+                "max_frame_size" => {
+                    let n = n32()?;
+                    if !(16_384..=16_777_215).contains(&n) {
+                        return Err(format!("{name}: must be 16384 to 16777215"));
+                    }
+                    p.max_frame_size = Some(n)
+                }
+                "max_header_list_size" => p.max_header_list_size = Some(n32()?),
+                "max_pending_accept_reset_streams" => {
+                    p.max_pending_accept_reset_streams = Some(nsize()?)
+                }
+                "max_send_buf_size" => p.max_send_buf_size = Some(nsize()?),
+                _ => return Err(format!("{name:?} is not an HTTP/2 setting")),
+            }
+        }
+        Ok(p)
+    }
+
+    /// The windows, when both are set and adaptive flow control is not on.
+    fn windows(&self) -> Option<(u32, u32)> {
+        if self.adaptive_flow_control == Some(true) {
+            return None;
+        }
+        self.initial_stream_window_size
+            .zip(self.initial_connection_window_size)
+    }
+
+    fn keep_alive(&self) -> Option<(Duration, Duration)> {
+        self.keep_alive_interval.zip(self.keep_alive_timeout)
+    }
+
+    /// Applies the server settings to hyper's builder (adaptive windows unless fixed ones are
+    /// given).
+    pub fn server<E>(&self, b: &mut hyper::server::conn::http2::Builder<E>) {
+        match self.windows() {
+            Some((stream, conn)) => {
+                b.initial_stream_window_size(stream)
+                    .initial_connection_window_size(conn);
+            }
+            None => {
+                b.adaptive_window(self.adaptive_flow_control.unwrap_or(true));
+            }
+        }
+        if let Some((interval, timeout)) = self.keep_alive() {
+            b.keep_alive_interval(interval).keep_alive_timeout(timeout);
+        }
+        if let Some(n) = self.max_frame_size {
+            b.max_frame_size(n);
+        }
+        if let Some(n) = self.max_pending_accept_reset_streams {
+            b.max_pending_accept_reset_streams(n);
+        }
+        if let Some(n) = self.max_send_buf_size {
+            b.max_send_buf_size(n);
+        }
+    }
+
+    /// Applies the client settings (the windows; adaptive otherwise).
+    pub fn client<E: Clone>(&self, b: &mut hyper::client::conn::http2::Builder<E>) {
+        match self.windows() {
+            Some((stream, conn)) => {
+                b.initial_stream_window_size(stream)
+                    .initial_connection_window_size(conn);
+            }
+            None => {
+                b.adaptive_window(true);
+            }
         }
     }
 }
@@ -127,12 +254,13 @@ where
             }
         }
         Protocol::Http2 => {
-            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            builder
                 .timer(TokioTimer::new())
                 .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX))
-                .max_concurrent_streams(limits.max_streams)
-                .adaptive_window(true)
-                .serve_connection(io, service);
+                .max_concurrent_streams(limits.max_streams);
+            limits.h2.server(&mut builder);
+            let conn = builder.serve_connection(io, service);
             tokio::pin!(conn);
             tokio::select! {
                 res = conn.as_mut() => res,
@@ -385,5 +513,41 @@ mod tests {
         let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
         assert!(ended.is_ok(), "GOAWAY ended the client connection");
         assert!(tx.send_request(get("/after")).await.is_err());
+    }
+
+    #[test]
+    fn http2_parameters_parse_as_linkerd_names_them() {
+        let p = Http2Params::parse(
+            "keep_alive_interval=10s, keep_alive_timeout=3s,max_concurrent_streams=100,\
+             initial_stream_window_size=65535,initial_connection_window_size=1048576,\
+             adaptive_flow_control=false,max_frame_size=16384,max_header_list_size=8192,\
+             max_pending_accept_reset_streams=20,max_send_buf_size=409600,",
+        )
+        .unwrap();
+        assert_eq!(p.keep_alive_interval, Some(Duration::from_secs(10)));
+        assert_eq!(
+            p.keep_alive(),
+            Some((Duration::from_secs(10), Duration::from_secs(3)))
+        );
+        assert_eq!(p.windows(), Some((65_535, 1_048_576)));
+        assert_eq!(p.max_send_buf_size, Some(409_600));
+        assert_eq!(Http2Params::parse("").unwrap(), Http2Params::default());
+        // Adaptive flow control wins over fixed windows; one keepalive setting alone is none.
+        let p = Http2Params::parse(
+            "initial_stream_window_size=1,initial_connection_window_size=2,adaptive_flow_control=true,keep_alive_interval=1s",
+        )
+        .unwrap();
+        assert_eq!(p.windows(), None);
+        assert_eq!(p.keep_alive(), None);
+        for bad in [
+            "max_frame_size=100",
+            "keep_alive_interval=soon",
+            "adaptive_flow_control=yes",
+            "max_concurrent_streams=-1",
+            "window=1",
+            "max_frame_size",
+        ] {
+            assert!(Http2Params::parse(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -53,6 +53,7 @@ pub(super) async fn serve(http: &Arc<HttpInbound>, mut stream: TcpStream) {
             );
         }
     }
+    let client_ip = stream.peer_addr().ok().map(|a| a.ip());
     let pod_ip = match stream.local_addr() {
         Ok(a) => a.ip(),
         Err(_) => return,
@@ -112,7 +113,11 @@ pub(super) async fn serve(http: &Arc<HttpInbound>, mut stream: TcpStream) {
         warn!(%app, "the transport header names one of this proxy's own listeners; closing");
         return;
     }
-    let allowed = ctx.check_policy(header.port, &Peer::Authenticated(client_id.clone()));
+    let allowed = ctx.check_policy(
+        header.port,
+        &Peer::Authenticated(client_id.clone()),
+        client_ip,
+    );
     debug!(client.id = %client_id, port = header.port, protocol = ?header.protocol, "direct connection");
     let labels = TcpLabels::new(Direction::Inbound, PeerSide::Src)
         .with_tls(Tls::Established, Some(Arc::from(client_id.as_str())));

@@ -20,7 +20,7 @@
 //! gateway refuses everything (fails closed).
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -125,7 +125,7 @@ impl Gateway {
                 };
                 let io: BoxIo = Box::new(Counted::new(io, ctx.tcp.metrics.open(labels), None));
                 let (gw, http_metrics) = (self.clone(), ctx.inputs.http_metrics.clone());
-                crate::http::server::serve(io, protocol, ctx.inputs.http_limits, move |req| {
+                crate::http::server::serve(io, protocol, ctx.config.http, move |req| {
                     let (gw, target, client_id) = (gw.clone(), target.clone(), client_id.clone());
                     let golden = http_metrics.golden.clone();
                     async move {
@@ -225,7 +225,7 @@ fn set_authority<B>(req: &mut Request<B>, target: &str) {
 /// `control`), authenticating with this gateway's own certificate, and publishes their names.
 /// Retries with backoff; keeps the last answer while the control plane is unreachable.
 pub async fn watch_exports(
-    addr: SocketAddr,
+    addr: remora_runtime::channel::ControlAddr,
     control: Name,
     tls: LocalTls,
     tx: watch::Sender<Arc<HashSet<String>>>,
@@ -240,11 +240,11 @@ pub async fn watch_exports(
             backoff.wait().await;
             continue;
         };
-        let channel = match remora_runtime::channel::tls_channel(
-            addr,
+        let tls = remora_runtime::channel::ChannelTls::fixed(
             control.clone(),
             creds.tls.client.as_ref().clone(),
-        ) {
+        );
+        let channel = match remora_runtime::channel::ControlChannel::new(&addr, tls) {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "gateway: cannot set up the exports channel");

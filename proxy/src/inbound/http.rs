@@ -123,6 +123,7 @@ impl HttpInbound {
                 client_id: conn.labels.peer_id.clone(),
                 authority: authority(&req),
                 method: req.method().clone(),
+                version: req.version(),
                 path: req.uri().path().to_string(),
                 endpoint: Some(conn.app),
                 attempts: 1,
@@ -138,7 +139,7 @@ impl HttpInbound {
     fn dial(&self, app: SocketAddr) -> DialFuture {
         let ctx = self.ctx.clone();
         Box::pin(async move {
-            let io = connect(app, ctx.inputs.connect_timeout)
+            let io = connect(app, ctx.inputs.inbound_connect)
                 .await
                 .map_err(DialError::Connect)?;
             let labels = TcpLabels::new(Direction::Inbound, Peer::Dst)

@@ -36,12 +36,13 @@ use std::time::Duration;
 use remora_identity::Name;
 use remora_metrics::tcp::{Direction, Peer as PeerSide, RefuseReason, TcpLabels, Tls};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::http::{HttpInbound, InboundConn};
 use self::policy::{Denied, InboundPolicy, Peer};
 use crate::http::detect::{self, DetectError, Protocol};
 use crate::http::pool::Pool;
+use crate::http::server::Limits;
 use crate::inputs::ProxyInputs;
 use crate::tls::detect::{self as tls_detect, Detected};
 use crate::tls::mtls::{self, no_tls};
@@ -81,6 +82,8 @@ pub struct InboundConfig {
     /// plaintext; also bounds the handshake and the transport header.
     pub detect_timeout: Duration,
     pub policy: InboundPolicy,
+    /// What the inbound's HTTP server accepts from peers.
+    pub http: Limits,
 }
 
 /// Everything the inbound needs per connection.
@@ -118,7 +121,7 @@ impl Inbound {
             listeners,
             accept,
             http: Arc::new(HttpInbound {
-                pool: Pool::with_evictor(ctx.inputs.pool_idle_timeout),
+                pool: Pool::with_evictor(ctx.inputs.pool()),
                 ctx: Arc::new(ctx),
             }),
         }
@@ -143,12 +146,23 @@ impl InboundCtx {
         self.inputs.tls.now().map(|c| c.name.clone())
     }
 
-    fn check_policy(&self, port: u16, peer: &Peer) -> Result<(), Denied> {
-        match self.config.policy.check(port, peer) {
-            Ok(()) => Ok(()),
+    fn check_policy(
+        &self,
+        port: u16,
+        peer: &Peer,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<(), Denied> {
+        match self.config.policy.check(port, peer, client) {
+            Ok(()) => {
+                if self.config.policy.for_port(port) == &crate::inbound::policy::Policy::Audit {
+                    info!(peer = ?peer, ?client, port, "connection allowed by the audit policy");
+                }
+                Ok(())
+            }
             Err(denied) => {
                 self.refuse(match denied {
                     Denied::Unauthenticated => RefuseReason::PolicyUnauthenticated,
+                    Denied::OutsideCluster => RefuseReason::PolicyOutsideCluster,
                     Denied::ForeignTrustDomain => RefuseReason::PolicyForeignTrustDomain,
                     Denied::NotAllowed => RefuseReason::PolicyNotAllowed,
                     Denied::Deny => RefuseReason::PolicyDeny,
@@ -229,10 +243,14 @@ struct Admitted {
 
 async fn redirected(http: &Arc<HttpInbound>, mut stream: TcpStream, app: SocketAddr) {
     let ctx = &*http.ctx;
+    let client = stream.peer_addr().ok().map(|a| a.ip());
     if ctx.inputs.is_opaque(app.port()) {
         // Server-speaks-first ports are not detected: mesh peers reach them through the direct
         // path, so what arrives here is plaintext.
-        if ctx.check_policy(app.port(), &Peer::Unauthenticated).is_ok() {
+        if ctx
+            .check_policy(app.port(), &Peer::Unauthenticated, client)
+            .is_ok()
+        {
             let labels = TcpLabels::new(Direction::Inbound, PeerSide::Src)
                 .with_tls(Tls::NoIdentity(no_tls::NO_TLS_FROM_REMOTE), None);
             to_app(ctx, Box::new(stream), app, labels).await;
@@ -271,7 +289,7 @@ async fn redirected(http: &Arc<HttpInbound>, mut stream: TcpStream, app: SocketA
             accepted.client_id.as_ref().map(|n| Arc::from(n.as_str())),
         );
         let admitted = Admitted {
-            allowed: ctx.check_policy(app.port(), &peer),
+            allowed: ctx.check_policy(app.port(), &peer, client),
             client_id: accepted.client_id,
             labels,
         };
@@ -287,7 +305,7 @@ async fn redirected(http: &Arc<HttpInbound>, mut stream: TcpStream, app: SocketA
         } else {
             Tls::NoIdentity(no_tls::NO_TLS_FROM_REMOTE)
         };
-        let allowed = ctx.check_policy(app.port(), &Peer::Unauthenticated);
+        let allowed = ctx.check_policy(app.port(), &Peer::Unauthenticated, client);
         if passthrough {
             // The app's own TLS: bytes only.
             if allowed.is_ok() {
@@ -346,7 +364,7 @@ async fn serve_app(
                 allowed,
                 admitted.labels.target.clone(),
             ));
-            crate::http::server::serve(io, protocol, ctx.inputs.http_limits, move |req| {
+            crate::http::server::serve(io, protocol, ctx.config.http, move |req| {
                 let (http, conn) = (http.clone(), conn.clone());
                 async move { http.serve(&conn, req).await }
             })

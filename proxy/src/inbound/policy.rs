@@ -1,8 +1,16 @@
 //! Inbound authorization policy, per port.
 //!
-//! `REMORA_INBOUND_DEFAULT_POLICY` is one of `all-unauthenticated` (default),
-//! `all-authenticated` (mTLS peers only), `cluster-authenticated` (mTLS peers of our trust
-//! domain), `deny`. `REMORA_INBOUND_PORT_POLICIES` overrides it per port, `;`-separated:
+//! `REMORA_INBOUND_DEFAULT_POLICY` is one of Linkerd's default policies:
+//! - `all-unauthenticated` (the default): everyone;
+//! - `all-authenticated`: mTLS peers only;
+//! - `cluster-unauthenticated`: peers in the cluster's networks
+//!   (`REMORA_POLICY_CLUSTER_NETWORKS`, required for it), with or without mTLS;
+//! - `cluster-authenticated`: mTLS peers in the cluster's networks; without cluster networks
+//!   configured (Remora's own surface), mTLS peers of our trust domain;
+//! - `audit`: everyone, each connection logged as allowed by the audit policy;
+//! - `deny`: no one.
+//!
+//! `REMORA_INBOUND_PORT_POLICIES` overrides it per port, `;`-separated:
 //!
 //! ```text
 //! 8080=all-authenticated; 9090=deny; 7000=allow(web.shop.serviceaccount.identity.linkerd.east.example, *.prod.serviceaccount.identity.linkerd.east.example)
@@ -13,16 +21,35 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::net::IpAddr;
 
+use ipnet::IpNet;
 use remora_identity::Name;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Policy {
     AllUnauthenticated,
     AllAuthenticated,
+    ClusterUnauthenticated,
     ClusterAuthenticated,
+    Audit,
     Deny,
     Allow(Vec<Pattern>),
+}
+
+impl Policy {
+    /// The policy's name, as Linkerd writes it (`allow` for an allow-list).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Policy::AllUnauthenticated => "all-unauthenticated",
+            Policy::AllAuthenticated => "all-authenticated",
+            Policy::ClusterUnauthenticated => "cluster-unauthenticated",
+            Policy::ClusterAuthenticated => "cluster-authenticated",
+            Policy::Audit => "audit",
+            Policy::Deny => "deny",
+            Policy::Allow(_) => "allow",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +81,8 @@ pub enum Peer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Denied {
     Unauthenticated,
+    /// The client's address is outside the cluster's networks.
+    OutsideCluster,
     ForeignTrustDomain,
     NotAllowed,
     Deny,
@@ -63,6 +92,7 @@ impl Denied {
     pub fn as_str(self) -> &'static str {
         match self {
             Denied::Unauthenticated => "policy_unauthenticated",
+            Denied::OutsideCluster => "policy_outside_cluster",
             Denied::ForeignTrustDomain => "policy_foreign_trust_domain",
             Denied::NotAllowed => "policy_not_allowed",
             Denied::Deny => "policy_deny",
@@ -74,6 +104,7 @@ impl fmt::Display for Denied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Denied::Unauthenticated => "the port requires an authenticated (mTLS) peer",
+            Denied::OutsideCluster => "the port admits only clients in the cluster's networks",
             Denied::ForeignTrustDomain => "the port requires a peer of this cluster's trust domain",
             Denied::NotAllowed => "the peer's identity is not on the port's allow-list",
             Denied::Deny => "the port denies all connections",
@@ -86,8 +117,11 @@ impl fmt::Display for Denied {
 pub struct InboundPolicy {
     pub default: Policy,
     pub ports: HashMap<u16, Policy>,
-    /// Our trust domain, for `cluster-authenticated` (none without an identity).
+    /// Our trust domain, for `cluster-authenticated` without cluster networks (none without
+    /// an identity).
     pub trust_domain: Option<String>,
+    /// The cluster's networks, for the `cluster-*` policies (empty: not configured).
+    pub cluster_networks: Vec<IpNet>,
 }
 
 impl InboundPolicy {
@@ -95,12 +129,35 @@ impl InboundPolicy {
         self.ports.get(&port).unwrap_or(&self.default)
     }
 
-    pub fn check(&self, port: u16, peer: &Peer) -> Result<(), Denied> {
-        match (self.for_port(port), peer) {
-            (Policy::AllUnauthenticated, _) => Ok(()),
+    /// Whether `client` is in the cluster's networks (`None`: unknown, so not).
+    fn in_cluster(&self, client: Option<IpAddr>) -> bool {
+        client.is_some_and(|ip| {
+            let ip = ip.to_canonical();
+            self.cluster_networks.iter().any(|n| n.contains(&ip))
+        })
+    }
+
+    /// Whether `peer`, connecting from `client`, may use `port`.
+    pub fn check(&self, port: u16, peer: &Peer, client: Option<IpAddr>) -> Result<(), Denied> {
+        let policy = self.for_port(port);
+        let cluster = !self.cluster_networks.is_empty();
+        if matches!(
+            policy,
+            Policy::ClusterUnauthenticated | Policy::ClusterAuthenticated
+        ) && cluster
+            && !self.in_cluster(client)
+        {
+            return Err(Denied::OutsideCluster);
+        }
+        match (policy, peer) {
+            (Policy::AllUnauthenticated | Policy::Audit, _) => Ok(()),
             (Policy::Deny, _) => Err(Denied::Deny),
+            // The configuration requires cluster networks for it.
+            (Policy::ClusterUnauthenticated, _) => Ok(()),
             (_, Peer::Unauthenticated) => Err(Denied::Unauthenticated),
             (Policy::AllAuthenticated, Peer::Authenticated(_)) => Ok(()),
+            (Policy::ClusterAuthenticated, Peer::Authenticated(_)) if cluster => Ok(()),
+            // Without cluster networks (Remora's own surface), the cluster is our trust domain.
             (Policy::ClusterAuthenticated, Peer::Authenticated(id)) => match &self.trust_domain {
                 Some(td) if id.is_under(td) && id.as_str() != td => Ok(()),
                 _ => Err(Denied::ForeignTrustDomain),
@@ -123,6 +180,8 @@ pub fn parse_policy(s: &str) -> Result<Policy, String> {
         "all-unauthenticated" => return Ok(Policy::AllUnauthenticated),
         "all-authenticated" => return Ok(Policy::AllAuthenticated),
         "cluster-authenticated" => return Ok(Policy::ClusterAuthenticated),
+        "cluster-unauthenticated" => return Ok(Policy::ClusterUnauthenticated),
+        "audit" => return Ok(Policy::Audit),
         "deny" => return Ok(Policy::Deny),
         _ => {}
     }
@@ -132,7 +191,8 @@ pub fn parse_policy(s: &str) -> Result<Policy, String> {
         .ok_or_else(|| {
             format!(
                 "{s:?} is not a policy: all-unauthenticated, all-authenticated, \
-                 cluster-authenticated, deny or allow(name, *.suffix, ...)"
+                 cluster-unauthenticated, cluster-authenticated, audit, deny or \
+                 allow(name, *.suffix, ...)"
             )
         })?;
     let patterns = inner
@@ -192,6 +252,7 @@ mod tests {
             default: parse_policy(default).unwrap(),
             ports: parse_port_policies(ports).unwrap(),
             trust_domain: Some("east.example".into()),
+            cluster_networks: Vec::new(),
         }
     }
 
@@ -201,39 +262,42 @@ mod tests {
             "all-unauthenticated",
             "1=all-authenticated; 2=cluster-authenticated; 3=deny; 4=allow(db.shop.serviceaccount.identity.linkerd.east.example, *.prod.serviceaccount.identity.linkerd.east.example)",
         );
-        assert_eq!(p.check(80, &Peer::Unauthenticated), Ok(()));
+        assert_eq!(p.check(80, &Peer::Unauthenticated, None), Ok(()));
         assert_eq!(
-            p.check(1, &Peer::Unauthenticated),
+            p.check(1, &Peer::Unauthenticated, None),
             Err(Denied::Unauthenticated)
         );
-        assert_eq!(p.check(1, &id(WEB)), Ok(()));
-        assert_eq!(p.check(2, &id(WEB)), Ok(()));
-        assert_eq!(p.check(2, &id(WEST)), Err(Denied::ForeignTrustDomain));
-        assert_eq!(p.check(3, &id(WEB)), Err(Denied::Deny));
-        assert_eq!(p.check(4, &id(WEB)), Err(Denied::NotAllowed));
+        assert_eq!(p.check(1, &id(WEB), None), Ok(()));
+        assert_eq!(p.check(2, &id(WEB), None), Ok(()));
+        assert_eq!(p.check(2, &id(WEST), None), Err(Denied::ForeignTrustDomain));
+        assert_eq!(p.check(3, &id(WEB), None), Err(Denied::Deny));
+        assert_eq!(p.check(4, &id(WEB), None), Err(Denied::NotAllowed));
         assert_eq!(
             p.check(
                 4,
-                &id("db.shop.serviceaccount.identity.linkerd.east.example")
+                &id("db.shop.serviceaccount.identity.linkerd.east.example"),
+                None
             ),
             Ok(())
         );
         assert_eq!(
             p.check(
                 4,
-                &id("api.prod.serviceaccount.identity.linkerd.east.example")
+                &id("api.prod.serviceaccount.identity.linkerd.east.example"),
+                None
             ),
             Ok(())
         );
         assert_eq!(
-            p.check(4, &Peer::Unauthenticated),
+            p.check(4, &Peer::Unauthenticated, None),
             Err(Denied::Unauthenticated)
         );
         // A suffix matches below it, not a look-alike.
         assert_eq!(
             p.check(
                 4,
-                &id("api.xprod.serviceaccount.identity.linkerd.east.example")
+                &id("api.xprod.serviceaccount.identity.linkerd.east.example"),
+                None
             ),
             Err(Denied::NotAllowed)
         );
@@ -242,16 +306,69 @@ mod tests {
     #[test]
     fn cluster_authenticated_needs_our_trust_domain() {
         let mut p = policy("cluster-authenticated", "");
-        assert_eq!(p.check(1, &id(WEB)), Ok(()));
+        assert_eq!(p.check(1, &id(WEB), None), Ok(()));
         assert_eq!(
             p.check(
                 1,
-                &id("web.shop.serviceaccount.identity.linkerd.xeast.example")
+                &id("web.shop.serviceaccount.identity.linkerd.xeast.example"),
+                None
             ),
             Err(Denied::ForeignTrustDomain)
         );
         p.trust_domain = None;
-        assert_eq!(p.check(1, &id(WEB)), Err(Denied::ForeignTrustDomain));
+        assert_eq!(p.check(1, &id(WEB), None), Err(Denied::ForeignTrustDomain));
+    }
+
+    #[test]
+    fn cluster_policies_with_cluster_networks_check_the_client_address() {
+        let mut p = policy(
+            "cluster-unauthenticated",
+            "1=cluster-authenticated; 2=audit",
+        );
+        p.cluster_networks = vec!["10.42.0.0/16".parse().unwrap()];
+        let inside = Some("10.42.3.4".parse().unwrap());
+        let outside = Some("192.0.2.1".parse().unwrap());
+        assert_eq!(p.check(80, &Peer::Unauthenticated, inside), Ok(()));
+        assert_eq!(p.check(80, &id(WEST), inside), Ok(()), "any identity");
+        assert_eq!(
+            p.check(80, &Peer::Unauthenticated, outside),
+            Err(Denied::OutsideCluster)
+        );
+        assert_eq!(
+            p.check(80, &Peer::Unauthenticated, None),
+            Err(Denied::OutsideCluster)
+        );
+        // An IPv4-mapped IPv6 client is its IPv4 address.
+        assert_eq!(
+            p.check(
+                80,
+                &Peer::Unauthenticated,
+                Some("::ffff:10.42.3.4".parse().unwrap())
+            ),
+            Ok(())
+        );
+        assert_eq!(p.check(1, &id(WEST), inside), Ok(()));
+        assert_eq!(
+            p.check(1, &Peer::Unauthenticated, inside),
+            Err(Denied::Unauthenticated)
+        );
+        assert_eq!(p.check(1, &id(WEB), outside), Err(Denied::OutsideCluster));
+        // Audit admits everyone, from anywhere.
+        assert_eq!(p.check(2, &Peer::Unauthenticated, outside), Ok(()));
+    }
+
+    #[test]
+    fn every_linkerd_default_policy_parses() {
+        for name in [
+            "all-unauthenticated",
+            "all-authenticated",
+            "cluster-unauthenticated",
+            "cluster-authenticated",
+            "audit",
+            "deny",
+        ] {
+            assert_eq!(parse_policy(name).unwrap().name(), name);
+        }
     }
 
     #[test]

@@ -112,7 +112,13 @@ impl Connector {
             endpoint: dst.endpoint.as_deref(),
             protocol,
         };
-        let dialled = dial(target, &inputs.tls, &inputs.own.ips, inputs.connect_timeout).await;
+        let dialled = dial(
+            target,
+            &inputs.tls,
+            &inputs.own.ips,
+            inputs.outbound_connect,
+        )
+        .await;
         if let Some(p) = dst.picked.take() {
             report(p.finish(dialled.is_ok()), dst.addr);
         }

@@ -58,6 +58,24 @@ pub fn authority<B>(req: &Request<B>) -> Option<Arc<str>> {
     Some(with_port(raw))
 }
 
+/// Ingress mode's routing header: the `host:port` a request is for, whatever its authority.
+pub const DST_OVERRIDE: &str = "l5d-dst-override";
+
+/// In ingress mode, the request's `l5d-dst-override` (removed from the request): `Ok(None)`
+/// when there is none, `Err` when it is not a `host:port` authority.
+fn take_dst_override<B>(req: &mut Request<B>) -> Result<Option<Arc<str>>, ProxyError> {
+    let Some(v) = req.headers_mut().remove(DST_OVERRIDE) else {
+        return Ok(None);
+    };
+    let bad = || ProxyError::BadRequest("l5d-dst-override is not a valid host:port");
+    let s = v.to_str().map_err(|_| bad())?;
+    let a: http::uri::Authority = s.parse().map_err(|_| bad())?;
+    if a.port_u16().is_none() || a.as_str().contains('@') {
+        return Err(bad());
+    }
+    Ok(Some(Arc::from(a.as_str())))
+}
+
 fn with_port(raw: &str) -> Arc<str> {
     if let Some((_, after)) = raw.strip_prefix('[').and_then(|r| r.split_once(']')) {
         return if after.starts_with(':') {
@@ -83,7 +101,7 @@ pub(super) struct Dispatched {
 impl HttpOutbound {
     pub fn new(ctx: Arc<OutboundCtx>) -> Self {
         HttpOutbound {
-            pool: Pool::with_evictor(ctx.inputs.pool_idle_timeout),
+            pool: Pool::with_evictor(ctx.inputs.pool()),
             rng: AtomicU64::new(
                 std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8) | 1,
             ),
@@ -216,7 +234,7 @@ impl HttpOutbound {
             why,
         };
         let lookup = tokio::net::lookup_host(name);
-        match tokio::time::timeout(self.ctx.inputs.connect_timeout, lookup).await {
+        match tokio::time::timeout(self.ctx.inputs.outbound_connect.timeout, lookup).await {
             Ok(Ok(mut addrs)) => match addrs.next() {
                 Some(addr) => Ok(Destination::as_is(addr)),
                 None => Err(unresolvable("no addresses".into())),
@@ -248,9 +266,21 @@ impl HttpOutbound {
 
     /// Handles one request of a connection whose original destination is `orig` (`None` for an
     /// explicit connection, whose requests name their target).
-    pub async fn handle(&self, orig: Option<SocketAddr>, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(
+        &self,
+        orig: Option<SocketAddr>,
+        mut req: Request<Incoming>,
+    ) -> Response<Body> {
         let start = Instant::now();
-        let authority = authority(&req);
+        let authority = if self.ctx.config.ingress {
+            match take_dst_override(&mut req) {
+                Ok(Some(target)) => Some(target),
+                Ok(None) => authority(&req),
+                Err(e) => return self.fail(e),
+            }
+        } else {
+            authority(&req)
+        };
         let inputs = &self.ctx.inputs;
         let mut access = inputs.access_log.as_ref().map(|log| {
             Box::new(AccessEntry {
@@ -260,6 +290,7 @@ impl HttpOutbound {
                 client_id: inputs.tls.now().map(|c| Arc::from(c.name.as_str())),
                 authority: authority.clone(),
                 method: req.method().clone(),
+                version: req.version(),
                 path: req.uri().path().to_string(),
                 endpoint: None,
                 attempts: 0,
@@ -351,5 +382,36 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(&*authority(&req).unwrap(), "a.b:9");
+    }
+
+    #[test]
+    fn ingress_mode_takes_its_target_from_l5d_dst_override() {
+        let mut req = Request::builder()
+            .uri("/")
+            .header("host", "ingress.example.com")
+            .header(DST_OVERRIDE, "web.shop.svc.cluster.local:8080")
+            .body(())
+            .unwrap();
+        let target = take_dst_override(&mut req).unwrap();
+        assert_eq!(target.as_deref(), Some("web.shop.svc.cluster.local:8080"));
+        assert!(
+            req.headers().get(DST_OVERRIDE).is_none(),
+            "removed before forwarding"
+        );
+        let mut plain = Request::builder().uri("/").body(()).unwrap();
+        assert_eq!(take_dst_override(&mut plain).unwrap(), None);
+        for bad in [
+            "web.shop.svc.cluster.local",
+            "user@web:80",
+            "web:http",
+            "a b:80",
+        ] {
+            let mut req = Request::builder()
+                .uri("/")
+                .header(DST_OVERRIDE, bad)
+                .body(())
+                .unwrap();
+            assert!(take_dst_override(&mut req).is_err(), "{bad}");
+        }
     }
 }

@@ -42,6 +42,7 @@ use self::connect::{Connector, Destination};
 use self::http::HttpOutbound;
 use crate::discovery::Hint;
 use crate::http::detect::{self, DetectError, Protocol};
+use crate::http::server::Limits;
 use crate::inputs::ProxyInputs;
 use crate::tls::mtls::no_tls;
 use crate::transport::forward::Counted;
@@ -78,6 +79,11 @@ pub struct OutboundConfig {
     pub detect_timeout: Duration,
     /// The default HTTP request timeout (a profile route's timeout overrides it).
     pub request_timeout: Option<Duration>,
+    /// What the outbound's HTTP server accepts from the app.
+    pub http: Limits,
+    /// Ingress mode: HTTP is routed by `l5d-dst-override` or the authority, not the original
+    /// destination, and every port is detected.
+    pub ingress: bool,
 }
 
 /// Everything the outbound needs per connection and per request.
@@ -176,11 +182,13 @@ async fn handle(http: &Arc<HttpOutbound>, stream: TcpStream, client: SocketAddr)
 async fn transparent(http: &Arc<HttpOutbound>, mut stream: TcpStream, dst: SocketAddr) {
     let ctx = &*http.ctx;
     let route = resolve(ctx, dst).await;
-    let opaque = ctx.inputs.is_opaque(dst.port())
-        || route
-            .as_ref()
-            .and_then(|d| d.endpoint.as_ref())
-            .is_some_and(|ep| ep.hint == Hint::Opaque);
+    // Ingress mode detects every port: its requests name their targets.
+    let opaque = !ctx.config.ingress
+        && (ctx.inputs.is_opaque(dst.port())
+            || route
+                .as_ref()
+                .and_then(|d| d.endpoint.as_ref())
+                .is_some_and(|ep| ep.hint == Hint::Opaque));
     let io: BoxIo = if opaque {
         Box::new(stream)
     } else {
@@ -281,7 +289,7 @@ async fn serve_http(
     }
     let io: BoxIo = Box::new(Counted::new(io, ctx.tcp.metrics.open(labels), None));
     let http = http.clone();
-    crate::http::server::serve(io, protocol, ctx.inputs.http_limits, move |req| {
+    crate::http::server::serve(io, protocol, ctx.config.http, move |req| {
         let http = http.clone();
         async move {
             match dst {

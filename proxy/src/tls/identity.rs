@@ -1,6 +1,11 @@
 //! The proxy's workload identity: one key for the process's lifetime, a certificate from the
 //! control plane's Identity service, renewed at 70 % of its remaining validity (clamped to
-//! 10 s..24 h) without a restart.
+//! the configured 10 s..24 h by default) without a restart.
+//!
+//! The key and CSR come from the identity directory when one is configured (Linkerd's
+//! `key.p8`, PKCS#8 DER, and `csr.der`): used exactly as they are after checking that they
+//! belong together and name this workload, or generated there (mode 0600) when missing.
+//! Without a directory the key lives in memory only.
 //!
 //! key → CSR → `Identity/Certify` (with the token file, re-read each time) → check the answer
 //! (chains to the trust anchors, names us, currently valid) → build rustls server and client
@@ -8,14 +13,17 @@
 //! value, so a renewal takes effect for new connections at once and drops none. On failure the
 //! current certificate stays and the request is retried with exponential backoff.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use linkerd2_proxy_api::identity::CertifyRequest;
 use linkerd2_proxy_api::identity::identity_client::IdentityClient;
-use remora_identity::certs::{KeyPair, csr, generate_key, key_der};
+use remora_identity::certs::{
+    CertError, KeyPair, check_csr, csr, generate_key, key_der, key_from_pkcs8,
+};
 use remora_identity::tls::{CertifiedKey, TlsConfigs, configs};
 use remora_identity::{Name, TrustAnchors};
 use remora_metrics::identity::IdentityMetrics;
@@ -24,10 +32,10 @@ use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
 use remora_runtime::Backoff;
-use remora_runtime::channel::{ChannelError, Instrumented, channel};
+use remora_runtime::channel::{
+    ChannelError, ChannelTls, ControlAddr, ControlChannel, Instrumented,
+};
 
-const MIN_REFRESH: Duration = Duration::from_secs(10);
-const MAX_REFRESH: Duration = Duration::from_secs(24 * 3600);
 const BACKOFF_START: Duration = Duration::from_millis(500);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 const CERTIFY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,9 +46,15 @@ pub struct IdentityConfig {
     pub name: Name,
     pub trust_anchors: TrustAnchors,
     pub token_file: PathBuf,
-    pub addr: SocketAddr,
+    /// Where the key and CSR live (`key.p8`, `csr.der`); `None`: in memory only.
+    pub dir: Option<PathBuf>,
+    pub addr: ControlAddr,
     /// The identity service's own identity (required unless it is on loopback).
     pub svc_name: Option<Name>,
+    /// Renewals happen no sooner than this after a certificate arrives...
+    pub min_refresh: Duration,
+    /// ...and no later.
+    pub max_refresh: Duration,
 }
 
 /// The credentials currently in force.
@@ -66,7 +80,9 @@ pub enum IdentityError {
     #[error("the identity service refused: {0}")]
     Refused(String),
     #[error("the identity service at {0} did not answer in time")]
-    Timeout(SocketAddr),
+    Timeout(ControlAddr),
+    #[error("the identity directory {dir}: {why}")]
+    Dir { dir: String, why: String },
     #[error("the identity service returned an unusable certificate: {0}")]
     BadCert(String),
     #[error(transparent)]
@@ -85,9 +101,20 @@ pub fn spawn(
     metrics: IdentityMetrics,
     client_metrics: remora_metrics::client::ControlClientMetrics,
 ) -> Result<CredsRx, IdentityError> {
-    let key = generate_key().map_err(|e| IdentityError::BadCert(e.to_string()))?;
-    let csr = csr(&key, &config.name).map_err(|e| IdentityError::BadCert(e.to_string()))?;
-    let channel = channel(config.addr, config.svc_name.as_ref(), &config.trust_anchors)?;
+    let (key, csr) = match &config.dir {
+        Some(dir) => documents(dir, &config.name)?,
+        None => {
+            let key = generate_key().map_err(|e| IdentityError::BadCert(e.to_string()))?;
+            let csr = csr(&key, &config.name).map_err(|e| IdentityError::BadCert(e.to_string()))?;
+            (key, csr)
+        }
+    };
+    let tls = ChannelTls::anonymous(
+        &config.addr,
+        config.svc_name.as_ref(),
+        &config.trust_anchors,
+    )?;
+    let channel = ControlChannel::new(&config.addr, tls)?;
     let (tx, rx) = watch::channel(None);
     let span = info_span!("identity", name = %config.name);
     tokio::spawn(
@@ -115,10 +142,82 @@ struct Renewer {
     tx: watch::Sender<Option<Arc<Creds>>>,
 }
 
-/// When to renew a certificate valid until `until`: at 70 % of what remains, within bounds.
-pub fn refresh_in(now: SystemTime, until: SystemTime) -> Duration {
+/// The workload's key and CSR from `dir`: `key.p8` and `csr.der` as they are, after checking
+/// that the CSR carries the key and names `name`; generated and written there (mode 0600) when
+/// missing. A key without a CSR gets one; a CSR without its key is replaced.
+pub fn documents(dir: &Path, name: &Name) -> Result<(KeyPair, Vec<u8>), IdentityError> {
+    let fail = |why: String| IdentityError::Dir {
+        dir: dir.display().to_string(),
+        why,
+    };
+    let cert = |e: CertError| e.to_string();
+    let (key_path, csr_path) = (dir.join("key.p8"), dir.join("csr.der"));
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| fail(format!("cannot create it: {e}")))?;
+    }
+    let key_file = read_nonempty(&key_path).map_err(&fail)?;
+    let csr_file = read_nonempty(&csr_path).map_err(&fail)?;
+    match (key_file, csr_file) {
+        (Some(k), Some(c)) => {
+            let key = key_from_pkcs8(&k).map_err(|e| fail(format!("key.p8: {}", cert(e))))?;
+            check_csr(&c, name, &key).map_err(|e| fail(format!("csr.der: {}", cert(e))))?;
+            info!(dir = %dir.display(), "using the identity directory's key and CSR");
+            Ok((key, c))
+        }
+        (Some(k), None) => {
+            let key = key_from_pkcs8(&k).map_err(|e| fail(format!("key.p8: {}", cert(e))))?;
+            let c = csr(&key, name).map_err(|e| fail(cert(e)))?;
+            write_private(&csr_path, &c).map_err(&fail)?;
+            info!(dir = %dir.display(), "wrote a CSR for the identity directory's key");
+            Ok((key, c))
+        }
+        (None, _) => {
+            let key = generate_key().map_err(|e| fail(cert(e)))?;
+            let c = csr(&key, name).map_err(|e| fail(cert(e)))?;
+            write_private(&key_path, key_der(&key).secret_pkcs8_der()).map_err(&fail)?;
+            write_private(&csr_path, &c).map_err(&fail)?;
+            info!(dir = %dir.display(), "generated a key and CSR in the identity directory");
+            Ok((key, c))
+        }
+    }
+}
+
+/// A file's bytes; `None` when it is missing or empty.
+fn read_nonempty(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    match std::fs::read(path) {
+        Ok(b) if b.is_empty() => Ok(None),
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+    }
+}
+
+/// Writes `bytes` to `path`, readable and writable by the owner only.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let why = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(why)?;
+    // An existing file keeps its mode on open: narrow it.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .map_err(why)?;
+    f.write_all(bytes).map_err(why)?;
+    f.sync_all().map_err(why)
+}
+
+/// When to renew a certificate valid until `until`: at 70 % of what remains, within
+/// `min..=max`.
+pub fn refresh_in(now: SystemTime, until: SystemTime, min: Duration, max: Duration) -> Duration {
     let remaining = until.duration_since(now).unwrap_or_default();
-    remaining.mul_f64(0.7).clamp(MIN_REFRESH, MAX_REFRESH)
+    remaining.mul_f64(0.7).clamp(min, max.max(min))
 }
 
 async fn renew(mut r: Renewer) {
@@ -128,7 +227,12 @@ async fn renew(mut r: Renewer) {
             Ok(creds) => {
                 let expiry = creds.expiry;
                 r.metrics.renewed(expiry);
-                let wait = refresh_in(SystemTime::now(), expiry);
+                let wait = refresh_in(
+                    SystemTime::now(),
+                    expiry,
+                    r.config.min_refresh,
+                    r.config.max_refresh,
+                );
                 info!(expires_in = ?expiry.duration_since(SystemTime::now()).unwrap_or_default(), renew_in = ?wait, "certified");
                 if r.tx.send(Some(Arc::new(creds))).is_err() {
                     return;
@@ -160,7 +264,7 @@ impl Renewer {
         };
         let rsp = tokio::time::timeout(CERTIFY_TIMEOUT, self.client.certify(req))
             .await
-            .map_err(|_| IdentityError::Timeout(self.config.addr))?
+            .map_err(|_| IdentityError::Timeout(self.config.addr.clone()))?
             .map_err(|s| IdentityError::Refused(format!("{:?}: {}", s.code(), s.message())))?
             .into_inner();
         let leaf = CertificateDer::from(rsp.leaf_certificate);
@@ -204,18 +308,80 @@ impl Renewer {
 mod tests {
     use super::*;
 
+    const MIN: Duration = Duration::from_secs(10);
+    const MAX: Duration = Duration::from_secs(24 * 3600);
+
     #[test]
     fn refresh_at_seventy_percent_clamped() {
         let now = SystemTime::now();
+        let at = |secs| refresh_in(now, now + Duration::from_secs(secs), MIN, MAX);
+        assert_eq!(at(100), Duration::from_secs(70));
+        assert_eq!(at(5), MIN);
+        assert_eq!(refresh_in(now, now - Duration::from_secs(5), MIN, MAX), MIN);
+        assert_eq!(at(30 * 86_400), MAX);
+        // Configured bounds apply.
+        let short = Duration::from_secs(2);
         assert_eq!(
-            refresh_in(now, now + Duration::from_secs(100)),
-            Duration::from_secs(70)
+            refresh_in(now, now + Duration::from_secs(100), short, short),
+            short
         );
-        assert_eq!(refresh_in(now, now + Duration::from_secs(5)), MIN_REFRESH);
-        assert_eq!(refresh_in(now, now - Duration::from_secs(5)), MIN_REFRESH);
-        assert_eq!(
-            refresh_in(now, now + Duration::from_secs(30 * 86_400)),
-            MAX_REFRESH
-        );
+    }
+
+    fn web() -> Name {
+        "web.shop.serviceaccount.identity.linkerd.cluster.local"
+            .parse()
+            .unwrap()
+    }
+
+    fn tempdir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("remora-id-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn a_missing_directory_gets_a_key_and_csr_readable_by_the_owner_only() {
+        let dir = tempdir("new");
+        let (key, csr) = documents(&dir, &web()).unwrap();
+        for f in ["key.p8", "csr.der"] {
+            let meta = std::fs::metadata(dir.join(f)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f}");
+        }
+        assert_eq!(std::fs::read(dir.join("csr.der")).unwrap(), csr);
+        // Read back, they are the same key and CSR.
+        let (again, csr2) = documents(&dir, &web()).unwrap();
+        assert_eq!(csr2, csr);
+        assert_eq!(again.public_key_raw(), key.public_key_raw());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directorys_documents_are_used_as_they_are_or_refused() {
+        let dir = tempdir("given");
+        std::fs::create_dir_all(&dir).unwrap();
+        let key = generate_key().unwrap();
+        std::fs::write(dir.join("key.p8"), key_der(&key).secret_pkcs8_der()).unwrap();
+        let given = csr(&key, &web()).unwrap();
+        std::fs::write(dir.join("csr.der"), &given).unwrap();
+        let (used, c) = documents(&dir, &web()).unwrap();
+        assert_eq!(c, given, "the CSR is sent exactly as given");
+        assert_eq!(used.public_key_raw(), key.public_key_raw());
+        // A CSR for another workload, or another key, is refused: never sent.
+        let db: Name = "db.shop.serviceaccount.identity.linkerd.cluster.local"
+            .parse()
+            .unwrap();
+        assert!(matches!(
+            documents(&dir, &db),
+            Err(IdentityError::Dir { .. })
+        ));
+        let other = generate_key().unwrap();
+        std::fs::write(dir.join("csr.der"), csr(&other, &web()).unwrap()).unwrap();
+        let e = documents(&dir, &web()).unwrap_err();
+        assert!(e.to_string().contains("csr.der"), "{e}");
+        // A garbage key is refused too.
+        std::fs::write(dir.join("key.p8"), b"garbage").unwrap();
+        let e = documents(&dir, &web()).unwrap_err();
+        assert!(e.to_string().contains("key.p8"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

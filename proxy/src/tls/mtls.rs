@@ -25,7 +25,7 @@ use crate::tls::identity::{Creds, CredsRx};
 use crate::transport::header::{self, SessionProtocol, TransportHeader};
 use crate::transport::io::{BoxIo, Io, ReadAhead};
 use crate::transport::orig_dst::LocalIps;
-use crate::transport::tcp::{ConnectError, connect};
+use crate::transport::tcp::{Connect, ConnectError, connect};
 
 /// Why a connection goes without TLS (Linkerd's `no_tls_reason` values).
 pub mod no_tls {
@@ -176,10 +176,10 @@ pub async fn dial(
     target: DialTarget<'_>,
     local: &LocalTls,
     own_ips: &LocalIps,
-    connect_timeout: Duration,
+    how: Connect,
 ) -> Result<Dialled, DialError> {
     let plain = |reason: &'static str| async move {
-        let io = connect(target.addr, connect_timeout).await?;
+        let io = connect(target.addr, how).await?;
         Ok::<_, DialError>(Dialled {
             io: Box::new(io),
             tls: Tls::NoIdentity(reason),
@@ -200,7 +200,7 @@ pub async fn dial(
         return plain(no_tls::LOCAL_IDENTITY_DISABLED).await;
     }
     let creds = local
-        .wait(connect_timeout)
+        .wait(how.timeout)
         .await
         .ok_or_else(|| DialError::NoCredentials {
             addr: target.addr,
@@ -211,7 +211,7 @@ pub async fn dial(
         (Some(port), None) => SocketAddr::new(target.addr.ip(), port),
         _ => target.addr,
     };
-    let tcp = connect(addr, connect_timeout).await?;
+    let tcp = connect(addr, how).await?;
     let config = if transport {
         creds.tls.client_alpn.clone()
     } else {
@@ -224,7 +224,7 @@ pub async fn dial(
         failure: TlsFailure::Other(e.to_string()),
     })?;
     let handshake = TlsConnector::from(config).connect(name, ReadAhead::new(tcp));
-    let mut tls = match tokio::time::timeout(connect_timeout, handshake).await {
+    let mut tls = match tokio::time::timeout(how.timeout, handshake).await {
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             return Err(DialError::Tls {

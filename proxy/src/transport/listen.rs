@@ -12,6 +12,8 @@ use remora_runtime::listen::accept_loop;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
+use crate::transport::tcp::SocketOpts;
+
 /// What an accept loop needs besides its listener.
 #[derive(Clone, Debug)]
 pub struct AcceptCtx {
@@ -19,6 +21,8 @@ pub struct AcceptCtx {
     pub limit: Arc<Semaphore>,
     pub metrics: TcpMetrics,
     pub drain: Drain,
+    /// Set on every accepted connection (besides `TCP_NODELAY`, which every one gets).
+    pub opts: SocketOpts,
 }
 
 /// Runs one accept loop per listener (e.g. an IPv4 and an IPv6 socket of one dual-stack
@@ -41,6 +45,7 @@ where
                 drain.signaled(),
                 |_| metrics.refused(direction, RefuseReason::ConnectionLimit),
                 |stream, client, permit| {
+                    ctx.opts.apply(&stream);
                     let work = handle(stream, client);
                     drain.spawn(async move {
                         work.await;

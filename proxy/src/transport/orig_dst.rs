@@ -25,7 +25,9 @@ pub enum OrigDst {
 
 /// Reads the original destination of an accepted connection.
 pub fn original_dst(stream: &TcpStream) -> io::Result<OrigDst> {
-    let local = stream.local_addr()?;
+    // An IPv4 connection to a dual-stack (`[::]`) listener has a mapped local address; its
+    // conntrack entry is IPv4's.
+    let local = unmap(stream.local_addr()?);
     let orig = match local {
         SocketAddr::V4(_) => getsockopt(stream, sockopt::OriginalDst)
             .map(|sa| SocketAddr::from(SockaddrIn::from(sa))),
@@ -58,6 +60,8 @@ pub fn unmap(addr: SocketAddr) -> SocketAddr {
 #[derive(Debug)]
 pub struct LocalIps {
     state: Mutex<LocalIpsState>,
+    /// Given by the configuration (the pod's IPs): never re-read from the interfaces.
+    fixed: bool,
 }
 
 #[derive(Debug)]
@@ -75,6 +79,22 @@ impl LocalIps {
                 ips: read_interface_ips(),
                 read_at: Instant::now(),
             }),
+            fixed: false,
+        }
+    }
+
+    /// Exactly `ips` (the pod's addresses, Linkerd's `INBOUND_IPS`) and loopback: an inbound
+    /// connection to any other address of the host is refused.
+    pub fn fixed(ips: &[IpAddr]) -> Self {
+        let mut set: HashSet<IpAddr> = ips.iter().map(|ip| ip.to_canonical()).collect();
+        set.insert(IpAddr::from([127, 0, 0, 1]));
+        set.insert(IpAddr::from(std::net::Ipv6Addr::LOCALHOST));
+        LocalIps {
+            state: Mutex::new(LocalIpsState {
+                ips: set,
+                read_at: Instant::now(),
+            }),
+            fixed: true,
         }
     }
 
@@ -83,10 +103,10 @@ impl LocalIps {
         let Ok(mut state) = self.state.lock() else {
             return false;
         };
-        if state.ips.contains(&ip) {
+        if state.ips.contains(&ip) || (ip.is_loopback() && self.fixed) {
             return true;
         }
-        if state.read_at.elapsed() >= REFRESH_EVERY {
+        if !self.fixed && state.read_at.elapsed() >= REFRESH_EVERY {
             state.ips = read_interface_ips();
             state.read_at = Instant::now();
             return state.ips.contains(&ip);

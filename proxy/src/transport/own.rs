@@ -21,8 +21,9 @@ impl OwnAddrs {
         self.listeners.iter().any(|l| {
             l.port() == addr.port()
                 && (l.ip() == addr.ip()
+                    // An unspecified address listens on every local address (of both
+                    // families, for a dual-stack `[::]`).
                     || (l.ip().is_unspecified()
-                        && l.is_ipv4() == addr.is_ipv4()
                         && (addr.ip().is_unspecified() || self.ips.contains(addr.ip()))))
         })
     }
@@ -47,6 +48,8 @@ mod tests {
         assert!(!own.is_own_listener("127.0.0.1:4141".parse().unwrap()));
         // A remote pod's inbound port is not ours.
         assert!(!own.is_own_listener("192.0.2.9:4143".parse().unwrap()));
-        assert!(!own.is_own_listener("[::1]:4143".parse().unwrap()));
+        // 0.0.0.0 listens on IPv4 only, but a local address on the port is ours either way.
+        assert!(own.is_own_listener("[::1]:4143".parse().unwrap()));
+        assert!(!own.is_own_listener("[::1]:4144".parse().unwrap()));
     }
 }

@@ -1,5 +1,6 @@
-//! The L4 path shared by inbound and outbound: connect to a target (with a timeout), then
-//! forward bytes both ways with both sides counted, and log how the connection ended.
+//! The L4 path shared by inbound and outbound: connect to a target (with a timeout and the
+//! direction's socket options), then forward bytes both ways with both sides counted, and log
+//! how the connection ended.
 
 use std::io;
 use std::net::SocketAddr;
@@ -17,9 +18,55 @@ use crate::transport::forward::{Activity, Counted, Ended, forward};
 #[derive(Clone, Debug)]
 pub struct TcpCtx {
     pub direction: Direction,
-    pub connect_timeout: Duration,
+    pub connect: Connect,
     pub idle_timeout: Option<Duration>,
     pub metrics: TcpMetrics,
+}
+
+/// Socket options of one kind of connection (`None`: the kernel's default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SocketOpts {
+    /// TCP keepalive: idle time before the first probe (also the probe interval).
+    pub keepalive: Option<Duration>,
+    /// `TCP_USER_TIMEOUT`: how long sent data may stay unacknowledged before the connection
+    /// is dropped.
+    pub user_timeout: Option<Duration>,
+}
+
+impl SocketOpts {
+    /// Sets these options on `stream`; a failure is logged, not fatal.
+    pub fn apply(&self, stream: &TcpStream) {
+        let sock = socket2::SockRef::from(stream);
+        if let Some(t) = self.keepalive {
+            let ka = socket2::TcpKeepalive::new().with_time(t).with_interval(t);
+            if let Err(e) = sock.set_tcp_keepalive(&ka) {
+                debug!(error = %e, "set TCP keepalive failed");
+            }
+        }
+        if let Some(t) = self.user_timeout
+            && let Err(e) = sock.set_tcp_user_timeout(Some(t))
+        {
+            debug!(error = %e, "set TCP_USER_TIMEOUT failed");
+        }
+    }
+}
+
+/// How one direction connects: the timeout (TLS handshake included, where there is one) and
+/// the socket options.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Connect {
+    pub timeout: Duration,
+    pub opts: SocketOpts,
+}
+
+impl Connect {
+    /// A connect with `timeout` and the kernel's socket options.
+    pub fn within(timeout: Duration) -> Self {
+        Connect {
+            timeout,
+            opts: SocketOpts::default(),
+        }
+    }
 }
 
 /// Why a connect failed.
@@ -31,8 +78,9 @@ pub enum ConnectError {
     Io { addr: SocketAddr, source: io::Error },
 }
 
-/// Connects to `addr` within `timeout`, with `TCP_NODELAY` set.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
+/// Connects to `addr` within `how.timeout`, with `TCP_NODELAY` and `how`'s socket options.
+pub async fn connect(addr: SocketAddr, how: Connect) -> Result<TcpStream, ConnectError> {
+    let timeout = how.timeout;
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Timeout { addr, timeout }),
         Ok(Err(source)) => return Err(ConnectError::Io { addr, source }),
@@ -41,13 +89,14 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, C
     if let Err(e) = stream.set_nodelay(true) {
         debug!(error = %e, "set TCP_NODELAY failed");
     }
+    how.opts.apply(&stream);
     Ok(stream)
 }
 
 /// Connects to `target` in plaintext and forwards `client` to it, counting both sides under
 /// the connection's `labels`. A failed connect is counted and resets the client.
 pub async fn proxy_to(ctx: &TcpCtx, client: BoxIo, target: SocketAddr, labels: TcpLabels) {
-    let upstream = match connect(target, ctx.connect_timeout).await {
+    let upstream = match connect(target, ctx.connect).await {
         Ok(s) => s,
         Err(e) => {
             ctx.metrics

@@ -122,6 +122,8 @@ fn router() -> HttpOutbound {
         config: crate::outbound::OutboundConfig {
             detect_timeout: Duration::from_secs(1),
             request_timeout: None,
+            http: Default::default(),
+            ingress: false,
         },
     }))
 }

@@ -115,7 +115,9 @@ async fn an_endpoint_without_an_identity_is_dialled_in_plaintext() {
         endpoint: Some(&ep),
         protocol: None,
     };
-    let d = dial(target, &tls, &LocalIps::new(), TIMEOUT).await.unwrap();
+    let d = dial(target, &tls, &LocalIps::new(), Connect::within(TIMEOUT))
+        .await
+        .unwrap();
     assert_eq!(d.tls, Tls::NoIdentity(no_tls::NOT_PROVIDED_BY_DISCOVERY));
     assert!(d.server_id.is_none());
     drop(l);
@@ -130,9 +132,14 @@ async fn a_proxy_without_an_identity_dials_plaintext_even_to_meshed_endpoints() 
         endpoint: Some(&ep),
         protocol: None,
     };
-    let d = dial(target, &LocalTls::new(None), &LocalIps::new(), TIMEOUT)
-        .await
-        .unwrap();
+    let d = dial(
+        target,
+        &LocalTls::new(None),
+        &LocalIps::new(),
+        Connect::within(TIMEOUT),
+    )
+    .await
+    .unwrap();
     assert_eq!(d.tls, Tls::NoIdentity(no_tls::LOCAL_IDENTITY_DISABLED));
     drop(l);
 }
@@ -149,7 +156,9 @@ async fn a_meshed_endpoint_gets_mtls_and_each_side_learns_the_other() {
         endpoint: Some(&ep),
         protocol: None,
     };
-    let mut d = dial(target, &tls, &LocalIps::new(), TIMEOUT).await.unwrap();
+    let mut d = dial(target, &tls, &LocalIps::new(), Connect::within(TIMEOUT))
+        .await
+        .unwrap();
     assert_eq!(d.tls, Tls::Established);
     assert_eq!(d.server_id.as_deref(), Some(WEB));
     d.io.write_all(b"ping").await.unwrap();
@@ -182,7 +191,7 @@ async fn a_peer_with_another_identity_is_refused_before_any_byte() {
         endpoint: Some(&ep),
         protocol: None,
     };
-    let err = dial(target, &tls, &LocalIps::new(), TIMEOUT)
+    let err = dial(target, &tls, &LocalIps::new(), Connect::within(TIMEOUT))
         .await
         .err()
         .expect("refused");
@@ -216,7 +225,7 @@ async fn a_peer_of_another_root_is_untrusted() {
         endpoint: Some(&ep),
         protocol: None,
     };
-    let err = dial(target, &tls, &LocalIps::new(), TIMEOUT)
+    let err = dial(target, &tls, &LocalIps::new(), Connect::within(TIMEOUT))
         .await
         .err()
         .expect("refused");
@@ -237,7 +246,9 @@ async fn opaque_transport_dials_the_peer_proxy_and_names_the_port_first() {
         endpoint: Some(&ep),
         protocol: Some(SessionProtocol::Http2),
     };
-    let mut d = dial(target, &tls, &LocalIps::new(), TIMEOUT).await.unwrap();
+    let mut d = dial(target, &tls, &LocalIps::new(), Connect::within(TIMEOUT))
+        .await
+        .unwrap();
     assert_eq!(d.addr, inbound);
     let mut pong = [0; 4];
     d.io.read_exact(&mut pong).await.unwrap();
@@ -261,10 +272,15 @@ async fn without_a_certificate_yet_the_dial_waits_then_fails() {
         protocol: None,
     };
     let start = tokio::time::Instant::now();
-    let err = dial(target, &tls, &LocalIps::new(), Duration::from_millis(200))
-        .await
-        .err()
-        .expect("no credentials");
+    let err = dial(
+        target,
+        &tls,
+        &LocalIps::new(),
+        Connect::within(Duration::from_millis(200)),
+    )
+    .await
+    .err()
+    .expect("no credentials");
     assert!(matches!(err, DialError::NoCredentials { .. }), "{err}");
     assert!(start.elapsed() >= Duration::from_millis(200));
     drop(l);
@@ -289,7 +305,9 @@ async fn a_certificate_that_arrives_while_waiting_is_used() {
         endpoint: Some(&ep),
         protocol: None,
     };
-    let mut d = dial(target, &tls, &LocalIps::new(), TIMEOUT).await.unwrap();
+    let mut d = dial(target, &tls, &LocalIps::new(), Connect::within(TIMEOUT))
+        .await
+        .unwrap();
     d.io.write_all(b"ping").await.unwrap();
     let (client_id, ..) = server.await.unwrap();
     assert_eq!(client_id.as_ref().map(Name::as_str), Some(CLIENT));
