@@ -1,6 +1,7 @@
 //! `remora proxy`: the sidecar. Configured by `REMORA_*` variables, or by Linkerd's
 //! `LINKERD2_PROXY_*` environment as Linkerd's injector renders it (an explicit `REMORA_*`
-//! variable wins).
+//! variable wins). `--check-config` parses and checks that configuration without running
+//! anything ([`crate::check_config`]).
 
 use std::process::ExitCode;
 
@@ -10,7 +11,7 @@ use remora_proxy::config::{Config, VARS};
 use remora_runtime::bootstrap::{Bootstrap, EXIT_USAGE, drain_on_signal};
 use tracing::{debug, error, info, warn};
 
-#[derive(Debug, Args)]
+#[derive(Debug, Default, Args)]
 #[command(
     about = "Run the sidecar proxy (configured by REMORA_* or LINKERD2_PROXY_* environment variables)",
     long_about = "Run the sidecar proxy.\n\nThe proxy takes the pod's traffic that `remora init` \
@@ -23,7 +24,10 @@ use tracing::{debug, error, info, warn};
     after_long_help = env_help(),
     after_help = "Run `remora proxy --help` for the environment variables and their defaults."
 )]
-pub struct ProxyArgs {}
+pub struct ProxyArgs {
+    #[command(flatten)]
+    check: CheckArgs,
+}
 
 #[derive(Debug, Args)]
 #[command(
@@ -40,7 +44,22 @@ pub struct ProxyArgs {}
                   the control plane's multicluster.gateway_identity. See CONFIG.md.",
     after_long_help = env_help(),
 )]
-pub struct GatewayArgs {}
+pub struct GatewayArgs {
+    #[command(flatten)]
+    check: CheckArgs,
+}
+
+#[derive(Debug, Default, Args)]
+struct CheckArgs {
+    /// Check the configuration and the files it names, print it and exit (0: usable, 64: not).
+    ///
+    /// Parses the environment as the proxy would, checks the files it names (trust anchors,
+    /// token file, identity directory), prints the effective configuration and exits 0, or
+    /// exits 64 naming the variable at fault. Binds no listener, resolves no name, writes
+    /// nothing.
+    #[arg(long)]
+    check_config: bool,
+}
 
 fn env_help() -> String {
     let mut out = String::from("Environment (default in brackets):\n");
@@ -53,12 +72,18 @@ fn env_help() -> String {
     out
 }
 
-pub fn main(_args: ProxyArgs) -> ExitCode {
+pub fn main(args: ProxyArgs) -> ExitCode {
+    if args.check.check_config {
+        return crate::check_config::main("remora proxy", false);
+    }
     run(false)
 }
 
 /// `remora gateway`: the same proxy, in gateway mode.
-pub fn gateway(_args: GatewayArgs) -> ExitCode {
+pub fn gateway(args: GatewayArgs) -> ExitCode {
+    if args.check.check_config {
+        return crate::check_config::main("remora gateway", true);
+    }
     run(true)
 }
 

@@ -10,7 +10,11 @@
 //!
 //! [`router`] has the rules of the router namespace between cluster networks that the demo and
 //! the tests build.
+//!
+//! [`proxy_init`] is a drop-in for Linkerd's `linkerd2-proxy-init`, with Linkerd's chains and
+//! command line; its binary is `init/src/bin/linkerd2-proxy-init.rs`.
 
+pub mod proxy_init;
 pub mod router;
 
 use std::fmt;
@@ -307,7 +311,7 @@ impl InitConfig {
 }
 
 /// Packs port ranges into comma-separated `multiport` lists of at most 15 slots each.
-fn multiport_groups(ports: &[PortRange]) -> Vec<String> {
+pub(crate) fn multiport_groups(ports: &[PortRange]) -> Vec<String> {
     let mut groups = Vec::new();
     let mut current: Vec<String> = Vec::new();
     let mut slots = 0;

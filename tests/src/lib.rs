@@ -43,6 +43,7 @@ pub mod bin;
 pub mod control;
 pub mod explicit;
 pub mod http;
+pub mod image;
 pub mod inproc;
 pub mod linkerd;
 pub mod local;
