@@ -30,7 +30,7 @@ use crate::http::record::{AccessLog, AccessLogOut};
 use crate::inbound::gateway::{Gateway, watch_exports};
 use crate::inbound::policy::InboundPolicy;
 use crate::inbound::{Inbound, InboundConfig};
-use crate::inputs::{Discovery, ProxyInputs};
+use crate::inputs::{Discovery, PolicyService, ProxyInputs};
 use crate::outbound::{Outbound, OutboundConfig};
 use crate::tls::identity::{self, CredsRx, IdentityError};
 use crate::tls::mtls::LocalTls;
@@ -54,6 +54,8 @@ pub struct Proxy {
     http_metrics: HttpMetrics,
     creds: Option<CredsRx>,
     resolver: Option<Arc<Resolver>>,
+    /// The policy service, when configured.
+    policy: Option<PolicyService>,
     log_level: Option<LogLevel>,
     access_log_out: Option<AccessLogOut>,
 }
@@ -125,7 +127,7 @@ impl Proxy {
                 let tls = control_tls(&d.addr, d.svc_name.as_ref(), &config, creds.as_ref())?;
                 let channel = ControlChannel::new(&d.addr, tls)?;
                 Some(Resolver::new(
-                    Instrumented::new(channel, "destination", client_metrics),
+                    Instrumented::new(channel, "destination", client_metrics.clone()),
                     ResolverConfig {
                         context_token: d.context.clone(),
                         idle: d.idle_timeout,
@@ -143,6 +145,23 @@ impl Proxy {
         if let Some(r) = &resolver {
             registry.register_collector(Box::new(BalancerCollector(Arc::downgrade(r))));
         }
+        let policy = match &config.policy {
+            Some(p) => {
+                let tls = control_tls(&p.addr, p.svc_name.as_ref(), &config, creds.as_ref())?;
+                let channel = ControlChannel::new(&p.addr, tls)?;
+                Some(PolicyService {
+                    channel: Instrumented::new(channel, "policy", client_metrics),
+                    workload: p.workload.clone(),
+                    idle: p.idle_timeout,
+                    limits: crate::policy::watch::StreamLimits {
+                        initial: config.control_streams.initial,
+                        idle: config.control_streams.idle,
+                        lifetime: config.control_streams.lifetime,
+                    },
+                })
+            }
+            None => None,
+        };
         Ok(Proxy {
             outbound: bind_all(config::OUTBOUND_ADDR, &config.outbound_addrs)?,
             inbound: bind_all(config::INBOUND_ADDR, &config.inbound_addrs)?,
@@ -154,6 +173,7 @@ impl Proxy {
             http_metrics,
             creds,
             resolver,
+            policy,
             log_level: None,
             access_log_out: None,
         })
@@ -241,6 +261,7 @@ impl Proxy {
             pool_idle_timeout: cfg.pool_idle_timeout,
             pool_max_idle: cfg.pool_max_idle,
             http2_client: cfg.http2_client,
+            policy: self.policy.clone(),
             access_log: access_log(cfg.access_log, self.access_log_out.take()),
         });
         let outbound = Outbound::new(

@@ -23,6 +23,18 @@ pub struct Discovery {
     pub timeout: Duration,
 }
 
+/// The policy service and this workload as it knows it: what the inbound's and the
+/// outbound's policy clients share.
+#[derive(Clone, Debug)]
+pub struct PolicyService {
+    pub channel: remora_runtime::channel::Instrumented,
+    /// Sent verbatim as `PortSpec.workload` and `TrafficSpec.source_workload`.
+    pub workload: String,
+    /// A policy watch unused this long is dropped.
+    pub idle: Duration,
+    pub limits: crate::policy::watch::StreamLimits,
+}
+
 /// The inputs shared by the inbound and the outbound.
 #[derive(Debug)]
 pub struct ProxyInputs {
@@ -48,6 +60,8 @@ pub struct ProxyInputs {
     pub pool_max_idle: usize,
     /// HTTP/2 client settings (flow-control windows).
     pub http2_client: Http2Params,
+    /// `None` without a policy service: policy comes from the configuration only.
+    pub policy: Option<PolicyService>,
     /// One JSON line per HTTP request, when enabled.
     pub access_log: Option<AccessLog>,
 }

@@ -40,6 +40,7 @@ pub mod http;
 pub mod inbound;
 pub mod inputs;
 pub mod outbound;
+pub mod policy;
 #[cfg(test)]
 mod testing;
 pub mod tls;

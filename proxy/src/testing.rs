@@ -39,6 +39,7 @@ pub fn inputs() -> Arc<ProxyInputs> {
         pool_idle_timeout: Duration::from_secs(90),
         pool_max_idle: 256,
         http2_client: Default::default(),
+        policy: None,
         access_log: None,
     })
 }

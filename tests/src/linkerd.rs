@@ -113,6 +113,28 @@ struct State {
     csrs: Vec<(String, Vec<u8>)>,
     /// Every policy workload received.
     workloads: Vec<String>,
+    /// The `Server` of a port (any workload), when a test set one; otherwise the default.
+    servers: HashMap<u16, inbound::Server>,
+    /// The `OutboundPolicy` of a target (`ip:port`, or an authority `name:port`), when a test
+    /// set one; otherwise `NotFound`.
+    outbound: HashMap<String, outbound::OutboundPolicy>,
+    /// Bumped at every policy change; streams resend what changed.
+    changes: Option<tokio::sync::watch::Sender<u64>>,
+}
+
+impl State {
+    fn changed(&mut self) {
+        if let Some(tx) = &self.changes {
+            tx.send_modify(|v| *v += 1);
+        }
+    }
+
+    fn server(&self, port: u16) -> inbound::Server {
+        self.servers
+            .get(&port)
+            .cloned()
+            .unwrap_or_else(default_server)
+    }
 }
 
 /// A Linkerd-shaped control plane.
@@ -158,7 +180,10 @@ impl LinkerdPlane {
             root,
             issuer: Arc::new(issuer),
             anchors,
-            state: Arc::default(),
+            state: Arc::new(Mutex::new(State {
+                changes: Some(tokio::sync::watch::channel(0).0),
+                ..Default::default()
+            })),
             replicas: Vec::new(),
             dns_view: Arc::default(),
             lifetime,
@@ -304,6 +329,28 @@ impl LinkerdPlane {
     /// The identities certified, with their certificates' public keys.
     pub fn certified(&self) -> Vec<(String, Vec<u8>)> {
         self.state.lock().unwrap().certified.clone()
+    }
+
+    /// Serves `server` for `port` of every workload (`None`: the default again); open
+    /// `WatchPort` streams get it at once.
+    pub fn set_server(&self, port: u16, server: Option<inbound::Server>) {
+        let mut state = self.state.lock().unwrap();
+        match server {
+            Some(s) => state.servers.insert(port, s),
+            None => state.servers.remove(&port),
+        };
+        state.changed();
+    }
+
+    /// Serves `policy` for `target` (`ip:port` or `name:port`; `None`: `NotFound` for new
+    /// watches); open `Watch` streams get it at once.
+    pub fn set_outbound(&self, target: &str, policy: Option<outbound::OutboundPolicy>) {
+        let mut state = self.state.lock().unwrap();
+        match policy {
+            Some(p) => state.outbound.insert(target.to_string(), p),
+            None => state.outbound.remove(target),
+        };
+        state.changed();
     }
 
     /// The CSRs certified, with their identities.
@@ -943,9 +990,48 @@ impl Destination for Services {
     }
 }
 
+/// A stream that sends `current()` now and again whenever it changes, until the client
+/// leaves.
+fn following<T, F>(state: Arc<Mutex<State>>, current: F) -> Stream<T>
+where
+    T: Clone + PartialEq + Send + 'static,
+    F: Fn(&State) -> Option<T> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut changes = state
+        .lock()
+        .unwrap()
+        .changes
+        .as_ref()
+        .map(|c| c.subscribe());
+    tokio::spawn(async move {
+        let mut last: Option<T> = None;
+        loop {
+            let now = current(&state.lock().unwrap());
+            if let Some(now) = now
+                && last.as_ref() != Some(&now)
+            {
+                if tx.send(Ok(now.clone())).await.is_err() {
+                    return;
+                }
+                last = Some(now);
+            }
+            let Some(ch) = changes.as_mut() else {
+                tx.closed().await;
+                return;
+            };
+            tokio::select! {
+                r = ch.changed() => if r.is_err() { return },
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
 /// The default server Linkerd's policy controller sends for a port with no Server:
 /// detection (10 s), and every client allowed (`all-unauthenticated`).
-fn default_server() -> inbound::Server {
+pub fn default_server() -> inbound::Server {
     let all = |net: pbnet::IpNetwork| inbound::Network {
         net: Some(net),
         except: Vec::new(),
@@ -995,24 +1081,22 @@ impl InboundServerPolicies for Services {
         &self,
         req: Request<inbound::PortSpec>,
     ) -> Result<Response<inbound::Server>, Status> {
-        self.state
-            .lock()
-            .unwrap()
-            .workloads
-            .push(req.into_inner().workload);
-        Ok(Response::new(default_server()))
+        let req = req.into_inner();
+        let mut state = self.state.lock().unwrap();
+        state.workloads.push(req.workload);
+        Ok(Response::new(state.server(req.port as u16)))
     }
 
     async fn watch_port(
         &self,
         req: Request<inbound::PortSpec>,
     ) -> Result<Response<Self::WatchPortStream>, Status> {
-        self.state
-            .lock()
-            .unwrap()
-            .workloads
-            .push(req.into_inner().workload);
-        Ok(Response::new(open_stream(default_server())))
+        let req = req.into_inner();
+        self.state.lock().unwrap().workloads.push(req.workload);
+        let port = req.port as u16;
+        Ok(Response::new(following(self.state.clone(), move |s| {
+            Some(s.server(port))
+        })))
     }
 }
 
@@ -1024,24 +1108,45 @@ impl OutboundPolicies for Services {
         &self,
         req: Request<outbound::TrafficSpec>,
     ) -> Result<Response<outbound::OutboundPolicy>, Status> {
-        self.state
-            .lock()
-            .unwrap()
-            .workloads
-            .push(req.into_inner().source_workload);
-        Err(Status::not_found("no policy for this target"))
+        let req = req.into_inner();
+        let mut state = self.state.lock().unwrap();
+        state.workloads.push(req.source_workload.clone());
+        let key = target_key(&req).ok_or_else(|| Status::invalid_argument("no target"))?;
+        state
+            .outbound
+            .get(&key)
+            .cloned()
+            .map(Response::new)
+            .ok_or_else(|| Status::not_found("no policy for this target"))
     }
 
     async fn watch(
         &self,
         req: Request<outbound::TrafficSpec>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        self.state
-            .lock()
-            .unwrap()
-            .workloads
-            .push(req.into_inner().source_workload);
-        Err(Status::not_found("no policy for this target"))
+        let req = req.into_inner();
+        let key = target_key(&req).ok_or_else(|| Status::invalid_argument("no target"))?;
+        {
+            let mut state = self.state.lock().unwrap();
+            state.workloads.push(req.source_workload.clone());
+            if !state.outbound.contains_key(&key) {
+                return Err(Status::not_found("no policy for this target"));
+            }
+        }
+        Ok(Response::new(following(self.state.clone(), move |s| {
+            s.outbound.get(&key).cloned()
+        })))
+    }
+}
+
+/// A `TrafficSpec`'s target as the plane keys it: `ip:port` or the authority.
+fn target_key(spec: &outbound::TrafficSpec) -> Option<String> {
+    use outbound::traffic_spec::Target;
+    match spec.target.as_ref()? {
+        Target::Addr(a) => std::net::SocketAddr::try_from(*a)
+            .ok()
+            .map(|a| a.to_string()),
+        Target::Authority(a) => Some(a.clone()),
     }
 }
 

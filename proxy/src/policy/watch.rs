@@ -1,0 +1,322 @@
+//! Policy as the proxy holds it: one `watch` per key (an inbound port, an outbound target),
+//! fed by a background task following the control plane's stream for that key.
+//!
+//! - Until the first answer a key holds its default (the configured local policy); after it,
+//!   the last good answer, through outages and restarts of the control plane.
+//! - A message that does not compile (an unknown protocol, a regex that does not build) is
+//!   refused: logged with the key and the reason, counted, and the previous policy kept.
+//! - The task reconnects with backoff when the stream fails or ends, and restarts a stream
+//!   that stays silent or lives too long ([`StreamLimits`], Linkerd's `CONTROL_STREAM_*`).
+//!   `NotFound`, `Unimplemented`, `InvalidArgument` and `FailedPrecondition` end it: the key
+//!   keeps what it has (its default: for the outbound, "no policy: use profiles").
+//! - The cache is bounded: at most `max` keys, and a key no connection used for `idle` is
+//!   dropped (eagerly watched keys, such as the pod's declared ports, are kept).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::future::Future;
+use std::hash::Hash;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use remora_runtime::Backoff;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+const BACKOFF_MIN: Duration = Duration::from_millis(200);
+const BACKOFF_MAX: Duration = Duration::from_secs(10);
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// Watchdogs of one control-plane stream (`None`: no limit).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// The first message must arrive within this.
+    pub initial: Option<Duration>,
+    /// Later messages: at most this apart.
+    pub idle: Option<Duration>,
+    /// A stream older than this is replaced.
+    pub lifetime: Option<Duration>,
+}
+
+/// What the key's stream yields, one message at a time.
+pub type MessageFuture<'a, M> =
+    Pin<Box<dyn Future<Output = Result<Option<M>, tonic::Status>> + Send + 'a>>;
+
+/// An open stream: a way to read its next message.
+pub trait Stream<M>: Send {
+    fn next(&mut self) -> MessageFuture<'_, M>;
+}
+
+impl<M: Send + 'static> Stream<M> for tonic::Streaming<M> {
+    fn next(&mut self) -> MessageFuture<'_, M> {
+        Box::pin(self.message())
+    }
+}
+
+/// Opens a key's stream.
+pub type OpenFuture<M> =
+    Pin<Box<dyn Future<Output = Result<Box<dyn Stream<M>>, tonic::Status>> + Send + 'static>>;
+
+/// How one kind of policy is watched: opening a key's stream and compiling its messages.
+pub trait Source: Send + Sync + 'static {
+    type Key: Clone + Eq + Hash + fmt::Display + Send + Sync + 'static;
+    type Message: Send + 'static;
+    type Policy: Send + Sync + 'static;
+
+    /// What the policy of `key` is called in logs (`inbound port 8080`).
+    fn what(&self) -> &'static str;
+    fn open(&self, key: &Self::Key) -> OpenFuture<Self::Message>;
+    fn compile(&self, key: &Self::Key, msg: Self::Message) -> Result<Self::Policy, String>;
+    /// A refused message (counted by the source's metrics, if any).
+    fn refused(&self, _key: &Self::Key) {}
+}
+
+struct Entry<P> {
+    rx: watch::Receiver<Arc<P>>,
+    last_used: Instant,
+    /// Never dropped for idleness.
+    pinned: bool,
+    task: JoinHandle<()>,
+}
+
+impl<P> Drop for Entry<P> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The watched policies of one source.
+pub struct Watches<S: Source> {
+    source: Arc<S>,
+    entries: Mutex<HashMap<S::Key, Entry<S::Policy>>>,
+    max: usize,
+    idle: Duration,
+    limits: StreamLimits,
+}
+
+impl<S: Source> fmt::Debug for Watches<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.entries.lock().map(|e| e.len()).unwrap_or(0);
+        f.debug_struct("Watches")
+            .field("what", &self.source.what())
+            .field("keys", &n)
+            .field("max", &self.max)
+            .finish()
+    }
+}
+
+impl<S: Source> Watches<S> {
+    /// A cache of at most `max` keys, dropping keys unused for `idle`. Call within a runtime.
+    pub fn new(source: S, max: usize, idle: Duration, limits: StreamLimits) -> Arc<Self> {
+        let w = Arc::new(Watches {
+            source: Arc::new(source),
+            entries: Mutex::new(HashMap::new()),
+            max: max.max(1),
+            idle,
+            limits,
+        });
+        tokio::spawn(sweep(Arc::downgrade(&w)));
+        w
+    }
+
+    /// The policy of `key`, starting to watch it (with `default` until an answer) if needed.
+    pub fn get(
+        &self,
+        key: &S::Key,
+        default: impl FnOnce() -> S::Policy,
+    ) -> watch::Receiver<Arc<S::Policy>> {
+        self.get_with(key, default, false)
+    }
+
+    /// As [`get`](Self::get), and never dropped for idleness (a port the pod declares).
+    pub fn pin(
+        &self,
+        key: &S::Key,
+        default: impl FnOnce() -> S::Policy,
+    ) -> watch::Receiver<Arc<S::Policy>> {
+        self.get_with(key, default, true)
+    }
+
+    fn get_with(
+        &self,
+        key: &S::Key,
+        default: impl FnOnce() -> S::Policy,
+        pinned: bool,
+    ) -> watch::Receiver<Arc<S::Policy>> {
+        let Ok(mut entries) = self.entries.lock() else {
+            let (_, rx) = watch::channel(Arc::new(default()));
+            return rx;
+        };
+        if let Some(e) = entries.get_mut(key) {
+            e.last_used = Instant::now();
+            e.pinned |= pinned;
+            return e.rx.clone();
+        }
+        if entries.len() >= self.max {
+            // The least recently used unpinned key makes room; with every key pinned, the
+            // new key is served its default without a watch.
+            let oldest = entries
+                .iter()
+                .filter(|(_, e)| !e.pinned)
+                .min_by_key(|(_, e)| e.last_used)
+                .map(|(k, _)| k.clone());
+            match oldest {
+                Some(k) => {
+                    entries.remove(&k);
+                }
+                None => {
+                    let (_, rx) = watch::channel(Arc::new(default()));
+                    return rx;
+                }
+            }
+        }
+        let (tx, rx) = watch::channel(Arc::new(default()));
+        let task = tokio::spawn(follow(self.source.clone(), key.clone(), tx, self.limits));
+        entries.insert(
+            key.clone(),
+            Entry {
+                rx: rx.clone(),
+                last_used: Instant::now(),
+                pinned,
+                task,
+            },
+        );
+        rx
+    }
+
+    /// The number of keys watched.
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+async fn sweep<S: Source>(w: std::sync::Weak<Watches<S>>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        tick.tick().await;
+        let Some(w) = w.upgrade() else { return };
+        if let Ok(mut entries) = w.entries.lock() {
+            let idle = w.idle;
+            // A dropped key's connections keep the last policy they got.
+            entries.retain(|_, e| e.pinned || e.last_used.elapsed() < idle);
+        }
+    }
+}
+
+/// Why a stream stopped.
+enum Ended {
+    /// The control plane has nothing for this key: keep the default, stop watching.
+    Final,
+    /// Reconnect after a backoff.
+    Retry,
+}
+
+async fn follow<S: Source>(
+    source: Arc<S>,
+    key: S::Key,
+    tx: watch::Sender<Arc<S::Policy>>,
+    limits: StreamLimits,
+) {
+    let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX).with_jitter(0.1);
+    loop {
+        match one_stream(&*source, &key, &tx, limits, &mut backoff).await {
+            Ended::Final => return,
+            Ended::Retry => backoff.wait().await,
+        }
+        if tx.is_closed() {
+            return;
+        }
+    }
+}
+
+async fn one_stream<S: Source>(
+    source: &S,
+    key: &S::Key,
+    tx: &watch::Sender<Arc<S::Policy>>,
+    limits: StreamLimits,
+    backoff: &mut Backoff,
+) -> Ended {
+    let what = source.what();
+    let mut stream = match source.open(key).await {
+        Ok(s) => s,
+        Err(status) => return ended_with(what, key, &status, backoff),
+    };
+    let opened = Instant::now();
+    let mut first = true;
+    loop {
+        let wait = if first { limits.initial } else { limits.idle };
+        let deadline = [
+            wait.map(|w| Instant::now() + w),
+            limits.lifetime.map(|l| opened + l),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let next = match deadline {
+            Some(d) => match tokio::time::timeout_at(d, stream.next()).await {
+                Ok(n) => n,
+                Err(_) => {
+                    let lived = opened.elapsed();
+                    if limits.lifetime.is_some_and(|l| lived >= l) {
+                        debug!(%key, ?lived, "{what}: replacing the stream at the end of its lifetime");
+                    } else {
+                        warn!(%key, first, "{what}: the control plane went silent; replacing the stream");
+                    }
+                    return Ended::Retry;
+                }
+            },
+            None => stream.next().await,
+        };
+        match next {
+            Ok(Some(msg)) => {
+                first = false;
+                match source.compile(key, msg) {
+                    Ok(policy) => {
+                        backoff.reset();
+                        tx.send_replace(Arc::new(policy));
+                    }
+                    Err(why) => {
+                        source.refused(key);
+                        warn!(%key, error = %why, "{what}: refusing an invalid policy; keeping the previous one");
+                    }
+                }
+            }
+            Ok(None) => {
+                debug!(%key, "{what}: the control plane ended the stream");
+                return Ended::Retry;
+            }
+            Err(status) => return ended_with(what, key, &status, backoff),
+        }
+    }
+}
+
+fn ended_with<K: fmt::Display>(
+    what: &str,
+    key: &K,
+    status: &tonic::Status,
+    backoff: &Backoff,
+) -> Ended {
+    match status.code() {
+        tonic::Code::NotFound
+        | tonic::Code::Unimplemented
+        | tonic::Code::InvalidArgument
+        | tonic::Code::FailedPrecondition => {
+            info!(%key, code = ?status.code(), "{what}: the control plane has no policy for it; using the default");
+            Ended::Final
+        }
+        _ => {
+            warn!(%key, error = %status, retry_in = ?backoff.peek(), "{what}: policy unavailable; keeping the last known");
+            Ended::Retry
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
