@@ -7,7 +7,8 @@
 //! name = "web"
 //! namespace = "shop"
 //! cluster_ip = "10.96.0.10"                       # the virtual IP
-//! ports = [{ port = 80, target_port = 8080 }, { port = 3306, opaque = true }]
+//! ports = [{ port = 80, target_port = 8080, name = "http" }, { port = 3306, opaque = true }]
+//! failure_accrual = { kind = "consecutive", max_failures = 7 }   # optional: see CONFIG.md
 //!
 //! [[services.endpoints]]
 //! pod = "web-0"
@@ -27,6 +28,8 @@ use std::time::Duration;
 use linkerd2_proxy_api::destination as pb;
 use serde::{Deserialize, Serialize};
 
+use crate::policy::Policies;
+use crate::policy::model::check_port_name;
 use crate::profile::{Profile, RawBudget, RawOverride, RawRoute};
 
 /// The inbound port proxies accept opaque transport on.
@@ -56,6 +59,27 @@ pub struct RawService {
     pub routes: Vec<RawRoute>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dst_overrides: Vec<RawOverride>,
+    /// Outbound circuit breaking for clients of the service (Linkerd's
+    /// `balancer.linkerd.io/failure-accrual` annotations), sent in its outbound policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_accrual: Option<RawFailureAccrual>,
+}
+
+/// Linkerd's consecutive-failures accrual: after `max_failures` failures in a row an endpoint
+/// is shut for a backoff (from `min_penalty`, doubling to `max_penalty`, jittered).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailureAccrual {
+    /// `consecutive`.
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_failures: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_penalty: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_penalty: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ratio: Option<f32>,
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -66,6 +90,9 @@ pub struct RawPort {
     pub target_port: Option<u16>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub opaque: bool,
+    /// The port's name, by which a policy server may name its target port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -140,6 +167,16 @@ pub struct Port {
     pub port: u16,
     pub target_port: u16,
     pub opaque: bool,
+    pub name: Option<String>,
+}
+
+/// Consecutive-failures accrual, validated.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct FailureAccrual {
+    pub max_failures: u32,
+    pub min_penalty: Duration,
+    pub max_penalty: Duration,
+    pub jitter_ratio: f32,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -172,6 +209,8 @@ pub struct Service {
     pub export: bool,
     /// How linked clusters reach it, when this cluster says: "flat" or "gateway".
     pub export_mode: Option<&'static str>,
+    /// Outbound failure accrual for its clients.
+    pub failure_accrual: Option<FailureAccrual>,
 }
 
 impl Service {
@@ -184,6 +223,7 @@ impl Service {
                 port,
                 target_port: port,
                 opaque: false,
+                name: None,
             })
     }
 }
@@ -210,6 +250,8 @@ pub struct ClusterState {
     /// session protocol. Off, only opaque ports and explicit pods get `opaque_transport`.
     pub transport_header: bool,
     pub services: BTreeMap<SvcKey, Service>,
+    /// Both policy APIs' answers, compiled for these services.
+    pub policy: Policies,
     by_vip: HashMap<IpAddr, SvcKey>,
     by_pod: HashMap<IpAddr, SvcKey>,
 }
@@ -273,7 +315,13 @@ impl ClusterState {
             }
             state.services.insert(key, svc);
         }
+        state.policy = self.policy.for_state(&state);
         (state, skipped)
+    }
+
+    /// The service whose virtual IP is `ip`.
+    pub fn service_by_vip(&self, ip: &IpAddr) -> Option<&SvcKey> {
+        self.by_vip.get(ip)
     }
 
     /// Resolves a Destination path (`host:port`).
@@ -470,10 +518,19 @@ fn validate(r: &RawService) -> Result<Service, Invalid> {
                 p.port
             ))));
         }
+        if let Some(name) = &p.name {
+            check_port_name(&ctx("ports: name"), name)?;
+            if ports.iter().any(|q: &Port| q.name.as_ref() == Some(name)) {
+                return Err(Invalid::from(ctx(&format!(
+                    "ports: name {name} used twice"
+                ))));
+            }
+        }
         ports.push(Port {
             port: p.port,
             target_port: p.target_port.unwrap_or(p.port),
             opaque: p.opaque,
+            name: p.name.clone(),
         });
     }
     let mut endpoints = Vec::new();
@@ -534,6 +591,39 @@ fn validate(r: &RawService) -> Result<Service, Invalid> {
                 ))));
             }
         },
+        failure_accrual: r
+            .failure_accrual
+            .as_ref()
+            .map(|f| failure_accrual(f).map_err(|e| ctx(&format!("failure_accrual.{}", e.0))))
+            .transpose()?,
+    })
+}
+
+/// Linkerd's defaults: 7 failures, 1 s doubling to 60 s, jitter 0.5.
+fn failure_accrual(f: &RawFailureAccrual) -> Result<FailureAccrual, Invalid> {
+    if f.kind != "consecutive" {
+        return Err(Invalid(format!("kind: {:?} is not consecutive", f.kind)));
+    }
+    let max_failures = f.max_failures.unwrap_or(7);
+    if max_failures == 0 {
+        return Err(Invalid::from("max_failures: at least 1"));
+    }
+    let min_penalty = duration("min_penalty", f.min_penalty.as_deref().unwrap_or("1s"))?;
+    let max_penalty = duration("max_penalty", f.max_penalty.as_deref().unwrap_or("60s"))?;
+    if max_penalty.is_zero() || min_penalty > max_penalty {
+        return Err(Invalid::from(
+            "max_penalty: must be more than 0 and at least min_penalty",
+        ));
+    }
+    let jitter_ratio = f.jitter_ratio.unwrap_or(0.5);
+    if !(0.0..=100.0).contains(&jitter_ratio) {
+        return Err(Invalid::from("jitter_ratio: must be between 0 and 100"));
+    }
+    Ok(FailureAccrual {
+        max_failures,
+        min_penalty,
+        max_penalty,
+        jitter_ratio,
     })
 }
 

@@ -18,10 +18,13 @@
 //! cert_lifetime = "24h"                 # optional, default 24h
 //!
 //! [[services]]                          # what discovery serves: see `cluster` and `profile`
+//!
+//! [policy]                              # the policy APIs: see `policy`
 //! ```
 //!
-//! The file is parsed into [`RawConfig`] (what serde reads) and validated into [`Config`]
-//! (typed, paths resolved), so every later stage works with checked values.
+//! The file is parsed into [`RawFile`] (what serde reads: [`RawConfig`] and the `[policy]`
+//! section) and validated into [`Config`] (typed, paths resolved, policies compiled), so every
+//! later stage works with checked values.
 
 use crate::error::Invalid;
 use std::net::SocketAddr;
@@ -33,6 +36,7 @@ use remora_identity::{Name, WorkloadId};
 use serde::{Deserialize, Serialize};
 
 use crate::cluster::{ClusterState, RawService};
+use crate::policy::{Policies, RawPolicy};
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -56,6 +60,72 @@ impl RawConfig {
         // Every field is a string, number, bool, table or array of tables: serialising cannot
         // fail.
         toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The whole file as serde reads it: [`RawConfig`] and the `[policy]` section. (The policy
+/// sits beside `RawConfig` rather than in it, so code that builds a `RawConfig` as a value
+/// keeps compiling.)
+#[derive(Clone, Debug)]
+pub struct RawFile {
+    pub config: RawConfig,
+    pub policy: RawPolicy,
+}
+
+/// The file's top-level keys: [`RawConfig`]'s and `policy`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileKeys {
+    cluster: RawCluster,
+    #[serde(default)]
+    server: RawServer,
+    identity: RawIdentity,
+    #[serde(default)]
+    multicluster: Option<RawMulticluster>,
+    #[serde(default)]
+    links: Vec<RawLink>,
+    #[serde(default)]
+    services: Vec<RawService>,
+    #[serde(default)]
+    policy: Option<RawPolicy>,
+}
+
+impl RawFile {
+    /// Reads a config file's text.
+    pub fn from_toml(text: &str) -> Result<RawFile, Invalid> {
+        let k: FileKeys = toml::from_str(text).map_err(|e| e.to_string())?;
+        Ok(RawFile {
+            config: RawConfig {
+                cluster: k.cluster,
+                server: k.server,
+                identity: k.identity,
+                multicluster: k.multicluster,
+                links: k.links,
+                services: k.services,
+            },
+            policy: k.policy.unwrap_or_default(),
+        })
+    }
+
+    /// The config as a file's text.
+    pub fn to_toml(&self) -> String {
+        #[derive(Serialize)]
+        struct Section<'a> {
+            policy: &'a RawPolicy,
+        }
+        let mut text = self.config.to_toml();
+        if !self.policy.is_empty() {
+            // The `[policy]` table and its arrays of tables come after every other table, so
+            // the two texts join into one document.
+            text.push('\n');
+            text.push_str(
+                &toml::to_string(&Section {
+                    policy: &self.policy,
+                })
+                .unwrap_or_default(),
+            );
+        }
+        text
     }
 }
 
@@ -353,7 +423,10 @@ impl Config {
 
     /// Parses and validates `text`; relative paths are resolved against `dir`.
     pub fn parse(text: &str, dir: &Path) -> Result<Config, Invalid> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        let RawFile {
+            config: raw,
+            policy,
+        } = RawFile::from_toml(text)?;
         let cluster = raw.cluster;
         let td: Name = cluster
             .trust_domain
@@ -392,6 +465,7 @@ impl Config {
                 )));
             }
         };
+        state.policy = Policies::compile(&policy, &state)?;
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { dir.join(p) };
         let id = raw.identity;
         let multicluster = parse_multicluster(raw.multicluster)?;
@@ -506,9 +580,9 @@ mod tests {
 
     #[test]
     fn a_config_written_as_values_reads_back_the_same() {
-        let raw: RawConfig = toml::from_str(EXAMPLE).unwrap();
+        let raw = RawFile::from_toml(EXAMPLE).unwrap();
         let text = raw.to_toml();
-        let again: RawConfig = toml::from_str(&text).unwrap();
+        let again = RawFile::from_toml(&text).unwrap();
         assert_eq!(again.to_toml(), text, "writing is stable");
         let a = Config::parse(EXAMPLE, Path::new("/etc/remora")).unwrap();
         let b = Config::parse(&text, Path::new("/etc/remora")).unwrap();

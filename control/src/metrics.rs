@@ -1,4 +1,5 @@
-//! The control plane's metrics.
+//! The control plane's metrics: one struct of families per service (identity, destination
+//! and the config reloader, policy).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -129,5 +130,44 @@ impl DestinationMetrics {
     pub fn reloaded(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         self.reloads.get_or_create(&Outcome { result }).inc();
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Api {
+    api: &'static str,
+}
+
+/// Metrics of the policy services.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyMetrics {
+    watches: Family<Api, Gauge>,
+    updates: Family<Api, Counter>,
+}
+
+impl PolicyMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = PolicyMetrics::default();
+        registry.register(
+            "policy_watches",
+            "Open policy streams, by api (inbound: WatchPort, outbound: Watch)",
+            m.watches.clone(),
+        );
+        registry.register(
+            "policy_updates",
+            "Policy messages sent on streams, by api",
+            m.updates.clone(),
+        );
+        m
+    }
+
+    pub fn watching(&self, api: &'static str) -> Watching {
+        let g = self.watches.get_or_create_owned(&Api { api });
+        g.inc();
+        Watching(g)
+    }
+
+    pub fn sent(&self, api: &'static str) {
+        self.updates.get_or_create(&Api { api }).inc();
     }
 }

@@ -513,12 +513,14 @@ pub fn mirror_services(
                     port: p.port as u16,
                     target_port: p.target_port as u16,
                     opaque: p.opaque,
+                    name: None,
                 })
                 .collect(),
             endpoints,
             profile: Default::default(),
             export: false,
             export_mode: None,
+            failure_accrual: None,
         });
     }
     out

@@ -1,5 +1,5 @@
-//! Follows the config file: each valid edit becomes the new cluster state (and so reaches every
-//! discovery stream); an invalid edit is rejected with a log line naming the problem, and the
+//! Follows the config file: each valid edit becomes the new cluster state, its policies
+//! compiled (and so reaches every discovery and policy stream); an invalid edit is rejected with a log line naming the problem, and the
 //! last good state keeps serving.
 
 use std::path::PathBuf;
@@ -43,9 +43,12 @@ pub async fn follow(
                     .values()
                     .map(|s| s.endpoints.len())
                     .sum();
+                let servers = config.state.policy.inbound.server_count();
+                let routes = config.state.policy.model.http_routes.len()
+                    + config.state.policy.model.grpc_routes.len();
                 state.send_replace(config.state);
                 metrics.reloaded(true);
-                info!(services, endpoints, "config reloaded");
+                info!(services, endpoints, servers, routes, "config reloaded");
             }
             Err(e) => {
                 metrics.reloaded(false);

@@ -1,6 +1,7 @@
-//! The control plane's servers: gRPC — Identity and Destination — (TLS with the control
-//! plane's own identity unless it listens on loopback) and admin (`/live`, `/ready`, `/metrics`,
-//! `/log-level`).
+//! The control plane's servers: gRPC — Identity, Destination, the two policy APIs
+//! (`InboundServerPolicies`, `OutboundPolicies`) and the multicluster Exports, on one port — (TLS
+//! with the control plane's own identity unless it listens on loopback) and admin (`/live`,
+//! `/ready`, `/metrics`, `/log-level`).
 
 use std::io;
 use std::net::SocketAddr;
@@ -14,6 +15,8 @@ use std::path::PathBuf;
 
 use linkerd2_proxy_api::destination::destination_server::DestinationServer;
 use linkerd2_proxy_api::identity::identity_server::IdentityServer;
+use linkerd2_proxy_api::inbound::inbound_server_policies_server::InboundServerPoliciesServer;
+use linkerd2_proxy_api::outbound::outbound_policies_server::OutboundPoliciesServer;
 use remora_identity::{Name, TrustAnchors};
 use remora_metrics::Registry;
 use remora_runtime::admin::{self, AdminState};
@@ -35,9 +38,10 @@ use crate::destination::DestinationService;
 use crate::error::Error;
 use crate::identity::IdentityService;
 use crate::issuer::{IssuerStore, ServingCert, watch};
-use crate::metrics::{DestinationMetrics, IdentityMetrics};
+use crate::metrics::{DestinationMetrics, IdentityMetrics, PolicyMetrics};
 use crate::multicluster::pb::exports_server::ExportsServer;
 use crate::multicluster::{self, ExportsService, Mirrors, MulticlusterMetrics};
+use crate::policy::service::{InboundService, OutboundService};
 use crate::reload;
 use crate::token::TokenKey;
 
@@ -173,6 +177,7 @@ impl Control {
         let mut registry = Registry::default();
         let metrics = IdentityMetrics::register(&mut registry);
         let dst_metrics = DestinationMetrics::register(&mut registry);
+        let policy_metrics = PolicyMetrics::register(&mut registry);
         remora_metrics::process::register(&mut registry);
         let mc_metrics = MulticlusterMetrics::register(&mut registry);
         // The config's services (what this cluster exports) ...
@@ -267,6 +272,12 @@ impl Control {
             }],
         };
         let admin = tokio::spawn(admin::serve(self.admin, admin_state));
+        let inbound = InboundServerPoliciesServer::new(InboundService::new(
+            served_rx.clone(),
+            policy_metrics.clone(),
+        ));
+        let outbound =
+            OutboundPoliciesServer::new(OutboundService::new(served_rx.clone(), policy_metrics));
         let destination = DestinationServer::new(DestinationService::new(served_rx, dst_metrics));
         let exports = ExportsServer::new(ExportsService::new(
             local_rx,
@@ -277,6 +288,8 @@ impl Control {
         let routes = Routes {
             identity,
             destination,
+            inbound,
+            outbound,
             exports,
         };
         let server = tonic::transport::Server::builder().tcp_nodelay(true);
@@ -341,6 +354,8 @@ where
 struct Routes {
     identity: IdentityServer<IdentityService>,
     destination: DestinationServer<DestinationService>,
+    inbound: InboundServerPoliciesServer<InboundService>,
+    outbound: OutboundPoliciesServer<OutboundService>,
     exports: ExportsServer<ExportsService>,
 }
 
@@ -360,6 +375,12 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Routes {
         }
         if path.starts_with("/io.linkerd.proxy.destination.Destination/") {
             return self.destination.call(req);
+        }
+        if path.starts_with("/io.linkerd.proxy.inbound.InboundServerPolicies/") {
+            return self.inbound.call(req);
+        }
+        if path.starts_with("/io.linkerd.proxy.outbound.OutboundPolicies/") {
+            return self.outbound.call(req);
         }
         if path.starts_with("/remora.multicluster.v1.Exports/") {
             return self.exports.call(req);

@@ -3,19 +3,24 @@
 //!
 //! Everything lives in a world-readable temporary directory (`rmt<pid>-<n>-pki`, swept like the
 //! namespaces) so the proxies, running as uid 2102, can read the trust anchors and tokens.
+//!
+//! [`ClusterPlane::linkerd2_pod`] runs linkerd2-proxy itself under such a control plane: the
+//! environment Linkerd's injector renders, its control-plane addresses pointed at
+//! `remora control` by IP.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use remora_control::config::{
-    RawCluster, RawConfig, RawIdentity, RawLink, RawMulticluster, RawServer,
+    RawCluster, RawConfig, RawFile, RawIdentity, RawLink, RawMulticluster, RawServer,
 };
+use remora_control::policy::RawPolicy;
 
 use crate::admin;
-use crate::apps::connect_in;
+use crate::apps::{App, connect_in};
 use crate::inproc::InProcess;
 use crate::net::{Process, Role};
 use crate::{bin, eventually, netns};
@@ -125,6 +130,7 @@ impl Pki {
             ns: None,
             process: None,
             config,
+            policy: RawPolicy::default(),
         };
         cp.write_config();
         cp
@@ -156,6 +162,8 @@ pub struct ControlPlane {
     process: Option<Role>,
     /// What is written to the config file, as values.
     config: RawConfig,
+    /// Its `[policy]` section.
+    policy: RawPolicy,
 }
 
 impl ControlPlane {
@@ -164,7 +172,11 @@ impl ControlPlane {
     }
 
     fn write_config(&self) {
-        let config = self.config.to_toml();
+        let config = RawFile {
+            config: self.config.clone(),
+            policy: self.policy.clone(),
+        }
+        .to_toml();
         // Atomically, as editors and config-map updates do.
         let tmp = self.dir.join("control.toml.tmp");
         std::fs::write(&tmp, config).unwrap();
@@ -195,10 +207,33 @@ impl ControlPlane {
 
     /// Applies `services` and waits until the running control plane has reloaded them.
     pub async fn apply(&mut self, services: &[crate::services::Service]) {
+        self.reload(|cp| cp.set_services(services)).await;
+    }
+
+    /// Replaces the `[policy]` section with `toml` (the section's text, `[policy]` and its
+    /// `[[policy.*]]` tables); a running control plane picks the edit up by itself.
+    pub fn set_policy(&mut self, toml: &str) {
+        #[derive(serde::Deserialize)]
+        struct Section {
+            #[serde(default)]
+            policy: RawPolicy,
+        }
+        let s: Section = toml::from_str(toml).unwrap_or_else(|e| panic!("{e}:\n{toml}"));
+        self.policy = s.policy;
+        self.write_config();
+    }
+
+    /// Applies a `[policy]` section and waits until the running control plane has reloaded it.
+    pub async fn apply_policy(&mut self, toml: &str) {
+        self.reload(|cp| cp.set_policy(toml)).await;
+    }
+
+    /// Makes `edit` and waits until the running control plane has reloaded its config.
+    async fn reload(&mut self, edit: impl FnOnce(&mut Self)) {
         let reloads =
             |m: crate::admin::Metrics| m.get("config_reloads_total", &[("result", "success")]);
         let before = reloads(self.metrics().await);
-        self.set_services(services);
+        edit(self);
         let reloaded = eventually(Duration::from_secs(15), || async {
             reloads(self.metrics().await) > before
         })
@@ -505,5 +540,112 @@ impl ClusterPlane {
             )
             .in_netns(&pod.ns);
         ClusterPlane { cp, pod }
+    }
+}
+
+/// A pod running linkerd2-proxy under a [`ClusterPlane`], and the files its volumes would
+/// hold (removed with it).
+#[derive(Debug)]
+pub struct Linkerd2Pod {
+    pub pod: crate::Pod,
+    /// `sa.shop.serviceaccount.identity.linkerd.<trust domain>`.
+    pub identity: String,
+    files: PathBuf,
+}
+
+impl Drop for Linkerd2Pod {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.files);
+    }
+}
+
+impl ClusterPlane {
+    /// Starts pod `name` of namespace `shop` running `program` (a linkerd2-proxy binary) as
+    /// workload `sa`, with `apps` on their ports, and waits until it is ready (certified by
+    /// this plane). Its environment is the one Linkerd's injector renders
+    /// ([`crate::linkerd::PodEnv`], `ipv4`), with the three control-plane addresses pointed
+    /// at `remora control` by IP, this plane's identity as each `*_SVC_NAME`, its trust
+    /// anchors inline, a token from `remora control token`, and the identity directory
+    /// (`key.p8`, `csr.der`) written as Linkerd's image entrypoint does.
+    pub async fn linkerd2_pod(
+        &self,
+        net: &crate::Net,
+        program: &Path,
+        name: &str,
+        sa: &str,
+        apps: Vec<(App, u16)>,
+    ) -> Linkerd2Pod {
+        let cp = &self.cp;
+        let ns = "shop";
+        let files = std::env::temp_dir().join(netns::unique(&format!("l2p-{name}")));
+        std::fs::create_dir_all(&files).unwrap();
+        std::fs::set_permissions(&files, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let identity = cp.identity(sa, ns);
+        let identity_dir = crate::linkerd::proxy_dir(&files, "end-entity");
+        crate::linkerd::write_identity_documents(&identity_dir, &identity);
+        let token_file = cp.token_file(sa, ns);
+        let anchors = format!(
+            "{}\n",
+            std::fs::read_to_string(&cp.root).unwrap().trim_end()
+        );
+        let ports: Vec<String> = apps.iter().map(|(_, p)| p.to_string()).collect();
+        let ports = ports.join(",");
+        // The pod's address is known once it exists: the builder takes the network's next.
+        let (ip4, _) = net.next_addrs();
+        let mut env = crate::linkerd::PodEnv {
+            variant: "ipv4",
+            name,
+            ns,
+            sa,
+            ips: vec![IpAddr::V4(ip4)],
+            ports: &ports,
+            anchors_pem: &anchors,
+            identity_dir: &identity_dir,
+            token_file: &token_file,
+        }
+        .render();
+        let addr = cp.addr.to_string();
+        let svc = cp.own_identity();
+        for (k, v) in [
+            ("LINKERD2_PROXY_IDENTITY_SVC_ADDR", &addr),
+            ("LINKERD2_PROXY_IDENTITY_SVC_NAME", &svc),
+            ("LINKERD2_PROXY_DESTINATION_SVC_ADDR", &addr),
+            ("LINKERD2_PROXY_DESTINATION_SVC_NAME", &svc),
+            ("LINKERD2_PROXY_POLICY_SVC_ADDR", &addr),
+            ("LINKERD2_PROXY_POLICY_SVC_NAME", &svc),
+            ("LINKERD2_PROXY_IDENTITY_LOCAL_NAME", &identity),
+        ] {
+            env.retain(|(n, _)| n != k);
+            env.push((k.to_string(), v.clone()));
+        }
+        let mut b = net
+            .pod(name)
+            .exact_env()
+            .meshed()
+            .proxy_program(program.to_path_buf())
+            .no_wait();
+        for (app, _) in apps {
+            b = b.app(app);
+        }
+        for (k, v) in &env {
+            b = b.env(k, v);
+        }
+        let pod = b.start().await;
+        assert_eq!(
+            pod.ip4(),
+            ip4,
+            "the pod got the address its environment names"
+        );
+        assert!(
+            pod.wait_ready(Duration::from_secs(30)).await,
+            "linkerd2-proxy of pod {name} did not become ready; its log:\n{}\n--- control plane ---\n{}",
+            pod.proxy().log(),
+            cp.process().log()
+        );
+        Linkerd2Pod {
+            pod,
+            identity,
+            files,
+        }
     }
 }

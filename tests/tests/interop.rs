@@ -20,6 +20,14 @@
 //!
 //! Each test prints one `interop: <client> -> <server>: ...` line per call on stdout.
 //!
+//! And linkerd2-proxy under Remora's own control plane, `remora control` in a pod of its own
+//! ([`ClusterPlane`]), every pod a linkerd2-proxy given Linkerd's rendered environment pointed
+//! at it: the proxies certify, watch both policy APIs for their ports and targets without a
+//! policy warning, reach services by virtual IP with and without profile routes (the outbound
+//! policy's backend is balanced over Destination's endpoints), follow a route edit (a header
+//! match sending to a second backend) without a restart, and refuse with 403 a request no
+//! authorization of the server admits.
+//!
 //! # Running
 //!
 //! The suite needs a linkerd2-proxy binary, named by `REMORA_LINKERD2_PROXY`; without it every
@@ -39,8 +47,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use remora_tests::apps::{connect_in, echo, echo_roundtrip, test_server};
+use remora_tests::control::{ClusterPlane, Linkerd2Pod, Pki};
 use remora_tests::http::{get, grpc_channel, grpc_count, grpc_echo, http1, http2, send1, send2};
 use remora_tests::linkerd::{Endpoint, LinkerdPlane, Workload, WorkloadSpec, workload_identity};
+use remora_tests::services::{Service, route};
 use remora_tests::{Net, eventually};
 
 const HTTP: u16 = 8080;
@@ -422,4 +432,298 @@ async fn netns_interop_linkerd2_proxy_to_remora_opaque_tcp_via_transport_header_
         return;
     };
     opaque_tcp_round_trips(&m).await;
+}
+
+// ---- linkerd2-proxy under `remora control` ----
+
+/// The virtual IPs of the services [`RemoraMesh`] configures: `web` (no profile routes),
+/// `web-v2` (a second backend), and `web-profiled` (the same pod as `web`, with a profile
+/// route).
+const WEB_VIP: &str = "10.96.0.10";
+const WEB_V2_VIP: &str = "10.96.0.11";
+const PROFILED_VIP: &str = "10.96.0.12";
+
+/// linkerd2-proxy pods under `remora control` (in a pod of its own, TLS with its identity): a
+/// client and two servers running the test server on 8080 (`web-0` and `web-v2-0`, each
+/// reporting its name in `x-server`).
+struct RemoraMesh {
+    _net: Net,
+    _pki: Pki,
+    plane: ClusterPlane,
+    client: Linkerd2Pod,
+    web: Linkerd2Pod,
+    web_v2: Linkerd2Pod,
+}
+
+impl RemoraMesh {
+    async fn start() -> Option<RemoraMesh> {
+        let program = linkerd2_proxy()?;
+        let net = Net::new()?;
+        let pki = Pki::new();
+        let mut plane = ClusterPlane::east(&net, &pki).await;
+        let server = |name: &str| vec![(test_server(HTTP, name), HTTP)];
+        let web = plane
+            .linkerd2_pod(&net, &program, "web-0", "web", server("web-0"))
+            .await;
+        let web_v2 = plane
+            .linkerd2_pod(&net, &program, "web-v2-0", "web", server("web-v2-0"))
+            .await;
+        plane
+            .cp
+            .apply(&[
+                Service::new("web", "shop")
+                    .vip(WEB_VIP)
+                    .port(HTTP)
+                    .endpoint(&web.pod, "web"),
+                Service::new("web-v2", "shop")
+                    .vip(WEB_V2_VIP)
+                    .port(HTTP)
+                    .endpoint(&web_v2.pod, "web"),
+                Service::new("web-profiled", "shop")
+                    .vip(PROFILED_VIP)
+                    .port(HTTP)
+                    .endpoint(&web.pod, "web")
+                    .route(route("echo", "/echo")),
+            ])
+            .await;
+        let client = plane
+            .linkerd2_pod(&net, &program, "client-0", "client", Vec::new())
+            .await;
+        Some(RemoraMesh {
+            _net: net,
+            _pki: pki,
+            plane,
+            client,
+            web,
+            web_v2,
+        })
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for p in [&self.client, &self.web, &self.web_v2] {
+            out.push_str(&format!(
+                "--- {} (linkerd2-proxy) ---\n{}\n",
+                p.pod.name,
+                p.pod.proxy().log()
+            ));
+        }
+        out.push_str(&format!(
+            "--- remora control ---\n{}",
+            self.plane.cp.process().log()
+        ));
+        out
+    }
+
+    /// `GET /echo` from the client's app to `vip`:8080 with `headers`: the status and who
+    /// answered (`x-server`).
+    async fn get(
+        &self,
+        vip: &str,
+        headers: &[(&'static str, &str)],
+    ) -> Result<(u16, String), String> {
+        let target: std::net::SocketAddr = format!("{vip}:{HTTP}").parse().unwrap();
+        let mut req = get(&target.to_string(), "/echo");
+        for (k, v) in headers {
+            req.headers_mut().insert(*k, v.parse().unwrap());
+        }
+        let call = async {
+            let mut conn = http1(&self.client.pod.ns, target).await;
+            send1(&mut conn, req).await
+        };
+        let r = tokio::time::timeout(Duration::from_secs(15), call)
+            .await
+            .map_err(|_| "no answer within 15 s".to_string())?
+            .map_err(|e| e.to_string())?;
+        let server = r
+            .headers
+            .get("x-server")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        Ok((r.status.as_u16(), server))
+    }
+
+    /// Waits (up to 20 s) until `GET /echo` to `vip` with `headers` answers `status` from
+    /// `server` (any server when empty); panics with the last answer and the logs.
+    async fn expect(&self, vip: &str, headers: &[(&'static str, &str)], status: u16, server: &str) {
+        let last = std::sync::Mutex::new(None);
+        let ok = eventually(Duration::from_secs(20), || async {
+            let r = self.get(vip, headers).await;
+            let ok =
+                matches!(&r, Ok((s, who)) if *s == status && (server.is_empty() || who == server));
+            *last.lock().unwrap() = Some(r);
+            ok
+        })
+        .await;
+        assert!(
+            ok,
+            "GET {vip}:{HTTP}/echo {headers:?}: want {status} from {server:?}, last {:?}\n{}",
+            last.into_inner().unwrap(),
+            self.logs()
+        );
+    }
+
+    /// The lines linkerd2-proxy logged at WARN or above that speak of policy.
+    fn policy_warnings(&self) -> Vec<String> {
+        [&self.client, &self.web, &self.web_v2]
+            .iter()
+            .flat_map(|p| {
+                p.pod
+                    .proxy()
+                    .log()
+                    .lines()
+                    .filter(|l| {
+                        (l.contains("WARN") || l.contains("ERROR"))
+                            && l.to_ascii_lowercase().contains("polic")
+                    })
+                    .map(|l| format!("{}: {l}", p.pod.name))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    fn report(&self, what: &str) {
+        println!("interop: linkerd2-proxy under remora control: {what}");
+    }
+}
+
+#[tokio::test]
+async fn netns_interop_linkerd2_proxy_under_remora_control_reaches_services_by_virtual_ip() {
+    let Some(m) = RemoraMesh::start().await else {
+        return;
+    };
+    // A service with no profile route: routed by its outbound policy, balanced over
+    // Destination's endpoints for the policy's Dst path (not the virtual IP itself).
+    m.expect(WEB_VIP, &[], 200, "web-0").await;
+    m.expect(WEB_V2_VIP, &[], 200, "web-v2-0").await;
+    // A service whose profile has a route: routed by the profile.
+    m.expect(PROFILED_VIP, &[], 200, "web-0").await;
+    // Every proxy watched its ports' inbound policy (the servers 8080 and 4191, the client
+    // its admin port 4191) and its targets' outbound policy, and none warned about policy.
+    let metrics = m.plane.cp.metrics().await;
+    let watches = |api| metrics.get("policy_watches", &[("api", api)]);
+    assert!(watches("inbound") >= 5.0, "{}", metrics.text);
+    assert!(watches("outbound") >= 3.0, "{}", metrics.text);
+    let warnings = m.policy_warnings();
+    assert!(
+        warnings.is_empty(),
+        "policy warnings:\n{}\n{}",
+        warnings.join("\n"),
+        m.logs()
+    );
+    m.report(&format!(
+        "started, certified by {}; GET {WEB_VIP}:{HTTP} (no profile route) -> 200 web-0, \
+         {WEB_V2_VIP}:{HTTP} -> 200 web-v2-0, {PROFILED_VIP}:{HTTP} (profile route) -> 200 web-0; \
+         policy watches: {} inbound, {} outbound; no policy warning in the proxies' logs",
+        m.plane.cp.own_identity(),
+        watches("inbound"),
+        watches("outbound"),
+    ));
+}
+
+#[tokio::test]
+async fn netns_interop_linkerd2_proxy_under_remora_control_follows_a_route_edit() {
+    let Some(mut m) = RemoraMesh::start().await else {
+        return;
+    };
+    let canary = [("x-canary", "1")];
+    m.expect(WEB_VIP, &canary, 200, "web-0").await;
+    let pid = m.client.pod.proxy().pid();
+    m.plane
+        .cp
+        .apply_policy(
+            r#"
+[policy]
+[[policy.http_routes]]
+name = "web-canary"
+namespace = "shop"
+parent_refs = [{ kind = "Service", name = "web", port = 8080 }]
+[[policy.http_routes.rules]]
+matches = [{ headers = [{ name = "x-canary", value = "1" }] }]
+backend_refs = [{ name = "web-v2" }]
+[[policy.http_routes.rules]]
+"#,
+        )
+        .await;
+    // The route's header match sends to the second backend; everything else still goes to
+    // the service itself; the client's proxy was not restarted.
+    m.expect(WEB_VIP, &canary, 200, "web-v2-0").await;
+    m.expect(WEB_VIP, &[], 200, "web-0").await;
+    assert_eq!(m.client.pod.proxy().pid(), pid);
+    assert!(m.client.pod.proxy().is_running());
+    // Its route metrics carry the route's and the backend's names.
+    let metrics = m.client.pod.metrics().await;
+    let routed = metrics.get(
+        "outbound_http_route_backend_requests_total",
+        &[("route_name", "web-canary"), ("backend_name", "web-v2")],
+    );
+    assert!(routed >= 1.0, "{}", metrics.text);
+    let warnings = m.policy_warnings();
+    assert!(
+        warnings.is_empty(),
+        "policy warnings:\n{}",
+        warnings.join("\n")
+    );
+    m.report(&format!(
+        "after adding HTTPRoute web-canary (x-canary: 1 -> web-v2) without a restart: \
+         GET {WEB_VIP}:{HTTP} x-canary: 1 -> 200 web-v2-0, without it -> 200 web-0; \
+         outbound_http_route_backend_requests_total{{route_name=\"web-canary\",backend_name=\"web-v2\"}} = {routed}"
+    ));
+}
+
+#[tokio::test]
+async fn netns_interop_linkerd2_proxy_under_remora_control_denies_what_no_authorization_admits() {
+    let Some(mut m) = RemoraMesh::start().await else {
+        return;
+    };
+    m.expect(WEB_VIP, &[], 200, "web-0").await;
+    let policy = |identity: &str| {
+        format!(
+            r#"
+[policy]
+[[policy.servers]]
+name = "web-http"
+namespace = "shop"
+port = 8080
+pod_selector = {{ pods = ["web-0"] }}
+
+[[policy.authorizations]]
+name = "web-clients"
+namespace = "shop"
+target_ref = {{ kind = "Server", name = "web-http" }}
+client = {{ mesh_tls = {{ identities = ["{identity}"] }} }}
+"#
+        )
+    };
+    let other = m.plane.cp.identity("batch", "shop");
+    m.plane.cp.apply_policy(&policy(&other)).await;
+    // web-0's proxy refuses the client: its identity is not the one authorized.
+    m.expect(WEB_VIP, &[], 403, "").await;
+    // The other server is not selected, and admits it.
+    m.expect(WEB_V2_VIP, &[], 200, "web-v2-0").await;
+    let metrics = m.web.pod.metrics().await;
+    let denied = metrics.get(
+        "inbound_http_authz_deny_total",
+        &[
+            ("srv_name", "web-http"),
+            ("client_id", m.client.identity.as_str()),
+        ],
+    );
+    assert!(denied >= 1.0, "{}", metrics.text);
+    // Authorizing the client's identity lets it through, without a restart.
+    let client = m.client.identity.clone();
+    m.plane.cp.apply_policy(&policy(&client)).await;
+    m.expect(WEB_VIP, &[], 200, "web-0").await;
+    let metrics = m.web.pod.metrics().await;
+    let allowed = metrics.get(
+        "inbound_http_authz_allow_total",
+        &[("srv_name", "web-http"), ("authz_name", "web-clients")],
+    );
+    assert!(allowed >= 1.0, "{}", metrics.text);
+    m.report(&format!(
+        "Server web-http on web-0:{HTTP} admitting only {other}: GET {WEB_VIP}:{HTTP} from \
+         {client} -> 403 (inbound_http_authz_deny_total = {denied}); admitting {client}: -> 200 \
+         (inbound_http_authz_allow_total{{authz_name=\"web-clients\"}} = {allowed})"
+    ));
 }
