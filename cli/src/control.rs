@@ -19,8 +19,10 @@ use remora_runtime::log::{LogConfig, LogFormat, parse_filter, parse_format};
 #[command(
     about = "Run one cluster's control plane (identity issuer) from a config file",
     long_about = "Run one cluster's control plane: Linkerd's Identity API (Certify) from a TOML \
-                  config file naming the cluster, its trust domain, its issuer and its \
-                  token-signing key, and Destination (Get, GetProfile) for its [[services]], \
+                  config file naming the cluster, its trust domain, its issuer and how \
+                  workloads authenticate (Remora's tokens, signed with its token key, and/or \
+                  Kubernetes service-account tokens, verified offline against the cluster's \
+                  service-account keys), and Destination (Get, GetProfile) for its [[services]], \
                   followed live. With [[links]] it mirrors linked clusters' exported services \
                   and serves its own exports to them (remora.multicluster.v1.Exports). The gRPC \
                   server uses TLS with the control plane's own identity whenever it listens on \
@@ -98,7 +100,14 @@ fn token(config: PathBuf, identity: &str, ttl: Duration) -> ExitCode {
         );
         return ExitCode::from(EXIT_USAGE);
     }
-    let key = std::fs::read_to_string(&config.token_key)
+    let Some(path) = &config.token_key else {
+        eprintln!(
+            "remora control token: this control plane accepts no Remora tokens \
+             (identity.token_auth does not include \"remora\")"
+        );
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let key = std::fs::read_to_string(path)
         .map_err(|e| e.to_string())
         .and_then(|t| TokenKey::from_hex(&t).map_err(|e| e.to_string()));
     match key {
@@ -107,7 +116,7 @@ fn token(config: PathBuf, identity: &str, ttl: Duration) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("remora control token: {}: {e}", config.token_key.display());
+            eprintln!("remora control token: {}: {e}", path.display());
             ExitCode::FAILURE
         }
     }

@@ -14,8 +14,14 @@
 //! trust_anchors = "root.pem"            # paths are relative to this file
 //! issuer_cert = "issuer.pem"
 //! issuer_key = "issuer.key"
-//! token_key = "token.key"
+//! token_key = "token.key"             # Remora's tokens (`remora control token`)
 //! cert_lifetime = "24h"                 # optional, default 24h
+//! token_auth = ["remora", "kubernetes"] # optional, default ["remora"]
+//!
+//! [identity.kubernetes]                 # with token_auth "kubernetes": see `sa_token`
+//! jwks = "sa-keys.json"                 # the service-account issuer's public keys
+//! issuer = "https://kubernetes.default.svc.cluster.local"   # optional: checked when set
+//! audience = "identity.l5d.io"          # optional, the default
 //!
 //! [[services]]                          # what discovery serves: see `cluster` and `profile`
 //!
@@ -63,13 +69,63 @@ impl RawConfig {
     }
 }
 
-/// The whole file as serde reads it: [`RawConfig`] and the `[policy]` section. (The policy
-/// sits beside `RawConfig` rather than in it, so code that builds a `RawConfig` as a value
-/// keeps compiling.)
+/// The whole file as serde reads it: [`RawConfig`], the `[policy]` section and how Certify
+/// authenticates (`identity.token_auth`, `[identity.kubernetes]`). (Those sit beside
+/// `RawConfig` rather than in it, so code that builds a `RawConfig` as a value keeps
+/// compiling.)
 #[derive(Clone, Debug)]
 pub struct RawFile {
     pub config: RawConfig,
     pub policy: RawPolicy,
+    pub auth: RawTokenAuth,
+}
+
+/// How Certify authenticates workloads: `identity.token_auth` and `[identity.kubernetes]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+pub struct RawTokenAuth {
+    /// `remora` (tokens from `remora control token`) and/or `kubernetes` (projected
+    /// service-account tokens); none: `["remora"]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_auth: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<RawKubernetesAuth>,
+}
+
+impl RawTokenAuth {
+    fn is_default(&self) -> bool {
+        *self == RawTokenAuth::default()
+    }
+}
+
+/// `[identity.kubernetes]`: offline verification of service-account tokens.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RawKubernetesAuth {
+    /// The issuer's public keys (JWKS, as `/openid/v1/jwks` serves them); reloaded on change.
+    pub jwks: PathBuf,
+    /// The tokens' `iss`, checked when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// Must be among the tokens' `aud`; default `identity.l5d.io`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audience: Option<String>,
+}
+
+/// The `[identity]` table as the file has it: [`RawIdentity`]'s keys and [`RawTokenAuth`]'s.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdentityKeys {
+    trust_anchors: PathBuf,
+    issuer_cert: PathBuf,
+    issuer_key: PathBuf,
+    #[serde(default)]
+    token_key: PathBuf,
+    #[serde(default = "default_lifetime")]
+    cert_lifetime: String,
+    #[serde(default)]
+    token_auth: Option<Vec<String>>,
+    #[serde(default)]
+    kubernetes: Option<RawKubernetesAuth>,
 }
 
 /// The file's top-level keys: [`RawConfig`]'s and `policy`.
@@ -79,7 +135,7 @@ struct FileKeys {
     cluster: RawCluster,
     #[serde(default)]
     server: RawServer,
-    identity: RawIdentity,
+    identity: IdentityKeys,
     #[serde(default)]
     multicluster: Option<RawMulticluster>,
     #[serde(default)]
@@ -94,16 +150,27 @@ impl RawFile {
     /// Reads a config file's text.
     pub fn from_toml(text: &str) -> Result<RawFile, Invalid> {
         let k: FileKeys = toml::from_str(text).map_err(|e| e.to_string())?;
+        let id = k.identity;
         Ok(RawFile {
             config: RawConfig {
                 cluster: k.cluster,
                 server: k.server,
-                identity: k.identity,
+                identity: RawIdentity {
+                    trust_anchors: id.trust_anchors,
+                    issuer_cert: id.issuer_cert,
+                    issuer_key: id.issuer_key,
+                    token_key: id.token_key,
+                    cert_lifetime: id.cert_lifetime,
+                },
                 multicluster: k.multicluster,
                 links: k.links,
                 services: k.services,
             },
             policy: k.policy.unwrap_or_default(),
+            auth: RawTokenAuth {
+                token_auth: id.token_auth,
+                kubernetes: id.kubernetes,
+            },
         })
     }
 
@@ -113,7 +180,23 @@ impl RawFile {
         struct Section<'a> {
             policy: &'a RawPolicy,
         }
-        let mut text = self.config.to_toml();
+        let mut text = if self.auth.is_default() {
+            self.config.to_toml()
+        } else {
+            // The auth keys go into the `[identity]` table.
+            let value = toml::Value::try_from(&self.config).and_then(|mut v| {
+                if let Some(id) = v.get_mut("identity").and_then(|i| i.as_table_mut())
+                    && let toml::Value::Table(auth) = toml::Value::try_from(&self.auth)?
+                {
+                    id.extend(auth);
+                }
+                Ok(v)
+            });
+            value
+                .ok()
+                .and_then(|v| toml::to_string(&v).ok())
+                .unwrap_or_default()
+        };
         if !self.policy.is_empty() {
             // The `[policy]` table and its arrays of tables come after every other table, so
             // the two texts join into one document.
@@ -205,9 +288,15 @@ pub struct RawIdentity {
     pub trust_anchors: PathBuf,
     pub issuer_cert: PathBuf,
     pub issuer_key: PathBuf,
+    /// Remora's token key; needed when `token_auth` includes `remora` (the default).
+    #[serde(default, skip_serializing_if = "path_is_empty")]
     pub token_key: PathBuf,
     #[serde(default = "default_lifetime")]
     pub cert_lifetime: String,
+}
+
+fn path_is_empty(p: &Path) -> bool {
+    p.as_os_str().is_empty()
 }
 
 fn default_cp_ns() -> String {
@@ -240,7 +329,10 @@ pub struct Config {
     pub trust_anchors: PathBuf,
     pub issuer_cert: PathBuf,
     pub issuer_key: PathBuf,
-    pub token_key: PathBuf,
+    /// Remora's token key: set when Certify accepts Remora's tokens (`token_auth` "remora").
+    pub token_key: Option<PathBuf>,
+    /// Set when Certify accepts Kubernetes service-account tokens (`token_auth` "kubernetes").
+    pub kubernetes: Option<KubernetesAuth>,
     pub cert_lifetime: Duration,
     pub cluster_domain: String,
     /// The services discovery serves, validated.
@@ -286,6 +378,86 @@ pub struct Link {
     pub control_identity: Name,
     pub mode: LinkMode,
     pub gateway: Option<(SocketAddr, Name)>,
+}
+
+/// `[identity.kubernetes]`, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubernetesAuth {
+    pub jwks: PathBuf,
+    pub issuer: Option<String>,
+    pub audience: String,
+}
+
+/// `identity.token_auth` and `[identity.kubernetes]`: Remora's token key (when "remora") and
+/// the Kubernetes settings (when "kubernetes").
+fn parse_token_auth(
+    auth: RawTokenAuth,
+    token_key: PathBuf,
+    resolve: impl Fn(PathBuf) -> PathBuf,
+) -> Result<(Option<PathBuf>, Option<KubernetesAuth>), Invalid> {
+    let kinds = auth.token_auth.unwrap_or_else(|| vec!["remora".into()]);
+    if kinds.is_empty() {
+        return Err(Invalid::from(
+            "identity.token_auth: name at least one of \"remora\" and \"kubernetes\"",
+        ));
+    }
+    let (mut remora, mut kubernetes) = (false, false);
+    for k in &kinds {
+        let seen = match k.as_str() {
+            "remora" => &mut remora,
+            "kubernetes" => &mut kubernetes,
+            other => {
+                return Err(Invalid(format!(
+                    "identity.token_auth: {other:?} is neither \"remora\" nor \"kubernetes\""
+                )));
+            }
+        };
+        if *seen {
+            return Err(Invalid(format!("identity.token_auth: {k:?} named twice")));
+        }
+        *seen = true;
+    }
+    let kubernetes = match (kubernetes, auth.kubernetes) {
+        (false, None) => None,
+        (false, Some(_)) => {
+            return Err(Invalid::from(
+                "identity.kubernetes is set but identity.token_auth does not include \"kubernetes\"",
+            ));
+        }
+        (true, None) => {
+            return Err(Invalid::from(
+                "identity.token_auth includes \"kubernetes\": [identity.kubernetes] must name \
+                 the service-account keys (jwks)",
+            ));
+        }
+        (true, Some(k)) => {
+            if path_is_empty(&k.jwks) {
+                return Err(Invalid::from("identity.kubernetes.jwks: required"));
+            }
+            let text = |field: &str, v: Option<String>| match v {
+                Some(v) if v.trim().is_empty() || v.trim() != v => Err(Invalid(format!(
+                    "identity.kubernetes.{field}: {v:?} is empty or has surrounding spaces"
+                ))),
+                v => Ok(v),
+            };
+            Some(KubernetesAuth {
+                jwks: resolve(k.jwks),
+                issuer: text("issuer", k.issuer)?,
+                audience: text("audience", k.audience)?
+                    .unwrap_or_else(|| crate::sa_token::DEFAULT_AUDIENCE.to_string()),
+            })
+        }
+    };
+    let token_key = match (remora, path_is_empty(&token_key)) {
+        (true, true) => {
+            return Err(Invalid::from(
+                "identity.token_key: required when identity.token_auth includes \"remora\"",
+            ));
+        }
+        (true, false) => Some(resolve(token_key)),
+        (false, _) => None,
+    };
+    Ok((token_key, kubernetes))
 }
 
 /// The default time mirrored endpoints outlive an unreachable remote control plane.
@@ -426,6 +598,7 @@ impl Config {
         let RawFile {
             config: raw,
             policy,
+            auth,
         } = RawFile::from_toml(text)?;
         let cluster = raw.cluster;
         let td: Name = cluster
@@ -468,6 +641,7 @@ impl Config {
         state.policy = Policies::compile(&policy, &state)?;
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { dir.join(p) };
         let id = raw.identity;
+        let (token_key, kubernetes) = parse_token_auth(auth, id.token_key, resolve)?;
         let multicluster = parse_multicluster(raw.multicluster)?;
         let mut links = Vec::new();
         for l in raw.links {
@@ -503,7 +677,8 @@ impl Config {
             trust_anchors: resolve(id.trust_anchors),
             issuer_cert: resolve(id.issuer_cert),
             issuer_key: resolve(id.issuer_key),
-            token_key: resolve(id.token_key),
+            token_key,
+            kubernetes,
             cluster_domain: domain.to_string(),
             state: Arc::new(state),
             multicluster,
@@ -602,6 +777,66 @@ mod tests {
             v
         };
         assert_eq!(services(&a), services(&b), "{text}");
+    }
+
+    #[test]
+    fn token_auth_is_validated_and_written_back() {
+        let base = EXAMPLE.replace("token_key = ", "# token_key = ");
+        let with = |extra: &str| {
+            let text = base.replacen("[identity]\n", &format!("[identity]\n{extra}\n"), 1);
+            Config::parse(&text, Path::new("/etc/remora"))
+        };
+        // Kubernetes tokens only: no token key needed; the audience defaults to Linkerd's.
+        let c = with(
+            "token_auth = [\"kubernetes\"]\nkubernetes = { jwks = \"sa-keys.json\", issuer = \"https://k8s.example\" }",
+        )
+        .unwrap();
+        assert_eq!(c.token_key, None);
+        let k = c.kubernetes.unwrap();
+        assert_eq!(k.jwks, Path::new("/etc/remora/sa-keys.json"));
+        assert_eq!(k.issuer.as_deref(), Some("https://k8s.example"));
+        assert_eq!(k.audience, "identity.l5d.io");
+        for (extra, field) in [
+            ("token_auth = []", "token_auth"),
+            ("token_auth = [\"oidc\"]", "token_auth"),
+            ("token_auth = [\"kubernetes\", \"kubernetes\"]", "twice"),
+            ("token_auth = [\"remora\"]", "token_key"),
+            ("token_auth = [\"kubernetes\"]", "jwks"),
+            (
+                "token_auth = [\"kubernetes\"]\nkubernetes = { jwks = \"k.json\", audience = \"\" }",
+                "audience",
+            ),
+            (
+                "token_auth = [\"kubernetes\"]\nkubernetes = { jwks = \"k.json\", bogus = 1 }",
+                "bogus",
+            ),
+            ("kubernetes = { jwks = \"k.json\" }", "does not include"),
+        ] {
+            let e = with(extra).unwrap_err();
+            assert!(e.contains(field), "{extra}: {e}");
+        }
+        // The default, Remora's tokens, still needs the token key.
+        assert!(with("").unwrap_err().contains("token_key"));
+        let c = Config::parse(EXAMPLE, Path::new("/etc/remora")).unwrap();
+        assert!(c.token_key.is_some() && c.kubernetes.is_none());
+
+        // Written as values, read back the same.
+        let text = base.replacen(
+            "[identity]\n",
+            "[identity]\ntoken_key = \"t.key\"\ntoken_auth = [\"remora\", \"kubernetes\"]\nkubernetes = { jwks = \"sa.json\" }\n",
+            1,
+        );
+        let raw = RawFile::from_toml(&text).unwrap();
+        assert_eq!(
+            raw.auth.token_auth.as_deref(),
+            Some(&["remora".to_string(), "kubernetes".to_string()][..])
+        );
+        let again = RawFile::from_toml(&raw.to_toml()).unwrap();
+        assert_eq!(again.auth, raw.auth);
+        assert_eq!(again.to_toml(), raw.to_toml());
+        let c = Config::parse(&raw.to_toml(), Path::new("/etc/remora")).unwrap();
+        assert_eq!(c.token_key.as_deref(), Some(Path::new("/etc/remora/t.key")));
+        assert!(c.kubernetes.is_some());
     }
 
     #[test]

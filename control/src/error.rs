@@ -54,6 +54,8 @@ pub enum Error {
     Issuer(#[from] IssuerError),
     #[error("token key {path}: {reason}")]
     TokenKey { path: PathBuf, reason: String },
+    #[error("service-account keys (identity.kubernetes.jwks) {0}")]
+    Jwks(String),
     #[error("trust anchors {path}: {reason}")]
     TrustAnchors { path: PathBuf, reason: String },
     #[error("cannot listen on {addr}: {source}")]

@@ -2,9 +2,17 @@
 //! it entitles the requested identity, checks the CSR, and signs a leaf with the cluster's
 //! issuer.
 //!
-//! Status codes (docs/wire-protocol.md#identities): `InvalidArgument` for a missing field, a malformed CSR or a bad
-//! token; `FailedPrecondition` when the token names another identity, the identity is not this
-//! cluster's, or the CSR does not match the identity; `Unavailable` when no issuer is usable.
+//! Tokens ([`TokenAuth`]) are Remora's own (`rmt1.`, [`crate::token`]) and/or Kubernetes
+//! service-account tokens ([`crate::sa_token`]), as `identity.token_auth` says; with both, a
+//! token starting `rmt1.` is Remora's and any other a service-account token.
+//!
+//! Status codes (docs/wire-protocol.md#identities): `InvalidArgument` for a missing field, a
+//! malformed CSR, a bad Remora token or a service-account token that is not a JWT at all;
+//! `FailedPrecondition` when the token does not authenticate the identity (a service-account
+//! token with a bad signature, another audience or issuer, out of its validity, or for another
+//! service account; a Remora token for another identity), the identity is not this cluster's,
+//! or the CSR does not match the identity; `Unavailable` when no issuer is usable. Every
+//! refusal is logged (never with the token) and counted by reason.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -19,14 +27,95 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::issuer::IssuerStore;
 use crate::metrics::IdentityMetrics;
+use crate::sa_token::{MAX_TOKEN_BYTES, SaTokenVerifier};
 use crate::token::{TokenError, TokenKey};
+
+/// The kinds of token Certify accepts (at least one is set).
+#[derive(Clone, Debug, Default)]
+pub struct TokenAuth {
+    /// Remora's tokens, verified with this key.
+    pub remora: Option<TokenKey>,
+    /// Kubernetes service-account tokens.
+    pub kubernetes: Option<SaTokenVerifier>,
+}
+
+impl From<TokenKey> for TokenAuth {
+    fn from(key: TokenKey) -> Self {
+        TokenAuth {
+            remora: Some(key),
+            kubernetes: None,
+        }
+    }
+}
+
+/// A refused token: the gRPC code, the metric reason and the message.
+type Refusal = (Code, &'static str, String);
+
+impl TokenAuth {
+    /// The identity `token` authenticates, which must be `requested`; `auth` names the kind
+    /// of token for the log.
+    fn authenticate(
+        &self,
+        token: &[u8],
+        requested: &Name,
+        now: SystemTime,
+    ) -> Result<&'static str, Refusal> {
+        let remora_form = token.trim_ascii_start().starts_with(b"rmt1.");
+        match (&self.remora, &self.kubernetes) {
+            (Some(key), None) => Self::remora(key, token, requested, now),
+            (Some(key), Some(_)) if remora_form => Self::remora(key, token, requested, now),
+            (_, Some(sa)) => match sa.verify(token, requested, now) {
+                Ok(_) => Ok("kubernetes"),
+                Err(e) => {
+                    let code = if e.is_malformed() {
+                        Code::InvalidArgument
+                    } else {
+                        Code::FailedPrecondition
+                    };
+                    Err((code, e.reason(), format!("service-account token: {e}")))
+                }
+            },
+            (None, None) => Err((
+                Code::Unavailable,
+                "no_token_auth",
+                "this control plane accepts no kind of token".into(),
+            )),
+        }
+    }
+
+    fn remora(
+        key: &TokenKey,
+        token: &[u8],
+        requested: &Name,
+        now: SystemTime,
+    ) -> Result<&'static str, Refusal> {
+        let claims = key.verify(token, now).map_err(|e| {
+            let reason = match e {
+                TokenError::Expired => "token_expired",
+                _ => "bad_token",
+            };
+            (Code::InvalidArgument, reason, format!("bad token: {e}"))
+        })?;
+        if claims.identity != *requested {
+            return Err((
+                Code::FailedPrecondition,
+                "not_authenticated",
+                format!(
+                    "the token authenticates {}, not {requested}",
+                    claims.identity
+                ),
+            ));
+        }
+        Ok("remora")
+    }
+}
 
 /// The identity service of one cluster.
 #[derive(Debug, Clone)]
 pub struct IdentityService {
     config: Arc<Config>,
     issuer: Arc<IssuerStore>,
-    tokens: TokenKey,
+    tokens: TokenAuth,
     metrics: IdentityMetrics,
 }
 
@@ -34,7 +123,7 @@ impl IdentityService {
     pub fn new(
         config: Arc<Config>,
         issuer: Arc<IssuerStore>,
-        tokens: TokenKey,
+        tokens: TokenAuth,
         metrics: IdentityMetrics,
     ) -> Self {
         IdentityService {
@@ -73,32 +162,21 @@ impl IdentityService {
                 format!("{e}"),
             )
         })?;
-        let claims = self
-            .tokens
-            .verify(&req.token, SystemTime::now())
-            .map_err(|e| {
-                let reason = match e {
-                    TokenError::Expired => "token_expired",
-                    _ => "bad_token",
-                };
-                self.refuse(
-                    requested,
-                    Code::InvalidArgument,
-                    reason,
-                    format!("bad token: {e}"),
-                )
-            })?;
-        if claims.identity != identity {
+        if req.token.len() > MAX_TOKEN_BYTES {
             return Err(self.refuse(
                 requested,
-                Code::FailedPrecondition,
-                "not_authenticated",
+                Code::InvalidArgument,
+                "bad_token",
                 format!(
-                    "the token authenticates {}, not {identity}",
-                    claims.identity
+                    "the token is {} bytes, more than the {MAX_TOKEN_BYTES} accepted",
+                    req.token.len()
                 ),
             ));
         }
+        let auth = self
+            .tokens
+            .authenticate(&req.token, &identity, SystemTime::now())
+            .map_err(|(code, reason, detail)| self.refuse(requested, code, reason, detail))?;
         if !self.config.owns(&identity) {
             return Err(self.refuse(
                 requested,
@@ -135,7 +213,7 @@ impl IdentityService {
             .valid_until
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        info!(%identity, valid_for = ?issued.valid_until.duration_since(SystemTime::now()).unwrap_or_default(), "issued");
+        info!(%identity, auth, valid_for = ?issued.valid_until.duration_since(SystemTime::now()).unwrap_or_default(), "issued");
         Ok(CertifyResponse {
             leaf_certificate: issued.leaf.to_vec(),
             intermediate_certificates: issued.intermediates.iter().map(|c| c.to_vec()).collect(),

@@ -15,7 +15,9 @@
 //! - [`destination`]: `Destination/Get` and `GetProfile`, incremental streams.
 //! - [`policy`]: the `[policy]` section and the two policy APIs.
 //! - [`reload`]: follows the config file and publishes each valid edit.
-//! - [`token`]: workload tokens (HMAC-signed, expiring).
+//! - [`token`]: Remora's workload tokens (HMAC-signed, expiring).
+//! - [`sa_token`]: Kubernetes service-account tokens, verified offline against the issuer's
+//!   keys.
 //! - [`issuer`]: issuer reloading and the control plane's serving certificate.
 //! - [`identity`]: the `Identity/Certify` service.
 //! - [`server`]: the gRPC and admin servers.
@@ -35,5 +37,6 @@ pub mod multicluster;
 pub mod policy;
 pub mod profile;
 pub mod reload;
+pub mod sa_token;
 pub mod server;
 pub mod token;

@@ -26,6 +26,8 @@ pub struct IdentityMetrics {
     refused: Family<Reason, Counter>,
     reloads: Family<Outcome, Counter>,
     issuer_expiry: Gauge,
+    jwks_reloads: Family<Outcome, Counter>,
+    jwks_keys: Gauge,
 }
 
 impl IdentityMetrics {
@@ -51,6 +53,16 @@ impl IdentityMetrics {
             "When the current issuer certificate expires (Unix seconds)",
             m.issuer_expiry.clone(),
         );
+        registry.register(
+            "identity_jwks_reloads",
+            "Service-account key (JWKS) reloads from disk, by result",
+            m.jwks_reloads.clone(),
+        );
+        registry.register(
+            "identity_jwks_keys",
+            "Service-account keys (JWKS) in use",
+            m.jwks_keys.clone(),
+        );
         m
     }
 
@@ -65,6 +77,20 @@ impl IdentityMetrics {
     pub fn reloaded(&self, ok: bool) {
         let result = if ok { "success" } else { "failure" };
         self.reloads.get_or_create(&Outcome { result }).inc();
+    }
+
+    /// A JWKS reload: `keys` is the number now in use (ignored on failure).
+    pub fn jwks_reloaded(&self, ok: bool, keys: usize) {
+        let result = if ok { "success" } else { "failure" };
+        self.jwks_reloads.get_or_create(&Outcome { result }).inc();
+        if ok {
+            self.jwks_keys.set(keys as i64);
+        }
+    }
+
+    /// The service-account keys loaded at start.
+    pub fn jwks_keys(&self, keys: usize) {
+        self.jwks_keys.set(keys as i64);
     }
 
     pub fn issuer_expiry(&self, at: SystemTime) {

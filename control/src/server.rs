@@ -36,13 +36,15 @@ use tracing::{debug, info};
 use crate::config::Config;
 use crate::destination::DestinationService;
 use crate::error::Error;
-use crate::identity::IdentityService;
+use crate::identity::{IdentityService, TokenAuth};
 use crate::issuer::{IssuerStore, ServingCert, watch};
 use crate::metrics::{DestinationMetrics, IdentityMetrics, PolicyMetrics};
 use crate::multicluster::pb::exports_server::ExportsServer;
 use crate::multicluster::{self, ExportsService, Mirrors, MulticlusterMetrics};
 use crate::policy::service::{InboundService, OutboundService};
 use crate::reload;
+use crate::sa_token::jwks::{self, JwksStore};
+use crate::sa_token::{Rules, SaTokenVerifier};
 use crate::token::TokenKey;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -110,7 +112,7 @@ pub struct Control {
     grpc: TcpListener,
     admin: TcpListener,
     issuer: Arc<IssuerStore>,
-    tokens: TokenKey,
+    tokens: TokenAuth,
     anchors: TrustAnchors,
     drain: Drain,
     /// The config file, followed for edits (none: the config is fixed).
@@ -119,17 +121,11 @@ pub struct Control {
 }
 
 impl Control {
-    /// Loads the issuer, the token key and the trust anchors, and binds both listeners. With a
-    /// `path`, edits of that file are followed.
+    /// Loads the issuer, the token key and/or the service-account keys, and the trust anchors,
+    /// and binds both listeners. With a `path`, edits of that file are followed.
     pub fn bind(config: Config, path: Option<PathBuf>) -> Result<Control, Error> {
         let issuer = IssuerStore::load(&config.issuer_cert, &config.issuer_key)?;
-        let token_key = |reason: String| Error::TokenKey {
-            path: config.token_key.clone(),
-            reason,
-        };
-        let token_text =
-            std::fs::read_to_string(&config.token_key).map_err(|e| token_key(e.to_string()))?;
-        let tokens = TokenKey::from_hex(&token_text).map_err(|e| token_key(e.to_string()))?;
+        let tokens = token_auth(&config)?;
         let anchors = |reason: String| Error::TrustAnchors {
             path: config.trust_anchors.clone(),
             reason,
@@ -212,6 +208,10 @@ impl Control {
             metrics.clone(),
             ISSUER_POLL,
         ));
+        let jwks_watcher = self.tokens.kubernetes.as_ref().map(|sa| {
+            metrics.jwks_keys(sa.keys().current().keys.len());
+            tokio::spawn(jwks::watch(sa.keys().clone(), metrics.clone(), ISSUER_POLL))
+        });
         let identity = IdentityServer::new(IdentityService::new(
             self.config.clone(),
             self.issuer.clone(),
@@ -315,6 +315,9 @@ impl Control {
             }
         };
         watcher.abort();
+        if let Some(w) = jwks_watcher {
+            w.abort();
+        }
         admin.abort();
         for t in tasks {
             t.abort();
@@ -324,6 +327,35 @@ impl Control {
         }
         Ok(res?)
     }
+}
+
+/// The token verifiers `config` asks for, their keys loaded.
+fn token_auth(config: &Config) -> Result<TokenAuth, Error> {
+    let remora = match &config.token_key {
+        Some(path) => {
+            let err = |reason: String| Error::TokenKey {
+                path: path.clone(),
+                reason,
+            };
+            let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+            Some(TokenKey::from_hex(&text).map_err(|e| err(e.to_string()))?)
+        }
+        None => None,
+    };
+    let kubernetes = match &config.kubernetes {
+        Some(k) => {
+            let store = JwksStore::load(&k.jwks).map_err(Error::Jwks)?;
+            let rules = Rules {
+                audience: k.audience.clone(),
+                issuer: k.issuer.clone(),
+                trust_domain: config.trust_domain.clone(),
+                control_plane_ns: config.control_plane_ns.clone(),
+            };
+            Some(SaTokenVerifier::new(rules, Arc::new(store)))
+        }
+        None => None,
+    };
+    Ok(TokenAuth { remora, kubernetes })
 }
 
 /// How long open streams (discovery watches, linked control planes' export watches, which never

@@ -69,11 +69,18 @@ fn fixture() -> Fixture {
         cert_lifetime = "1h"
     "#;
     let config = Config::parse(toml, &dir).unwrap();
-    let tokens = TokenKey::from_hex(&std::fs::read_to_string(&config.token_key).unwrap()).unwrap();
+    let tokens =
+        TokenKey::from_hex(&std::fs::read_to_string(config.token_key.as_ref().unwrap()).unwrap())
+            .unwrap();
     let issuer = Arc::new(IssuerStore::load(&config.issuer_cert, &config.issuer_key).unwrap());
     let mut registry = remora_metrics::Registry::default();
     let metrics = IdentityMetrics::register(&mut registry);
-    let service = IdentityService::new(Arc::new(config), issuer.clone(), tokens.clone(), metrics);
+    let service = IdentityService::new(
+        Arc::new(config),
+        issuer.clone(),
+        tokens.clone().into(),
+        metrics,
+    );
     Fixture {
         dir,
         root,
@@ -273,4 +280,127 @@ fn issuer_files_are_reloaded_and_bad_ones_rejected() {
     std::fs::write(f.dir.join("issuer.key"), other.key_pem()).unwrap();
     assert!(matches!(f.issuer.reload_if_changed(), Reload::Rejected(_)));
     assert_eq!(f.issuer.current().cert, new_issuer.cert);
+}
+
+/// A control plane accepting both kinds of token: Remora's, and service-account tokens signed
+/// by `issuer` (its JWKS written beside the config), for the audience `identity.l5d.io` and the
+/// default issuer.
+fn sa_fixture(issuer: &remora_control::sa_token::mint::Minter) -> Fixture {
+    use remora_control::sa_token::jwks::JwksStore;
+    use remora_control::sa_token::{Rules, SaTokenVerifier};
+    let mut f = fixture();
+    std::fs::write(
+        f.dir.join("sa-keys.json"),
+        remora_control::sa_token::mint::Minter::jwks(&[issuer]),
+    )
+    .unwrap();
+    let toml = r#"
+        [cluster]
+        name = "east"
+        trust_domain = "east.example"
+        [identity]
+        trust_anchors = "root.pem"
+        issuer_cert = "issuer.pem"
+        issuer_key = "issuer.key"
+        token_key = "token.key"
+        cert_lifetime = "1h"
+        token_auth = ["remora", "kubernetes"]
+        [identity.kubernetes]
+        jwks = "sa-keys.json"
+        issuer = "https://kubernetes.default.svc.cluster.local"
+    "#;
+    let config = Config::parse(toml, &f.dir).unwrap();
+    let k = config.kubernetes.clone().unwrap();
+    assert_eq!(k.audience, "identity.l5d.io");
+    let rules = Rules {
+        audience: k.audience,
+        issuer: k.issuer,
+        trust_domain: config.trust_domain.clone(),
+        control_plane_ns: config.control_plane_ns.clone(),
+    };
+    let sa = SaTokenVerifier::new(rules, Arc::new(JwksStore::load(&k.jwks).unwrap()));
+    let mut registry = remora_metrics::Registry::default();
+    let metrics = IdentityMetrics::register(&mut registry);
+    let auth = remora_control::identity::TokenAuth {
+        remora: Some(f.tokens.clone()),
+        kubernetes: Some(sa),
+    };
+    f.service = IdentityService::new(Arc::new(config), f.issuer.clone(), auth, metrics);
+    f.registry = registry;
+    f
+}
+
+#[test]
+fn service_account_tokens_certify_their_own_identity_only() {
+    use remora_control::sa_token::mint::{Minter, SaClaims};
+    let issuer = Minter::generate_es256("sa-1").unwrap();
+    let f = sa_fixture(&issuer);
+    let key = generate_key().unwrap();
+    let good_csr = csr(&key, &web()).unwrap();
+    let claims = |sa: &str| SaClaims::new("shop", sa, SystemTime::now(), Duration::from_secs(600));
+
+    // web's projected token, as linkerd2-proxy sends it (the file's bytes), and Remora's own
+    // token beside it.
+    let rsp = f
+        .service
+        .certify_request(request(
+            &web(),
+            issuer.token(&claims("web")),
+            good_csr.clone(),
+        ))
+        .unwrap();
+    assert!(!rsp.leaf_certificate.is_empty());
+    assert!(
+        f.service
+            .certify_request(request(
+                &web(),
+                f.tokens.mint(&web(), DAY),
+                good_csr.clone()
+            ))
+            .is_ok()
+    );
+
+    // db's token for web's identity; a token of another issuer; one expired; one for another
+    // audience: all FailedPrecondition, none issued.
+    let stranger = Minter::generate_es256("sa-1").unwrap();
+    let mut expired = claims("web");
+    expired.issued_at -= 7200;
+    expired.not_before -= 7200;
+    expired.expires -= 7200;
+    let mut audience = claims("web");
+    audience.audience = vec!["https://kubernetes.default.svc".into()];
+    for (token, why) in [
+        (issuer.token(&claims("db")), "another service account"),
+        (stranger.token(&claims("web")), "another issuer's key"),
+        (issuer.token(&expired), "expired"),
+        (issuer.token(&audience), "another audience"),
+    ] {
+        let status = f
+            .service
+            .certify_request(request(&web(), token, good_csr.clone()))
+            .unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{why}: {status:?}");
+    }
+    // Not a JWT at all: InvalidArgument; and oversize: InvalidArgument, before any check.
+    assert_eq!(
+        code(&f, request(&web(), "not.a-jwt".into(), good_csr.clone())),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(&f, request(&web(), "x".repeat(20_000), good_csr.clone())),
+        Code::InvalidArgument
+    );
+    let m = metrics(&f);
+    for (reason, n) in [
+        ("not_authenticated", 1),
+        ("sa_token_signature", 1),
+        ("token_expired", 1),
+        ("sa_token_audience", 1),
+        ("sa_token_malformed", 1),
+        ("bad_token", 1),
+    ] {
+        let line = format!("identity_certs_refused_total{{reason=\"{reason}\"}} {n}");
+        assert!(m.contains(&line), "missing {line} in\n{m}");
+    }
+    assert!(m.contains("identity_certs_issued_total 2"), "{m}");
 }

@@ -17,6 +17,10 @@
 //!   label set and counter.
 //! - [`histogram`]: the latency histogram with Linkerd's bucket bounds.
 //! - [`identity`]: certificate expiry and renewal outcomes.
+//! - [`inbound_policy`]: Linkerd's inbound authorization, route-not-found, rate-limit and
+//!   termination counters (`inbound_http_authz_*`, `inbound_tcp_authz_*`, ...).
+//! - [`outbound_route`]: Linkerd's outbound route families for policy-routed traffic
+//!   (`outbound_{http,grpc}_route_*`, `outbound_{tcp,tls}_route_*`).
 //! - [`client`]: calls to the control plane (count by result, latency).
 //! - [`process`]: the standard `process_*` families (CPU, memory, descriptors, start time),
 //!   read from `/proc/self` at each scrape.
@@ -29,7 +33,9 @@ pub mod golden;
 pub mod histogram;
 pub mod http;
 pub mod identity;
+pub mod inbound_policy;
 pub mod labels;
+pub mod outbound_route;
 pub mod process;
 pub mod series;
 pub mod tcp;

@@ -10,6 +10,8 @@ use remora_metrics::Registry;
 use remora_metrics::client::ControlClientMetrics;
 use remora_metrics::http::HttpMetrics;
 use remora_metrics::identity::IdentityMetrics;
+use remora_metrics::inbound_policy::InboundPolicyMetrics;
+use remora_metrics::outbound_route::OutboundRouteMetrics;
 use remora_metrics::series::SeriesLimits;
 use remora_metrics::tcp::{Direction, TcpMetrics};
 use remora_runtime::admin::{self, AdminState, DebugReport};
@@ -52,6 +54,10 @@ pub struct Proxy {
     registry: Registry,
     tcp_metrics: TcpMetrics,
     http_metrics: HttpMetrics,
+    /// Linkerd's outbound route families (outbound policy).
+    outbound_routes: OutboundRouteMetrics,
+    /// Linkerd's inbound policy families (`inbound_http_authz_*`, `inbound_tcp_authz_*`, ...).
+    inbound_policy_metrics: InboundPolicyMetrics,
     creds: Option<CredsRx>,
     resolver: Option<Arc<Resolver>>,
     /// The policy service, when configured.
@@ -110,6 +116,8 @@ impl Proxy {
         let series = SeriesLimits::register(&mut registry, config.metrics);
         let tcp_metrics = TcpMetrics::register_with(&mut registry, &series);
         let http_metrics = HttpMetrics::register(&mut registry, &series);
+        let outbound_routes = OutboundRouteMetrics::register(&mut registry, &series);
+        let inbound_policy_metrics = InboundPolicyMetrics::register(&mut registry, &series);
         let identity_metrics = IdentityMetrics::register(&mut registry);
         let client_metrics = ControlClientMetrics::register(&mut registry);
         remora_metrics::process::register(&mut registry);
@@ -171,6 +179,8 @@ impl Proxy {
             registry,
             tcp_metrics,
             http_metrics,
+            outbound_routes,
+            inbound_policy_metrics,
             creds,
             resolver,
             policy,
@@ -219,6 +229,7 @@ impl Proxy {
         let mut own_listeners = self.outbound_addrs();
         own_listeners.extend(self.inbound_addrs());
         own_listeners.extend(self.admin_addr());
+        let admin_port = self.admin_addr().map(|a| a.port());
         let registry = Arc::new(self.registry);
         let ready = Arc::new(AtomicBool::new(false));
         let cfg = &self.config;
@@ -278,6 +289,7 @@ impl Proxy {
                 http: cfg.outbound_http,
                 ingress: cfg.ingress,
             },
+            self.outbound_routes.clone(),
         );
         let trust_domain = cfg.identity.as_ref().and_then(|i| {
             remora_identity::WorkloadId::try_from(i.name.clone())
@@ -331,6 +343,9 @@ impl Proxy {
                     trust_domain,
                     cluster_networks: cfg.cluster_networks.clone(),
                 },
+                ports: cfg.inbound_ports.clone(),
+                admin_port,
+                policy_metrics: self.inbound_policy_metrics.clone(),
                 http: cfg.inbound_http,
             },
             gateway,

@@ -74,6 +74,13 @@ pub enum ProxyError {
     /// Gateway: the request already passed this gateway.
     #[error("the request already passed this gateway")]
     GatewayLoop,
+    /// Outbound: what a target's outbound policy (routes, filters, backends) answered.
+    #[error("{0}")]
+    Route(RouteError),
+    /// Inbound: what the port's policy answered instead of the app (see the inbound policy
+    /// block below).
+    #[error("{0}")]
+    Policy(PolicyRefusal),
 }
 
 impl ProxyError {
@@ -91,6 +98,8 @@ impl ProxyError {
             | ProxyError::Upstream { .. }
             | ProxyError::NotReplayable
             | ProxyError::App { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::Route(e) => e.status(),
+            ProxyError::Policy(r) => r.status(),
         }
     }
 
@@ -108,6 +117,8 @@ impl ProxyError {
             ProxyError::Upstream { .. } | ProxyError::NotReplayable => "upstream",
             ProxyError::App { .. } => "app",
             ProxyError::Denied(d) => d.as_str(),
+            ProxyError::Route(e) => e.reason(),
+            ProxyError::Policy(r) => r.reason(),
         }
     }
 
@@ -124,7 +135,9 @@ impl ProxyError {
             | ProxyError::Timeout(_)
             | ProxyError::NotReplayable
             | ProxyError::Denied(_)
-            | ProxyError::GatewayLoop => Origin::Proxy,
+            | ProxyError::GatewayLoop
+            | ProxyError::Route(_)
+            | ProxyError::Policy(_) => Origin::Proxy,
         }
     }
 
@@ -189,6 +202,313 @@ fn sanitize(reason: &str) -> String {
         })
         .take(512)
         .collect()
+}
+
+// ---- Outbound policy: the answers of routes, filters and backends ----
+
+/// What an outbound policy's route answered instead of the target, as linkerd2-proxy's
+/// outbound answers it (its `ServerRescue`): the status (and gRPC status, for gRPC requests),
+/// whether the client connection is closed, and the `l5d-proxy-error` text.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// No route of the policy matches the request.
+    #[error("no route found for request")]
+    NoRoute,
+    /// A `RequestRedirect` filter.
+    #[error("request redirected to {}", location.to_str().unwrap_or("an opaque location"))]
+    Redirect {
+        status: StatusCode,
+        location: HeaderValue,
+    },
+    /// A redirect that could not be built (a prefix replacement without a prefix match).
+    #[error("invalid redirect: {0}")]
+    InvalidRedirect(&'static str),
+    /// An `HttpFailureInjector` filter.
+    #[error("HTTP request configured to fail with {status}: {message}")]
+    Injected {
+        status: StatusCode,
+        message: std::sync::Arc<str>,
+    },
+    /// A `GrpcFailureInjector` filter.
+    #[error("gRPC request configured to fail with {code}: {message}")]
+    GrpcInjected {
+        code: u16,
+        message: std::sync::Arc<str>,
+    },
+    /// The policy cannot be applied to the request.
+    #[error("invalid client policy: {0}")]
+    InvalidPolicy(&'static str),
+    /// The chosen backend had no endpoint to take the request within its failfast timeout.
+    #[error("{0} service in fail-fast")]
+    FailFast(String),
+    /// No backend of the route could take the request (an empty distribution, or every
+    /// backend unavailable).
+    #[error("no backend of the route is available")]
+    LoadShed,
+    /// A route timeout: the request's (`request`), the response's (`response`), or an
+    /// attempt's (`response headers`).
+    #[error("{kind} timeout after {after:?}")]
+    Timeout { kind: &'static str, after: Duration },
+    /// A backend the policy names without a way to reach it.
+    #[error("{0}")]
+    DispatcherFailed(String),
+}
+
+impl RouteError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            RouteError::NoRoute => StatusCode::NOT_FOUND,
+            RouteError::Redirect { status, .. } | RouteError::Injected { status, .. } => *status,
+            RouteError::GrpcInjected { .. } => StatusCode::OK,
+            RouteError::InvalidRedirect(_) | RouteError::InvalidPolicy(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            RouteError::FailFast(_) | RouteError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            RouteError::LoadShed => StatusCode::SERVICE_UNAVAILABLE,
+            RouteError::DispatcherFailed(_) => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The gRPC status a gRPC client gets.
+    pub fn grpc_status(&self) -> u16 {
+        match self {
+            RouteError::NoRoute | RouteError::Redirect { .. } => 5,
+            RouteError::Injected { .. } => 9,
+            RouteError::GrpcInjected { code, .. } => *code,
+            RouteError::InvalidRedirect(_) | RouteError::InvalidPolicy(_) => 13,
+            RouteError::FailFast(_) | RouteError::Timeout { .. } => 4,
+            RouteError::LoadShed | RouteError::DispatcherFailed(_) => 14,
+        }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RouteError::NoRoute => "no_route",
+            RouteError::Redirect { .. } => "redirect",
+            RouteError::InvalidRedirect(_) => "invalid_redirect",
+            RouteError::Injected { .. } | RouteError::GrpcInjected { .. } => "injected_failure",
+            RouteError::InvalidPolicy(_) => "invalid_policy",
+            RouteError::FailFast(_) => "fail_fast",
+            RouteError::LoadShed => "load_shed",
+            RouteError::Timeout { .. } => "timeout",
+            RouteError::DispatcherFailed(_) => "dispatcher_failed",
+        }
+    }
+
+    /// Whether the client's connection is closed after the answer (linkerd2-proxy closes it
+    /// when another replica might do better).
+    pub fn closes(&self) -> bool {
+        matches!(
+            self,
+            RouteError::InvalidRedirect(_)
+                | RouteError::InvalidPolicy(_)
+                | RouteError::FailFast(_)
+                | RouteError::LoadShed
+                | RouteError::DispatcherFailed(_)
+        )
+    }
+
+    /// Whether it is the route's answer rather than a failure (redirects and injected
+    /// failures are logged at debug, not as errors).
+    fn is_answer(&self) -> bool {
+        matches!(
+            self,
+            RouteError::Redirect { .. }
+                | RouteError::Injected { .. }
+                | RouteError::GrpcInjected { .. }
+        )
+    }
+}
+
+/// The response to a policy-routed request for `err`: logged, counted in
+/// `http_proxy_errors_total`, marked with its reason for the golden metrics; gRPC-shaped
+/// (HTTP 200, `grpc-status`, `grpc-message`) when `grpc`, and annotated with
+/// `l5d-proxy-error` when `annotate`.
+pub fn respond_route(
+    err: RouteError,
+    metrics: &HttpMetrics,
+    grpc: bool,
+    annotate: bool,
+) -> Response<Body> {
+    let detail = err.to_string();
+    let status = if grpc { StatusCode::OK } else { err.status() };
+    if err.is_answer() {
+        tracing::debug!(status = status.as_u16(), reason = err.reason(), detail = %detail, "answering for the route");
+    } else {
+        warn!(
+            status = status.as_u16(),
+            reason = err.reason(),
+            detail = %detail,
+            "answering with an error"
+        );
+    }
+    metrics.error(Direction::Outbound, status.as_u16(), err.reason());
+    let mut rsp = Response::new(boxed(http_body_util::Empty::<Bytes>::new()));
+    *rsp.status_mut() = status;
+    let headers = rsp.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    let message = HeaderValue::from_str(&sanitize(&detail)).ok();
+    if grpc {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from(err.grpc_status()));
+        if annotate && let Some(m) = &message {
+            headers.insert("grpc-message", m.clone());
+        }
+    }
+    if annotate && let Some(m) = message {
+        headers.insert(L5D_PROXY_ERROR, m);
+    }
+    if let RouteError::Redirect { location, .. } = &err {
+        headers.insert(header::LOCATION, location.clone());
+    }
+    if err.closes() {
+        rsp.extensions_mut()
+            .insert(crate::http::server::CloseConnection);
+    }
+    rsp.extensions_mut().insert(ErrorReason(err.reason()));
+    rsp
+}
+
+// ---- Inbound policy: what a port's policy answers instead of the app ----
+
+/// What the inbound answers a request its port's policy does not let through to the app,
+/// as linkerd2-proxy's inbound does (`ServerRescue`): no route (404, gRPC `NOT_FOUND`), no
+/// authorization (403, `PERMISSION_DENIED`), the rate limit (429, `RESOURCE_EXHAUSTED`), a
+/// route's redirect (its status and `location`), an injected failure (its status or gRPC
+/// code), a policy that cannot be applied (500, `INTERNAL`, and the connection closed).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyRefusal {
+    #[error("no route found for request")]
+    RouteNotFound,
+    #[error("unauthorized request on route: {0}")]
+    Unauthorized(crate::inbound::policy::Denied),
+    #[error("{0}")]
+    RateLimited(crate::inbound::policy::ratelimit::Limited),
+    #[error("request redirected to {location}")]
+    Redirect {
+        status: StatusCode,
+        location: http::Uri,
+    },
+    #[error("invalid redirect: {0}")]
+    InvalidRedirect(String),
+    #[error("invalid server policy: {0}")]
+    InvalidPolicy(&'static str),
+    #[error("HTTP request configured to fail with {0}: {1}")]
+    Injected(StatusCode, std::sync::Arc<str>),
+    #[error("gRPC request configured to fail with {0}: {1}")]
+    GrpcInjected(u16, std::sync::Arc<str>),
+}
+
+impl PolicyRefusal {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            PolicyRefusal::RouteNotFound => StatusCode::NOT_FOUND,
+            PolicyRefusal::Unauthorized(_) => StatusCode::FORBIDDEN,
+            PolicyRefusal::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            PolicyRefusal::Redirect { status, .. } | PolicyRefusal::Injected(status, _) => *status,
+            PolicyRefusal::GrpcInjected(..) => StatusCode::OK,
+            PolicyRefusal::InvalidRedirect(_) | PolicyRefusal::InvalidPolicy(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    /// The gRPC status a gRPC client gets.
+    pub fn grpc_status(&self) -> u16 {
+        match self {
+            PolicyRefusal::RouteNotFound | PolicyRefusal::Redirect { .. } => 5,
+            PolicyRefusal::Unauthorized(_) => 7,
+            PolicyRefusal::RateLimited(_) => 8,
+            PolicyRefusal::GrpcInjected(code, _) => *code,
+            PolicyRefusal::Injected(..)
+            | PolicyRefusal::InvalidRedirect(_)
+            | PolicyRefusal::InvalidPolicy(_) => 13,
+        }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PolicyRefusal::RouteNotFound => "route_not_found",
+            PolicyRefusal::Unauthorized(d) => d.as_str(),
+            PolicyRefusal::RateLimited(_) => "rate_limited",
+            PolicyRefusal::Redirect { .. } => "redirect",
+            PolicyRefusal::InvalidRedirect(_) => "invalid_redirect",
+            PolicyRefusal::InvalidPolicy(_) => "invalid_policy",
+            PolicyRefusal::Injected(..) | PolicyRefusal::GrpcInjected(..) => "injected_failure",
+        }
+    }
+
+    /// Whether the client's connection is closed after the answer.
+    pub fn closes(&self) -> bool {
+        matches!(
+            self,
+            PolicyRefusal::InvalidRedirect(_) | PolicyRefusal::InvalidPolicy(_)
+        )
+    }
+}
+
+/// The response to a request the inbound policy answered (logged by the policy, not here):
+/// empty, counted in `http_proxy_errors_total` and marked with its reason for the golden
+/// metrics (a redirect is neither); gRPC-shaped (HTTP 200 with `grpc-status`, trailers-only)
+/// when `grpc`; `l5d-proxy-error` (and for gRPC `grpc-message`) only when `annotate`: to a
+/// meshed peer with an identity, never to other clients.
+pub fn respond_refusal(
+    refusal: PolicyRefusal,
+    metrics: &HttpMetrics,
+    grpc: bool,
+    annotate: bool,
+) -> Response<Body> {
+    let status = if grpc {
+        StatusCode::OK
+    } else {
+        refusal.status()
+    };
+    let redirect = matches!(refusal, PolicyRefusal::Redirect { .. });
+    if !redirect {
+        metrics.error(Direction::Inbound, status.as_u16(), refusal.reason());
+    }
+    let mut rsp = Response::new(boxed(http_body_util::Empty::<Bytes>::new()));
+    *rsp.status_mut() = status;
+    let headers = rsp.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    let message = annotate
+        .then(|| HeaderValue::from_str(&sanitize(&refusal.to_string())).ok())
+        .flatten();
+    if grpc {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        headers.insert("grpc-status", HeaderValue::from(refusal.grpc_status()));
+        if let Some(m) = &message {
+            headers.insert("grpc-message", m.clone());
+        }
+    }
+    if let Some(m) = message {
+        headers.insert(L5D_PROXY_ERROR, m);
+    }
+    if let PolicyRefusal::Redirect { location, .. } = &refusal
+        && let Ok(v) = HeaderValue::from_str(&location.to_string())
+    {
+        headers.insert(header::LOCATION, v);
+    }
+    if refusal.closes() {
+        if annotate {
+            headers.insert(
+                crate::http::L5D_PROXY_CONNECTION,
+                HeaderValue::from_static("close"),
+            );
+        }
+        rsp.extensions_mut()
+            .insert(crate::http::server::CloseConnection);
+    }
+    if !redirect {
+        rsp.extensions_mut().insert(ErrorReason(refusal.reason()));
+    }
+    rsp
 }
 
 #[cfg(test)]

@@ -7,6 +7,11 @@
 //! [`ClusterPlane::linkerd2_pod`] runs linkerd2-proxy itself under such a control plane: the
 //! environment Linkerd's injector renders, its control-plane addresses pointed at
 //! `remora control` by IP.
+//!
+//! A control plane may also accept Kubernetes service-account tokens
+//! ([`ControlPlane::accept_sa_tokens`]): the test plays the cluster's service-account issuer
+//! with a [`Minter`], whose public key is the JWKS file, and writes projected-token files
+//! ([`ControlPlane::sa_token_file`]) as the kubelet would.
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::PermissionsExt;
@@ -15,9 +20,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use remora_control::config::{
-    RawCluster, RawConfig, RawFile, RawIdentity, RawLink, RawMulticluster, RawServer,
+    RawCluster, RawConfig, RawFile, RawIdentity, RawKubernetesAuth, RawLink, RawMulticluster,
+    RawServer, RawTokenAuth,
 };
 use remora_control::policy::RawPolicy;
+use remora_control::sa_token::mint::{Minter, SaClaims};
 
 use crate::admin;
 use crate::apps::{App, connect_in};
@@ -131,6 +138,7 @@ impl Pki {
             process: None,
             config,
             policy: RawPolicy::default(),
+            auth: RawTokenAuth::default(),
         };
         cp.write_config();
         cp
@@ -164,6 +172,8 @@ pub struct ControlPlane {
     config: RawConfig,
     /// Its `[policy]` section.
     policy: RawPolicy,
+    /// Its `identity.token_auth` and `[identity.kubernetes]`.
+    auth: RawTokenAuth,
 }
 
 impl ControlPlane {
@@ -175,6 +185,7 @@ impl ControlPlane {
         let config = RawFile {
             config: self.config.clone(),
             policy: self.policy.clone(),
+            auth: self.auth.clone(),
         }
         .to_toml();
         // Atomically, as editors and config-map updates do.
@@ -189,6 +200,53 @@ impl ControlPlane {
         self.config.identity.cert_lifetime = lifetime.to_string();
         self.write_config();
         self
+    }
+
+    /// Makes Certify accept the token kinds `kinds` (`remora`, `kubernetes`); with
+    /// `kubernetes`, the service-account tokens `issuers` sign (their keys become the JWKS file
+    /// `sa-keys.json`), for the audience `identity.l5d.io` and, when given, the issuer `iss`.
+    /// Read at start.
+    pub fn accept_sa_tokens(&mut self, kinds: &[&str], issuers: &[&Minter], iss: Option<&str>) {
+        self.auth = RawTokenAuth {
+            token_auth: Some(kinds.iter().map(|k| k.to_string()).collect()),
+            kubernetes: kinds.contains(&"kubernetes").then(|| RawKubernetesAuth {
+                jwks: "sa-keys.json".into(),
+                issuer: iss.map(str::to_string),
+                audience: None,
+            }),
+        };
+        self.set_sa_keys(issuers);
+        self.write_config();
+    }
+
+    /// Rewrites the JWKS file with the keys of `issuers` (a running control plane reloads it
+    /// within a second).
+    pub fn set_sa_keys(&self, issuers: &[&Minter]) {
+        let tmp = self.dir.join("sa-keys.json.tmp");
+        std::fs::write(&tmp, Minter::jwks(issuers)).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::rename(&tmp, self.dir.join("sa-keys.json")).unwrap();
+    }
+
+    /// Writes a projected service-account token for workload `sa` in namespace `ns`, signed by
+    /// `issuer` (valid for an hour, audience `identity.l5d.io`, the default issuer), as the
+    /// kubelet writes it (no newline); returns its path.
+    pub fn sa_token_file(&self, issuer: &Minter, sa: &str, ns: &str) -> PathBuf {
+        let claims = SaClaims::new(
+            ns,
+            sa,
+            std::time::SystemTime::now(),
+            Duration::from_secs(3600),
+        );
+        self.write_token_file(&format!("{sa}.{ns}.sa-token"), &issuer.token(&claims))
+    }
+
+    /// Writes `token` as token file `name`; returns its path.
+    pub fn write_token_file(&self, name: &str, token: &str) -> PathBuf {
+        let path = self.dir.join("tokens").join(name);
+        std::fs::write(&path, token).unwrap();
+        world_readable(&self.dir);
+        path
     }
 
     /// Sets `cluster.outbound_transport_mode` (`transport-header`, the default, or `legacy`); a
@@ -376,8 +434,13 @@ impl ControlPlane {
         path
     }
 
-    /// The proxy environment for workload `sa` in namespace `ns`.
+    /// The proxy environment for workload `sa` in namespace `ns`, with a Remora token.
     pub fn proxy_env(&self, sa: &str, ns: &str) -> Vec<(String, String)> {
+        self.proxy_env_with_token(sa, ns, &self.token_file(sa, ns))
+    }
+
+    /// The proxy environment for workload `sa` in namespace `ns`, with the token file `token`.
+    pub fn proxy_env_with_token(&self, sa: &str, ns: &str, token: &Path) -> Vec<(String, String)> {
         let mut env = vec![
             ("REMORA_IDENTITY_NAME".to_string(), self.identity(sa, ns)),
             (
@@ -386,7 +449,7 @@ impl ControlPlane {
             ),
             (
                 "REMORA_IDENTITY_TOKEN_FILE".into(),
-                self.token_file(sa, ns).display().to_string(),
+                token.display().to_string(),
             ),
             ("REMORA_IDENTITY_ADDR".into(), self.addr.to_string()),
         ];
@@ -575,6 +638,23 @@ impl ClusterPlane {
         sa: &str,
         apps: Vec<(App, u16)>,
     ) -> Linkerd2Pod {
+        let token = self.cp.token_file(sa, "shop");
+        self.linkerd2_pod_with_token(net, program, name, sa, apps, &token)
+            .await
+    }
+
+    /// As [`ClusterPlane::linkerd2_pod`], with the token file `token_file` (e.g. a projected
+    /// service-account token from [`ControlPlane::sa_token_file`], whose bytes linkerd2-proxy
+    /// sends as its token, as in Kubernetes).
+    pub async fn linkerd2_pod_with_token(
+        &self,
+        net: &crate::Net,
+        program: &Path,
+        name: &str,
+        sa: &str,
+        apps: Vec<(App, u16)>,
+        token_file: &Path,
+    ) -> Linkerd2Pod {
         let cp = &self.cp;
         let ns = "shop";
         let files = std::env::temp_dir().join(netns::unique(&format!("l2p-{name}")));
@@ -583,7 +663,6 @@ impl ClusterPlane {
         let identity = cp.identity(sa, ns);
         let identity_dir = crate::linkerd::proxy_dir(&files, "end-entity");
         crate::linkerd::write_identity_documents(&identity_dir, &identity);
-        let token_file = cp.token_file(sa, ns);
         let anchors = format!(
             "{}\n",
             std::fs::read_to_string(&cp.root).unwrap().trim_end()
@@ -601,7 +680,7 @@ impl ClusterPlane {
             ports: &ports,
             anchors_pem: &anchors,
             identity_dir: &identity_dir,
-            token_file: &token_file,
+            token_file,
         }
         .render();
         let addr = cp.addr.to_string();

@@ -34,6 +34,9 @@
 //! - [`services`]: builds the `[[services]]` of a cluster config.
 //! - [`tls`]: test certificates, TLS clients and servers in pods, hand-made ClientHellos.
 //! - [`admin`]: a tiny HTTP client for the proxies' admin endpoints, and a metrics reader.
+//! - [`inbound_servers`]: `Server` messages (inbound policy) for the Linkerd-shaped plane.
+//! - [`outbound_policies`]: `OutboundPolicy` messages and a client/two-servers mesh to try
+//!   them in.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -44,11 +47,13 @@ pub mod control;
 pub mod explicit;
 pub mod http;
 pub mod image;
+pub mod inbound_servers;
 pub mod inproc;
 pub mod linkerd;
 pub mod local;
 pub mod net;
 pub mod netns;
+pub mod outbound_policies;
 pub mod router;
 pub mod services;
 pub mod tls;

@@ -12,6 +12,9 @@
 //!         ─► catalog-west      (direct, flat)
 //! load: GET web/fanout on both front ends, `--rate` per second each
 //! ```
+//!
+//! With `--linkerd2-proxy PATH` some of those pods run linkerd2-proxy instead of Remora
+//! ([`linkerd2`]), under the same control planes.
 
 //!
 //! # Layout
@@ -21,7 +24,9 @@
 //! - [`netns`]: `--netns`: the namespaces, the router (with `remora_init::router`'s rules)
 //!   and how the demo reaches the pods.
 //! - [`watch`]: traffic, the live view and the summary.
+//! - [`linkerd2`]: `--linkerd2-proxy`: which pods run it, and their environment.
 
+mod linkerd2;
 mod netns;
 mod topology;
 mod watch;
@@ -49,7 +54,12 @@ use netns::{Dialer, Netns, run};
                   a slow one (timeouts bound it); west's front end calls back into east over the \
                   flat link. Traffic generators drive both front ends while a live view shows \
                   the golden metrics; at the end (--duration, or Ctrl-C) every process is \
-                  stopped, the temporary directory removed, and a summary printed."
+                  stopped, the temporary directory removed, and a summary printed. With \
+                  --linkerd2-proxy PATH, the server pods every path ends at (east's api, west's \
+                  api and catalog) run that linkerd2-proxy binary instead of Remora, under the \
+                  same remora control; the summary lists which proxy each pod runs. It implies \
+                  --netns (root): linkerd2-proxy needs every accepted connection's original \
+                  destination, which only iptables' conntrack in a pod's namespace gives."
 )]
 pub struct DemoArgs {
     /// Stop by itself after this long (e.g. 30s); without it, run until Ctrl-C.
@@ -62,11 +72,36 @@ pub struct DemoArgs {
     /// separate networks for the gateway link (root only).
     #[arg(long)]
     netns: bool,
+    /// Run the server pods east/api, west/api and west/catalog on this linkerd2-proxy binary
+    /// instead of Remora; implies --netns (root).
+    #[arg(long, value_name = "PATH")]
+    linkerd2_proxy: Option<PathBuf>,
 }
 
-pub fn main(args: DemoArgs) -> ExitCode {
+pub fn main(mut args: DemoArgs) -> ExitCode {
+    if args.linkerd2_proxy.is_some() {
+        // linkerd2-proxy reads each accepted connection's SO_ORIGINAL_DST, which only a
+        // namespace with iptables' nat rules (conntrack) has.
+        if !nix::unistd::Uid::effective().is_root() {
+            eprintln!(
+                "remora demo: --linkerd2-proxy needs root: linkerd2-proxy runs only with \
+                 transparent interception (iptables in network namespaces, as --netns)"
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+        args.netns = true;
+    }
     if args.netns && !nix::unistd::Uid::effective().is_root() {
         eprintln!("remora demo: --netns needs root (network namespaces and iptables)");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if let Some(p) = &args.linkerd2_proxy
+        && !p.is_file()
+    {
+        eprintln!(
+            "remora demo: --linkerd2-proxy {}: no such file (a linkerd2-proxy binary)",
+            p.display()
+        );
         return ExitCode::from(EXIT_USAGE);
     }
     if args.rate == 0 || args.rate > 1000 {
@@ -85,7 +120,7 @@ pub fn main(args: DemoArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let mut demo = match Demo::new(args.netns) {
+        let mut demo = match Demo::new(args.netns, args.linkerd2_proxy.clone()) {
             Ok(d) => d,
             Err(e) => {
                 eprintln!("remora demo: {e}");
@@ -124,6 +159,8 @@ struct Demo {
     dialer: Dialer,
     /// With `--netns`: the namespaces made (deleted at the end).
     netns: Option<Netns>,
+    /// With `--linkerd2-proxy`: the binary some pods run.
+    linkerd2: Option<PathBuf>,
 }
 
 impl Drop for Demo {
@@ -143,7 +180,7 @@ impl Drop for Demo {
 }
 
 impl Demo {
-    fn new(netns: bool) -> Result<Demo, String> {
+    fn new(netns: bool, linkerd2: Option<PathBuf>) -> Result<Demo, String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find my binary: {e}"))?;
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("remora-demo-{pid}"));
@@ -166,6 +203,7 @@ impl Demo {
             procs: Vec::new(),
             dialer,
             netns,
+            linkerd2,
         })
     }
 
@@ -209,6 +247,20 @@ impl Demo {
         args: &[&str],
         env: &[(String, String)],
     ) -> Result<(), String> {
+        let exe = self.exe.clone();
+        self.spawn_program(name, pod, proxy, &exe, args, env)
+    }
+
+    /// As [`Demo::spawn_in`], running `program` instead of `remora`.
+    fn spawn_program(
+        &mut self,
+        name: &str,
+        pod: Option<&str>,
+        proxy: bool,
+        program: &std::path::Path,
+        args: &[&str],
+        env: &[(String, String)],
+    ) -> Result<(), String> {
         let log = std::fs::File::create(self.dir.join(format!("{name}.log")))
             .map_err(|e| format!("{name}.log: {e}"))?;
         let err = log.try_clone().map_err(|e| e.to_string())?;
@@ -225,10 +277,10 @@ impl Demo {
                         "--",
                     ]);
                 }
-                c.arg(&self.exe);
+                c.arg(program);
                 c
             }
-            _ => Command::new(&self.exe),
+            _ => Command::new(program),
         };
         let child = cmd
             .args(args)

@@ -331,8 +331,17 @@ impl Demo {
             }
             let app: Vec<&str> = app.iter().map(String::as_str).collect();
             self.spawn_in(&format!("{pod}-app"), Some(&pod), false, &app, &[])?;
-            let env = self.proxy_env(cluster, ip, name, "shop").await?;
-            self.spawn_in(&format!("{pod}-proxy"), Some(&pod), true, &["proxy"], &env)?;
+            match self.linkerd2.clone() {
+                Some(program) if self.runs_linkerd2(cluster, name) => {
+                    let env = self.linkerd2_env(cluster, name, ip).await?;
+                    let proxy = format!("{pod}-linkerd2-proxy");
+                    self.spawn_program(&proxy, Some(&pod), true, &program, &[], &env)?;
+                }
+                _ => {
+                    let env = self.proxy_env(cluster, ip, name, "shop").await?;
+                    self.spawn_in(&format!("{pod}-proxy"), Some(&pod), true, &["proxy"], &env)?;
+                }
+            }
         }
         let mut admins: Vec<(String, SocketAddr)> = CLUSTERS
             .iter()

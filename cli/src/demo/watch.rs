@@ -99,12 +99,11 @@ impl Demo {
             texts.push(self.dialer.get(*addr, "/metrics").await);
         }
         let after = counters(texts);
-        Ok(summary(
-            &start,
-            &end,
-            after.0 - before.0,
-            after.1 - before.1,
-        ))
+        let mut out = summary(&start, &end, after.0 - before.0, after.1 - before.1);
+        if self.linkerd2.is_some() {
+            out.push_str(&proxies_section(&self.proxies()));
+        }
+        Ok(out)
     }
 
     async fn scrape_all(
@@ -198,5 +197,42 @@ fn summary(
     out.push_str(&format!(
         "retries made: {retries}\ntimeouts fired: {timeouts}\n"
     ));
+    out
+}
+
+/// The pod a front end's call to `authority` ends at (`<cluster>-<name>`).
+fn server_pod(cluster: &str, authority: &str) -> String {
+    let name = authority.split('.').next().unwrap_or("");
+    match name.rsplit_once('-') {
+        Some((svc, remote @ ("east" | "west"))) => format!("{remote}-{svc}"),
+        _ => format!("{cluster}-{name}"),
+    }
+}
+
+/// With `--linkerd2-proxy`: the proxy each pod runs, and the calls it serves.
+fn proxies_section(proxies: &[(String, &'static str)]) -> String {
+    let calls: [(&str, &str); 6] = [
+        ("east", "api"),
+        ("east", "api-west"),
+        ("east", "catalog-west"),
+        ("east", "flaky"),
+        ("east", "slow"),
+        ("west", "api-east"),
+    ];
+    let mut out =
+        String::from("\npods and their proxies\nPOD            PROXY            SERVES\n");
+    for (pod, proxy) in proxies {
+        let serves: Vec<String> = calls
+            .iter()
+            .filter(|(from, to)| server_pod(from, to) == *pod)
+            .map(|(from, to)| format!("{from} -> {to} ({})", path_of(from, to)))
+            .collect();
+        let serves = if pod.ends_with("-web") {
+            "front end (client)".to_string()
+        } else {
+            serves.join(", ")
+        };
+        out.push_str(&format!("{pod:<14} {proxy:<16} {serves}\n"));
+    }
     out
 }

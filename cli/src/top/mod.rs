@@ -3,7 +3,12 @@
 //! Every interval each target's `/metrics` is scraped ([`scrape`]) and parsed ([`parse`]) into
 //! a [`stats::Snapshot`]; the deltas from each target's previous snapshot are summed into rows
 //! ([`stats::Aggregate`]) and drawn as a table ([`table`]). A target that does not answer is
-//! listed as stale under the table and the others keep being shown.
+//! listed as stale under the table and the others keep being shown. With `--routes` the rows
+//! are the outbound policy's routes (`route  web:8080/HTTPRoute/web-canary`), from Linkerd's
+//! route families: rate and success from `outbound_{http,grpc}_route_request_statuses_total`
+//! (a 5xx, a gRPC status other than `OK`, or an `error` is a failure), latency from
+//! `..._request_duration_seconds` (coarse: Linkerd's buckets 50 ms, 500 ms, 1 s, 10 s), no
+//! mTLS share.
 //!
 //! # Layout
 //! - [`parse`]: the Prometheus text format, line by line.
@@ -31,8 +36,9 @@ use stats::{Aggregate, Grouping, Row, Snapshot};
     about = "Live per-authority request rate, success rate, latency and mTLS share of proxies",
     long_about = "Show, refreshed every interval like top, the request rate, success rate, \
                   p50/p95/p99 latency and mTLS share per direction and authority (and caller, \
-                  with --by-caller), from the deltas of the proxies' /metrics between scrapes, \
-                  sorted by rate. A proxy that does not answer is listed as stale."
+                  with --by-caller; or per outbound policy route, with --routes), from the \
+                  deltas of the proxies' /metrics between scrapes, sorted by rate. A proxy \
+                  that does not answer is listed as stale."
 )]
 pub struct TopArgs {
     /// Metrics endpoints: `http://HOST:PORT/PATH`, or `HOST:PORT` for `http://HOST:PORT/metrics`.
@@ -50,6 +56,17 @@ pub struct TopArgs {
     /// Which traffic to show.
     #[arg(long, value_enum, default_value_t = Direction::All)]
     direction: Direction,
+    /// One row per outbound policy route (`parent:port/kind/route`, from the
+    /// `outbound_{http,grpc}_route_*` families) instead of per authority.
+    #[arg(long, conflicts_with = "by_caller")]
+    routes: bool,
+}
+
+/// What the rows are.
+#[derive(Debug, Clone, Copy)]
+enum View {
+    Authorities(Grouping),
+    Routes,
 }
 
 /// The `--direction` filter.
@@ -102,7 +119,7 @@ impl Target {
         &mut self,
         result: Result<String, scrape::ScrapeError>,
         at: Instant,
-        grouping: Grouping,
+        view: View,
         aggregate: &mut Aggregate,
         notes: &mut Vec<String>,
     ) {
@@ -113,7 +130,10 @@ impl Target {
                 return;
             }
         };
-        let snap = Snapshot::from_text(&text, at, grouping);
+        let snap = match view {
+            View::Authorities(grouping) => Snapshot::from_text(&text, at, grouping),
+            View::Routes => Snapshot::from_routes_text(&text, at),
+        };
         if let Some(e) = &snap.first_error {
             notes.push(format!(
                 "note: {}: {} lines not understood (first: {e})",
@@ -157,9 +177,12 @@ pub fn main(args: TopArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let grouping = Grouping {
-        direction: args.direction,
-        by_caller: args.by_caller,
+    let view = match args.routes {
+        true => View::Routes,
+        false => View::Authorities(Grouping {
+            direction: args.direction,
+            by_caller: args.by_caller,
+        }),
     };
     let mut targets: Vec<Target> = args
         .targets
@@ -174,10 +197,10 @@ pub fn main(args: TopArgs) -> ExitCode {
         .collect();
     runtime.block_on(async move {
         if args.once {
-            return once(&mut targets, grouping, args.interval, args.by_caller).await;
+            return once(&mut targets, view, args.interval, args.by_caller).await;
         }
         tokio::select! {
-            code = live(&mut targets, grouping, args.interval, args.by_caller) => code,
+            code = live(&mut targets, view, args.interval, args.by_caller) => code,
             () = ctrl_c() => ExitCode::SUCCESS,
         }
     })
@@ -189,15 +212,10 @@ async fn ctrl_c() {
     }
 }
 
-async fn once(
-    targets: &mut [Target],
-    grouping: Grouping,
-    interval: Duration,
-    by_caller: bool,
-) -> ExitCode {
-    refresh(targets, grouping).await;
+async fn once(targets: &mut [Target], view: View, interval: Duration, by_caller: bool) -> ExitCode {
+    refresh(targets, view).await;
     tokio::time::sleep(interval).await;
-    let frame = refresh(targets, grouping).await;
+    let frame = refresh(targets, view).await;
     if targets.iter().all(|t| t.last_ok.is_none()) {
         for note in &frame.notes {
             eprintln!("{note}");
@@ -215,18 +233,13 @@ async fn once(
     ExitCode::SUCCESS
 }
 
-async fn live(
-    targets: &mut [Target],
-    grouping: Grouping,
-    interval: Duration,
-    by_caller: bool,
-) -> ExitCode {
+async fn live(targets: &mut [Target], view: View, interval: Duration, by_caller: bool) -> ExitCode {
     let mut ticks = tokio::time::interval(interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut first = true;
     loop {
         ticks.tick().await;
-        let frame = refresh(targets, grouping).await;
+        let frame = refresh(targets, view).await;
         let total: f64 = frame.rows.iter().map(|r| r.rps).sum();
         let mut out = format!(
             "\x1b[H\x1b[2Jremora top  {}  {}/{} proxies up  {total:.1} rps  (every {:?}, Ctrl-C quits)\n\n",
@@ -257,7 +270,7 @@ async fn live(
 }
 
 /// Scrapes every target at once, updates their state and sums the deltas.
-async fn refresh(targets: &mut [Target], grouping: Grouping) -> Frame {
+async fn refresh(targets: &mut [Target], view: View) -> Frame {
     let mut scrapes = JoinSet::new();
     for (i, target) in targets.iter().enumerate() {
         let uri = target.uri.clone();
@@ -273,7 +286,7 @@ async fn refresh(targets: &mut [Target], grouping: Grouping) -> Frame {
     let mut notes = Vec::new();
     for (i, result, at) in results {
         if let Some(target) = targets.get_mut(i) {
-            target.record(result, at, grouping, &mut aggregate, &mut notes);
+            target.record(result, at, view, &mut aggregate, &mut notes);
         }
     }
     let mut up = 0;

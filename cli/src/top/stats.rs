@@ -1,7 +1,9 @@
 //! From scrapes to rows: a [`Snapshot`] keeps the counters of one scrape of one proxy that
-//! matter to `top` (`response_total` and `response_latency_ms_bucket`), each tagged with the
-//! row it belongs to; an [`Aggregate`] adds up the deltas between two snapshots of each proxy,
-//! and [`Aggregate::rows`] turns the sums into rates, shares and quantiles.
+//! matter to `top` (`response_total` and `response_latency_ms_bucket`; with `--routes`, the
+//! outbound route families `outbound_{http,grpc}_route_request_statuses_total` and
+//! `..._request_duration_seconds_bucket`), each tagged with the row it belongs to; an
+//! [`Aggregate`] adds up the deltas between two snapshots of each proxy, and
+//! [`Aggregate::rows`] turns the sums into rates, shares and quantiles.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -16,6 +18,14 @@ pub const MAX_ROWS: usize = 10_000;
 
 const RESPONSES: &str = "response_total";
 const LATENCY_BUCKETS: &str = "response_latency_ms_bucket";
+const ROUTE_STATUSES: [&str; 2] = [
+    "outbound_http_route_request_statuses_total",
+    "outbound_grpc_route_request_statuses_total",
+];
+const ROUTE_BUCKETS: [&str; 2] = [
+    "outbound_http_route_request_duration_seconds_bucket",
+    "outbound_grpc_route_request_duration_seconds_bucket",
+];
 
 /// What a row is: one direction and authority, and with `--by-caller` one caller identity.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,8 +65,26 @@ impl Grouping {
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
-    Response { success: bool, tls: bool },
+    /// A response count; `tls` is unknown for route rows.
+    Response { success: bool, tls: Option<bool> },
+    /// A latency bucket, its bound in milliseconds.
     Bucket { le: f64 },
+}
+
+/// A route row's key: `parent_name:parent_port/kind/route_name` (`-` for an unnamed part).
+fn route_row(s: &Sample) -> RowKey {
+    let v = |k: &str| s.label(k).filter(|v| !v.is_empty()).unwrap_or("-");
+    RowKey {
+        direction: "route".to_string(),
+        authority: format!(
+            "{}:{}/{}/{}",
+            v("parent_name"),
+            v("parent_port"),
+            v("route_kind"),
+            v("route_name")
+        ),
+        caller: None,
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -103,6 +131,69 @@ impl Snapshot {
         snap
     }
 
+    /// Parses a scrape taken at `at` for the route view (`remora top --routes`): one row per
+    /// outbound policy route, from the route families.
+    pub fn from_routes_text(text: &str, at: Instant) -> Self {
+        let mut snap = Snapshot {
+            at,
+            series: HashMap::new(),
+            dropped: 0,
+            bad_lines: 0,
+            first_error: None,
+        };
+        for result in parse(text) {
+            match result {
+                Ok(sample) => snap.insert_route(sample),
+                Err(e) => {
+                    snap.bad_lines += 1;
+                    snap.first_error.get_or_insert(e);
+                }
+            }
+        }
+        snap
+    }
+
+    fn insert_route(&mut self, sample: Sample) {
+        if !sample.value.is_finite() || sample.value < 0.0 {
+            return;
+        }
+        let kind = if ROUTE_STATUSES.contains(&sample.name.as_str()) {
+            let error = sample.label("error").is_some_and(|e| !e.is_empty());
+            let ok = match sample.label("grpc_status") {
+                Some(code) => code == "OK",
+                None => sample
+                    .label("http_status")
+                    .and_then(|s| s.parse::<u16>().ok())
+                    .is_some_and(|s| s < 500),
+            };
+            Kind::Response {
+                success: ok && !error,
+                tls: None,
+            }
+        } else if ROUTE_BUCKETS.contains(&sample.name.as_str()) {
+            match sample.label("le").and_then(|le| le.parse::<f64>().ok()) {
+                Some(le) if !le.is_nan() => Kind::Bucket { le: le * 1000.0 },
+                _ => return,
+            }
+        } else {
+            return;
+        };
+        let row = route_row(&sample);
+        self.keep(sample, row, kind);
+    }
+
+    fn keep(&mut self, sample: Sample, row: RowKey, kind: Kind) {
+        if self.series.len() >= MAX_SERIES {
+            self.dropped += 1;
+            return;
+        }
+        let mut labels = sample.labels;
+        labels.sort();
+        let value = sample.value;
+        self.series
+            .insert((sample.name, labels), Point { row, kind, value });
+    }
+
     fn insert(&mut self, sample: Sample, grouping: Grouping) {
         // Counters are finite and never negative; anything else cannot be subtracted.
         if !sample.value.is_finite() || sample.value < 0.0 {
@@ -111,7 +202,7 @@ impl Snapshot {
         let kind = match sample.name.as_str() {
             RESPONSES => Kind::Response {
                 success: sample.label("classification") == Some("success"),
-                tls: sample.label("tls") == Some("true"),
+                tls: Some(sample.label("tls") == Some("true")),
             },
             LATENCY_BUCKETS => match sample.label("le").and_then(|le| le.parse::<f64>().ok()) {
                 Some(le) if !le.is_nan() => Kind::Bucket { le },
@@ -122,15 +213,7 @@ impl Snapshot {
         let Some(row) = grouping.row_key(&sample) else {
             return;
         };
-        if self.series.len() >= MAX_SERIES {
-            self.dropped += 1;
-            return;
-        }
-        let mut labels = sample.labels;
-        labels.sort();
-        let value = sample.value;
-        self.series
-            .insert((sample.name, labels), Point { row, kind, value });
+        self.keep(sample, row, kind);
     }
 }
 
@@ -146,6 +229,8 @@ struct Acc {
     buckets: HashMap<u64, f64>,
     /// Whether the row has any responses at all in the latest scrape.
     ever: bool,
+    /// Whether its responses say if they were over mTLS (route rows do not).
+    tls_known: bool,
 }
 
 /// The sums of one refresh, over every proxy that answered twice.
@@ -196,10 +281,11 @@ impl Aggregate {
             match point.kind {
                 Kind::Response { success, tls } => {
                     acc.ever |= point.value > 0.0;
+                    acc.tls_known |= tls.is_some();
                     acc.rate += delta / secs;
                     acc.responses += delta;
                     acc.success += if success { delta } else { 0.0 };
-                    acc.tls += if tls { delta } else { 0.0 };
+                    acc.tls += if tls == Some(true) { delta } else { 0.0 };
                 }
                 Kind::Bucket { le } => *acc.buckets.entry(le.to_bits()).or_default() += delta,
             }
@@ -229,7 +315,7 @@ impl Aggregate {
                     rps: acc.rate,
                     responses: acc.responses,
                     success: share(acc.success),
-                    mtls: share(acc.tls),
+                    mtls: share(acc.tls).filter(|_| acc.tls_known),
                     key,
                 }
             })

@@ -243,21 +243,21 @@ pub const LINKERD_VARS: &[LinkerdVar] = &[
         "policy controller (host:port)",
         POLICY_ADDR,
         "",
-        Partly("required and checked; the policy API is not consumed yet"),
+        Yes,
     ),
     lv(
         "POLICY_SVC_NAME",
         "policy controller's identity",
         POLICY_SVC_NAME,
         "",
-        Partly("checked; the policy API is not consumed yet"),
+        Yes,
     ),
     lv(
         "POLICY_WORKLOAD",
         "this workload for the policy controller, verbatim",
         POLICY_WORKLOAD,
         "",
-        Partly("checked (JSON); the policy API is not consumed yet"),
+        Yes,
     ),
     lv(
         "POLICY_CLUSTER_NETWORKS",
@@ -278,7 +278,7 @@ pub const LINKERD_VARS: &[LinkerdVar] = &[
         "the ports the pod declares",
         INBOUND_PORTS,
         "",
-        Partly("checked; not acted on yet"),
+        Yes,
     ),
     lv(
         "INBOUND_DEFAULT_POLICY",
@@ -404,7 +404,7 @@ pub const LINKERD_VARS: &[LinkerdVar] = &[
         "inbound policy cache idle",
         POLICY_IDLE_TIMEOUT,
         "90s",
-        Partly("checked; the policy API is not consumed yet"),
+        Yes,
     ),
     lv(
         "OUTBOUND_HTTP_FAILFAST_TIMEOUT",

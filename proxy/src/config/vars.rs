@@ -236,7 +236,7 @@ pub const VARS: &[Var] = &[
     var(
         INBOUND_PORTS,
         "",
-        "The ports the pod's containers declare: ports and ranges, comma-separated (checked; not acted on yet)",
+        "The ports the pod's containers declare: ports and ranges, comma-separated; with a policy service, their inbound policy is watched from the start",
     ),
     var(
         INBOUND_DEFAULT_POLICY,
@@ -346,7 +346,7 @@ pub const VARS: &[Var] = &[
     var(
         POLICY_ADDR,
         "",
-        "The policy service: IP:port or host:port (checked; not called yet: inbound policy comes from REMORA_INBOUND_*)",
+        "The policy service: IP:port or host:port; each inbound port's policy is watched on it (unset: REMORA_INBOUND_* only)",
     ),
     var(
         POLICY_SVC_NAME,
@@ -366,7 +366,7 @@ pub const VARS: &[Var] = &[
     var(
         POLICY_IDLE_TIMEOUT,
         "90s",
-        "Drop a port's policy watch unused for this long (checked; not applied yet)",
+        "Drop a port's policy watch unused (and held by no connection) for this long",
     ),
     var(
         CONTROL_STREAM_INITIAL_TIMEOUT,

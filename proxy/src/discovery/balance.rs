@@ -7,7 +7,9 @@
 //!
 //! Each endpoint also has a consecutive-failure breaker: after `max_failures` failures in a row
 //! it is ejected for a backoff that doubles on each ejection (up to [`MAX_BACKOFF`]); then one
-//! probe is let through, and a success restores it.
+//! probe is let through, and a success restores it. A pick may carry its own [`Accrual`] (an
+//! outbound policy's failure accrual: its threshold, its backoff bounds and jitter); a plain
+//! [`Balancer::pick`] uses the balancer's `max_failures` and the default backoff.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,6 +28,58 @@ const TIE: f64 = 0.25;
 pub const BASE_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
+/// Linkerd's jittered exponential backoff: `min × 2^n` capped at `max`, plus a uniform share
+/// of up to `jitter` of it (never beyond `max`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ExpBackoff {
+    pub min: Duration,
+    pub max: Duration,
+    pub jitter: f32,
+}
+
+impl ExpBackoff {
+    /// The `n`th delay (from 0), given a uniform random draw `u` in `[0, 1)`.
+    pub fn delay(&self, n: u32, u: f64) -> Duration {
+        let base = self
+            .min
+            .checked_mul(2u32.saturating_pow(n))
+            .unwrap_or(self.max)
+            .min(self.max);
+        if self.jitter <= 0.0 {
+            return base;
+        }
+        let extra = base.mul_f64((u * f64::from(self.jitter)).clamp(0.0, 100.0));
+        base + extra.min(self.max.saturating_sub(base))
+    }
+}
+
+/// How an endpoint's breaker trips and recovers: ejected after `max_failures` consecutive
+/// failures, for the backoff's first delay, each failed probe moving to the next one.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Accrual {
+    pub max_failures: u32,
+    pub backoff: ExpBackoff,
+}
+
+impl Accrual {
+    /// `max_failures` in a row, then [`BASE_BACKOFF`] doubling up to [`MAX_BACKOFF`].
+    pub fn consecutive(max_failures: u32) -> Self {
+        Accrual {
+            max_failures,
+            backoff: ExpBackoff {
+                min: BASE_BACKOFF,
+                max: MAX_BACKOFF,
+                jitter: 0.0,
+            },
+        }
+    }
+
+    /// No breaker: failures never eject (an outbound policy without failure accrual).
+    pub fn never() -> Self {
+        Accrual::consecutive(u32::MAX)
+    }
+}
+
 /// A state change of an endpoint's breaker, for logs and metrics.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Transition {
@@ -38,11 +92,12 @@ enum BreakerState {
     Closed,
     Open {
         until: Instant,
-        backoff: Duration,
+        /// Which delay of the backoff this is (0: the first).
+        step: u32,
     },
     /// The backoff passed: one probe is in flight.
     Probing {
-        backoff: Duration,
+        step: u32,
     },
 }
 
@@ -57,8 +112,8 @@ impl Breaker {
     fn admit(&mut self, now: Instant) -> bool {
         match self.state {
             BreakerState::Closed => true,
-            BreakerState::Open { until, backoff } if now >= until => {
-                self.state = BreakerState::Probing { backoff };
+            BreakerState::Open { until, step } if now >= until => {
+                self.state = BreakerState::Probing { step };
                 true
             }
             _ => false,
@@ -73,7 +128,14 @@ impl Breaker {
         }
     }
 
-    fn record(&mut self, success: bool, max_failures: u32, now: Instant) -> Option<Transition> {
+    /// Records an outcome; `u` is a uniform random draw in `[0, 1)` for the backoff's jitter.
+    fn record(
+        &mut self,
+        success: bool,
+        accrual: &Accrual,
+        now: Instant,
+        u: f64,
+    ) -> Option<Transition> {
         if success {
             self.failures = 0;
             return match std::mem::replace(&mut self.state, BreakerState::Closed) {
@@ -82,14 +144,15 @@ impl Breaker {
             };
         }
         self.failures = self.failures.saturating_add(1);
-        let backoff = match self.state {
-            BreakerState::Probing { backoff } => (backoff * 2).min(MAX_BACKOFF),
-            BreakerState::Closed if self.failures >= max_failures => BASE_BACKOFF,
+        let step = match self.state {
+            BreakerState::Probing { step } => step.saturating_add(1),
+            BreakerState::Closed if self.failures >= accrual.max_failures => 0,
             _ => return None,
         };
+        let backoff = accrual.backoff.delay(step, u);
         self.state = BreakerState::Open {
             until: now + backoff,
-            backoff,
+            step,
         };
         Some(Transition::Ejected { backoff })
     }
@@ -296,6 +359,15 @@ impl Balancer {
         &self,
         endpoints: &Arc<Vec<E>>,
     ) -> Option<Picked> {
+        self.pick_with(endpoints, Accrual::consecutive(self.max_failures))
+    }
+
+    /// As [`pick`](Self::pick), the outcome feeding the breaker by `accrual`.
+    pub fn pick_with<E: Weighted + Send + Sync + 'static>(
+        &self,
+        endpoints: &Arc<Vec<E>>,
+        accrual: Accrual,
+    ) -> Option<Picked> {
         if endpoints.is_empty() {
             return None;
         }
@@ -351,7 +423,8 @@ impl Balancer {
             index,
             load,
             start: now,
-            max_failures: self.max_failures,
+            accrual,
+            jitter: (self.next_random() >> 11) as f64 / (1u64 << 53) as f64,
             done: false,
         })
     }
@@ -370,7 +443,9 @@ pub struct Picked {
     pub index: usize,
     load: Arc<EndpointLoad>,
     start: Instant,
-    max_failures: u32,
+    accrual: Accrual,
+    /// A uniform draw in `[0, 1)` for the backoff's jitter, should this outcome eject.
+    jitter: f64,
     done: bool,
 }
 
@@ -386,7 +461,7 @@ impl Picked {
             .breaker
             .lock()
             .ok()?
-            .record(success, self.max_failures, now)
+            .record(success, &self.accrual, now, self.jitter)
     }
 }
 

@@ -191,12 +191,19 @@ impl Target {
     /// (power of two choices over peak-EWMA latency, skipping ejected endpoints). When every
     /// endpoint is ejected (and no probe is due) it answers `NoEndpoints` at once.
     pub async fn pick(&mut self, timeout: Duration) -> Pick {
+        let accrual = balance::Accrual::consecutive(self.balancer.max_failures);
+        self.pick_with(timeout, accrual).await
+    }
+
+    /// As [`pick`](Self::pick), the attempt's outcome feeding the breaker by `accrual` (an
+    /// outbound policy's failure accrual).
+    pub async fn pick_with(&mut self, timeout: Duration, accrual: balance::Accrual) -> Pick {
         let deadline = Instant::now() + timeout;
         loop {
             let current = self.endpoints.borrow_and_update().clone();
             match &current {
                 Resolution::Endpoints(eps) if !eps.is_empty() => {
-                    return match self.balancer.pick(eps) {
+                    return match self.balancer.pick_with(eps, accrual) {
                         Some(p) => Pick::Endpoint(eps[p.index].clone(), p),
                         // Every endpoint is ejected and none is due for a probe: fail fast
                         // rather than hold the request.

@@ -43,6 +43,11 @@ pub fn detect(buf: &[u8]) -> Detected {
             Detected::NeedMore
         };
     };
+    // As long as a line without its newline would have been judged (below): a decided prefix
+    // stays decided.
+    if end >= MAX_REQUEST_LINE {
+        return Detected::NotHttp;
+    }
     let line = &buf[..end];
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     if is_request_line(line) {
@@ -52,14 +57,19 @@ pub fn detect(buf: &[u8]) -> Detected {
     }
 }
 
-/// Whether `buf` (no newline yet) can still become a request line: a method, then maybe more.
+/// Whether `buf` (no newline yet) can still become a request line: a method, then maybe more,
+/// possibly ending with the line's `\r` (its `\n` in the next segment).
 fn plausible_prefix(buf: &[u8]) -> bool {
+    let buf = buf.strip_suffix(b"\r").unwrap_or(buf);
     let method_end = buf.iter().position(|&b| b == b' ').unwrap_or(buf.len());
     method_end > 0
-        && method_end <= 20
+        && method_end <= MAX_METHOD
         && is_method(&buf[..method_end])
         && buf[method_end..].iter().all(|&b| b >= 0x20 && b != 0x7f)
 }
+
+/// The longest method taken for HTTP (the longest registered one has 17 characters).
+const MAX_METHOD: usize = 20;
 
 /// Methods are tokens; every registered one is upper case, and requiring that lets lower-case
 /// protocols ("ping", "+OK", ...) be told from HTTP at their first byte instead of waiting for
@@ -77,6 +87,7 @@ fn is_request_line(line: &[u8]) -> bool {
         return false;
     };
     !method.is_empty()
+        && method.len() <= MAX_METHOD
         && is_method(method)
         && !target.is_empty()
         && target.iter().all(|&b| b > 0x20 && b != 0x7f)
@@ -174,6 +185,44 @@ mod tests {
             assert_eq!(detect(&H2_PREFACE[..cut]), Detected::NeedMore, "{cut}");
         }
         assert_eq!(detect(b"GET / HT"), Detected::NeedMore);
+    }
+
+    #[test]
+    fn every_prefix_of_a_request_line_needs_more() {
+        // Found by the http_detect fuzz target: a segment ending between the request line's
+        // `\r` and `\n` was taken for "not HTTP".
+        let head = b"GET /echo HTTP/1.1\r\nhost: web\r\n\r\n";
+        let line_end = head.iter().position(|&b| b == b'\n').unwrap();
+        for cut in 1..=line_end {
+            assert_eq!(detect(&head[..cut]), Detected::NeedMore, "cut at {cut}");
+        }
+        assert_eq!(detect(head), Detected::Http(Protocol::Http1));
+        // A `\r` anywhere else is still not HTTP.
+        assert_eq!(detect(b"GET /\r"), Detected::NeedMore);
+        assert_eq!(detect(b"GET /\rx"), Detected::NotHttp);
+    }
+
+    #[test]
+    fn what_a_prefix_refuses_the_whole_line_refuses_too() {
+        // Found by the http_detect fuzz target: a method too long for a prefix, and a request
+        // line too long for a prefix, were HTTP once their newline arrived.
+        let long_method = format!("{} / HTTP/1.1\r\n", "O".repeat(MAX_METHOD + 1));
+        assert_eq!(detect(long_method.as_bytes()), Detected::NotHttp);
+        assert_eq!(
+            detect(&long_method.as_bytes()[..MAX_METHOD + 1]),
+            Detected::NotHttp
+        );
+        let long_line = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_REQUEST_LINE));
+        assert_eq!(detect(long_line.as_bytes()), Detected::NotHttp);
+        assert_eq!(
+            detect(&long_line.as_bytes()[..MAX_REQUEST_LINE]),
+            Detected::NotHttp
+        );
+        let just_fits = format!("GET /{} HTTP/1.1\r\n", "a".repeat(MAX_REQUEST_LINE - 20));
+        assert_eq!(
+            detect(just_fits.as_bytes()),
+            Detected::Http(Protocol::Http1)
+        );
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //!   ─► ALPN transport.l5d.io/v1 ─► transport header (within the detection timeout)
 //!        ├─ names a service ─► gateway mode (refused unless this proxy is a gateway)
 //!        ├─ names one of our own listeners ─► refused (loop)
-//!        └─ port P ─► policy(P, client identity) ─► the app at <pod address>:P, as HTTP when
-//!                     the header's session protocol says so, else bytes
+//!        └─ port P ─► the app at <pod address>:P under port P's policy, with the client's
+//!                     identity: HTTP (per request) when the header's session protocol says
+//!                     so, whatever the port's protocol; else bytes, authorized as TCP
 //! ```
 //!
 //! Anything else on the inbound port is refused (`direct_not_mtls`) and counted.
@@ -18,9 +19,11 @@ use remora_metrics::tcp::{Direction, Peer as PeerSide, RefuseReason, TcpLabels, 
 use tokio::net::TcpStream;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use remora_metrics::inbound_policy::ClientTls as TlsLabel;
+
 use super::http::HttpInbound;
-use super::policy::Peer;
-use super::{Admitted, detect_tls, serve_app, to_app};
+use super::policy::ClientTls;
+use super::{Admitted, detect_tls, forward_tcp, serve_app};
 use crate::http::detect::Protocol;
 use crate::tls::detect::Detected;
 use crate::tls::mtls;
@@ -53,7 +56,9 @@ pub(super) async fn serve(http: &Arc<HttpInbound>, mut stream: TcpStream) {
             );
         }
     }
-    let client_ip = stream.peer_addr().ok().map(|a| a.ip());
+    let Ok(client_ip) = stream.peer_addr().map(|a| a.ip()) else {
+        return;
+    };
     let pod_ip = match stream.local_addr() {
         Ok(a) => a.ip(),
         Err(_) => return,
@@ -113,34 +118,37 @@ pub(super) async fn serve(http: &Arc<HttpInbound>, mut stream: TcpStream) {
         warn!(%app, "the transport header names one of this proxy's own listeners; closing");
         return;
     }
-    let allowed = ctx.check_policy(
-        header.port,
-        &Peer::Authenticated(client_id.clone()),
-        client_ip,
-    );
     debug!(client.id = %client_id, port = header.port, protocol = ?header.protocol, "direct connection");
+    let id: Arc<str> = Arc::from(client_id.as_str());
     let labels = TcpLabels::new(Direction::Inbound, PeerSide::Src)
-        .with_tls(Tls::Established, Some(Arc::from(client_id.as_str())));
+        .with_tls(Tls::Established, Some(id.clone()));
     let protocol = header.protocol.map(|p| match p {
         SessionProtocol::Http1 => Protocol::Http1,
         SessionProtocol::Http2 => Protocol::Http2,
     });
+    // The target port's policy, with the peer's real identity.
     let admitted = Admitted {
+        policy: ctx.conn_policy(
+            app,
+            client_ip,
+            ClientTls::Established(Some(client_id.clone())),
+            TlsLabel::Established(Some(id)),
+        ),
         client_id: Some(client_id),
         labels,
-        allowed,
     };
+    let span = info_span!("direct", %app);
     match protocol {
         Some(p) => {
             serve_app(http, Box::new(accepted.io), app, admitted, Some(p))
-                .instrument(info_span!("direct", %app))
+                .instrument(span)
                 .await
         }
-        None if admitted.allowed.is_ok() => {
-            to_app(ctx, Box::new(accepted.io), app, admitted.labels)
-                .instrument(info_span!("direct", %app))
+        None => {
+            let labels = admitted.labels.clone();
+            forward_tcp(ctx, Box::new(accepted.io), app, labels, &admitted.policy)
+                .instrument(span)
                 .await
         }
-        None => {}
     }
 }

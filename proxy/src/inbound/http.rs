@@ -1,6 +1,8 @@
-//! Inbound HTTP: requests to the app. The proxy sets `l5d-client-id` from the mTLS peer (and
-//! removes one a client forged), restores HTTP/1 for requests a peer proxy upgraded, and sends
-//! each request to the app on a pooled connection.
+//! Inbound HTTP: requests to the app. Each request is checked against its port's current
+//! policy first (its route, authorization, filters and rate limit: `policy::conn`); the proxy
+//! then sets `l5d-client-id` from the mTLS peer (and removes one a client forged), restores
+//! HTTP/1 for requests a peer proxy upgraded, and sends each request to the app on a pooled
+//! connection.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,7 +19,7 @@ use remora_metrics::tcp::{Direction, Peer, TcpLabels, Tls};
 use tokio::time::Instant;
 
 use super::InboundCtx;
-use super::policy::Denied;
+use super::policy::ConnPolicy;
 use crate::error::{self, ProxyError};
 use crate::http::pool::{DialFuture, Key, Kind, Pool};
 use crate::http::record::{self, AccessEntry};
@@ -38,8 +40,8 @@ pub struct InboundConn {
     pub app: SocketAddr,
     /// The mTLS peer's identity.
     pub client: Option<Name>,
-    /// Policy's verdict for the connection; refused requests get 403.
-    pub allowed: Result<(), Denied>,
+    /// The port's policy, checked per request.
+    pub policy: ConnPolicy,
     /// The connection's metric labels (inbound, the app's address, TLS, `client_id`).
     pub labels: TargetLabels,
     /// The last request's authority and its metrics: most connections carry one authority,
@@ -51,13 +53,13 @@ impl InboundConn {
     pub fn new(
         app: SocketAddr,
         client: Option<Name>,
-        allowed: Result<(), Denied>,
+        policy: ConnPolicy,
         labels: TargetLabels,
     ) -> Self {
         InboundConn {
             app,
             client,
-            allowed,
+            policy,
             labels,
             last: Mutex::new(None),
         }
@@ -112,7 +114,7 @@ impl HttpInbound {
 
     /// Serves one request of `conn`: policy, the app, and the request's golden metrics and
     /// access log line.
-    pub async fn serve(&self, conn: &InboundConn, req: Request<Incoming>) -> Response<Body> {
+    pub async fn serve(&self, conn: &InboundConn, mut req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
         let route = conn.route(&self.ctx.inputs.http_metrics.golden, &req);
         let access = self.ctx.inputs.access_log.as_ref().map(|log| {
@@ -129,9 +131,15 @@ impl HttpInbound {
                 attempts: 1,
             })
         });
-        let rsp = match conn.allowed {
+        let grpc = is_grpc(&req);
+        let rsp = match conn.policy.check(&mut req) {
             Ok(()) => self.handle(conn.app, conn.client.as_ref(), req).await,
-            Err(denied) => self.fail(ProxyError::Denied(denied), conn.client.is_some()),
+            Err(refusal) => error::respond_refusal(
+                refusal,
+                &self.ctx.inputs.http_metrics,
+                grpc,
+                conn.client.is_some(),
+            ),
         };
         record::finish(route, start, rsp, access)
     }
@@ -223,4 +231,14 @@ impl HttpInbound {
             ),
         }
     }
+}
+
+/// Whether a request is gRPC (HTTP/2 with a `application/grpc*` content type): refusals are
+/// then answered in gRPC's terms.
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_2
+        && req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }

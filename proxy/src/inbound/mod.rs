@@ -8,20 +8,28 @@
 //!   │    <pod address>:<header port>; a header naming a service is a gateway request (refused)
 //!   ├─ not one of this pod's addresses → refused (not an open relay)
 //!   ├─ one of the proxy's own listeners → refused (loop)
-//!   └─ redirected to an app port: read up to 8 KiB within the detection timeout, then
-//!        ClientHello, SNI = our identity → terminate mTLS → policy(port, client identity)
+//!   └─ redirected to an app port: unless its policy says Opaque, read up to 8 KiB within
+//!      the detection timeout, then
+//!        ClientHello, SNI = our identity → terminate mTLS (the client's identity, if any)
 //!        other ClientHello / unreadable TLS → passed through untouched (the app's own TLS)
 //!        anything else, or silence        → plaintext
-//!      → policy(port, unauthenticated) for the last two → the app at the original destination
+//!      → the app at the original destination, as the port's policy says
 //! ```
-
+//!
+//! The port's policy ([`policy`]) decides what the connection is, overriding detection (as
+//! linkerd2-proxy's does): an `Opaque` port skips TLS detection; a `Tls` port is bytes after
+//! mTLS termination; `Http2` and gRPC ports are HTTP/2 without detection; an `Http1` port is
+//! HTTP/1 (detected only for meshed peers, which may upgrade to HTTP/2); a `Detect` port is
+//! HTTP if HTTP is detected within its timeout, else bytes. Bytes are authorized once, at
+//! accept, and again at every change of the port's policy; HTTP per request.
 //!
 //! # Layout
 //! - this module: the listener, the decision per connection, detection and mTLS termination
 //!   of redirected connections, the app side.
 //! - [`direct`]: the direct path (mTLS with a transport header on the inbound port).
 //! - [`http`]: requests to the app (`l5d-client-id`, `l5d-orig-proto`, the app pool).
-//! - [`policy`]: authorization per port.
+//! - [`policy`]: each port's policy (from the policy service or `REMORA_INBOUND_*`) and its
+//!   enforcement on connections and requests.
 //! - [`gateway`]: gateway mode, through the outbound's router.
 
 pub mod direct;
@@ -29,17 +37,21 @@ pub mod gateway;
 pub mod http;
 pub mod policy;
 
-use std::net::SocketAddr;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use remora_identity::Name;
+use remora_metrics::inbound_policy::{ClientTls as TlsLabel, InboundPolicyMetrics};
 use remora_metrics::tcp::{Direction, Peer as PeerSide, RefuseReason, TcpLabels, Tls};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info_span, warn};
 
 use self::http::{HttpInbound, InboundConn};
-use self::policy::{Denied, InboundPolicy, Peer};
+use self::policy::{
+    Client, ClientTls, ConnPolicy, Denied, InboundPolicy, PortPolicies, Protocol as Served,
+};
 use crate::http::detect::{self, DetectError, Protocol};
 use crate::http::pool::Pool;
 use crate::http::server::Limits;
@@ -81,7 +93,14 @@ pub struct InboundConfig {
     /// How long to wait for a client's first bytes (TLS or not) before treating it as
     /// plaintext; also bounds the handshake and the transport header.
     pub detect_timeout: Duration,
+    /// The local policies (`REMORA_INBOUND_*`): the policy without a policy service, and each
+    /// port's until the policy service answers.
     pub policy: InboundPolicy,
+    /// The ports the pod declares, watched on the policy service from the start (with the
+    /// admin port).
+    pub ports: BTreeSet<u16>,
+    pub admin_port: Option<u16>,
+    pub policy_metrics: InboundPolicyMetrics,
     /// What the inbound's HTTP server accepts from peers.
     pub http: Limits,
 }
@@ -92,6 +111,8 @@ pub struct InboundCtx {
     pub inputs: Arc<ProxyInputs>,
     pub config: InboundConfig,
     pub tcp: TcpCtx,
+    /// Every port's policy.
+    pub policies: PortPolicies,
     /// Gateway mode: direct-path connections naming a service are forwarded to it.
     pub gateway: Option<Arc<gateway::Gateway>>,
 }
@@ -111,10 +132,21 @@ impl Inbound {
         config: InboundConfig,
         gateway: Option<Arc<gateway::Gateway>>,
     ) -> Self {
+        let mut policies = PortPolicies::local(
+            config.policy.clone(),
+            inputs.opaque_ports.clone(),
+            config.detect_timeout,
+        );
+        if let Some(service) = &inputs.policy {
+            let mut pinned = config.ports.clone();
+            pinned.extend(config.admin_port);
+            policies = policies.watched(service, &pinned, config.policy_metrics.clone());
+        }
         let ctx = InboundCtx {
             tcp: inputs.tcp(Direction::Inbound),
             inputs,
             config,
+            policies,
             gateway,
         };
         Inbound {
@@ -146,35 +178,52 @@ impl InboundCtx {
         self.inputs.tls.now().map(|c| c.name.clone())
     }
 
-    fn check_policy(
+    /// The policy side of a connection to `target` from `client`.
+    fn conn_policy(
         &self,
-        port: u16,
-        peer: &Peer,
-        client: Option<std::net::IpAddr>,
-    ) -> Result<(), Denied> {
-        match self.config.policy.check(port, peer, client) {
-            Ok(()) => {
-                if self.config.policy.for_port(port) == &crate::inbound::policy::Policy::Audit {
-                    info!(peer = ?peer, ?client, port, "connection allowed by the audit policy");
-                }
-                Ok(())
-            }
+        target: SocketAddr,
+        client: IpAddr,
+        tls: ClientTls,
+        label: TlsLabel,
+    ) -> ConnPolicy {
+        ConnPolicy::new(
+            self.policies.get(target.port()),
+            Client::new(client, tls),
+            target,
+            label,
+            self.config.policy_metrics.clone(),
+        )
+    }
+
+    /// Whether the port's policy admits the connection as TCP; a refusal is counted in
+    /// `tcp_refused_total` too.
+    fn authorize_tcp(&self, policy: &ConnPolicy) -> bool {
+        match policy.authorize_tcp() {
+            Ok(()) => true,
             Err(denied) => {
-                self.refuse(match denied {
-                    Denied::Unauthenticated => RefuseReason::PolicyUnauthenticated,
-                    Denied::OutsideCluster => RefuseReason::PolicyOutsideCluster,
-                    Denied::ForeignTrustDomain => RefuseReason::PolicyForeignTrustDomain,
-                    Denied::NotAllowed => RefuseReason::PolicyNotAllowed,
-                    Denied::Deny => RefuseReason::PolicyDeny,
-                });
-                let peer = match peer {
-                    Peer::Authenticated(id) => id.to_string(),
-                    Peer::Unauthenticated => "an unauthenticated peer".to_string(),
-                };
-                warn!(%peer, port, reason = %denied, "connection refused by policy");
-                Err(denied)
+                self.refuse(refuse_reason(denied));
+                false
             }
         }
+    }
+
+    /// The TLS label of a connection without TLS.
+    fn no_tls(&self, reason: &'static str) -> TlsLabel {
+        if self.inputs.tls.enabled() {
+            TlsLabel::NoTls(reason)
+        } else {
+            TlsLabel::Disabled
+        }
+    }
+}
+
+fn refuse_reason(denied: Denied) -> RefuseReason {
+    match denied {
+        Denied::Unauthenticated => RefuseReason::PolicyUnauthenticated,
+        Denied::OutsideCluster => RefuseReason::PolicyOutsideCluster,
+        Denied::ForeignTrustDomain => RefuseReason::PolicyForeignTrustDomain,
+        Denied::NotAllowed => RefuseReason::PolicyNotAllowed,
+        Denied::Deny => RefuseReason::PolicyDeny,
     }
 }
 
@@ -233,30 +282,35 @@ async fn detect_tls(
     Ok((detected, prefix))
 }
 
-/// The checks a connection passed, and what is known of its peer.
+/// What is known of a connection's peer, and its policy.
 struct Admitted {
     client_id: Option<Name>,
     labels: TcpLabels,
-    /// Policy's verdict; HTTP connections that fail it are answered 403 per request.
-    allowed: Result<(), Denied>,
+    policy: ConnPolicy,
 }
 
 async fn redirected(http: &Arc<HttpInbound>, mut stream: TcpStream, app: SocketAddr) {
     let ctx = &*http.ctx;
-    let client = stream.peer_addr().ok().map(|a| a.ip());
-    if ctx.inputs.is_opaque(app.port()) {
-        // Server-speaks-first ports are not detected: mesh peers reach them through the direct
-        // path, so what arrives here is plaintext.
-        if ctx
-            .check_policy(app.port(), &Peer::Unauthenticated, client)
-            .is_ok()
-        {
-            let labels = TcpLabels::new(Direction::Inbound, PeerSide::Src)
-                .with_tls(Tls::NoIdentity(no_tls::NO_TLS_FROM_REMOTE), None);
-            to_app(ctx, Box::new(stream), app, labels).await;
-        }
+    let Ok(client) = stream.peer_addr().map(|a| a.ip()) else {
         return;
+    };
+    let plain = TcpLabels::new(Direction::Inbound, PeerSide::Src)
+        .with_tls(Tls::NoIdentity(no_tls::NO_TLS_FROM_REMOTE), None);
+    let port_policy = ctx.policies.get(app.port());
+    let opaque = matches!(port_policy.borrow().protocol, Served::Opaque(_));
+    if opaque {
+        // No TLS detection: mesh peers reach opaque ports through the direct path, so what
+        // arrives here is bytes from a client the policy sees without TLS.
+        let policy = ConnPolicy::new(
+            port_policy,
+            Client::new(client, ClientTls::None),
+            app,
+            ctx.no_tls("port_skipped"),
+            ctx.config.policy_metrics.clone(),
+        );
+        return forward_tcp(ctx, Box::new(stream), app, plain, &policy).await;
     }
+    drop(port_policy);
     let (detected, prefix) = match detect_tls(ctx, &mut stream).await {
         Ok(d) => d,
         Err(e) => {
@@ -279,17 +333,17 @@ async fn redirected(http: &Arc<HttpInbound>, mut stream: TcpStream, app: SocketA
                 return;
             }
         };
-        let peer = match &accepted.client_id {
-            Some(id) => Peer::Authenticated(id.clone()),
-            None => Peer::Unauthenticated,
-        };
         debug!(client.id = ?accepted.client_id.as_ref().map(|n| n.to_string()), "mTLS terminated");
-        let labels = TcpLabels::new(Direction::Inbound, PeerSide::Src).with_tls(
-            Tls::Established,
-            accepted.client_id.as_ref().map(|n| Arc::from(n.as_str())),
-        );
+        let id: Option<Arc<str>> = accepted.client_id.as_ref().map(|n| Arc::from(n.as_str()));
+        let labels = TcpLabels::new(Direction::Inbound, PeerSide::Src)
+            .with_tls(Tls::Established, id.clone());
         let admitted = Admitted {
-            allowed: ctx.check_policy(app.port(), &peer, client),
+            policy: ctx.conn_policy(
+                app,
+                client,
+                ClientTls::Established(accepted.client_id.clone()),
+                TlsLabel::Established(id),
+            ),
             client_id: accepted.client_id,
             labels,
         };
@@ -299,59 +353,94 @@ async fn redirected(http: &Arc<HttpInbound>, mut stream: TcpStream, app: SocketA
             detected,
             Detected::ClientHello { .. } | Detected::TlsUnreadable
         );
-        let tls = if passthrough {
-            debug!("TLS not addressed to this proxy: passing it through to the app");
-            Tls::Opaque
-        } else {
-            Tls::NoIdentity(no_tls::NO_TLS_FROM_REMOTE)
-        };
-        let allowed = ctx.check_policy(app.port(), &Peer::Unauthenticated, client);
         if passthrough {
-            // The app's own TLS: bytes only.
-            if allowed.is_ok() {
-                let labels = TcpLabels::new(Direction::Inbound, PeerSide::Src).with_tls(tls, None);
-                to_app(ctx, Box::new(io), app, labels).await;
-            }
-            return;
+            // The app's own TLS: bytes only (never HTTP, so not detected).
+            debug!("TLS not addressed to this proxy: passing it through to the app");
+            let sni = match &detected {
+                Detected::ClientHello { sni } => sni.as_deref().map(Arc::from),
+                _ => None,
+            };
+            let labels =
+                TcpLabels::new(Direction::Inbound, PeerSide::Src).with_tls(Tls::Opaque, None);
+            let policy = ctx.conn_policy(app, client, ClientTls::Passthru, TlsLabel::Passthru(sni));
+            return forward_tcp(ctx, Box::new(io), app, labels, &policy).await;
         }
         let admitted = Admitted {
             client_id: None,
-            labels: TcpLabels::new(Direction::Inbound, PeerSide::Src).with_tls(tls, None),
-            allowed,
+            labels: plain,
+            policy: ctx.conn_policy(
+                app,
+                client,
+                ClientTls::None,
+                ctx.no_tls(no_tls::NO_TLS_FROM_REMOTE),
+            ),
         };
         (Box::new(io), admitted)
     };
     serve_app(http, io, app, admitted, None).await;
 }
 
+/// What a connection turned out to be, by its port's policy and, where the policy asks for
+/// it, detection.
+enum Carry {
+    Http(Protocol),
+    Tcp,
+}
+
+/// How the port's policy has `io` served: HTTP without detection, detection within a
+/// timeout, or bytes; with `io` again (the bytes detection read replayed). `None` when the
+/// connection ended (or was refused) meanwhile.
+async fn carry(ctx: &InboundCtx, mut io: BoxIo, admitted: &Admitted) -> Option<(Carry, BoxIo)> {
+    let meshed = admitted.labels.target.tls == Tls::Established;
+    let timeout = match &admitted.policy.policy.borrow().protocol {
+        Served::Opaque(_) | Served::Tls(_) => return Some((Carry::Tcp, io)),
+        Served::Http2(_) | Served::Grpc(_) => return Some((Carry::Http(Protocol::Http2), io)),
+        Served::Http1(_) if !meshed => return Some((Carry::Http(Protocol::Http1), io)),
+        // A meshed peer may have upgraded HTTP/1 to HTTP/2.
+        Served::Http1(_) => None,
+        Served::Detect { timeout, .. } => Some(*timeout),
+    };
+    let (detected, prefix) =
+        match detect::read(&mut io, timeout.unwrap_or(ctx.config.detect_timeout)).await {
+            Ok(d) => d,
+            Err(e @ DetectError::AmbiguousLength) => {
+                ctx.refuse(RefuseReason::MalformedHttp);
+                warn!("{e}");
+                return None;
+            }
+            Err(DetectError::Io(_)) => return None,
+        };
+    let silent = matches!(detect::detect(&prefix), detect::Detected::NeedMore);
+    let io: BoxIo = Box::new(PrefixedIo::new(prefix, io));
+    let carried = match detected {
+        Some(p) => Carry::Http(p),
+        // An HTTP/1 port's peer that sent nothing detectable in time is taken for HTTP/1.
+        None if timeout.is_none() && silent => Carry::Http(Protocol::Http1),
+        None => Carry::Tcp,
+    };
+    Some((carried, io))
+}
+
 /// Serves a connection for the app: HTTP per request when it is HTTP (or `protocol` says so),
 /// bytes otherwise.
 async fn serve_app(
     http: &Arc<HttpInbound>,
-    mut io: BoxIo,
+    io: BoxIo,
     app: SocketAddr,
     mut admitted: Admitted,
     protocol: Option<Protocol>,
 ) {
     let ctx = &*http.ctx;
     admitted.labels = admitted.labels.with_target(app, None, None);
-    let protocol = match protocol {
-        Some(p) => Some(p),
-        None if ctx.inputs.is_opaque(app.port()) => None,
-        None => match detect::read(&mut io, ctx.config.detect_timeout).await {
-            Ok((p, prefix)) => {
-                io = Box::new(PrefixedIo::new(prefix, io));
-                p
-            }
-            Err(e @ DetectError::AmbiguousLength) => {
-                ctx.refuse(RefuseReason::MalformedHttp);
-                return warn!("{e}");
-            }
-            Err(DetectError::Io(_)) => return,
+    let (carried, io) = match protocol {
+        Some(p) => (Carry::Http(p), io),
+        None => match carry(ctx, io, &admitted).await {
+            Some(c) => c,
+            None => return,
         },
     };
-    match (protocol, admitted.allowed) {
-        (Some(protocol), allowed) => {
+    match carried {
+        Carry::Http(protocol) => {
             let io: BoxIo = Box::new(Counted::new(
                 io,
                 ctx.tcp.metrics.open(admitted.labels.clone()),
@@ -361,7 +450,7 @@ async fn serve_app(
             let conn = Arc::new(InboundConn::new(
                 app,
                 admitted.client_id,
-                allowed,
+                admitted.policy,
                 admitted.labels.target.clone(),
             ));
             crate::http::server::serve(io, protocol, ctx.config.http, move |req| {
@@ -370,8 +459,26 @@ async fn serve_app(
             })
             .await
         }
-        (None, Ok(())) => to_app(ctx, io, app, admitted.labels).await,
-        (None, Err(_)) => {}
+        Carry::Tcp => forward_tcp(ctx, io, app, admitted.labels, &admitted.policy).await,
+    }
+}
+
+/// Forwards a TCP connection to the app if its port's policy admits it, for as long as the
+/// policy does.
+async fn forward_tcp(
+    ctx: &InboundCtx,
+    client: BoxIo,
+    app: SocketAddr,
+    labels: TcpLabels,
+    policy: &ConnPolicy,
+) {
+    if !ctx.authorize_tcp(policy) {
+        return;
+    }
+    tokio::select! {
+        _ = to_app(ctx, client, app, labels) => {}
+        // Dropping the forwarding closes both sides.
+        _ = policy.revoked() => {}
     }
 }
 

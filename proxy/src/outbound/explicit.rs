@@ -18,6 +18,7 @@ use hyper_util::rt::TokioIo;
 use tracing::{Instrument, debug, info, info_span};
 
 use super::http::HttpOutbound;
+use super::policy::http::ConnPolicies;
 use crate::error::ProxyError;
 use crate::http::{Body, boxed};
 use crate::transport::forward::{Activity, Ended, forward};
@@ -27,7 +28,17 @@ const PROXY_AUTHORIZATION: header::HeaderName = header::PROXY_AUTHORIZATION;
 
 impl HttpOutbound {
     /// Handles one request of an explicit connection.
-    pub async fn handle_explicit(&self, mut req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle_explicit(&self, req: Request<Incoming>) -> Response<Body> {
+        self.handle_explicit_with(&ConnPolicies::None, req).await
+    }
+
+    /// As [`handle_explicit`](Self::handle_explicit), routing by the outbound policy of the
+    /// target each request names, when it has one.
+    pub async fn handle_explicit_with(
+        &self,
+        policies: &ConnPolicies,
+        mut req: Request<Incoming>,
+    ) -> Response<Body> {
         req.headers_mut().remove(PROXY_AUTHORIZATION);
         if req.method() == Method::CONNECT {
             return self.connect(req).await;
@@ -37,7 +48,7 @@ impl HttpOutbound {
         {
             return self.fail(ProxyError::BadRequest(why));
         }
-        self.handle(None, req).await
+        self.handle_with(None, policies, req).await
     }
 
     /// `CONNECT host:port`: an opaque tunnel to the target through the normal outbound dial.
@@ -96,7 +107,7 @@ impl HttpOutbound {
 
 /// Turns an HTTP/1 absolute-form proxy request into the origin-form request its target expects,
 /// with `Host` set from the URI (RFC 9112 §3.2.2: the URI's authority wins over `Host`).
-fn to_origin_form<B>(req: &mut Request<B>) -> Result<(), &'static str> {
+pub fn to_origin_form<B>(req: &mut Request<B>) -> Result<(), &'static str> {
     let uri = req.uri();
     match uri.scheme_str() {
         Some("http") => {}

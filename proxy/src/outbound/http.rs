@@ -23,6 +23,8 @@ use tracing::debug;
 
 use super::OutboundCtx;
 use super::connect::Destination;
+use super::policy::PolicyTarget;
+use super::policy::http::ConnPolicies;
 use super::retry::Attempts;
 use crate::discovery::{Endpoint, Pick, Resolution, Target};
 use crate::error::{self, ProxyError};
@@ -39,8 +41,8 @@ use crate::transport::header::SessionProtocol;
 pub struct HttpOutbound {
     pub ctx: Arc<OutboundCtx>,
     pub pool: Arc<Pool>,
-    /// The state of the traffic split's random draws.
-    rng: AtomicU64,
+    /// The state of the traffic split's (and the route distributions') random draws.
+    pub(super) rng: AtomicU64,
 }
 
 /// The socket address an authority names when its host is an IP literal.
@@ -88,6 +90,32 @@ fn with_port(raw: &str) -> Arc<str> {
         Some((_, port)) if port.parse::<u16>().is_ok() => Arc::from(raw),
         _ => Arc::from(format!("{raw}:80")),
     }
+}
+
+/// The target whose policy a request of an explicit or ingress connection follows: ingress
+/// mode's `l5d-dst-override`, else the original destination; explicit mode's authority (an IP
+/// literal is an address).
+fn policy_target(
+    orig: Option<SocketAddr>,
+    authority: Option<&Arc<str>>,
+    overridden: bool,
+    ingress: bool,
+) -> Option<PolicyTarget> {
+    if ingress {
+        return match (overridden, authority, orig) {
+            (true, Some(a), _) => Some(PolicyTarget::Authority(a.clone())),
+            (_, _, Some(o)) => Some(PolicyTarget::Addr(o)),
+            _ => None,
+        };
+    }
+    if let Some(o) = orig {
+        return Some(PolicyTarget::Addr(o));
+    }
+    let a = authority?;
+    Some(match literal(a) {
+        Some(addr) => PolicyTarget::Addr(addr),
+        None => PolicyTarget::Authority(a.clone()),
+    })
 }
 
 /// Where a request went, as far as it got: the last attempt's endpoint and the attempt count.
@@ -266,20 +294,44 @@ impl HttpOutbound {
 
     /// Handles one request of a connection whose original destination is `orig` (`None` for an
     /// explicit connection, whose requests name their target).
-    pub async fn handle(
+    pub async fn handle(&self, orig: Option<SocketAddr>, req: Request<Incoming>) -> Response<Body> {
+        self.handle_with(orig, &ConnPolicies::None, req).await
+    }
+
+    /// As [`handle`](Self::handle), routing by the outbound policy `policies` finds for the
+    /// request, if any.
+    pub async fn handle_with(
         &self,
         orig: Option<SocketAddr>,
+        policies: &ConnPolicies,
         mut req: Request<Incoming>,
     ) -> Response<Body> {
         let start = Instant::now();
+        let mut overridden = false;
         let authority = if self.ctx.config.ingress {
             match take_dst_override(&mut req) {
-                Ok(Some(target)) => Some(target),
+                Ok(Some(target)) => {
+                    overridden = true;
+                    Some(target)
+                }
                 Ok(None) => authority(&req),
                 Err(e) => return self.fail(e),
             }
         } else {
             authority(&req)
+        };
+        let policy = match policies {
+            ConnPolicies::None => None,
+            ConnPolicies::Fixed(conn) if conn.profile_overrides() => None,
+            _ => {
+                let named = policy_target(
+                    orig,
+                    authority.as_ref(),
+                    overridden,
+                    self.ctx.config.ingress,
+                );
+                policies.policy(self.ctx.policy.as_ref(), named).await
+            }
         };
         let inputs = &self.ctx.inputs;
         let mut access = inputs.access_log.as_ref().map(|log| {
@@ -297,9 +349,22 @@ impl HttpOutbound {
             })
         });
         let mut done = Dispatched::default();
-        let rsp = self
-            .dispatch(orig, authority.as_deref(), req, &mut done)
-            .await;
+        let rsp = match policy {
+            // Upgrades and CONNECT keep their own path (a tunnel after the answer).
+            Some(p) if !is_upgrade(&req) && req.method() != http::Method::CONNECT => {
+                match self.route_by_policy(&p, req, &mut done).await {
+                    Ok(rsp) => rsp,
+                    Err(req) => {
+                        self.dispatch(orig, authority.as_deref(), req, &mut done)
+                            .await
+                    }
+                }
+            }
+            _ => {
+                self.dispatch(orig, authority.as_deref(), req, &mut done)
+                    .await
+            }
+        };
         let ep = done.ep.as_deref();
         let labels = TargetLabels {
             authority,

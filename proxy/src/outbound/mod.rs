@@ -22,17 +22,22 @@
 //! - [`connect`]: [`connect::Destination`] and the [`connect::Connector`] every dial uses.
 //! - [`http`]: the per-request router (authority, discovery, split, balancing).
 //! - [`retry`]: the attempts of one request (retries, budgets, timeouts).
+//! - [`policy`]: the control plane's outbound policy (`OutboundPolicies`): routes, filters,
+//!   backends, retries and timeouts as linkerd2-proxy applies them; targets without one are
+//!   routed as above.
 //! - [`explicit`]: requests to the listener used as an HTTP proxy, `CONNECT` tunnels.
 
 pub mod connect;
 pub mod explicit;
 pub mod http;
+pub mod policy;
 pub mod retry;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use remora_metrics::outbound_route::OutboundRouteMetrics;
 use remora_metrics::tcp::{Direction, Peer, RefuseReason, TcpLabels, Tls};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -40,6 +45,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::connect::{Connector, Destination};
 use self::http::HttpOutbound;
+use self::policy::client::ConnPolicy;
+use self::policy::http::{ConnPolicies, LastTarget};
+use self::policy::{OutboundPolicy, PolicyClient, PolicyTarget, Protocol as PolicyProtocol};
 use crate::discovery::Hint;
 use crate::http::detect::{self, DetectError, Protocol};
 use crate::http::server::Limits;
@@ -93,7 +101,15 @@ pub struct OutboundCtx {
     pub config: OutboundConfig,
     pub tcp: TcpCtx,
     pub connector: Connector,
+    /// The outbound policy client (with a policy service).
+    pub policy: Option<PolicyClient>,
+    /// Linkerd's outbound route families (policy-routed traffic only).
+    pub routes: OutboundRouteMetrics,
 }
+
+/// How long a new target's first connection waits for its first policy answer without
+/// discovery configured (with it: the discovery timeout).
+const POLICY_WAIT: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
 pub struct Outbound {
@@ -103,17 +119,23 @@ pub struct Outbound {
 }
 
 impl Outbound {
+    /// The outbound on `listeners`; with a policy service in `inputs`, it watches its
+    /// targets' outbound policies and records `routes`. Call within a runtime.
     pub fn new(
         listeners: Vec<TcpListener>,
         accept: AcceptCtx,
         inputs: Arc<ProxyInputs>,
         config: OutboundConfig,
+        routes: OutboundRouteMetrics,
     ) -> Self {
+        let wait = inputs.discovery.as_ref().map_or(POLICY_WAIT, |d| d.timeout);
         let ctx = Arc::new(OutboundCtx {
             tcp: inputs.tcp(Direction::Outbound),
             connector: Connector::new(inputs.clone(), Direction::Outbound),
+            policy: inputs.policy.as_ref().map(|p| PolicyClient::new(p, wait)),
             inputs,
             config,
+            routes,
         });
         Outbound {
             listeners,
@@ -177,10 +199,31 @@ async fn handle(http: &Arc<HttpOutbound>, stream: TcpStream, client: SocketAddr)
     }
 }
 
-/// A redirected connection to `dst`: HTTP per request, anything else forwarded to one
-/// endpoint of `dst`.
+/// A redirected connection to `dst`: by its outbound policy when the control plane has one
+/// for it; otherwise HTTP per request, anything else forwarded to one endpoint of `dst`.
 async fn transparent(http: &Arc<HttpOutbound>, mut stream: TcpStream, dst: SocketAddr) {
     let ctx = &*http.ctx;
+    // Ingress mode's requests name their targets: their policy is looked up per request.
+    let conn = match &ctx.policy {
+        Some(client) if !ctx.config.ingress => client
+            .addr(dst)
+            .await
+            .map(|rx| Arc::new(ConnPolicy::new(PolicyTarget::Addr(dst), rx))),
+        _ => None,
+    };
+    if let (Some(client), Some(conn)) = (&ctx.policy, &conn)
+        && let Some(policy) = conn.current(client)
+    {
+        return by_policy(http, stream, dst, policy, conn.clone()).await;
+    }
+    let policies = match conn {
+        // A target whose first answer was refused: a later policy applies to its requests.
+        Some(c) => ConnPolicies::Fixed(c),
+        None if ctx.config.ingress && ctx.policy.is_some() => {
+            ConnPolicies::ByTarget(Arc::new(LastTarget::default()))
+        }
+        None => ConnPolicies::None,
+    };
     let route = resolve(ctx, dst).await;
     // Ingress mode detects every port: its requests name their targets.
     let opaque = !ctx.config.ingress
@@ -195,7 +238,7 @@ async fn transparent(http: &Arc<HttpOutbound>, mut stream: TcpStream, dst: Socke
         match detect::read(&mut stream, ctx.config.detect_timeout).await {
             Ok((Some(protocol), prefix)) => {
                 let io = PrefixedIo::new(prefix, stream);
-                return serve_http(http, io, protocol, Some(dst))
+                return serve_http(http, io, protocol, Some(dst), policies)
                     .instrument(info_span!("http", %dst))
                     .await;
             }
@@ -211,6 +254,122 @@ async fn transparent(http: &Arc<HttpOutbound>, mut stream: TcpStream, dst: Socke
     };
     let span = info_span!("target", %dst, endpoint = %dest.addr);
     forward(ctx, io, dest).instrument(span).await
+}
+
+/// A redirected connection to `dst`, whose target has `policy`: its protocol decides (a port
+/// configured opaque, or a profile saying so, is opaque whatever the policy).
+async fn by_policy(
+    http: &Arc<HttpOutbound>,
+    mut stream: TcpStream,
+    dst: SocketAddr,
+    policy: Arc<OutboundPolicy>,
+    conn: Arc<ConnPolicy>,
+) {
+    let ctx = &*http.ctx;
+    let profile = ctx
+        .inputs
+        .discovery
+        .as_ref()
+        .map(|d| d.resolver.resolve(&dst.to_string()).profile);
+    let profile_opaque = profile
+        .as_ref()
+        .is_some_and(|p| p.borrow().as_ref().is_some_and(|p| p.proto.opaque_protocol));
+    let span = info_span!("policy", %dst, parent = %policy.parent);
+    let timeout = match &policy.protocol {
+        PolicyProtocol::Opaque(_) => {
+            return opaque_by_policy(http, Box::new(stream), dst, &policy)
+                .instrument(span)
+                .await;
+        }
+        PolicyProtocol::Tls(routes) => {
+            return tls_by_policy(http, stream, dst, &policy, routes)
+                .instrument(span)
+                .await;
+        }
+        PolicyProtocol::Detect { timeout, .. } => *timeout,
+        PolicyProtocol::Http1(_) | PolicyProtocol::Http2(_) | PolicyProtocol::Grpc(_) => {
+            ctx.config.detect_timeout
+        }
+    };
+    if ctx.inputs.is_opaque(dst.port()) || profile_opaque {
+        return opaque_by_policy(http, Box::new(stream), dst, &policy)
+            .instrument(span)
+            .await;
+    }
+    match detect::read(&mut stream, timeout).await {
+        Ok((Some(protocol), prefix)) => {
+            if let Some(p) = profile {
+                conn.set_profile(p);
+            }
+            let io = PrefixedIo::new(prefix, stream);
+            serve_http(http, io, protocol, Some(dst), ConnPolicies::Fixed(conn))
+                .instrument(span)
+                .await
+        }
+        Ok((None, prefix)) => {
+            let io = Box::new(PrefixedIo::new(prefix, stream));
+            opaque_by_policy(http, io, dst, &policy)
+                .instrument(span)
+                .await
+        }
+        Err(e) => detection_failed(ctx, &e),
+    }
+}
+
+/// An opaque connection to a target with a policy: its opaque route, or (a policy without
+/// one, e.g. `Http1`) one endpoint of `dst` as without a policy.
+async fn opaque_by_policy(
+    http: &Arc<HttpOutbound>,
+    io: BoxIo,
+    dst: SocketAddr,
+    policy: &Arc<OutboundPolicy>,
+) {
+    let ctx = &*http.ctx;
+    if let Some(route) = policy.opaque() {
+        return http.forward_by_route(io, dst, policy, route, false).await;
+    }
+    let Some(dest) = resolve(ctx, dst).await else {
+        ctx.tcp
+            .metrics
+            .refused(Direction::Outbound, RefuseReason::NoEndpoints);
+        return;
+    };
+    forward(ctx, io, dest).await
+}
+
+/// A TLS connection to a target with a TLS policy: the route of the ClientHello's SNI.
+async fn tls_by_policy(
+    http: &Arc<HttpOutbound>,
+    mut stream: TcpStream,
+    dst: SocketAddr,
+    policy: &Arc<OutboundPolicy>,
+    routes: &policy::TlsRoutes,
+) {
+    use crate::tls::detect::{Detected, MAX_DETECT, detect as detect_tls};
+    let ctx = &*http.ctx;
+    let prefix = match crate::transport::io::read_prefix(
+        &mut stream,
+        MAX_DETECT,
+        ctx.config.detect_timeout,
+        |buf| !matches!(detect_tls(buf), Detected::NeedMore),
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => return debug!(error = %e, "closing"),
+    };
+    let sni = match detect_tls(&prefix) {
+        Detected::ClientHello { sni } => sni,
+        _ => None,
+    };
+    let io: BoxIo = Box::new(PrefixedIo::new(prefix, stream));
+    match policy::opaque::tls_route(routes, sni.as_deref()) {
+        Some(route) => http.forward_by_route(io, dst, policy, route, true).await,
+        None => {
+            info!(%dst, ?sni, "no TLS route matches the connection's SNI; resetting it");
+            io.reset();
+        }
+    }
 }
 
 /// Counts and logs a detection that ended the connection.
@@ -243,7 +402,18 @@ async fn explicit(http: &Arc<HttpOutbound>, mut stream: TcpStream) {
     let ctx = &*http.ctx;
     match detect::read(&mut stream, ctx.config.detect_timeout).await {
         Ok((Some(protocol), prefix)) => {
-            serve_http(http, PrefixedIo::new(prefix, stream), protocol, None).await
+            let policies = match ctx.policy {
+                Some(_) => ConnPolicies::ByTarget(Arc::new(LastTarget::default())),
+                None => ConnPolicies::None,
+            };
+            serve_http(
+                http,
+                PrefixedIo::new(prefix, stream),
+                protocol,
+                None,
+                policies,
+            )
+            .await
         }
         Ok((None, prefix)) => {
             ctx.tcp
@@ -280,6 +450,7 @@ async fn serve_http(
     io: PrefixedIo<TcpStream>,
     protocol: Protocol,
     dst: Option<SocketAddr>,
+    policies: ConnPolicies,
 ) {
     let ctx = &*http.ctx;
     let mut labels = TcpLabels::new(Direction::Outbound, Peer::Src)
@@ -290,11 +461,11 @@ async fn serve_http(
     let io: BoxIo = Box::new(Counted::new(io, ctx.tcp.metrics.open(labels), None));
     let http = http.clone();
     crate::http::server::serve(io, protocol, ctx.config.http, move |req| {
-        let http = http.clone();
+        let (http, policies) = (http.clone(), policies.clone());
         async move {
             match dst {
-                Some(dst) => http.handle(Some(dst), req).await,
-                None => http.handle_explicit(req).await,
+                Some(dst) => http.handle_with(Some(dst), &policies, req).await,
+                None => http.handle_explicit_with(&policies, req).await,
             }
         }
     })

@@ -249,7 +249,7 @@ impl HttpOutbound {
     }
 
     /// Sends one attempt to `addr` (as `ep`), upgrading HTTP/1 for a meshed peer.
-    async fn send_once(
+    pub(super) async fn send_once(
         &self,
         addr: SocketAddr,
         ep: Option<Arc<Endpoint>>,
@@ -287,21 +287,14 @@ impl HttpOutbound {
     }
 
     /// The client's response for the last attempt.
-    fn respond(&self, sent: Sent, addr: SocketAddr, body_failed: &AtomicBool) -> Response<Body> {
+    pub(super) fn respond(
+        &self,
+        sent: Sent,
+        addr: SocketAddr,
+        body_failed: &AtomicBool,
+    ) -> Response<Body> {
         match sent.result {
-            Ok(mut rsp) => {
-                if sent.meshed {
-                    // A peer proxy's annotations are for us, not the app.
-                    rsp.headers_mut().remove(L5D_PROXY_ERROR);
-                    rsp.headers_mut().remove(L5D_PROXY_CONNECTION);
-                }
-                if sent.upgraded {
-                    orig_proto::unmark(&mut rsp);
-                }
-                strip_hop_by_hop(rsp.headers_mut());
-                let (parts, body) = rsp.into_parts();
-                Response::from_parts(parts, boxed(body))
-            }
+            Ok(rsp) => clean(rsp, sent.meshed, sent.upgraded),
             Err(_) if body_failed.load(Ordering::Relaxed) => self.fail(ProxyError::MalformedBody),
             Err(SendError::Connect(failure, _)) => self.fail(ProxyError::Connect { addr, failure }),
             Err(e) => self.fail(ProxyError::Upstream {
@@ -320,6 +313,21 @@ impl HttpOutbound {
         }
         report(transition, addr);
     }
+}
+
+/// A target's response as the app gets it: a meshed peer's `l5d-proxy-*` headers removed (they
+/// are for us), `l5d-orig-proto` undone, hop-by-hop headers removed.
+pub(super) fn clean(mut rsp: Response<Incoming>, meshed: bool, upgraded: bool) -> Response<Body> {
+    if meshed {
+        rsp.headers_mut().remove(L5D_PROXY_ERROR);
+        rsp.headers_mut().remove(L5D_PROXY_CONNECTION);
+    }
+    if upgraded {
+        orig_proto::unmark(&mut rsp);
+    }
+    strip_hop_by_hop(rsp.headers_mut());
+    let (parts, body) = rsp.into_parts();
+    Response::from_parts(parts, boxed(body))
 }
 
 /// A fresh copy of a buffered request.

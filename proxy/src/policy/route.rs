@@ -61,6 +61,13 @@ impl HostMatch {
     }
 }
 
+impl HostMatch {
+    /// How well `host` matches this pattern (`None`: not at all); for SNI matching.
+    pub fn matches_host(&self, host: &str) -> Option<HostScore> {
+        self.score(host)
+    }
+}
+
 /// A path pattern.
 #[derive(Clone, Debug)]
 pub enum PathMatch {

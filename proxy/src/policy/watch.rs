@@ -63,19 +63,43 @@ pub type OpenFuture<M> =
 /// How one kind of policy is watched: opening a key's stream and compiling its messages.
 pub trait Source: Send + Sync + 'static {
     type Key: Clone + Eq + Hash + fmt::Display + Send + Sync + 'static;
-    type Message: Send + 'static;
+    /// Compared with the last message compiled: a control plane re-sends unchanged policies
+    /// (on any change elsewhere, on every new stream), and recompiling one would reset state
+    /// that must live across them, such as a rate limiter's buckets.
+    type Message: PartialEq + Send + 'static;
     type Policy: Send + Sync + 'static;
 
     /// What the policy of `key` is called in logs (`inbound port 8080`).
     fn what(&self) -> &'static str;
     fn open(&self, key: &Self::Key) -> OpenFuture<Self::Message>;
-    fn compile(&self, key: &Self::Key, msg: Self::Message) -> Result<Self::Policy, String>;
+    fn compile(&self, key: &Self::Key, msg: &Self::Message) -> Result<Self::Policy, String>;
     /// A refused message (counted by the source's metrics, if any).
     fn refused(&self, _key: &Self::Key) {}
+    /// What to publish instead when a message is refused, given the key's current policy:
+    /// `None` (the default) keeps the current one. (The outbound marks a target whose first
+    /// answer was refused, so its connections stop waiting for one.)
+    fn on_refused(&self, _key: &Self::Key, _current: &Self::Policy) -> Option<Self::Policy> {
+        None
+    }
+    /// Whether a stream failing with `code` ends the key's watch for good (the key keeps what
+    /// it has) rather than being retried with backoff. By default `NotFound`, `Unimplemented`,
+    /// `InvalidArgument` and `FailedPrecondition` are final; linkerd2-proxy's inbound retries
+    /// `NotFound` and `Unimplemented`.
+    fn is_final(&self, code: tonic::Code) -> bool {
+        matches!(
+            code,
+            tonic::Code::NotFound
+                | tonic::Code::Unimplemented
+                | tonic::Code::InvalidArgument
+                | tonic::Code::FailedPrecondition
+        )
+    }
 }
 
 struct Entry<P> {
     rx: watch::Receiver<Arc<P>>,
+    /// Counts the receivers connections still hold (`rx` is one).
+    tx: watch::Sender<Arc<P>>,
     last_used: Instant,
     /// Never dropped for idleness.
     pinned: bool,
@@ -174,11 +198,17 @@ impl<S: Source> Watches<S> {
             }
         }
         let (tx, rx) = watch::channel(Arc::new(default()));
-        let task = tokio::spawn(follow(self.source.clone(), key.clone(), tx, self.limits));
+        let task = tokio::spawn(follow(
+            self.source.clone(),
+            key.clone(),
+            tx.clone(),
+            self.limits,
+        ));
         entries.insert(
             key.clone(),
             Entry {
                 rx: rx.clone(),
+                tx,
                 last_used: Instant::now(),
                 pinned,
                 task,
@@ -204,8 +234,12 @@ async fn sweep<S: Source>(w: std::sync::Weak<Watches<S>>) {
         let Some(w) = w.upgrade() else { return };
         if let Ok(mut entries) = w.entries.lock() {
             let idle = w.idle;
-            // A dropped key's connections keep the last policy they got.
-            entries.retain(|_, e| e.pinned || e.last_used.elapsed() < idle);
+            // A key is idle when no connection used it for `idle` and none holds it still
+            // (a long-lived connection keeps following its policy). A dropped key's
+            // connections keep the last policy they got.
+            entries.retain(|_, e| {
+                e.pinned || e.last_used.elapsed() < idle || e.tx.receiver_count() > 1
+            });
         }
     }
 }
@@ -225,8 +259,9 @@ async fn follow<S: Source>(
     limits: StreamLimits,
 ) {
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX).with_jitter(0.1);
+    let mut last = None;
     loop {
-        match one_stream(&*source, &key, &tx, limits, &mut backoff).await {
+        match one_stream(&*source, &key, &tx, limits, &mut backoff, &mut last).await {
             Ended::Final => return,
             Ended::Retry => backoff.wait().await,
         }
@@ -242,11 +277,12 @@ async fn one_stream<S: Source>(
     tx: &watch::Sender<Arc<S::Policy>>,
     limits: StreamLimits,
     backoff: &mut Backoff,
+    last: &mut Option<S::Message>,
 ) -> Ended {
     let what = source.what();
     let mut stream = match source.open(key).await {
         Ok(s) => s,
-        Err(status) => return ended_with(what, key, &status, backoff),
+        Err(status) => return ended_with(source, key, &status, backoff),
     };
     let opened = Instant::now();
     let mut first = true;
@@ -277,13 +313,22 @@ async fn one_stream<S: Source>(
         match next {
             Ok(Some(msg)) => {
                 first = false;
-                match source.compile(key, msg) {
+                if last.as_ref() == Some(&msg) {
+                    backoff.reset();
+                    continue;
+                }
+                match source.compile(key, &msg) {
                     Ok(policy) => {
                         backoff.reset();
                         tx.send_replace(Arc::new(policy));
+                        *last = Some(msg);
                     }
                     Err(why) => {
                         source.refused(key);
+                        let instead = source.on_refused(key, &tx.borrow());
+                        if let Some(p) = instead {
+                            tx.send_replace(Arc::new(p));
+                        }
                         warn!(%key, error = %why, "{what}: refusing an invalid policy; keeping the previous one");
                     }
                 }
@@ -292,22 +337,20 @@ async fn one_stream<S: Source>(
                 debug!(%key, "{what}: the control plane ended the stream");
                 return Ended::Retry;
             }
-            Err(status) => return ended_with(what, key, &status, backoff),
+            Err(status) => return ended_with(source, key, &status, backoff),
         }
     }
 }
 
-fn ended_with<K: fmt::Display>(
-    what: &str,
-    key: &K,
+fn ended_with<S: Source>(
+    source: &S,
+    key: &S::Key,
     status: &tonic::Status,
     backoff: &Backoff,
 ) -> Ended {
+    let what = source.what();
     match status.code() {
-        tonic::Code::NotFound
-        | tonic::Code::Unimplemented
-        | tonic::Code::InvalidArgument
-        | tonic::Code::FailedPrecondition => {
+        code if source.is_final(code) => {
             info!(%key, code = ?status.code(), "{what}: the control plane has no policy for it; using the default");
             Ended::Final
         }

@@ -242,3 +242,76 @@ fn bad_values_and_other_families_are_ignored() {
     assert_eq!(s.first_error.map(|e| e.line), Some(6));
     assert!(rows(text, text, 1, ALL).is_empty());
 }
+
+#[test]
+fn the_route_view_has_a_row_per_outbound_policy_route() {
+    let route = |route: &str, status: &str, error: &str, n: u64| {
+        format!(
+            "outbound_http_route_request_statuses_total{{parent_group=\"core\",parent_kind=\"Service\",\
+             parent_namespace=\"shop\",parent_name=\"web\",parent_port=\"8080\",parent_section_name=\"\",\
+             route_group=\"gateway.networking.k8s.io\",route_kind=\"HTTPRoute\",route_namespace=\"shop\",\
+             route_name=\"{route}\",hostname=\"\",http_status=\"{status}\",error=\"{error}\"}} {n}\n"
+        )
+    };
+    let grpc = |code: &str, n: u64| {
+        format!(
+            "outbound_grpc_route_request_statuses_total{{parent_name=\"api\",parent_port=\"9090\",\
+             route_kind=\"default\",route_name=\"grpc\",grpc_status=\"{code}\",error=\"\"}} {n}\n"
+        )
+    };
+    let bucket = |le: &str, n: u64| {
+        format!(
+            "outbound_http_route_request_duration_seconds_bucket{{le=\"{le}\",parent_name=\"web\",\
+             parent_port=\"8080\",route_kind=\"HTTPRoute\",route_name=\"canary\",hostname=\"\"}} {n}\n"
+        )
+    };
+    let before = [
+        route("canary", "200", "", 0),
+        route("canary", "503", "", 0),
+        route("canary", "", "REQUEST_TIMEOUT", 0),
+        grpc("OK", 0),
+        grpc("UNAVAILABLE", 0),
+        bucket("0.05", 0),
+        bucket("0.5", 0),
+        bucket("1.0", 0),
+        bucket("10.0", 0),
+        bucket("+Inf", 0),
+        responses("web:8080", "true", "success", 5),
+    ]
+    .concat();
+    let after = [
+        route("canary", "200", "", 80),
+        route("canary", "503", "", 10),
+        route("canary", "", "REQUEST_TIMEOUT", 10),
+        grpc("OK", 30),
+        grpc("UNAVAILABLE", 10),
+        bucket("0.05", 50),
+        bucket("0.5", 100),
+        bucket("1.0", 100),
+        bucket("10.0", 100),
+        bucket("+Inf", 100),
+        responses("web:8080", "true", "success", 500),
+    ]
+    .concat();
+    let t0 = Instant::now();
+    let mut agg = Aggregate::default();
+    agg.add(
+        &Snapshot::from_routes_text(&before, t0),
+        &Snapshot::from_routes_text(&after, t0 + Duration::from_secs(10)),
+    );
+    let rows = agg.rows();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let web = &rows[0];
+    assert_eq!(
+        (web.key.direction.as_str(), web.key.authority.as_str()),
+        ("route", "web:8080/HTTPRoute/canary")
+    );
+    assert_close(Some(web.rps), 10.0);
+    assert_close(web.success, 0.8);
+    assert_eq!(web.mtls, None, "route rows have no mTLS share");
+    // Half of the requests within 50 ms: p50 at the first bucket's bound.
+    assert_close(web.p50, 50.0);
+    let api = &rows[1];
+    assert_eq!(api.key.authority, "api:9090/default/grpc");
+    assert_close(api.success, 0.75);
+}

@@ -125,6 +125,8 @@ fn router() -> HttpOutbound {
             http: Default::default(),
             ingress: false,
         },
+        policy: None,
+        routes: remora_metrics::outbound_route::OutboundRouteMetrics::standalone(Default::default()),
     }))
 }
 

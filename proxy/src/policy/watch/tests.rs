@@ -19,6 +19,7 @@ struct Fake {
     scripts: Mutex<VecDeque<Script>>,
     opened: AtomicUsize,
     refused: AtomicUsize,
+    compiled: AtomicUsize,
 }
 
 struct Scripted {
@@ -76,7 +77,8 @@ impl Source for Src {
     }
 
     /// Odd numbers do not compile.
-    fn compile(&self, _key: &u16, msg: u32) -> Result<String, String> {
+    fn compile(&self, _key: &u16, &msg: &u32) -> Result<String, String> {
+        self.0.compiled.fetch_add(1, Ordering::SeqCst);
         if msg % 2 == 1 {
             Err(format!("{msg} is odd"))
         } else {
@@ -162,11 +164,28 @@ async fn the_cache_is_bounded_and_idle_keys_go() {
     let w = Watches::new(src, 2, Duration::from_secs(30), StreamLimits::default());
     let _pinned = w.pin(&1, String::new);
     let _a = w.get(&2, String::new);
-    let _b = w.get(&3, String::new);
+    let b = w.get(&3, String::new);
     assert_eq!(w.len(), 2, "the oldest unpinned key made room");
     tokio::time::sleep(Duration::from_millis(10)).await;
     // Key 2's watch was dropped with its entry; 1 and 3 hold theirs.
     assert!(fake.opened.load(Ordering::SeqCst) >= 2);
     tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(w.len(), 2, "a key a connection still holds is not idle");
+    drop(b);
+    tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(w.len(), 1, "only the pinned key outlives the idle timeout");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unchanged_policy_resent_is_not_recompiled_even_on_a_new_stream() {
+    // 2 twice, then (after the stream ends and is reopened) 2 again, then 4: two compiles.
+    let (src, fake) = source(vec![
+        Script::SendAndEnd(vec![2, 2]),
+        Script::Send(vec![Ok(2), Ok(4)]),
+    ]);
+    let w = Watches::new(src, 10, Duration::from_secs(60), StreamLimits::default());
+    let mut rx = w.get(&8080, || "default".to_string());
+    settled(&mut rx, "policy 4").await;
+    assert_eq!(fake.opened.load(Ordering::SeqCst), 2);
+    assert_eq!(fake.compiled.load(Ordering::SeqCst), 2);
 }

@@ -1,0 +1,322 @@
+//! The fuzz targets of every parser of untrusted or operator input, as plain functions: the
+//! cargo-fuzz binaries in `fuzz/` call them with libFuzzer's inputs (nightly), and
+//! `tests/corpora.rs` replays every committed corpus entry through them (stable, in
+//! `cargo test --workspace`), so a fixed crash stays fixed.
+//!
+//! Each target must not panic on any input; where a parser has an invariant (a decoded header
+//! re-encodes to itself, a decided detection stays decided), the target asserts it. `TARGETS`
+//! names them for the replay.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prost::Message;
+
+/// A target's body: one input, no panic.
+pub type Target = fn(&[u8]);
+
+/// Every target, by the name of its fuzz binary and corpus folder.
+pub const TARGETS: &[(&str, Target)] = &[
+    ("transport_header", transport_header),
+    ("client_hello", client_hello),
+    ("http_detect", http_detect),
+    ("env_remora", env_remora),
+    ("env_linkerd", env_linkerd),
+    ("control_toml", control_toml),
+    ("profile", profile),
+    ("csr", csr),
+    ("trust_anchors", trust_anchors),
+    ("sa_token", sa_token),
+    ("explicit_request", explicit_request),
+    ("policy_strings", policy_strings),
+    ("inbound_policy", inbound_policy),
+    ("outbound_policy", outbound_policy),
+];
+
+/// Transport-header decoding (the direct path's first bytes after mTLS): never panics; what
+/// decodes re-encodes to a header that decodes the same.
+pub fn transport_header(data: &[u8]) {
+    use remora_proxy::transport::header::{PREFACE, TransportHeader};
+    let mut wire = PREFACE.to_vec();
+    wire.extend_from_slice(data);
+    for input in [data, &wire[..]] {
+        if let Ok(Some((header, used))) = TransportHeader::decode(input) {
+            assert!(used <= input.len());
+            let again = TransportHeader::decode(&header.encode())
+                .expect("a re-encoded header decodes")
+                .expect("a re-encoded header is whole")
+                .0;
+            assert_eq!(again, header);
+        }
+    }
+}
+
+/// ClientHello detection (the inbound's first bytes): never panics, and once a prefix is
+/// decided, longer inputs decide the same.
+pub fn client_hello(data: &[u8]) {
+    use remora_proxy::tls::detect::{Detected, detect};
+    let full = detect(data);
+    // Every prefix would be quadratic on big inputs; a spread of cuts finds the same bugs.
+    let step = (data.len() / 64).max(1);
+    for cut in (0..data.len()).step_by(step) {
+        let partial = detect(&data[..cut]);
+        if partial != Detected::NeedMore {
+            assert_eq!(partial, full, "decided at {cut}, changed later");
+        }
+    }
+}
+
+/// HTTP detection (both directions' first bytes): never panics; a decided prefix stays
+/// decided.
+pub fn http_detect(data: &[u8]) {
+    use remora_proxy::http::detect::{Detected, detect};
+    let full = detect(data);
+    let step = (data.len() / 64).max(1);
+    for cut in (0..data.len()).step_by(step) {
+        let partial = detect(&data[..cut]);
+        if partial != Detected::NeedMore && full != Detected::NeedMore {
+            assert_eq!(partial, full, "decided at {cut}, changed later");
+        }
+    }
+}
+
+/// Splits an input into `NAME=VALUE` lines, each name picked by its first byte from `names`
+/// (so mutations reach real variables), the value the rest of the line.
+fn env_lines(data: &[u8], names: &[String]) -> HashMap<String, String> {
+    let mut env = HashMap::new();
+    for line in data.split(|&b| b == b'\n') {
+        let Some((&pick, value)) = line.split_first() else {
+            continue;
+        };
+        let name = &names[pick as usize % names.len()];
+        env.insert(name.clone(), String::from_utf8_lossy(value).into_owned());
+    }
+    env
+}
+
+/// The `REMORA_*` surface, policy strings and every value syntax included: a bad value is an
+/// error naming a variable, never a panic.
+pub fn env_remora(data: &[u8]) {
+    let names: Vec<String> = remora_proxy::config::VARS
+        .iter()
+        .map(|v| v.name.to_string())
+        .collect();
+    let env = env_lines(data, &names);
+    if let Err(e) = remora_proxy::Config::from_lookup(|k| env.get(k).cloned()) {
+        assert!(!e.var.is_empty());
+    }
+}
+
+/// Linkerd's `LINKERD2_PROXY_*` surface: as for [`env_remora`].
+pub fn env_linkerd(data: &[u8]) {
+    use remora_proxy::config::linkerd::{LINKERD_VARS, PREFIX};
+    let names: Vec<String> = LINKERD_VARS
+        .iter()
+        .map(|v| format!("{PREFIX}{}", v.name))
+        .collect();
+    let env = env_lines(data, &names);
+    if let Err(e) = remora_proxy::Config::from_vars(env) {
+        assert!(!e.var.is_empty());
+    }
+}
+
+/// `remora control`'s TOML (its services, links, and policies): never panics.
+pub fn control_toml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = remora_control::config::Config::parse(text, std::path::Path::new("/nonexistent"));
+}
+
+/// A destination profile from the control plane, compiled for the data path: never panics.
+pub fn profile(data: &[u8]) {
+    if let Ok(p) = linkerd2_proxy_api::destination::DestinationProfile::decode(data) {
+        let _ = remora_proxy::discovery::profile::Profile::compile(p);
+    }
+}
+
+/// The issuer's CSR checks (`Identity/Certify`): a CSR is refused or signed, never a panic;
+/// what is signed chains to the root and names exactly the requested identity.
+pub fn csr(data: &[u8]) {
+    use remora_identity::certs::Ca;
+    use remora_identity::{Name, TrustAnchors};
+    static PKI: OnceLock<(Ca, TrustAnchors)> = OnceLock::new();
+    let (issuer, anchors) = PKI.get_or_init(|| {
+        let root = Ca::new_root("fuzz root", Duration::from_secs(86_400)).unwrap();
+        let issuer = root
+            .new_intermediate("fuzz issuer", Duration::from_secs(86_400))
+            .unwrap();
+        let anchors = TrustAnchors::from_pem(root.cert_pem().as_bytes()).unwrap();
+        (issuer, anchors)
+    });
+    let name: Name = "web.shop.serviceaccount.identity.linkerd.cluster.local"
+        .parse()
+        .unwrap();
+    if let Ok(issued) = issuer.issue(data, &name, Duration::from_secs(3600)) {
+        anchors
+            .verify(
+                &issued.leaf,
+                &issued.intermediates,
+                &name,
+                std::time::SystemTime::now(),
+            )
+            .expect("a signed leaf verifies for the identity it was asked for");
+    }
+}
+
+/// Trust anchors as PEM (a file, or inline as Linkerd's injector gives them): never panics;
+/// what parses holds at least one certificate.
+pub fn trust_anchors(data: &[u8]) {
+    if let Ok(a) = remora_identity::TrustAnchors::from_pem(data) {
+        assert!(!a.certs().is_empty());
+    }
+}
+
+/// The fixed issuer keys, rules and clock of [`sa_token`]: RFC 7515's example keys (A.2, RSA,
+/// kid `rfc7515-a2`; A.3, P-256, kid `rfc7515-a3`), so the seeds (`examples/seed_corpora.rs`)
+/// are tokens that verify.
+pub mod sa_token_fixture {
+    use remora_control::sa_token::Rules;
+    use remora_control::sa_token::jwks::Jwks;
+    use remora_control::sa_token::mint::Minter;
+
+    /// The clock of every check, and the identity asked for.
+    pub const NOW_SECS: u64 = 1_800_000_000;
+    pub const IDENTITY: &str = "web.shop.serviceaccount.identity.linkerd.cluster.local";
+
+    pub fn minters() -> (Minter, Minter) {
+        (
+            Minter::rfc7515_rs256("rfc7515-a2").expect("RFC 7515 A.2's key"),
+            Minter::rfc7515_es256("rfc7515-a3").expect("RFC 7515 A.3's key"),
+        )
+    }
+
+    pub fn jwks() -> Jwks {
+        let (rsa, ec) = minters();
+        Jwks::parse(Minter::jwks(&[&rsa, &ec]).as_bytes()).expect("the fixture's JWKS")
+    }
+
+    pub fn rules() -> Rules {
+        Rules {
+            audience: remora_control::sa_token::DEFAULT_AUDIENCE.into(),
+            issuer: Some(remora_control::sa_token::DEFAULT_ISSUER.into()),
+            trust_domain: "cluster.local".into(),
+            control_plane_ns: "linkerd".into(),
+        }
+    }
+}
+
+/// A Certify token checked as a Kubernetes service-account token (`remora control`'s
+/// `token_auth = ["kubernetes"]`), against fixed keys at a fixed time: never panics; what
+/// verifies is exactly the identity asked for, and only a token that is not a JWT is
+/// malformed.
+pub fn sa_token(data: &[u8]) {
+    use remora_control::sa_token::{SaTokenError, jwks::Jwks, verify};
+    static FIXTURE: OnceLock<(Jwks, remora_identity::Name)> = OnceLock::new();
+    let (jwks, identity) = FIXTURE.get_or_init(|| {
+        (
+            sa_token_fixture::jwks(),
+            sa_token_fixture::IDENTITY.parse().unwrap(),
+        )
+    });
+    let now = std::time::UNIX_EPOCH + Duration::from_secs(sa_token_fixture::NOW_SECS);
+    match verify(&sa_token_fixture::rules(), jwks, data, identity, now) {
+        Ok(v) => {
+            assert_eq!(&v.identity, identity);
+            assert!(v.expires + remora_control::sa_token::CLOCK_SKEW > now);
+        }
+        Err(e @ (SaTokenError::TooLarge(_) | SaTokenError::Malformed(_))) => {
+            assert!(e.is_malformed());
+        }
+        Err(e) => assert!(!e.is_malformed()),
+    }
+}
+
+/// Explicit (HTTP proxy) mode's request head: parsed as HTTP/1 (hyper's parser, `httparse`),
+/// then turned from absolute form into origin form. Never panics; what is accepted is an
+/// origin-form request whose `Host` carries no userinfo.
+pub fn explicit_request(data: &[u8]) {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut head = httparse::Request::new(&mut headers);
+    let Ok(httparse::Status::Complete(_)) = head.parse(data) else {
+        return;
+    };
+    let (Some(method), Some(path)) = (head.method, head.path) else {
+        return;
+    };
+    let mut req = http::Request::builder().method(method).uri(path);
+    for h in head.headers.iter() {
+        req = req.header(h.name, h.value);
+    }
+    let Ok(mut req) = req.body(()) else {
+        return;
+    };
+    if remora_proxy::outbound::explicit::to_origin_form(&mut req).is_ok() {
+        assert!(req.uri().scheme().is_none() && req.uri().authority().is_none());
+        assert!(req.uri().path().starts_with('/'));
+        let host = req
+            .headers()
+            .get(http::header::HOST)
+            .expect("a Host header");
+        assert!(!host.as_bytes().contains(&b'@'), "{host:?}");
+    }
+}
+
+/// The inbound policy strings of `REMORA_INBOUND_DEFAULT_POLICY` and
+/// `REMORA_INBOUND_PORT_POLICIES`: an error or a policy, never a panic.
+pub fn policy_strings(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    use remora_proxy::inbound::policy::{parse_policy, parse_port_policies};
+    let _ = parse_policy(text);
+    if let Ok(ports) = parse_port_policies(text) {
+        assert!(ports.len() <= text.split(';').count());
+    }
+}
+
+/// An inbound `Server` from the policy service (W2.5), compiled for the data path: refused
+/// with an error or compiled, never a panic. Protobuf decoding is forgiving, so mutated
+/// messages from the seeds reach every field.
+pub fn inbound_policy(data: &[u8]) {
+    if let Ok(s) = linkerd2_proxy_api::inbound::Server::decode(data) {
+        let _ = remora_proxy::inbound::policy::proto::server(&s);
+    }
+}
+
+/// An `OutboundPolicy` from the policy service (W2.6), compiled for the data path: as for
+/// [`inbound_policy`].
+pub fn outbound_policy(data: &[u8]) {
+    if let Ok(p) = linkerd2_proxy_api::outbound::OutboundPolicy::decode(data) {
+        let _ = remora_proxy::outbound::policy::compile(p);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The seeds named valid are tokens the fixture accepts (so the fuzzer starts from inside
+    /// the accepting path), and the near misses are refused.
+    #[test]
+    fn the_sa_token_seeds_are_what_they_say() {
+        use super::sa_token_fixture::*;
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/sa_token");
+        let now = std::time::UNIX_EPOCH + std::time::Duration::from_secs(NOW_SECS);
+        let identity = IDENTITY.parse().unwrap();
+        for (seed, valid) in [
+            ("seed-rs256", true),
+            ("seed-es256", true),
+            ("seed-no-kid", true),
+            ("seed-audience", false),
+            ("seed-expired", false),
+            ("seed-other-identity", false),
+            ("seed-alg-none", false),
+        ] {
+            let token = std::fs::read(dir.join(seed)).unwrap();
+            let r = remora_control::sa_token::verify(&rules(), &jwks(), &token, &identity, now);
+            assert_eq!(r.is_ok(), valid, "{seed}: {r:?}");
+        }
+    }
+}
