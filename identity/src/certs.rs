@@ -1,10 +1,11 @@
 //! Keys, CSRs, CA certificates and issuance.
 //!
-//! Workload keys are ECDSA P-256. A leaf has exactly one DNS SAN (the identity), an empty
-//! subject, key usage digitalSignature + keyEncipherment, extended key usage serverAuth +
-//! clientAuth, and is signed ECDSA-SHA256 by the cluster's issuer, valid from a minute before
-//! issuance (clock skew) until the requested lifetime or the issuer's own expiry, whichever
-//! comes first.
+//! Workload keys are ECDSA P-256. A leaf has exactly one DNS SAN (the identity), the identity
+//! as its subject's common name (as Linkerd's issuer writes it), a random 128-bit serial number
+//! of its own (RFC 5280: one per certificate, so a renewal with the same key gets a new one),
+//! key usage digitalSignature + keyEncipherment, extended key usage serverAuth + clientAuth,
+//! and is signed ECDSA-SHA256 by the cluster's issuer, valid from a minute before issuance
+//! (clock skew) until the requested lifetime or the issuer's own expiry, whichever comes first.
 
 use std::time::{Duration, SystemTime};
 
@@ -239,7 +240,10 @@ impl Ca {
         let not_after = (now + lifetime).min(self.not_after);
         let mut params =
             CertificateParams::new(vec![identity.to_string()]).map_err(CertError::Build)?;
-        params.distinguished_name = DistinguishedName::new();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::CommonName, identity.as_str());
+        params.distinguished_name = dn;
+        params.serial_number = Some(random_serial()?);
         params.key_usages = vec![
             KeyUsagePurpose::DigitalSignature,
             KeyUsagePurpose::KeyEncipherment,
@@ -262,6 +266,18 @@ impl Ca {
             valid_until: not_after,
         })
     }
+}
+
+/// A random positive 128-bit serial number.
+fn random_serial() -> Result<rcgen::SerialNumber, CertError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| CertError::Build(rcgen::Error::RingUnspecified))?;
+    // Positive, and 16 bytes long whatever the draw (no leading zero byte to drop).
+    bytes[0] = (bytes[0] & 0x7f) | 0x40;
+    Ok(rcgen::SerialNumber::from_slice(&bytes))
 }
 
 fn check_sans(sans: &[SanType], identity: &Name) -> Result<(), CertError> {

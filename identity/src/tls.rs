@@ -1,5 +1,7 @@
-//! rustls configurations for mesh TLS (docs/wire-protocol.md#tls): TLS 1.3 only; AES-128-GCM, AES-256-GCM,
-//! ChaCha20-Poly1305; X25519, P-256, P-384; our certificate presented on both sides.
+//! rustls configurations for mesh TLS (docs/wire-protocol.md#tls): TLS 1.3 only; AES-128-GCM,
+//! AES-256-GCM, ChaCha20-Poly1305; key exchange X25519MLKEM768 (post-quantum hybrid, offered and
+//! preferred, as linkerd2-proxy does), then X25519 and P-256; our certificate presented on both
+//! sides. The provider is aws-lc-rs.
 //!
 //! The client verifies the server's chain against the trust anchors and then requires the
 //! expected identity — the `ServerName` the connection was opened with, which is also the SNI —
@@ -20,14 +22,19 @@ use crate::verify::{TrustAnchors, VerifyError};
 
 /// The crypto provider of mesh TLS.
 pub fn provider() -> Arc<CryptoProvider> {
-    use rustls::crypto::ring::{cipher_suite, default_provider, kx_group};
+    use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider, kx_group};
     Arc::new(CryptoProvider {
         cipher_suites: vec![
             cipher_suite::TLS13_AES_128_GCM_SHA256,
             cipher_suite::TLS13_AES_256_GCM_SHA384,
             cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
         ],
-        kx_groups: vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1],
+        // First is preferred; a client sends key shares for the first and for X25519.
+        kx_groups: vec![
+            kx_group::X25519MLKEM768,
+            kx_group::X25519,
+            kx_group::SECP256R1,
+        ],
         ..default_provider()
     })
 }
@@ -142,7 +149,17 @@ pub fn configs(
     anchors: &TrustAnchors,
     alpn: &[&[u8]],
 ) -> Result<TlsConfigs, Error> {
-    let provider = provider();
+    configs_with(certified, anchors, alpn, provider())
+}
+
+/// As [`configs`], with another crypto provider (tests use one with fewer key exchange groups,
+/// as an older peer has).
+pub fn configs_with(
+    certified: &CertifiedKey,
+    anchors: &TrustAnchors,
+    alpn: &[&[u8]],
+    provider: Arc<CryptoProvider>,
+) -> Result<TlsConfigs, Error> {
     let client_verifier = WebPkiClientVerifier::builder_with_provider(
         Arc::new(anchors.root_store()),
         provider.clone(),

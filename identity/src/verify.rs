@@ -76,7 +76,7 @@ impl TrustAnchors {
         let cert =
             EndEntityCert::try_from(leaf).map_err(|e| VerifyError::Malformed(e.to_string()))?;
         let time = UnixTime::since_unix_epoch(now.duration_since(UNIX_EPOCH).unwrap_or_default());
-        let algs = rustls::crypto::ring::default_provider().signature_verification_algorithms;
+        let algs = rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms;
         for usage in [KeyUsage::server_auth(), KeyUsage::client_auth()] {
             cert.verify_for_usage(
                 algs.all,

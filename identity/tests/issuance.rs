@@ -84,8 +84,33 @@ fn leaf_has_the_wire_md_shape() {
         .value
         .general_names;
     assert_eq!(sans.len(), 1);
-    assert!(cert.subject().iter_common_name().next().is_none());
+    // The identity is also the common name, as Linkerd's issuer writes it.
+    let cn: Vec<_> = cert
+        .subject()
+        .iter_common_name()
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(cn, [web().to_string()]);
     assert!(!cert.is_ca());
+}
+
+#[test]
+fn every_leaf_gets_a_serial_of_its_own_even_for_the_same_key() {
+    use x509_parser::prelude::*;
+    let (_root, issuer, _) = pki();
+    let key = generate_key().unwrap();
+    let request = csr(&key, &web()).unwrap();
+    let serials: std::collections::HashSet<Vec<u8>> = (0..20)
+        .map(|_| {
+            let issued = issuer.issue(&request, &web(), DAY).unwrap();
+            let (_, cert) = parse_x509_certificate(&issued.leaf).unwrap();
+            let serial = cert.raw_serial().to_vec();
+            assert_eq!(serial.len(), 16, "128 bits, positive");
+            assert!(serial[0] & 0x80 == 0);
+            serial
+        })
+        .collect();
+    assert_eq!(serials.len(), 20);
 }
 
 #[test]
@@ -385,4 +410,79 @@ fn an_identity_directorys_key_and_csr_are_checked_together() {
     let p384 = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
     assert!(key_from_pkcs8(&p384.serialize_der()).is_err());
     assert!(key_from_pkcs8(b"not a key").is_err());
+}
+
+/// The key exchange group a client and a server settle on.
+fn negotiated(
+    client: Arc<rustls::ClientConfig>,
+    server: Arc<rustls::ServerConfig>,
+    sni: &Name,
+) -> String {
+    let mut c =
+        rustls::ClientConnection::new(client, ServerName::try_from(sni.to_string()).unwrap())
+            .unwrap();
+    let mut s = rustls::ServerConnection::new(server).unwrap();
+    for _ in 0..10 {
+        let mut buf = Vec::new();
+        while c.wants_write() {
+            c.write_tls(&mut buf).unwrap();
+        }
+        let mut rd = &buf[..];
+        while !rd.is_empty() {
+            s.read_tls(&mut rd).unwrap();
+        }
+        s.process_new_packets().unwrap();
+        let mut buf = Vec::new();
+        while s.wants_write() {
+            s.write_tls(&mut buf).unwrap();
+        }
+        let mut rd = &buf[..];
+        while !rd.is_empty() {
+            c.read_tls(&mut rd).unwrap();
+        }
+        c.process_new_packets().unwrap();
+        if !c.is_handshaking() && !s.is_handshaking() {
+            return format!("{:?}", s.negotiated_key_exchange_group().unwrap().name());
+        }
+    }
+    panic!("handshake did not finish");
+}
+
+#[test]
+fn mesh_tls_prefers_post_quantum_key_exchange_and_falls_back() {
+    let (_, issuer, anchors) = pki();
+    let db = name("db.shop.serviceaccount.identity.linkerd.east.example");
+    let client = configs(&certified(&issuer, &web()), &anchors, &[]).unwrap();
+    let server = configs(&certified(&issuer, &db), &anchors, &[]).unwrap();
+    assert_eq!(
+        negotiated(client.client.clone(), server.server.clone(), &db),
+        "X25519MLKEM768"
+    );
+    // A peer without ML-KEM (an older linkerd2-proxy) gets X25519, or P-256.
+    for group in [
+        rustls::crypto::aws_lc_rs::kx_group::X25519,
+        rustls::crypto::aws_lc_rs::kx_group::SECP256R1,
+    ] {
+        let mut provider = (*remora_identity::tls::provider()).clone();
+        provider.kx_groups = vec![group];
+        let provider = Arc::new(provider);
+        let classic = |id: &Name| {
+            remora_identity::tls::configs_with(
+                &certified(&issuer, id),
+                &anchors,
+                &[],
+                provider.clone(),
+            )
+            .unwrap()
+        };
+        let want = format!("{:?}", group.name());
+        assert_eq!(
+            negotiated(classic(&web()).client, server.server.clone(), &db),
+            want
+        );
+        assert_eq!(
+            negotiated(client.client.clone(), classic(&db).server, &db),
+            want
+        );
+    }
 }

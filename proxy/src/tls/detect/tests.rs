@@ -8,7 +8,7 @@ use super::*;
 /// A real ClientHello, as rustls sends it, for `sni` (an IP literal sends no SNI).
 fn rustls_hello(sni: &str) -> Vec<u8> {
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_protocol_versions(&[&rustls::version::TLS13])
     .unwrap()
@@ -125,4 +125,61 @@ proptest! {
         hello[i] ^= 1 << bit;
         let _ = detect(&hello);
     }
+}
+
+#[tokio::test]
+async fn a_post_quantum_client_hello_in_three_segments_is_read_whole() {
+    use tokio::io::AsyncWriteExt;
+    // The mesh's own ClientHello: an X25519MLKEM768 key share (1 216 bytes) and an X25519 one.
+    let config = rustls::ClientConfig::builder_with_provider(remora_identity::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let sni = "web.shop.serviceaccount.identity.linkerd.east.example";
+    let mut conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from(sni).unwrap())
+            .unwrap();
+    let mut hello = Vec::new();
+    conn.write_tls(&mut hello).unwrap();
+    assert!(hello.len() > 1200, "{} bytes", hello.len());
+    let (mut client, mut server) = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map(|l| async move {
+            let addr = l.local_addr().unwrap();
+            let c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (s, _) = l.accept().await.unwrap();
+            (c, s)
+        })
+        .unwrap()
+        .await;
+    client.set_nodelay(true).unwrap();
+    let third = hello.len() / 3;
+    let pieces = [
+        &hello[..third],
+        &hello[third..2 * third],
+        &hello[2 * third..],
+    ];
+    let writer = async {
+        for p in pieces {
+            client.write_all(p).await.unwrap();
+            client.flush().await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    };
+    let reader = crate::transport::io::read_prefix(
+        &mut server,
+        MAX_DETECT,
+        std::time::Duration::from_secs(5),
+        |buf| detect(buf) != Detected::NeedMore,
+    );
+    let ((), prefix) = tokio::join!(writer, reader);
+    let prefix = prefix.unwrap();
+    assert_eq!(
+        detect(&prefix),
+        Detected::ClientHello {
+            sni: Some(sni.into())
+        }
+    );
+    assert_eq!(&prefix[..], &hello[..]);
 }
