@@ -130,10 +130,15 @@ pub fn to_origin_form<B>(req: &mut Request<B>) -> Result<(), &'static str> {
         .rsplit_once('@')
         .map_or(authority.as_str(), |(_, h)| h);
     let host = HeaderValue::from_str(host).map_err(|_| "the request URI's host is invalid")?;
-    let pq = uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    // An absolute URI's path may be empty (`http://h:80`, `http://h:80?q`, `http://h:80#f`):
+    // origin form needs `/` there (RFC 9112 §3.2.1). An empty `PathAndQuery` shows as "/"
+    // but becomes an empty request target once alone in a `Uri`, so "/" is rebuilt.
+    let pq = match uri.path_and_query().map(PathAndQuery::as_str) {
+        Some(s) if s.starts_with('/') && s != "/" => uri.path_and_query().cloned(),
+        Some(s) if s.starts_with('?') => format!("/{s}").parse().ok(),
+        _ => Some(PathAndQuery::from_static("/")),
+    }
+    .ok_or("the request URI's path is invalid")?;
     *req.uri_mut() = Uri::from(pq);
     req.headers_mut().insert(header::HOST, host);
     Ok(())
@@ -164,6 +169,23 @@ mod tests {
         to_origin_form(&mut r).unwrap();
         assert_eq!(r.uri(), "/");
         assert_eq!(r.headers()["host"], "web");
+    }
+
+    #[test]
+    fn an_empty_path_becomes_slash() {
+        // Found by fuzzing (fuzz/corpus/explicit_request/crash-empty-path): the fragment
+        // left an empty path, and the request went upstream with an empty target.
+        for (uri, want) in [
+            ("http://web:80#frag", "/"),
+            ("http://web:80", "/"),
+            ("http://web:80?a=b", "/?a=b"),
+            ("http://web:80/x?a=b#f", "/x?a=b"),
+        ] {
+            let mut r = req(uri, None);
+            to_origin_form(&mut r).unwrap();
+            assert_eq!(r.uri().to_string(), want, "{uri}");
+            assert_eq!(r.headers()[header::HOST], "web:80");
+        }
     }
 
     #[test]
