@@ -29,6 +29,7 @@
 
 pub mod bounded;
 pub mod client;
+pub mod detect;
 pub mod golden;
 pub mod histogram;
 pub mod http;

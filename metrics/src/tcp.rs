@@ -247,6 +247,8 @@ impl TcpSeries {
 pub struct TcpMetrics {
     store: Arc<Store<TcpLabels, TcpSeries>>,
     refused: Family<RefusedLabels, Counter>,
+    /// Protocol detection's outcomes (`detect.rs`).
+    pub detect: crate::detect::DetectMetrics,
 }
 
 impl TcpMetrics {
@@ -260,6 +262,7 @@ impl TcpMetrics {
         let m = TcpMetrics {
             store: Arc::new(series.store("tcp", TcpSeries::default)),
             refused: Family::default(),
+            detect: crate::detect::DetectMetrics::register(registry),
         };
         registry.register_collector(Box::new(Encoder(m.store.clone())));
         registry.register(

@@ -288,6 +288,7 @@ impl Proxy {
                 request_timeout: cfg.request_timeout,
                 http: cfg.outbound_http,
                 ingress: cfg.ingress,
+                early_dial: cfg.early_dial,
             },
             self.outbound_routes.clone(),
         );
@@ -337,6 +338,7 @@ impl Proxy {
             inputs,
             InboundConfig {
                 detect_timeout: cfg.detect_timeout,
+                early_dial: cfg.early_dial,
                 policy: InboundPolicy {
                     default: cfg.default_policy.clone(),
                     ports: cfg.port_policies.clone(),

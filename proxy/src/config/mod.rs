@@ -58,6 +58,9 @@ pub struct Config {
     pub log: LogConfig,
     pub detect_timeout: Duration,
     pub outbound_detect_timeout: Duration,
+    /// How long a silent client waits before its destination is dialled early (`None`:
+    /// never), both directions.
+    pub early_dial: Option<Duration>,
     pub opaque_ports: BTreeSet<u16>,
     /// What the inbound's HTTP server accepts from peers.
     pub inbound_http: Limits,
@@ -459,6 +462,7 @@ impl Env<'_> {
             },
             detect_timeout: self.parse(INBOUND_DETECT_TIMEOUT, parse_nonzero_duration)?,
             outbound_detect_timeout: self.parse(OUTBOUND_DETECT_TIMEOUT, parse_nonzero_duration)?,
+            early_dial: self.parse(DETECT_EARLY_DIAL, parse_early_dial)?,
             opaque_ports: self.parse(OPAQUE_PORTS, parse::ports)?,
             inbound_http: limits(INBOUND_HTTP2_SERVER)?,
             outbound_http: limits(OUTBOUND_HTTP2_SERVER)?,
@@ -719,3 +723,11 @@ impl PairDefault for Option<(String, Origin)> {
 
 #[cfg(test)]
 mod tests;
+
+/// `off` (never dial early) or a duration, `0` included (dial at once).
+fn parse_early_dial(s: &str) -> Result<Option<Duration>, String> {
+    if s.trim().eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    parse_duration(s).map(Some)
+}

@@ -23,6 +23,7 @@ pub const HTTP_POOL_IDLE_TIMEOUT: &str = "REMORA_HTTP_POOL_IDLE_TIMEOUT";
 pub const HTTP_POOL_MAX_IDLE: &str = "REMORA_HTTP_POOL_MAX_IDLE";
 pub const INBOUND_DETECT_TIMEOUT: &str = "REMORA_INBOUND_DETECT_TIMEOUT";
 pub const OUTBOUND_DETECT_TIMEOUT: &str = "REMORA_OUTBOUND_DETECT_TIMEOUT";
+pub const DETECT_EARLY_DIAL: &str = "REMORA_DETECT_EARLY_DIAL";
 pub const OPAQUE_PORTS: &str = "REMORA_OPAQUE_PORTS";
 pub const HTTP_MAX_HEADER_BYTES: &str = "REMORA_HTTP_MAX_HEADER_BYTES";
 pub const HTTP_MAX_HEADERS: &str = "REMORA_HTTP_MAX_HEADERS";
@@ -152,6 +153,11 @@ pub const VARS: &[Var] = &[
         OUTBOUND_DETECT_TIMEOUT,
         "5s",
         "Outbound: how long to wait for the app's first bytes before treating them as opaque TCP",
+    ),
+    var(
+        DETECT_EARLY_DIAL,
+        "1ms",
+        "Both directions: how long a client on a detected port may stay silent before its destination is dialled, so a server that speaks first is forwarded at once (0 = at once, off = never: wait for the detection timeout)",
     ),
     var(
         OPAQUE_PORTS,

@@ -292,6 +292,40 @@ impl Pool {
         Ok(sender.send_request(req).await?)
     }
 
+    /// Takes `io`, an HTTP/1 connection to `key` dialled for another purpose (detection's
+    /// early dial, `transport/early.rs`), as an idle connection of the pool: the next request
+    /// for `key` uses it. Dropped when the pool holds enough idle ones, or the handshake fails.
+    pub async fn adopt_h1(&self, key: &Key, io: BoxIo) -> bool {
+        if key.kind != Kind::Http1 {
+            return false;
+        }
+        let full = |map: &HashMap<Key, Vec<IdleH1>>| {
+            map.get(key)
+                .is_some_and(|c| c.len() >= self.config.max_idle_h1)
+        };
+        if self.h1.lock().map_or(true, |m| full(&m)) {
+            return false;
+        }
+        let Ok((sender, conn)) = http1::Builder::new().handshake(TokioIo::new(io)).await else {
+            return false;
+        };
+        let addr = key.addr;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%addr, error = %e, "HTTP/1 client connection ended");
+            }
+        });
+        match self.h1.lock() {
+            Ok(mut map) if !full(&map) => {
+                map.entry(key.clone())
+                    .or_default()
+                    .push((sender, Instant::now()));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Open client connections (for tests and debugging).
     pub fn open_connections(&self) -> usize {
         let h1 = self

@@ -9,7 +9,9 @@
 //!   ├─ not one of this pod's addresses → refused (not an open relay)
 //!   ├─ one of the proxy's own listeners → refused (loop)
 //!   └─ redirected to an app port: unless its policy says Opaque, read up to 8 KiB within
-//!      the detection timeout, then
+//!      the detection timeout (a `Detect` port whose client stays silent, and whose policy
+//!      admits it as TCP, has the app dialled early: an app that speaks first is forwarded
+//!      at once, `crate::transport::early`), then
 //!        ClientHello, SNI = our identity → terminate mTLS (the client's identity, if any)
 //!        other ClientHello / unreadable TLS → passed through untouched (the app's own TLS)
 //!        anything else, or silence        → plaintext
@@ -43,8 +45,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use remora_identity::Name;
+use remora_metrics::detect::{DetectResult, EarlyDial};
 use remora_metrics::inbound_policy::{ClientTls as TlsLabel, InboundPolicyMetrics};
 use remora_metrics::tcp::{Direction, Peer as PeerSide, RefuseReason, TcpLabels, Tls};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, info_span, warn};
 
@@ -58,12 +62,13 @@ use crate::http::server::Limits;
 use crate::inputs::ProxyInputs;
 use crate::tls::detect::{self as tls_detect, Detected};
 use crate::tls::mtls::{self, no_tls};
+use crate::transport::early::{self, Early, First};
 use crate::transport::forward::Counted;
 use crate::transport::io::{BoxIo, PrefixedIo, read_prefix};
 use crate::transport::listen::{AcceptCtx, serve};
 use crate::transport::orig_dst::{OrigDst, original_dst};
 use crate::transport::own::OwnAddrs;
-use crate::transport::tcp::{TcpCtx, proxy_to};
+use crate::transport::tcp::{TcpCtx, connect, proxy, proxy_to};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -93,6 +98,9 @@ pub struct InboundConfig {
     /// How long to wait for a client's first bytes (TLS or not) before treating it as
     /// plaintext; also bounds the handshake and the transport header.
     pub detect_timeout: Duration,
+    /// How long a silent client of a detected port may wait before the app is dialled early
+    /// (`REMORA_DETECT_EARLY_DIAL`; `None`: never).
+    pub early_dial: Option<Duration>,
     /// The local policies (`REMORA_INBOUND_*`): the policy without a policy service, and each
     /// port's until the policy service answers.
     pub policy: InboundPolicy,
@@ -298,6 +306,7 @@ async fn redirected(http: &Arc<HttpInbound>, mut stream: TcpStream, app: SocketA
         .with_tls(Tls::NoIdentity(no_tls::NO_TLS_FROM_REMOTE), None);
     let port_policy = ctx.policies.get(app.port());
     let opaque = matches!(port_policy.borrow().protocol, Served::Opaque(_));
+    let detected_port = matches!(port_policy.borrow().protocol, Served::Detect { .. });
     if opaque {
         // No TLS detection: mesh peers reach opaque ports through the direct path, so what
         // arrives here is bytes from a client the policy sees without TLS.
@@ -311,6 +320,49 @@ async fn redirected(http: &Arc<HttpInbound>, mut stream: TcpStream, app: SocketA
         return forward_tcp(ctx, Box::new(stream), app, plain, &policy).await;
     }
     drop(port_policy);
+    // A server that speaks first is plaintext to a silent client: the app is dialled early
+    // only when the port is detected and its policy admits a plaintext client as TCP, so no
+    // byte of the app ever reaches a client the policy refuses.
+    let plain_policy = || {
+        ctx.conn_policy(
+            app,
+            client,
+            ClientTls::None,
+            ctx.no_tls(no_tls::NO_TLS_FROM_REMOTE),
+        )
+    };
+    let metrics = &ctx.tcp.metrics.detect;
+    let mut early = None;
+    if detected_port && ctx.config.early_dial.is_some() {
+        let policy = plain_policy();
+        let delay = ctx.config.early_dial.filter(|_| policy.admits_tcp());
+        let deadline = tokio::time::Instant::now() + ctx.config.detect_timeout;
+        let mut peeked = [0u8; 1];
+        let first = early::race(
+            stream.peek(&mut peeked),
+            delay,
+            deadline,
+            || Box::pin(dial_app(ctx, app)),
+            metrics,
+            Direction::Inbound,
+        )
+        .await;
+        match first {
+            First::ClientClosed => return,
+            First::Server { first, conn } => {
+                metrics.detected(Direction::Inbound, DetectResult::OpaqueServerFirst);
+                debug!("the app spoke first: forwarding as bytes");
+                let conn: BoxIo = Box::new(PrefixedIo::new(first, conn));
+                let early = Early::Ready(conn);
+                return forward_tcp_with(ctx, Box::new(stream), app, plain, &policy, early).await;
+            }
+            First::Timeout(e) => {
+                metrics.detected(Direction::Inbound, DetectResult::Timeout);
+                return forward_tcp_with(ctx, Box::new(stream), app, plain, &policy, e).await;
+            }
+            First::Client(e, _) => early = Some(e),
+        }
+    }
     let (detected, prefix) = match detect_tls(ctx, &mut stream).await {
         Ok(d) => d,
         Err(e) => {
@@ -322,6 +374,9 @@ async fn redirected(http: &Arc<HttpInbound>, mut stream: TcpStream, app: SocketA
     let for_us = matches!(&detected, Detected::ClientHello { sni: Some(sni) }
         if ctx.local_id().is_some_and(|id| id.as_str() == sni));
     let (io, admitted): (BoxIo, Admitted) = if for_us {
+        if let Some(e) = early.take() {
+            e.discard(metrics, Direction::Inbound);
+        }
         let Some(creds) = ctx.inputs.tls.now() else {
             return;
         };
@@ -363,62 +418,161 @@ async fn redirected(http: &Arc<HttpInbound>, mut stream: TcpStream, app: SocketA
             let labels =
                 TcpLabels::new(Direction::Inbound, PeerSide::Src).with_tls(Tls::Opaque, None);
             let policy = ctx.conn_policy(app, client, ClientTls::Passthru, TlsLabel::Passthru(sni));
-            return forward_tcp(ctx, Box::new(io), app, labels, &policy).await;
+            let early = early.unwrap_or(Early::None);
+            return forward_tcp_with(ctx, Box::new(io), app, labels, &policy, early).await;
         }
         let admitted = Admitted {
             client_id: None,
             labels: plain,
-            policy: ctx.conn_policy(
-                app,
-                client,
-                ClientTls::None,
-                ctx.no_tls(no_tls::NO_TLS_FROM_REMOTE),
-            ),
+            policy: plain_policy(),
         };
         (Box::new(io), admitted)
     };
-    serve_app(http, io, app, admitted, None).await;
+    serve_app_with(http, io, app, admitted, None, early).await;
+}
+
+/// Connects to the app early (`transport/early.rs`); `None` when the connect fails.
+async fn dial_app(ctx: &InboundCtx, app: SocketAddr) -> Option<BoxIo> {
+    match connect(app, ctx.tcp.connect).await {
+        Ok(s) => Some(Box::new(s) as BoxIo),
+        Err(e) => {
+            debug!(error = %e, "the early dial of the app failed");
+            None
+        }
+    }
 }
 
 /// What a connection turned out to be, by its port's policy and, where the policy asks for
 /// it, detection.
-enum Carry {
+enum Carry<'a> {
     Http(Protocol),
-    Tcp,
+    /// Bytes, over the early connection to the app when there is one.
+    Tcp(Early<'a, BoxIo>),
 }
 
 /// How the port's policy has `io` served: HTTP without detection, detection within a
 /// timeout, or bytes; with `io` again (the bytes detection read replayed). `None` when the
 /// connection ended (or was refused) meanwhile.
-async fn carry(ctx: &InboundCtx, mut io: BoxIo, admitted: &Admitted) -> Option<(Carry, BoxIo)> {
+///
+/// `early` is the accept stage's early connection (a plaintext client, which spoke first);
+/// a meshed client of a detected port, silent after the handshake, gets its own early dial
+/// here (the client-side proxy dialled early because its app was silent: the app's first
+/// bytes cross both proxies without either waiting for its timeout).
+async fn carry<'a>(
+    ctx: &'a InboundCtx,
+    mut io: BoxIo,
+    app: SocketAddr,
+    admitted: &Admitted,
+    early: Option<Early<'a, BoxIo>>,
+) -> Option<(Carry<'a>, BoxIo)> {
     let meshed = admitted.labels.target.tls == Tls::Established;
+    let metrics = &ctx.tcp.metrics.detect;
+    let discard = |early: Option<Early<'a, BoxIo>>| {
+        if let Some(e) = early {
+            e.discard(metrics, Direction::Inbound);
+        }
+    };
     let timeout = match &admitted.policy.policy.borrow().protocol {
-        Served::Opaque(_) | Served::Tls(_) => return Some((Carry::Tcp, io)),
-        Served::Http2(_) | Served::Grpc(_) => return Some((Carry::Http(Protocol::Http2), io)),
-        Served::Http1(_) if !meshed => return Some((Carry::Http(Protocol::Http1), io)),
+        Served::Opaque(_) | Served::Tls(_) => {
+            return Some((Carry::Tcp(early.unwrap_or(Early::None)), io));
+        }
+        Served::Http2(_) | Served::Grpc(_) => {
+            discard(early);
+            return Some((Carry::Http(Protocol::Http2), io));
+        }
+        Served::Http1(_) if !meshed => {
+            discard(early);
+            return Some((Carry::Http(Protocol::Http1), io));
+        }
         // A meshed peer may have upgraded HTTP/1 to HTTP/2.
         Served::Http1(_) => None,
         Served::Detect { timeout, .. } => Some(*timeout),
     };
-    let (detected, prefix) =
-        match detect::read(&mut io, timeout.unwrap_or(ctx.config.detect_timeout)).await {
-            Ok(d) => d,
-            Err(e @ DetectError::AmbiguousLength) => {
-                ctx.refuse(RefuseReason::MalformedHttp);
-                warn!("{e}");
-                return None;
+    let detect_timeout = timeout.unwrap_or(ctx.config.detect_timeout);
+    let deadline = tokio::time::Instant::now() + detect_timeout;
+    let mut early = early;
+    if meshed && timeout.is_some() && early.is_none() {
+        let delay = ctx
+            .config
+            .early_dial
+            .filter(|_| admitted.policy.admits_tcp());
+        let mut buf = [0u8; 1024];
+        let first = early::race(
+            io.read(&mut buf),
+            delay,
+            deadline,
+            || Box::pin(dial_app(ctx, app)),
+            metrics,
+            Direction::Inbound,
+        )
+        .await;
+        match first {
+            First::ClientClosed => return None,
+            First::Server { first, conn } => {
+                metrics.detected(Direction::Inbound, DetectResult::OpaqueServerFirst);
+                debug!("the app spoke first: forwarding as bytes");
+                let conn: BoxIo = Box::new(PrefixedIo::new(first, conn));
+                return Some((Carry::Tcp(Early::Ready(conn)), io));
             }
-            Err(DetectError::Io(_)) => return None,
-        };
+            First::Timeout(e) => {
+                metrics.detected(Direction::Inbound, DetectResult::Timeout);
+                return Some((Carry::Tcp(e), io));
+            }
+            First::Client(e, n) => {
+                io = Box::new(PrefixedIo::new(
+                    bytes::Bytes::copy_from_slice(&buf[..n]),
+                    io,
+                ));
+                early = Some(e);
+            }
+        }
+    }
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let (detected, prefix) = match detect::read(&mut io, left).await {
+        Ok(d) => d,
+        Err(e @ DetectError::AmbiguousLength) => {
+            discard(early);
+            ctx.refuse(RefuseReason::MalformedHttp);
+            warn!("{e}");
+            return None;
+        }
+        Err(DetectError::Io(_)) => {
+            discard(early);
+            return None;
+        }
+    };
     let silent = matches!(detect::detect(&prefix), detect::Detected::NeedMore);
     let io: BoxIo = Box::new(PrefixedIo::new(prefix, io));
     let carried = match detected {
-        Some(p) => Carry::Http(p),
+        Some(p) => {
+            discard(early);
+            metrics.detected(Direction::Inbound, detected_result(p));
+            Carry::Http(p)
+        }
         // An HTTP/1 port's peer that sent nothing detectable in time is taken for HTTP/1.
-        None if timeout.is_none() && silent => Carry::Http(Protocol::Http1),
-        None => Carry::Tcp,
+        None if timeout.is_none() && silent => {
+            discard(early);
+            Carry::Http(Protocol::Http1)
+        }
+        None => {
+            let result = if silent {
+                DetectResult::Timeout
+            } else {
+                DetectResult::OpaqueClientFirst
+            };
+            metrics.detected(Direction::Inbound, result);
+            Carry::Tcp(early.unwrap_or(Early::None))
+        }
     };
     Some((carried, io))
+}
+
+/// The `protocol_detect_total` result of an HTTP protocol.
+fn detected_result(protocol: Protocol) -> DetectResult {
+    match protocol {
+        Protocol::Http1 => DetectResult::Http1,
+        Protocol::Http2 => DetectResult::Http2,
+    }
 }
 
 /// Serves a connection for the app: HTTP per request when it is HTTP (or `protocol` says so),
@@ -427,14 +581,31 @@ async fn serve_app(
     http: &Arc<HttpInbound>,
     io: BoxIo,
     app: SocketAddr,
+    admitted: Admitted,
+    protocol: Option<Protocol>,
+) {
+    serve_app_with(http, io, app, admitted, protocol, None).await
+}
+
+/// [`serve_app`], with the accept stage's early connection to the app, if any.
+async fn serve_app_with(
+    http: &Arc<HttpInbound>,
+    io: BoxIo,
+    app: SocketAddr,
     mut admitted: Admitted,
     protocol: Option<Protocol>,
+    early: Option<Early<'_, BoxIo>>,
 ) {
     let ctx = &*http.ctx;
     admitted.labels = admitted.labels.with_target(app, None, None);
     let (carried, io) = match protocol {
-        Some(p) => (Carry::Http(p), io),
-        None => match carry(ctx, io, &admitted).await {
+        Some(p) => {
+            if let Some(e) = early {
+                e.discard(&ctx.tcp.metrics.detect, Direction::Inbound);
+            }
+            (Carry::Http(p), io)
+        }
+        None => match carry(ctx, io, app, &admitted, early).await {
             Some(c) => c,
             None => return,
         },
@@ -459,7 +630,9 @@ async fn serve_app(
             })
             .await
         }
-        Carry::Tcp => forward_tcp(ctx, io, app, admitted.labels, &admitted.policy).await,
+        Carry::Tcp(early) => {
+            forward_tcp_with(ctx, io, app, admitted.labels, &admitted.policy, early).await
+        }
     }
 }
 
@@ -472,19 +645,49 @@ async fn forward_tcp(
     labels: TcpLabels,
     policy: &ConnPolicy,
 ) {
+    forward_tcp_with(ctx, client, app, labels, policy, Early::None).await
+}
+
+/// [`forward_tcp`] over the early connection to the app when there is one (a failed early
+/// dial is dialled again).
+async fn forward_tcp_with(
+    ctx: &InboundCtx,
+    client: BoxIo,
+    app: SocketAddr,
+    labels: TcpLabels,
+    policy: &ConnPolicy,
+    early: Early<'_, BoxIo>,
+) {
     if !ctx.authorize_tcp(policy) {
+        early.discard(&ctx.tcp.metrics.detect, Direction::Inbound);
         return;
     }
     tokio::select! {
-        _ = to_app(ctx, client, app, labels) => {}
+        _ = to_app(ctx, client, app, labels, early) => {}
         // Dropping the forwarding closes both sides.
         _ = policy.revoked() => {}
     }
 }
 
-/// Connects to the app and forwards.
-async fn to_app(ctx: &InboundCtx, client: BoxIo, app: SocketAddr, labels: TcpLabels) {
-    proxy_to(&ctx.tcp, client, app, labels.with_target(app, None, None)).await;
+/// Connects to the app (or takes the early connection) and forwards.
+async fn to_app(
+    ctx: &InboundCtx,
+    client: BoxIo,
+    app: SocketAddr,
+    labels: TcpLabels,
+    early: Early<'_, BoxIo>,
+) {
+    let labels = labels.with_target(app, None, None);
+    match early.take().await {
+        Some(conn) => {
+            ctx.tcp
+                .metrics
+                .detect
+                .early_dial(Direction::Inbound, EarlyDial::Used);
+            proxy(&ctx.tcp, client, conn, labels, app).await
+        }
+        None => proxy_to(&ctx.tcp, client, app, labels).await,
+    }
 }
 
 #[cfg(test)]

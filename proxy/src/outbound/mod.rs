@@ -6,6 +6,8 @@
 //!   ├─ redirected (transparent): detect ─► HTTP: per request, by authority, else the original
 //!   │                                      destination ([`http`])
 //!   │                                    └ other: one endpoint of the original destination
+//!   │      (while the app is silent, that endpoint, or the policy's opaque route, is dialled
+//!   │       early: a server that speaks first is forwarded at once, `crate::transport::early`)
 //!   ├─ addressed to the listener itself, or no conntrack entry (explicit): detect ─►
 //!   │      HTTP: absolute-form requests by authority, CONNECT host:port as an opaque tunnel
 //!   │            ([`explicit`]), origin-form requests 400
@@ -37,13 +39,14 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use remora_metrics::detect::{DetectResult, EarlyDial};
 use remora_metrics::outbound_route::OutboundRouteMetrics;
 use remora_metrics::tcp::{Direction, Peer, RefuseReason, TcpLabels, Tls};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use self::connect::{Connector, Destination};
+use self::connect::{Connection, Connector, Destination};
 use self::http::HttpOutbound;
 use self::policy::client::ConnPolicy;
 use self::policy::http::{ConnPolicies, LastTarget};
@@ -53,6 +56,7 @@ use crate::http::detect::{self, DetectError, Protocol};
 use crate::http::server::Limits;
 use crate::inputs::ProxyInputs;
 use crate::tls::mtls::no_tls;
+use crate::transport::early::{self, Early, First, Upstream};
 use crate::transport::forward::Counted;
 use crate::transport::io::{BoxIo, Io, PrefixedIo};
 use crate::transport::listen::{AcceptCtx, serve};
@@ -92,6 +96,15 @@ pub struct OutboundConfig {
     /// Ingress mode: HTTP is routed by `l5d-dst-override` or the authority, not the original
     /// destination, and every port is detected.
     pub ingress: bool,
+    /// How long the app may stay silent before its destination is dialled early
+    /// (`REMORA_DETECT_EARLY_DIAL`; `None`: never, wait for its bytes or the timeout).
+    pub early_dial: Option<Duration>,
+}
+
+impl Upstream for Connection {
+    fn io_mut(&mut self) -> &mut BoxIo {
+        &mut self.io
+    }
 }
 
 /// Everything the outbound needs per connection and per request.
@@ -201,7 +214,7 @@ async fn handle(http: &Arc<HttpOutbound>, stream: TcpStream, client: SocketAddr)
 
 /// A redirected connection to `dst`: by its outbound policy when the control plane has one
 /// for it; otherwise HTTP per request, anything else forwarded to one endpoint of `dst`.
-async fn transparent(http: &Arc<HttpOutbound>, mut stream: TcpStream, dst: SocketAddr) {
+async fn transparent(http: &Arc<HttpOutbound>, stream: TcpStream, dst: SocketAddr) {
     let ctx = &*http.ctx;
     // Ingress mode's requests name their targets: their policy is looked up per request.
     let conn = match &ctx.policy {
@@ -232,35 +245,224 @@ async fn transparent(http: &Arc<HttpOutbound>, mut stream: TcpStream, dst: Socke
                 .as_ref()
                 .and_then(|d| d.endpoint.as_ref())
                 .is_some_and(|ep| ep.hint == Hint::Opaque));
-    let io: BoxIo = if opaque {
-        Box::new(stream)
-    } else {
-        match detect::read(&mut stream, ctx.config.detect_timeout).await {
-            Ok((Some(protocol), prefix)) => {
-                let io = PrefixedIo::new(prefix, stream);
-                return serve_http(http, io, protocol, Some(dst), policies)
-                    .instrument(info_span!("http", %dst))
-                    .await;
+    if opaque {
+        let Some(dest) = route else {
+            ctx.tcp
+                .metrics
+                .refused(Direction::Outbound, RefuseReason::NoEndpoints);
+            return;
+        };
+        let span = info_span!("target", %dst, endpoint = %dest.addr);
+        return forward(ctx, Box::new(stream), dest).instrument(span).await;
+    }
+    let target = EarlyTarget::Plain(route);
+    let timeout = ctx.config.detect_timeout;
+    detect_early(http, stream, dst, target, timeout, policies).await
+}
+
+/// Where a detected connection's bytes go: one endpoint of the original destination, or its
+/// policy's opaque route.
+enum EarlyTarget<'p> {
+    /// The endpoint picked for the original destination (`None`: it has none).
+    Plain(Option<Destination>),
+    Policy(&'p Arc<OutboundPolicy>),
+}
+
+/// Detection on a redirected connection to `dst` (not opaque), with the early dial
+/// (`transport/early.rs`): while the app is silent, its destination is dialled, and a server
+/// that speaks first is forwarded at once; an app that speaks first is detected as always, its
+/// opaque bytes going over the early connection when there is one.
+async fn detect_early(
+    http: &Arc<HttpOutbound>,
+    mut stream: TcpStream,
+    dst: SocketAddr,
+    mut target: EarlyTarget<'_>,
+    timeout: Duration,
+    policies: ConnPolicies,
+) {
+    let ctx = &*http.ctx;
+    let metrics = &ctx.tcp.metrics.detect;
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Without a destination there is nothing to dial (HTTP may still be routed).
+    let delay = match &target {
+        EarlyTarget::Plain(None) => None,
+        _ => ctx.config.early_dial,
+    };
+    let mut peeked = [0u8; 1];
+    let first = early::race(
+        stream.peek(&mut peeked),
+        delay,
+        deadline,
+        || {
+            let dial = match &mut target {
+                EarlyTarget::Plain(route) => EarlyDialOf::Plain(route.take()),
+                EarlyTarget::Policy(policy) => EarlyDialOf::Policy(policy.clone()),
+            };
+            Box::pin(dial_early(http, dst, dial))
+        },
+        metrics,
+        Direction::Outbound,
+    )
+    .await;
+    let (io, early): (BoxIo, Early<'_, Connection>) = match first {
+        First::ClientClosed => return,
+        First::Server { first, mut conn } => {
+            metrics.detected(Direction::Outbound, DetectResult::OpaqueServerFirst);
+            metrics.early_dial(Direction::Outbound, EarlyDial::Used);
+            debug!(%dst, "the server spoke first: forwarding as bytes");
+            conn.io = Box::new(PrefixedIo::new(first, conn.io));
+            return forward_early(http, Box::new(stream), dst, &target, conn).await;
+        }
+        First::Timeout(early) => {
+            metrics.detected(Direction::Outbound, DetectResult::Timeout);
+            (Box::new(stream), early)
+        }
+        First::Client(early, _) => {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match detect::read(&mut stream, left).await {
+                Ok((Some(protocol), prefix)) => {
+                    metrics.detected(Direction::Outbound, detected(protocol));
+                    adopt_or_discard(http, early, protocol, &target).await;
+                    let io = PrefixedIo::new(prefix, stream);
+                    return serve_http(http, io, protocol, Some(dst), policies)
+                        .instrument(info_span!("http", %dst))
+                        .await;
+                }
+                Ok((None, prefix)) => {
+                    metrics.detected(Direction::Outbound, DetectResult::OpaqueClientFirst);
+                    (Box::new(PrefixedIo::new(prefix, stream)), early)
+                }
+                Err(e) => {
+                    early.discard(metrics, Direction::Outbound);
+                    return detection_failed(ctx, &e);
+                }
             }
-            Ok((None, prefix)) => Box::new(PrefixedIo::new(prefix, stream)),
-            Err(e) => return detection_failed(ctx, &e),
         }
     };
-    let Some(dest) = route else {
-        ctx.tcp
-            .metrics
-            .refused(Direction::Outbound, RefuseReason::NoEndpoints);
-        return;
+    let started = early.started();
+    if let Some(conn) = early.take().await {
+        metrics.early_dial(Direction::Outbound, EarlyDial::Used);
+        return forward_early(http, io, dst, &target, conn).await;
+    }
+    let route = match target {
+        EarlyTarget::Plain(route) => route,
+        // A failed early dial (or none) is dialled again by the route, which refuses as it
+        // refuses any connection.
+        EarlyTarget::Policy(policy) => return opaque_by_policy(http, io, dst, policy).await,
     };
-    let span = info_span!("target", %dst, endpoint = %dest.addr);
-    forward(ctx, io, dest).instrument(span).await
+    match route {
+        Some(dest) => {
+            let span = info_span!("target", %dst, endpoint = %dest.addr);
+            forward(ctx, io, dest).instrument(span).await
+        }
+        None if started => {
+            // The early dial failed (counted, and reported to the balancer, by the connector).
+            warn!(%dst, "closing the client connection: the connect failed; nothing was sent");
+            io.reset();
+        }
+        None => ctx
+            .tcp
+            .metrics
+            .refused(Direction::Outbound, RefuseReason::NoEndpoints),
+    }
+}
+
+/// An HTTP client spoke first over an early connection: a plaintext connection to the
+/// original destination's endpoint is what its HTTP/1 requests would be dialled as, so it joins
+/// the HTTP pool (the first request to that endpoint takes it); anything else (mTLS, where the
+/// early dial's transport header said opaque; HTTP/2; a policy's route) is closed, wasted.
+async fn adopt_or_discard(
+    http: &Arc<HttpOutbound>,
+    early: Early<'_, Connection>,
+    protocol: Protocol,
+    target: &EarlyTarget<'_>,
+) {
+    let ctx = &*http.ctx;
+    let metrics = &ctx.tcp.metrics.detect;
+    let plain = matches!(target, EarlyTarget::Plain(_)) && protocol == Protocol::Http1;
+    let conn = match early {
+        Early::Ready(conn) if plain && conn.labels.target.tls != Tls::Established => conn,
+        other => return other.discard(metrics, Direction::Outbound),
+    };
+    let key = crate::http::pool::Key {
+        addr: conn.addr,
+        kind: crate::http::pool::Kind::Http1,
+        identity: None,
+    };
+    let io: BoxIo = Box::new(conn.counted(&ctx.inputs, None));
+    let outcome = if http.pool.adopt_h1(&key, io).await {
+        EarlyDial::Used
+    } else {
+        EarlyDial::Wasted
+    };
+    metrics.early_dial(Direction::Outbound, outcome);
+}
+
+/// What an early dial dials.
+enum EarlyDialOf {
+    Plain(Option<Destination>),
+    Policy(Arc<OutboundPolicy>),
+}
+
+/// Dials early: the picked endpoint, or the policy's opaque route (its filters applied), or
+/// an endpoint of `dst` for a policy without one. `None` when nothing was dialled.
+async fn dial_early(
+    http: &Arc<HttpOutbound>,
+    dst: SocketAddr,
+    of: EarlyDialOf,
+) -> Option<Connection> {
+    let ctx = &*http.ctx;
+    let mut dest = match of {
+        EarlyDialOf::Plain(dest) => dest?,
+        EarlyDialOf::Policy(policy) => match policy.opaque() {
+            Some(route) => return http.dial_by_route(dst, route).await.ok(),
+            None => resolve(ctx, dst).await?,
+        },
+    };
+    match ctx.connector.connect(&mut dest, None).await {
+        Ok(conn) => Some(conn),
+        Err(e) => {
+            debug!(error = %e, "the early dial failed");
+            None
+        }
+    }
+}
+
+/// Forwards `io` over the early connection `conn`, by the policy's opaque route if it has one.
+async fn forward_early(
+    http: &Arc<HttpOutbound>,
+    io: BoxIo,
+    dst: SocketAddr,
+    target: &EarlyTarget<'_>,
+    conn: Connection,
+) {
+    let span = info_span!("target", %dst, endpoint = %conn.addr);
+    if let EarlyTarget::Policy(policy) = target
+        && let Some(route) = policy.opaque()
+    {
+        return http
+            .forward_dialled(io, dst, policy, route, false, Ok(conn))
+            .instrument(span)
+            .await;
+    }
+    proxy(&http.ctx.tcp, io, conn.io, conn.labels, conn.addr)
+        .instrument(span)
+        .await
+}
+
+/// The `protocol_detect_total` result of an HTTP protocol.
+fn detected(protocol: Protocol) -> DetectResult {
+    match protocol {
+        Protocol::Http1 => DetectResult::Http1,
+        Protocol::Http2 => DetectResult::Http2,
+    }
 }
 
 /// A redirected connection to `dst`, whose target has `policy`: its protocol decides (a port
 /// configured opaque, or a profile saying so, is opaque whatever the policy).
 async fn by_policy(
     http: &Arc<HttpOutbound>,
-    mut stream: TcpStream,
+    stream: TcpStream,
     dst: SocketAddr,
     policy: Arc<OutboundPolicy>,
     conn: Arc<ConnPolicy>,
@@ -296,24 +498,21 @@ async fn by_policy(
             .instrument(span)
             .await;
     }
-    match detect::read(&mut stream, timeout).await {
-        Ok((Some(protocol), prefix)) => {
-            if let Some(p) = profile {
-                conn.set_profile(p);
-            }
-            let io = PrefixedIo::new(prefix, stream);
-            serve_http(http, io, protocol, Some(dst), ConnPolicies::Fixed(conn))
-                .instrument(span)
-                .await
-        }
-        Ok((None, prefix)) => {
-            let io = Box::new(PrefixedIo::new(prefix, stream));
-            opaque_by_policy(http, io, dst, &policy)
-                .instrument(span)
-                .await
-        }
-        Err(e) => detection_failed(ctx, &e),
+    // The profile serves the connection's HTTP requests, if it turns out to be HTTP.
+    if let Some(p) = profile {
+        conn.set_profile(p);
     }
+    let target = EarlyTarget::Policy(&policy);
+    detect_early(
+        http,
+        stream,
+        dst,
+        target,
+        timeout,
+        ConnPolicies::Fixed(conn),
+    )
+    .instrument(span)
+    .await
 }
 
 /// An opaque connection to a target with a policy: its opaque route, or (a policy without

@@ -175,8 +175,16 @@ impl<S: Source> Watches<S> {
             return rx;
         };
         if let Some(e) = entries.get_mut(key) {
-            e.last_used = Instant::now();
             e.pinned |= pinned;
+            if e.task.is_finished() {
+                // The control plane has nothing for this key (the watch ended for good): a
+                // closed receiver says so, so that a caller waiting for a first answer does not
+                // wait for one that never comes. Left unused, the entry is swept, and the key
+                // is asked again.
+                let (_, rx) = watch::channel(e.rx.borrow().clone());
+                return rx;
+            }
+            e.last_used = Instant::now();
             return e.rx.clone();
         }
         if entries.len() >= self.max {
@@ -262,7 +270,11 @@ async fn follow<S: Source>(
     let mut last = None;
     loop {
         match one_stream(&*source, &key, &tx, limits, &mut backoff, &mut last).await {
-            Ended::Final => return,
+            Ended::Final => {
+                // Wakes whoever waits for a first answer: there will be none.
+                tx.send_modify(|_| {});
+                return;
+            }
             Ended::Retry => backoff.wait().await,
         }
         if tx.is_closed() {

@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //! - [`io`]: [`io::BoxIo`], replay of detected bytes ([`io::PrefixedIo`]), TLS read-ahead.
+//! - [`early`]: the early dial of detection (server-speaks-first protocols).
 //! - [`forward`]: both directions of a connection, each side [`forward::Counted`].
 //! - [`tcp`]: connect with a timeout; connect-and-forward with metrics and logs.
 //! - [`orig_dst`]: `SO_ORIGINAL_DST` and the pod's own addresses.
@@ -12,6 +13,7 @@
 //! - [`listen`]: the inbound and outbound accept loops (connection limit, drain, metrics).
 //! - [`header`]: the transport header (`transport.l5d.io/v1`).
 
+pub mod early;
 pub mod forward;
 pub mod header;
 pub mod io;

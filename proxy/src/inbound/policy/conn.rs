@@ -84,6 +84,13 @@ impl ConnPolicy {
 
     // ---- TCP ----
 
+    /// Whether the port's current policy would admit the connection as TCP, counting and
+    /// logging nothing (the early dial asks before [`Self::authorize_tcp`] decides).
+    pub fn admits_tcp(&self) -> bool {
+        let server = self.policy.borrow().clone();
+        server.authorize_tcp(&self.client).is_ok()
+    }
+
     /// Whether the connection may be forwarded under the port's current policy: counted, and
     /// logged when denied or allowed by an audit authorization.
     pub fn authorize_tcp(&self) -> Result<(), Denied> {

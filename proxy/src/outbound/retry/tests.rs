@@ -124,6 +124,7 @@ fn router() -> HttpOutbound {
             request_timeout: None,
             http: Default::default(),
             ingress: false,
+            early_dial: None,
         },
         policy: None,
         routes: remora_metrics::outbound_route::OutboundRouteMetrics::standalone(Default::default()),

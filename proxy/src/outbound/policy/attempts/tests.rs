@@ -130,6 +130,7 @@ fn router(registry: &mut Registry) -> HttpOutbound {
             request_timeout: None,
             http: Default::default(),
             ingress: false,
+            early_dial: None,
         },
         policy: None,
         routes: OutboundRouteMetrics::register(registry, &series),
