@@ -42,6 +42,32 @@ fn banner_app(ns: &str, port: u16) -> JoinHandle<()> {
     })
 }
 
+/// A minimal HTTP/1.1 app in namespace `ns`: one `200 ok` per request head, keep-alive.
+fn http_app(ns: &str, port: u16) -> JoinHandle<()> {
+    let listener = listen_in(ns, port).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || head.len() > 64 * 1024 {
+                        return;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        head.drain(..end + 4);
+                        let rsp = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if s.write_all(rsp).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    })
+}
+
 /// Connects from `ns` to `addr`, says nothing, and returns how long the greeting took, after
 /// checking the connection then echoes.
 async fn greeted(ns: &str, addr: SocketAddr) -> Duration {
@@ -266,6 +292,31 @@ async fn netns_server_first_to_and_from_unmeshed_pods_is_forwarded_at_once() {
     assert!(took < PROMPT, "inbound from an unmeshed pod: {took:?}");
     counted(&m, "inbound", "opaque_server_first", 1.0).await;
     assert!(early_count(&m, "inbound", "used").await >= 1.0);
+
+    // An HTTP/1 client slow to speak (its destination dialled early) is served over the early
+    // connection, which joined the HTTP pool.
+    let _http_on_plain = http_app(&plain.ns, HTTP);
+    // A first request learns the target (policy, discovery) before the slow client times it.
+    warm(&m.ns, plain.addr4(HTTP)).await;
+    let used = early_count(&m, "outbound", "used").await;
+    let mut conn = connect_in(&m.ns, plain.addr4(HTTP)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let req = format!("GET / HTTP/1.1\r\nhost: {}\r\n\r\n", plain.addr4(HTTP));
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 12];
+    tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut buf))
+        .await
+        .expect("a response")
+        .unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+    counted(&m, "outbound", "http1", 2.0).await;
+    assert_eq!(
+        early_count(&m, "outbound", "used").await,
+        used + 1.0,
+        "{}",
+        m.metrics().await.text
+    );
+    assert_eq!(early_count(&m, "outbound", "wasted").await, 0.0);
 
     // A client-first protocol from the unmeshed pod still reaches the app.
     client_first(&plain.ns, m.addr4(ECHO)).await;
