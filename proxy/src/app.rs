@@ -31,6 +31,7 @@ use crate::discovery::{ProfileScope, Resolver, ResolverConfig};
 use crate::http::record::{AccessLog, AccessLogOut};
 use crate::inbound::gateway::{Gateway, watch_exports};
 use crate::inbound::policy::InboundPolicy;
+use crate::inbound::ports::DirectPorts;
 use crate::inbound::{Inbound, InboundConfig};
 use crate::inputs::{Discovery, PolicyService, ProxyInputs};
 use crate::outbound::{Outbound, OutboundConfig};
@@ -345,6 +346,11 @@ impl Proxy {
                 },
                 ports: cfg.inbound_ports.clone(),
                 admin_port,
+                direct_ports: DirectPorts {
+                    declared: cfg.inbound_ports.clone(),
+                    named: cfg.port_policies.keys().copied().collect(),
+                    unrestricted: cfg.direct_ports_unrestricted,
+                },
                 policy_metrics: self.inbound_policy_metrics.clone(),
                 http: cfg.inbound_http,
             },

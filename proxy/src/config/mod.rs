@@ -81,6 +81,8 @@ pub struct Config {
     pub inbound_ips: Vec<IpAddr>,
     /// The ports the pod declares.
     pub inbound_ports: BTreeSet<u16>,
+    /// The direct path may name any port, declared or not (`inbound/ports.rs`).
+    pub direct_ports_unrestricted: bool,
     pub default_policy: Policy,
     pub port_policies: HashMap<u16, Policy>,
     /// The cluster's networks, for the `cluster-*` policies.
@@ -483,6 +485,8 @@ impl Env<'_> {
             inbound_ports: self
                 .optional(INBOUND_PORTS, parse::ports)?
                 .unwrap_or_default(),
+            direct_ports_unrestricted: self
+                .parse(INBOUND_DIRECT_PORTS_UNRESTRICTED, parse::boolean)?,
             default_policy: self.parse(INBOUND_DEFAULT_POLICY, parse_policy)?,
             port_policies,
             cluster_networks: self

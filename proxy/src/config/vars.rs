@@ -40,6 +40,7 @@ pub const INBOUND_CONNECT_USER_TIMEOUT: &str = "REMORA_INBOUND_CONNECT_USER_TIME
 pub const OUTBOUND_CONNECT_USER_TIMEOUT: &str = "REMORA_OUTBOUND_CONNECT_USER_TIMEOUT";
 pub const INBOUND_IPS: &str = "REMORA_INBOUND_IPS";
 pub const INBOUND_PORTS: &str = "REMORA_INBOUND_PORTS";
+pub const INBOUND_DIRECT_PORTS_UNRESTRICTED: &str = "REMORA_INBOUND_DIRECT_PORTS_UNRESTRICTED";
 pub const INBOUND_DEFAULT_POLICY: &str = "REMORA_INBOUND_DEFAULT_POLICY";
 pub const INBOUND_PORT_POLICIES: &str = "REMORA_INBOUND_PORT_POLICIES";
 pub const INBOUND_PORTS_REQUIRE_IDENTITY: &str = "REMORA_INBOUND_PORTS_REQUIRE_IDENTITY";
@@ -236,7 +237,12 @@ pub const VARS: &[Var] = &[
     var(
         INBOUND_PORTS,
         "",
-        "The ports the pod's containers declare: ports and ranges, comma-separated; with a policy service, their inbound policy is watched from the start",
+        "The ports the pod's containers declare: ports and ranges, comma-separated; with a policy service, their inbound policy is watched from the start; the direct path and opaque transport may name only these (with those the policy service declares)",
+    ),
+    var(
+        INBOUND_DIRECT_PORTS_UNRESTRICTED,
+        "false",
+        "Whether the direct path (a transport header on the inbound port) may name any port of the pod, not only the declared ones: true or false",
     ),
     var(
         INBOUND_DEFAULT_POLICY,
