@@ -152,7 +152,10 @@ impl Proxy {
             None => None,
         };
         if let Some(r) = &resolver {
-            registry.register_collector(Box::new(BalancerCollector(Arc::downgrade(r))));
+            registry.register_collector(Box::new(BalancerCollector {
+                resolver: Arc::downgrade(r),
+                max_series: config.metrics.max_series,
+            }));
         }
         let policy = match &config.policy {
             Some(p) => {

@@ -351,3 +351,32 @@ fn profiles_are_asked_for_names_under_the_suffixes_and_addresses_in_the_networks
     let all = ProfileScope::all();
     assert!(all.wants("10.42.0.7:8080") && all.wants("[fd00::7]:1") && all.wants("a.b:1"));
 }
+
+#[tokio::test]
+async fn balancer_endpoints_stay_under_the_series_cap() {
+    // As a scan of many ports would: 300 targets cached, a cap of 100 series.
+    let fake = Fake::new(Script::Endpoints(addrs(&[1])));
+    let (l, addr) = listener();
+    let _server = fake.serve(l);
+    let r = resolver(addr, 1000);
+    let _targets: Vec<_> = (0..300)
+        .map(|port| r.resolve(&format!("web.shop.svc.cluster.local:{}", 1000 + port)))
+        .collect();
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(super::report::BalancerCollector {
+        resolver: Arc::downgrade(&r),
+        max_series: 100,
+    }));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("balancer_endpoints{"))
+        .collect();
+    assert_eq!(series.len(), 102, "{text}");
+    let overflow: Vec<&&str> = series
+        .iter()
+        .filter(|l| l.contains("overflow=\"true\""))
+        .collect();
+    assert_eq!(overflow.len(), 2, "{text}");
+}
