@@ -54,6 +54,7 @@ pub mod local;
 pub mod net;
 pub mod netns;
 pub mod outbound_policies;
+pub mod promql;
 pub mod router;
 pub mod services;
 pub mod tls;

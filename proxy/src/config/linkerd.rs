@@ -867,7 +867,7 @@ pub const LINKERD_VARS: &[LinkerdVar] = &[
         "authority labels on inbound metrics",
         "",
         "",
-        No("Remora's inbound metrics carry authority"),
+        No("Remora's inbound HTTP metrics never carry authority (linkerd2-proxy's default)"),
     ),
     lv(
         "OUTBOUND_METRICS_HOSTNAME_LABELS",

@@ -220,7 +220,9 @@ where
             let mut rsp = rsp.await;
             seen.idle();
             if rsp.extensions_mut().remove::<CloseConnection>().is_some() {
-                if rsp.version() < http::Version::HTTP_2 {
+                // By the connection's protocol, not the response's version: a response to an
+                // HTTP/1 request a peer proxy upgraded goes out on HTTP/2, where GOAWAY says it.
+                if protocol == Protocol::Http1 {
                     rsp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }

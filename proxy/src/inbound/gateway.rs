@@ -156,7 +156,7 @@ impl Gateway {
                             ..TargetLabels::new(Direction::Inbound)
                         });
                         let rsp = gw.request(req, &target, &client_id).await;
-                        record::finish(route, start, rsp, None)
+                        record::finish(Some(route), start, rsp, None)
                     }
                 })
                 .instrument(span)

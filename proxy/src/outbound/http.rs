@@ -27,10 +27,11 @@ use super::policy::PolicyTarget;
 use super::policy::http::ConnPolicies;
 use super::retry::Attempts;
 use crate::discovery::{Endpoint, Pick, Resolution, Target};
-use crate::error::{self, ProxyError};
+use crate::error::{self, ProxyError, RemoteClose};
 use crate::http::Body;
 use crate::http::pool::{DialFuture, Pool};
 use crate::http::record::{self, AccessEntry};
+use crate::http::server::CloseConnection;
 use crate::http::upgrade::{is_upgrade, tunnel};
 use crate::inputs::Discovery;
 use crate::tls::mtls::no_tls;
@@ -365,6 +366,7 @@ impl HttpOutbound {
                     .await
             }
         };
+        let rsp = close_after_remote(rsp, orig, authority.as_deref(), &done);
         let ep = done.ep.as_deref();
         let labels = TargetLabels {
             authority,
@@ -382,7 +384,7 @@ impl HttpOutbound {
             a.endpoint = done.addr;
             a.attempts = done.attempts;
         }
-        record::finish(route, start, rsp, access)
+        record::finish(Some(route), start, rsp, access)
     }
 
     async fn dispatch(
@@ -428,9 +430,97 @@ impl HttpOutbound {
     }
 }
 
+/// Closes the app's connection after a meshed peer's `l5d-proxy-connection: close`
+/// ([`RemoteClose`]) when the request went to the endpoint the app addressed itself (its
+/// original destination, or an explicit request's IP literal): the app chose that replica
+/// and should choose again. A request the proxy balanced over a service's endpoints keeps the
+/// connection, as linkerd2-proxy's balancer does (the balancer picks again).
+fn close_after_remote(
+    mut rsp: Response<Body>,
+    orig: Option<SocketAddr>,
+    authority: Option<&str>,
+    done: &Dispatched,
+) -> Response<Body> {
+    if rsp.extensions_mut().remove::<RemoteClose>().is_none() {
+        return rsp;
+    }
+    let addressed = orig.or_else(|| authority.and_then(literal));
+    if done.addr.is_some() && done.addr == addressed {
+        debug!(endpoint = ?done.addr, "the peer proxy asked to close: closing the app's connection");
+        rsp.extensions_mut().insert(CloseConnection);
+    } else {
+        debug!(endpoint = ?done.addr, "the peer proxy asked to close; the request was balanced: keeping the app's connection");
+    }
+    rsp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peer_response(close: &str) -> Response<http_body_util::Full<bytes::Bytes>> {
+        Response::builder()
+            .status(502)
+            .header(
+                crate::http::L5D_PROXY_ERROR,
+                "the app at 10.0.0.5:8080: refused",
+            )
+            .header(crate::http::L5D_PROXY_CONNECTION, close)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    }
+
+    fn dispatched(addr: &str) -> Dispatched {
+        Dispatched {
+            addr: Some(addr.parse().unwrap()),
+            ep: None,
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn a_peers_close_closes_the_apps_connection_only_to_an_endpoint_it_addressed() {
+        use super::super::retry::clean;
+        let pod: SocketAddr = "10.0.0.5:8080".parse().unwrap();
+        let closes = |rsp: &Response<Body>| rsp.extensions().get::<CloseConnection>().is_some();
+        // The headers never reach the app, meshed or not.
+        for meshed in [true, false] {
+            let rsp = clean(peer_response("close"), meshed, false);
+            assert!(rsp.headers().get(crate::http::L5D_PROXY_ERROR).is_none());
+            assert!(
+                rsp.headers()
+                    .get(crate::http::L5D_PROXY_CONNECTION)
+                    .is_none()
+            );
+            assert_eq!(rsp.extensions().get::<RemoteClose>().is_some(), meshed);
+        }
+        // The app dialled the pod: its connection closes.
+        let rsp = clean(peer_response("close"), true, false);
+        let rsp = close_after_remote(rsp, Some(pod), None, &dispatched("10.0.0.5:8080"));
+        assert!(closes(&rsp));
+        assert!(rsp.extensions().get::<RemoteClose>().is_none());
+        // An explicit request naming the pod's address: the same.
+        let rsp = clean(peer_response("close"), true, false);
+        let rsp = close_after_remote(
+            rsp,
+            None,
+            Some("10.0.0.5:8080"),
+            &dispatched("10.0.0.5:8080"),
+        );
+        assert!(closes(&rsp));
+        // Balanced over a service's endpoints: the connection stays.
+        let rsp = clean(peer_response("close"), true, false);
+        let vip: SocketAddr = "10.96.0.80:80".parse().unwrap();
+        let rsp = close_after_remote(rsp, Some(vip), Some("web:80"), &dispatched("10.0.0.5:8080"));
+        assert!(!closes(&rsp));
+        // Another value than `close`, or an unmeshed server: nothing to do.
+        let rsp = clean(peer_response("keep-alive"), true, false);
+        let rsp = close_after_remote(rsp, Some(pod), None, &dispatched("10.0.0.5:8080"));
+        assert!(!closes(&rsp));
+        let rsp = clean(peer_response("close"), false, false);
+        let rsp = close_after_remote(rsp, Some(pod), None, &dispatched("10.0.0.5:8080"));
+        assert!(!closes(&rsp));
+    }
 
     #[test]
     fn authorities_get_a_port() {

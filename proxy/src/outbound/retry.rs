@@ -24,7 +24,7 @@ use crate::discovery::balance::Transition;
 use crate::discovery::budget::RetryBudget;
 use crate::discovery::profile::Route;
 use crate::discovery::{Endpoint, Hint, Pick};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, RemoteClose};
 use crate::http::pool::{Key, Kind, SendError};
 use crate::http::{
     Body, BoxError, L5D_PROXY_CONNECTION, L5D_PROXY_ERROR, boxed, describe, ensure_absolute,
@@ -315,19 +315,32 @@ impl HttpOutbound {
     }
 }
 
-/// A target's response as the app gets it: a meshed peer's `l5d-proxy-*` headers removed (they
-/// are for us), `l5d-orig-proto` undone, hop-by-hop headers removed.
-pub(super) fn clean(mut rsp: Response<Incoming>, meshed: bool, upgraded: bool) -> Response<Body> {
-    if meshed {
-        rsp.headers_mut().remove(L5D_PROXY_ERROR);
-        rsp.headers_mut().remove(L5D_PROXY_CONNECTION);
+/// A target's response as the app gets it: the `l5d-proxy-*` headers removed (they are for
+/// proxies, as linkerd2-proxy removes them from every response), `l5d-orig-proto` undone,
+/// hop-by-hop headers removed. A meshed peer's `l5d-proxy-connection: close` marks the response
+/// with [`RemoteClose`] (the handler decides whether the app's connection closes).
+pub(super) fn clean<B>(mut rsp: Response<B>, meshed: bool, upgraded: bool) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    if let Some(e) = rsp.headers_mut().remove(L5D_PROXY_ERROR) {
+        debug!(error = %String::from_utf8_lossy(e.as_bytes()), "remote proxy error");
     }
+    let close = rsp
+        .headers_mut()
+        .remove(L5D_PROXY_CONNECTION)
+        .is_some_and(|v| v == "close");
     if upgraded {
         orig_proto::unmark(&mut rsp);
     }
     strip_hop_by_hop(rsp.headers_mut());
     let (parts, body) = rsp.into_parts();
-    Response::from_parts(parts, boxed(body))
+    let mut rsp = Response::from_parts(parts, boxed(body));
+    if close && meshed {
+        rsp.extensions_mut().insert(RemoteClose);
+    }
+    rsp
 }
 
 /// A fresh copy of a buffered request.
