@@ -146,6 +146,11 @@ impl Proxy {
                             suffixes: d.profile_suffixes.clone(),
                             networks: d.profile_networks.clone(),
                         },
+                        streams: crate::policy::watch::StreamLimits {
+                            initial: config.control_streams.initial,
+                            idle: config.control_streams.idle,
+                            lifetime: config.control_streams.lifetime,
+                        },
                     },
                 ))
             }

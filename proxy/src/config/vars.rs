@@ -377,17 +377,17 @@ pub const VARS: &[Var] = &[
     var(
         CONTROL_STREAM_INITIAL_TIMEOUT,
         "off",
-        "Restart a discovery or policy stream whose first answer takes longer than this (checked; not applied yet)",
+        "Replace a discovery or policy stream whose first answer takes longer than this",
     ),
     var(
         CONTROL_STREAM_IDLE_TIMEOUT,
         "off",
-        "Restart a discovery or policy stream silent for longer than this (checked; not applied yet)",
+        "Replace a discovery or policy stream silent for longer than this",
     ),
     var(
         CONTROL_STREAM_LIFETIME,
         "off",
-        "Restart discovery and policy streams older than this (checked; not applied yet)",
+        "Replace discovery and policy streams older than this",
     ),
     var(
         HTTP_REQUEST_TIMEOUT,

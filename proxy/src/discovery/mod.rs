@@ -276,6 +276,8 @@ pub struct ResolverConfig {
     /// Consecutive failures that eject an endpoint.
     pub max_failures: u32,
     pub profiles: ProfileScope,
+    /// Watchdogs of each `Get` and `GetProfile` stream (Linkerd's `CONTROL_STREAM_*`).
+    pub streams: crate::policy::watch::StreamLimits,
 }
 
 impl ResolverConfig {
@@ -287,6 +289,7 @@ impl ResolverConfig {
             max_entries,
             max_failures,
             profiles: ProfileScope::all(),
+            streams: Default::default(),
         }
     }
 }
@@ -356,11 +359,13 @@ impl Resolver {
         };
         let span = info_span!("discovery", target = %path);
         let get = tokio::spawn(
-            follow_endpoints(self.client.clone(), req.clone(), etx).instrument(span.clone()),
+            follow_endpoints(self.client.clone(), req.clone(), etx, self.config.streams)
+                .instrument(span.clone()),
         );
         // Outside the profile scope no profile is asked for: the target has none.
         let (profile, no_profile) = if self.config.profiles.wants(path) {
-            let task = follow_profile(self.client.clone(), req, ptx).instrument(span);
+            let task =
+                follow_profile(self.client.clone(), req, ptx, self.config.streams).instrument(span);
             (Some(tokio::spawn(task)), None)
         } else {
             (None, Some(ptx))

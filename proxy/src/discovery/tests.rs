@@ -380,3 +380,44 @@ async fn balancer_endpoints_stay_under_the_series_cap() {
         .collect();
     assert_eq!(overflow.len(), 2, "{text}");
 }
+
+#[tokio::test]
+async fn a_stream_that_never_answers_is_replaced_and_the_target_converges_without_a_restart() {
+    let fake = Fake::new(Script::Endpoints(addrs(&[1, 2])));
+    let (l, addr) = listener();
+    let _server = fake.serve(l);
+    let channel = ControlChannel::plaintext(addr).unwrap();
+    let channel = Instrumented::new(channel, "destination", ControlClientMetrics::default());
+    let mut config = ResolverConfig::new(Duration::from_secs(60), 100, 7);
+    config.streams = crate::policy::watch::StreamLimits {
+        initial: Some(Duration::from_millis(500)),
+        idle: None,
+        lifetime: None,
+    };
+    let r = Resolver::new(channel, config);
+    let web = r.resolve("web.shop.svc.cluster.local:8080");
+    assert!(endpoints_become(&web, &addrs(&[1, 2])).await);
+    // The control plane now accepts every call and never answers: each stream is replaced
+    // after its initial timeout, and what was known stays meanwhile.
+    *fake.script.lock().unwrap() = Script::Silent;
+    fake.hang_up();
+    let opened = || fake.streams.lock().unwrap().len();
+    let before = opened();
+    let mut replaced = false;
+    for _ in 0..100 {
+        if opened() >= before + 3 {
+            replaced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        replaced,
+        "silent streams were not replaced: {} opened",
+        opened()
+    );
+    assert!(endpoints_become(&web, &addrs(&[1, 2])).await);
+    // A healthy control plane again: the next replacement converges on its answer.
+    *fake.script.lock().unwrap() = Script::Endpoints(addrs(&[3]));
+    assert!(endpoints_become(&web, &addrs(&[3])).await);
+}
