@@ -76,7 +76,9 @@ const OPAQUE: u16 = 3306;
 const OPAQUE_BYTES: u64 = 100_000;
 /// A Remora server logs its direct path's connections (an explicit `REMORA_*` variable wins
 /// over the Linkerd surface's `LINKERD2_PROXY_LOG`).
-const REMORA_SERVER_LOG: &str = "info,remora_proxy::inbound=debug";
+const REMORA_SERVER_LOG: &str = "info,remora_proxy::inbound=debug,remora_proxy::tls::mtls=debug";
+/// A Remora client pod's log filter: its handshakes show the key exchange negotiated.
+const REMORA_CLIENT_LOG: &str = "info,remora_proxy::tls::mtls=debug";
 
 /// The linkerd2-proxy binary to run, or `None` (the test is skipped) when
 /// `REMORA_LINKERD2_PROXY` is not set. Set to a path that does not exist, it fails the test.
@@ -160,9 +162,11 @@ impl Mesh {
                 }],
             );
         }
-        let client_pod = plane
-            .workload(&net, spec(WorkloadSpec::new("client-0", "client"), client))
-            .await;
+        let mut client_spec = spec(WorkloadSpec::new("client-0", "client"), client);
+        if client == Proxy::Remora {
+            client_spec = client_spec.env("REMORA_LOG", REMORA_CLIENT_LOG);
+        }
+        let client_pod = plane.workload(&net, client_spec).await;
         Some(Mesh {
             _net: net,
             _plane: plane,
@@ -187,6 +191,26 @@ impl Mesh {
             self.server_proxy.name()
         );
         println!("{who} {what}\n{who}   over the transport header: {header}");
+    }
+
+    /// The key exchange the Remora side of the pair logged for its mTLS with the other
+    /// (post-quantum X25519MLKEM768 on both proxies: the test fails on anything else).
+    fn key_exchange(&self) -> String {
+        let (pod, what) = if self.server_proxy == Proxy::Remora {
+            (&self.server, "mTLS accepted")
+        } else {
+            (&self.client, "mTLS established")
+        };
+        let log = pod.pod.proxy().log();
+        let line = log
+            .lines()
+            .find(|l| l.contains(what) && l.contains("kx="))
+            .unwrap_or_else(|| panic!("no {what:?} line with kx= in\n{log}"));
+        assert!(
+            line.contains("kx=Some(X25519MLKEM768)"),
+            "not post-quantum: {line}"
+        );
+        "X25519MLKEM768".to_string()
     }
 
     /// Both proxies' logs, for a failure's message.
@@ -306,9 +330,10 @@ async fn http1_carries_the_callers_identity(m: &Mesh) {
         r.text()
     );
     let header = m.transport_header(HTTP, Some("http/2")).await;
+    let kx = m.key_exchange();
     m.report(
         &format!(
-            "HTTP/1.1 ok (app saw HTTP/1.1, l5d-client-id={})",
+            "HTTP/1.1 ok (app saw HTTP/1.1, l5d-client-id={}); key exchange {kx}",
             m.client_id
         ),
         &header,
