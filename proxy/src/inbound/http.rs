@@ -30,6 +30,7 @@ use crate::http::{
 };
 use crate::outbound::http::authority;
 use crate::tls::mtls::{DialError, no_tls};
+use crate::trace::Side;
 use crate::transport::forward::Counted;
 use crate::transport::io::BoxIo;
 use crate::transport::tcp::connect;
@@ -116,6 +117,12 @@ impl HttpInbound {
     /// access log line.
     pub async fn serve(&self, conn: &InboundConn, mut req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
+        let mut span = self
+            .ctx
+            .inputs
+            .tracer
+            .as_ref()
+            .and_then(|t| t.start(&mut req, Side::Inbound));
         let route = conn.route(&self.ctx.inputs.http_metrics.golden, &req);
         let access = self.ctx.inputs.access_log.as_ref().map(|log| {
             Box::new(AccessEntry {
@@ -132,7 +139,11 @@ impl HttpInbound {
             })
         });
         let grpc = is_grpc(&req);
-        let rsp = match conn.policy.check(&mut req) {
+        let mut matched = None;
+        let checked = conn
+            .policy
+            .check_route(&mut req, span.as_ref().map(|_| &mut matched));
+        let rsp = match checked {
             Ok(()) => self.handle(conn.app, conn.client.as_ref(), req).await,
             Err(refusal) => error::respond_refusal(
                 refusal,
@@ -141,6 +152,20 @@ impl HttpInbound {
                 conn.client.is_some(),
             ),
         };
+        if let Some(mut span) = span.take() {
+            if let Some(id) = &conn.client {
+                span.set_str("l5d.client_id", id.as_str());
+            }
+            span.set_str("network.peer.address", &conn.policy.client.addr.to_string());
+            if let Some(r) = &matched {
+                span.route(&r.kind, &r.name);
+            }
+            let error = rsp
+                .extensions()
+                .get::<crate::error::ErrorReason>()
+                .map(|e| e.0);
+            span.finish(&rsp, error);
+        }
         record::finish(route, start, rsp, access)
     }
 

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use http::Request;
 use remora_metrics::inbound_policy::{
-    ClientTls as TlsLabel, Handle, InboundPolicyMetrics, ServerLabels,
+    ClientTls as TlsLabel, Handle, InboundPolicyMetrics, Object, ServerLabels,
 };
 use tracing::{debug, info};
 
@@ -149,6 +149,16 @@ impl ConnPolicy {
     /// Checks one request against the port's current policy and applies its route's filters;
     /// `Err` is what to answer instead of the app.
     pub fn check<B>(&self, req: &mut Request<B>) -> Result<(), PolicyRefusal> {
+        self.check_route(req, None)
+    }
+
+    /// As [`check`](Self::check), keeping in `route` the route the request matched (for its
+    /// span), when asked.
+    pub fn check_route<B>(
+        &self,
+        req: &mut Request<B>,
+        route: Option<&mut Option<Arc<Object>>>,
+    ) -> Result<(), PolicyRefusal> {
         let server = self.policy.borrow().clone();
         // An IP address (or no host) matches only routes without hosts.
         let host = route::request_host(req).unwrap_or("");
@@ -169,6 +179,9 @@ impl ConnPolicy {
                 &route.route
             }
         };
+        if let Some(out) = route {
+            *out = Some(route_info.labels.clone());
+        }
         if let Some(limit) = &server.rate_limit
             && let Err(limited) = limit.check(self.client.id().map(|id| id.as_str()))
         {
