@@ -2,6 +2,7 @@
 # The soak benchmark (W2.9): does a meshed pair's memory stay flat under steady load?
 #
 #   sudo benches/soak/run.sh                 # 10 minutes; MINUTES=60 for an hour
+#   (RATE=<rps> for another load, REMORA_BIN=<path> to soak a given binary)
 #
 # Topology (network namespaces on one bridge, 10.78.0.0/24): remora control in `cp`; a client
 # pod (load generators → iptables → Remora outbound) and a server pod (Remora inbound → nginx,
@@ -49,9 +50,13 @@ if ! command -v nginx >/dev/null; then
 fi
 command -v oha >/dev/null || cargo install --locked oha >/dev/null
 OHA=$(command -v oha)
-log "building remora (release)"
-(cd "$repo" && cargo build --release -q -p remora --bin remora)
-install -m 0755 "$repo/target/release/remora" "$work/remora"
+# REMORA_BIN=<path>: soak that binary instead of building this tree's (release).
+if [ -z "${REMORA_BIN:-}" ]; then
+  log "building remora (release)"
+  (cd "$repo" && cargo build --release -q -p remora --bin remora)
+  REMORA_BIN=$repo/target/release/remora
+fi
+install -m 0755 "$REMORA_BIN" "$work/remora"
 REMORA=$work/remora
 chmod 0755 "$work"
 

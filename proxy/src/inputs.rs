@@ -64,6 +64,8 @@ pub struct ProxyInputs {
     pub policy: Option<PolicyService>,
     /// One JSON line per HTTP request, when enabled.
     pub access_log: Option<AccessLog>,
+    /// Spans of HTTP requests, when a trace collector is configured.
+    pub tracer: Option<crate::trace::Tracer>,
 }
 
 impl ProxyInputs {

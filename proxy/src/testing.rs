@@ -41,5 +41,6 @@ pub fn inputs() -> Arc<ProxyInputs> {
         http2_client: Default::default(),
         policy: None,
         access_log: None,
+        tracer: None,
     })
 }

@@ -70,6 +70,14 @@ pub const POLICY_IDLE_TIMEOUT: &str = "REMORA_POLICY_IDLE_TIMEOUT";
 pub const CONTROL_STREAM_INITIAL_TIMEOUT: &str = "REMORA_CONTROL_STREAM_INITIAL_TIMEOUT";
 pub const CONTROL_STREAM_IDLE_TIMEOUT: &str = "REMORA_CONTROL_STREAM_IDLE_TIMEOUT";
 pub const CONTROL_STREAM_LIFETIME: &str = "REMORA_CONTROL_STREAM_LIFETIME";
+pub const TRACE_COLLECTOR_ADDR: &str = "REMORA_TRACE_COLLECTOR_ADDR";
+pub const TRACE_COLLECTOR_SVC_NAME: &str = "REMORA_TRACE_COLLECTOR_SVC_NAME";
+pub const TRACE_SERVICE_NAME: &str = "REMORA_TRACE_SERVICE_NAME";
+pub const TRACE_ATTRIBUTES_PATH: &str = "REMORA_TRACE_ATTRIBUTES_PATH";
+pub const TRACE_EXTRA_ATTRIBUTES: &str = "REMORA_TRACE_EXTRA_ATTRIBUTES";
+pub const TRACE_PROTOCOL: &str = "REMORA_TRACE_PROTOCOL";
+pub const TRACE_SAMPLE_RATIO: &str = "REMORA_TRACE_SAMPLE_RATIO";
+pub const TRACE_QUEUE: &str = "REMORA_TRACE_QUEUE";
 
 /// One configuration variable: its name, its default and what it does.
 #[derive(Clone, Copy, Debug)]
@@ -388,6 +396,46 @@ pub const VARS: &[Var] = &[
         CONTROL_STREAM_LIFETIME,
         "off",
         "Replace discovery and policy streams older than this",
+    ),
+    var(
+        TRACE_COLLECTOR_ADDR,
+        "",
+        "The trace collector (OTLP/gRPC): IP:port or host:port; unset = no spans exported",
+    ),
+    var(
+        TRACE_COLLECTOR_SVC_NAME,
+        "",
+        "The trace collector's identity (mTLS); required unless it is on loopback",
+    ),
+    var(
+        TRACE_SERVICE_NAME,
+        "",
+        "The spans' service.name resource attribute (unset: none, as linkerd2-proxy)",
+    ),
+    var(
+        TRACE_ATTRIBUTES_PATH,
+        "",
+        "A file of key=\"value\" lines (the pod's labels, by the downward API) added to the spans' resource",
+    ),
+    var(
+        TRACE_EXTRA_ATTRIBUTES,
+        "",
+        "More key=value resource attributes, one per line (OTEL_RESOURCE_ATTRIBUTES is read too, and wins)",
+    ),
+    var(
+        TRACE_PROTOCOL,
+        "opentelemetry",
+        "The export protocol: opentelemetry (OTLP/gRPC), the only one",
+    ),
+    var(
+        TRACE_SAMPLE_RATIO,
+        "0",
+        "Of requests with no trace context, the share that starts a trace (0 to 1; a parent's decision always wins)",
+    ),
+    var(
+        TRACE_QUEUE,
+        "1024",
+        "Finished spans waiting for the exporter at most; beyond, they are dropped and counted",
     ),
     var(
         HTTP_REQUEST_TIMEOUT,

@@ -31,6 +31,7 @@ use crate::http::{
 };
 use crate::outbound::http::authority;
 use crate::tls::mtls::{DialError, no_tls};
+use crate::trace::Side;
 use crate::transport::forward::Counted;
 use crate::transport::io::BoxIo;
 use crate::transport::tcp::{ConnectError, connect};
@@ -121,6 +122,12 @@ impl HttpInbound {
     /// access log line.
     pub async fn serve(&self, conn: &InboundConn, mut req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
+        let mut span = self
+            .ctx
+            .inputs
+            .tracer
+            .as_ref()
+            .and_then(|t| t.start(&mut req, Side::Inbound));
         let access = self.ctx.inputs.access_log.as_ref().map(|log| {
             Box::new(AccessEntry {
                 log: log.clone(),
@@ -136,11 +143,12 @@ impl HttpInbound {
             })
         });
         let grpc = is_grpc(&req);
-        match conn.policy.check(&mut req) {
+        let (rsp, route, matched) = match conn.policy.check(&mut req) {
             Ok(permit) => {
+                let matched = span.as_ref().map(|_| permit.route.clone());
                 let route = conn.route(&self.ctx.inputs.http_metrics.golden, permit);
                 let rsp = self.handle(conn.app, conn.client.as_ref(), req).await;
-                record::finish(Some(route), start, rsp, access)
+                (rsp, Some(route), matched)
             }
             // As in linkerd2-proxy, what the policy answers is not in the golden metrics
             // (`inbound_http_authz_deny_total`, `inbound_http_route_not_found_total`,
@@ -152,9 +160,24 @@ impl HttpInbound {
                     grpc,
                     conn.client.is_some(),
                 );
-                record::finish(None, start, rsp, access)
+                (rsp, None, None)
             }
+        };
+        if let Some(mut span) = span.take() {
+            if let Some(id) = &conn.client {
+                span.set_str("l5d.client_id", id.as_str());
+            }
+            span.set_str("network.peer.address", &conn.policy.client.addr.to_string());
+            if let Some(r) = &matched {
+                span.route(&r.kind, &r.name);
+            }
+            let error = rsp
+                .extensions()
+                .get::<crate::error::ErrorReason>()
+                .map(|e| e.0);
+            span.finish(&rsp, error);
         }
+        record::finish(route, start, rsp, access)
     }
 
     fn dial(&self, app: SocketAddr) -> DialFuture {

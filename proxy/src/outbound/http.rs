@@ -35,6 +35,7 @@ use crate::http::server::CloseConnection;
 use crate::http::upgrade::{is_upgrade, tunnel};
 use crate::inputs::Discovery;
 use crate::tls::mtls::no_tls;
+use crate::trace::Side;
 use crate::transport::header::SessionProtocol;
 
 /// The outbound HTTP router of one proxy.
@@ -125,6 +126,9 @@ pub(super) struct Dispatched {
     pub addr: Option<SocketAddr>,
     pub ep: Option<Arc<Endpoint>>,
     pub attempts: u32,
+    /// Whether the request is traced: then the policy route it took is kept in `route`.
+    pub traced: bool,
+    pub route: Option<Arc<remora_metrics::outbound_route::ObjectRef>>,
 }
 
 impl HttpOutbound {
@@ -335,6 +339,10 @@ impl HttpOutbound {
             }
         };
         let inputs = &self.ctx.inputs;
+        let span = inputs
+            .tracer
+            .as_ref()
+            .and_then(|t| t.start(&mut req, Side::Outbound));
         let mut access = inputs.access_log.as_ref().map(|log| {
             Box::new(AccessEntry {
                 log: log.clone(),
@@ -349,7 +357,10 @@ impl HttpOutbound {
                 attempts: 0,
             })
         });
-        let mut done = Dispatched::default();
+        let mut done = Dispatched {
+            traced: span.is_some(),
+            ..Dispatched::default()
+        };
         let rsp = match policy {
             // Upgrades and CONNECT keep their own path (a tunnel after the answer).
             Some(p) if !is_upgrade(&req) && req.method() != http::Method::CONNECT => {
@@ -383,6 +394,22 @@ impl HttpOutbound {
         if let Some(a) = access.as_mut() {
             a.endpoint = done.addr;
             a.attempts = done.attempts;
+        }
+        if let Some(mut span) = span {
+            if let Some(id) = &labels.peer_id {
+                span.set_str("l5d.server_id", id);
+            }
+            if let Some(addr) = done.addr {
+                span.peer_addr(addr);
+            }
+            if let Some(r) = &done.route {
+                span.route(&r.kind, &r.name);
+            }
+            let error = rsp
+                .extensions()
+                .get::<crate::error::ErrorReason>()
+                .map(|e| e.0);
+            span.finish(&rsp, error);
         }
         record::finish(Some(route), start, rsp, access)
     }
@@ -473,8 +500,8 @@ mod tests {
     fn dispatched(addr: &str) -> Dispatched {
         Dispatched {
             addr: Some(addr.parse().unwrap()),
-            ep: None,
             attempts: 1,
+            ..Dispatched::default()
         }
     }
 
