@@ -278,6 +278,7 @@ impl Proxy {
             http2_client: cfg.http2_client,
             policy: self.policy.clone(),
             access_log: access_log(cfg.access_log, self.access_log_out.take()),
+            drain: self.drain.clone(),
         });
         let outbound = Outbound::new(
             self.outbound,

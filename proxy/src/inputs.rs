@@ -64,6 +64,8 @@ pub struct ProxyInputs {
     pub policy: Option<PolicyService>,
     /// One JSON line per HTTP request, when enabled.
     pub access_log: Option<AccessLog>,
+    /// The process's drain: HTTP connections are told to close when it starts.
+    pub drain: remora_runtime::drain::Drain,
 }
 
 impl ProxyInputs {

@@ -1,6 +1,8 @@
 //! The background streams of one discovery target: `Destination/Get` into the endpoints
 //! `watch`, `GetProfile` into the profile `watch`. Both keep the last-known state while the
 //! control plane is away and reconnect with backoff; a fresh snapshot replaces the old state.
+//! An endpoint that leaves the set (or whose address now names another identity) is announced
+//! on the resolver's `removed` channel.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,7 +14,7 @@ use linkerd2_proxy_api::destination::destination_client::DestinationClient;
 use pb::update::Update as U;
 use remora_runtime::Backoff;
 use remora_runtime::channel::Instrumented;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
 use super::profile::Profile;
@@ -53,6 +55,7 @@ fn publish(
     tx: &watch::Sender<Resolution>,
     set: &BTreeMap<SocketAddr, Arc<Endpoint>>,
     exists: bool,
+    removed: &broadcast::Sender<SocketAddr>,
 ) {
     let next = if exists {
         Resolution::Endpoints(Arc::new(set.values().cloned().collect()))
@@ -63,6 +66,16 @@ fn publish(
         if *cur == next {
             return false;
         }
+        if let Resolution::Endpoints(old) = cur {
+            let gone = old.iter().filter(|e| {
+                set.get(&e.addr)
+                    .is_none_or(|now| now.identity != e.identity)
+            });
+            for gone in gone {
+                // No subscriber is not an error.
+                let _ = removed.send(gone.addr);
+            }
+        }
         *cur = next;
         true
     });
@@ -72,6 +85,7 @@ pub(super) async fn follow_endpoints(
     mut client: DestinationClient<Instrumented>,
     req: pb::GetDestination,
     tx: watch::Sender<Resolution>,
+    removed: broadcast::Sender<SocketAddr>,
 ) {
     let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
     loop {
@@ -107,7 +121,7 @@ pub(super) async fn follow_endpoints(
                     Ok(m) => m,
                     Err(_) => {
                         snapshot = false;
-                        publish(&tx, &set, exists);
+                        publish(&tx, &set, exists, &removed);
                         continue;
                     }
                 }
@@ -119,13 +133,13 @@ pub(super) async fn follow_endpoints(
                 Ok(Some(update)) => {
                     exists = apply(&mut set, update);
                     if !snapshot {
-                        publish(&tx, &set, exists);
+                        publish(&tx, &set, exists, &removed);
                     }
                     backoff.reset();
                 }
                 Ok(None) | Err(_) => {
                     if snapshot && !set.is_empty() {
-                        publish(&tx, &set, exists);
+                        publish(&tx, &set, exists, &removed);
                     }
                     warn!(retry_in = ?backoff.peek(), "discovery stream ended; keeping the last-known endpoints");
                     break;

@@ -297,7 +297,13 @@ pub struct Resolver {
     client: DestinationClient<Instrumented>,
     config: ResolverConfig,
     cache: Mutex<HashMap<String, Entry>>,
+    /// Endpoints that left a target's set (pools close their connections to them).
+    removed: tokio::sync::broadcast::Sender<SocketAddr>,
 }
+
+/// Removed endpoints queued per subscriber; one that falls further behind misses some (its
+/// connections to them then close when idle, or when the peer closes them).
+const REMOVED_QUEUE: usize = 1024;
 
 /// A per-target seed for the balancer's random draws.
 fn seed(path: &str) -> u64 {
@@ -311,9 +317,16 @@ impl Resolver {
             client: DestinationClient::new(channel),
             config,
             cache: Mutex::new(HashMap::new()),
+            removed: tokio::sync::broadcast::channel(REMOVED_QUEUE).0,
         });
         tokio::spawn(sweep(Arc::downgrade(&resolver)));
         resolver
+    }
+
+    /// Endpoint addresses as they leave any target's set: a subscriber closes its pooled
+    /// connections to them, so that an address recycled for another pod is dialled afresh.
+    pub fn removed(&self) -> tokio::sync::broadcast::Receiver<SocketAddr> {
+        self.removed.subscribe()
     }
 
     /// The discovery state of `path` (`host:port`), starting to follow it if needed.
@@ -356,7 +369,8 @@ impl Resolver {
         };
         let span = info_span!("discovery", target = %path);
         let get = tokio::spawn(
-            follow_endpoints(self.client.clone(), req.clone(), etx).instrument(span.clone()),
+            follow_endpoints(self.client.clone(), req.clone(), etx, self.removed.clone())
+                .instrument(span.clone()),
         );
         // Outside the profile scope no profile is asked for: the target has none.
         let (profile, no_profile) = if self.config.profiles.wants(path) {
