@@ -195,15 +195,31 @@ impl Target {
         self.pick_with(timeout, accrual).await
     }
 
+    /// As [`pick`](Self::pick), never the endpoint at `avoid` while another is available (a
+    /// retry of a request it refused).
+    pub async fn pick_avoiding(&mut self, timeout: Duration, avoid: SocketAddr) -> Pick {
+        let accrual = balance::Accrual::consecutive(self.balancer.max_failures);
+        self.pick_inner(timeout, accrual, Some(avoid)).await
+    }
+
     /// As [`pick`](Self::pick), the attempt's outcome feeding the breaker by `accrual` (an
     /// outbound policy's failure accrual).
     pub async fn pick_with(&mut self, timeout: Duration, accrual: balance::Accrual) -> Pick {
+        self.pick_inner(timeout, accrual, None).await
+    }
+
+    async fn pick_inner(
+        &mut self,
+        timeout: Duration,
+        accrual: balance::Accrual,
+        avoid: Option<SocketAddr>,
+    ) -> Pick {
         let deadline = Instant::now() + timeout;
         loop {
             let current = self.endpoints.borrow_and_update().clone();
             match &current {
                 Resolution::Endpoints(eps) if !eps.is_empty() => {
-                    return match self.balancer.pick_with(eps, accrual) {
+                    return match self.balancer.pick_avoiding(eps, accrual, avoid) {
                         Some(p) => Pick::Endpoint(eps[p.index].clone(), p),
                         // Every endpoint is ejected and none is due for a probe: fail fast
                         // rather than hold the request.

@@ -4,8 +4,8 @@
 //! A request is sent again when it was never sent (no connection could take it: always safe),
 //! when the peer never processed it (REFUSED_STREAM, past a GOAWAY, a connection closed before
 //! any byte of the response, or a peer proxy's `l5d-proxy-error` saying its app never took it:
-//! [`crate::error::NOT_PROCESSED`]) whatever its route says, provided its body is empty or was
-//! kept, or when a retryable route answered with one of its failure statuses and the body was
+//! [`crate::error::NOT_PROCESSED`]; that one only when the target has another endpoint) whatever
+//! its route says, provided its body is empty or was kept, or when a retryable route answered with one of its failure statuses and the body was
 //! small enough to keep (at most [`MAX_REPLAY`] bytes). A retry goes to another endpoint of the
 //! target when it has one. Each attempt's outcome feeds the balancer; the retry budget (a share
 //! of the target's requests, plus a reserve) caps the retries of failure statuses per target,
@@ -251,6 +251,18 @@ impl HttpOutbound {
                 self.ctx.inputs.http_metrics.budget_exhausted();
                 return self.respond(sent, dest.addr, &body_failed);
             }
+            let failed = dest.addr;
+            let next_dest = match &dest.target {
+                Some(t) => repick(t, failed).await,
+                None => None,
+            };
+            // A peer whose app never took the request is not asked again: only another
+            // endpoint may take it (a refused stream or a cut connection may go again on a
+            // fresh connection to the same one).
+            let peer_answered = outcome == Outcome::Refused && sent.result.is_ok();
+            if peer_answered && next_dest.as_ref().is_none_or(|(e, _)| e.addr == failed) {
+                return self.respond(sent, failed, &body_failed);
+            }
             self.ctx.inputs.http_metrics.retried(reason);
             attempt += 1;
             req = match sent.result {
@@ -264,15 +276,12 @@ impl HttpOutbound {
                     None => return self.fail(ProxyError::NotReplayable),
                 },
             };
-            dest = match &dest.target {
-                Some(t) => match repick(t, dest.addr).await {
-                    Some((e, p)) => Destination::picked(e, p, dest.target.clone()),
-                    None => Destination {
-                        picked: None,
-                        ..dest
-                    },
+            dest = match next_dest {
+                Some((e, p)) => Destination::picked(e, p, dest.target.clone()),
+                None => Destination {
+                    picked: None,
+                    ..dest
                 },
-                None => dest,
             };
             debug!(attempt, addr = %dest.addr, reason, "retrying");
         }
@@ -373,24 +382,16 @@ where
     rsp
 }
 
-/// Draws of the balancer a retry makes to find an endpoint other than the one that failed.
-const REPICK_DRAWS: usize = 4;
-
-/// An endpoint of `target` for a retry, other than `failed` when the balancer offers one within
-/// a few draws; `None` when it offers none.
+/// An endpoint of `target` for a retry, other than `failed` while the balancer has another
+/// available; `None` when it offers none.
 async fn repick(
     target: &crate::discovery::Target,
     failed: SocketAddr,
 ) -> Option<(Arc<Endpoint>, crate::discovery::balance::Picked)> {
-    let mut same = None;
-    for _ in 0..REPICK_DRAWS {
-        match target.clone().pick(REPICK_WAIT).await {
-            Pick::Endpoint(e, p) if e.addr != failed => return Some((e, p)),
-            Pick::Endpoint(e, p) => same = Some((e, p)),
-            _ => break,
-        }
+    match target.clone().pick_avoiding(REPICK_WAIT, failed).await {
+        Pick::Endpoint(e, p) => Some((e, p)),
+        _ => None,
     }
-    same
 }
 
 /// A fresh copy of a buffered request.
