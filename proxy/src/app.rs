@@ -312,6 +312,7 @@ impl Proxy {
             policy: self.policy.clone(),
             access_log: access_log(cfg.access_log, self.access_log_out.take()),
             tracer: self.tracer.clone(),
+            drain: self.drain.clone(),
         });
         let outbound = Outbound::new(
             self.outbound,

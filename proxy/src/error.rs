@@ -85,6 +85,11 @@ pub enum ProxyError {
     /// Inbound: the app could not be reached or failed while answering.
     #[error("the app at {addr}: {detail}")]
     App { addr: SocketAddr, detail: String },
+    /// Inbound: the app never took the request (it refused or reset the connection, or closed
+    /// it before any byte of the response). The text starts with [`NOT_PROCESSED`], which
+    /// tells the peer's outbound that it may send the request to another endpoint.
+    #[error("{NOT_PROCESSED}: the app at {addr}: {detail}")]
+    AppNotReached { addr: SocketAddr, detail: String },
     /// Inbound: the app did not accept a connection within the connect timeout.
     #[error("the app at {addr}: {detail}")]
     AppTimeout { addr: SocketAddr, detail: String },
@@ -117,7 +122,8 @@ impl ProxyError {
             | ProxyError::Upgrade(_)
             | ProxyError::Upstream { .. }
             | ProxyError::NotReplayable
-            | ProxyError::App { .. } => StatusCode::BAD_GATEWAY,
+            | ProxyError::App { .. }
+            | ProxyError::AppNotReached { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Route(e) => e.status(),
             ProxyError::Policy(r) => r.status(),
         }
@@ -135,7 +141,9 @@ impl ProxyError {
             ProxyError::Upgrade(_) => "upgrade",
             ProxyError::Timeout(_) => "timeout",
             ProxyError::Upstream { .. } | ProxyError::NotReplayable => "upstream",
-            ProxyError::App { .. } | ProxyError::AppTimeout { .. } => "app",
+            ProxyError::App { .. }
+            | ProxyError::AppNotReached { .. }
+            | ProxyError::AppTimeout { .. } => "app",
             ProxyError::Denied(d) => d.as_str(),
             ProxyError::Route(e) => e.reason(),
             ProxyError::Policy(r) => r.reason(),
@@ -149,6 +157,7 @@ impl ProxyError {
             | ProxyError::Upgrade(_)
             | ProxyError::Upstream { .. }
             | ProxyError::App { .. }
+            | ProxyError::AppNotReached { .. }
             | ProxyError::AppTimeout { .. } => Origin::Upstream,
             ProxyError::NoEndpoints(_)
             | ProxyError::Unresolvable { .. }
@@ -165,7 +174,10 @@ impl ProxyError {
     /// Whether the request may be sent again, to another endpoint: nothing of it reached the
     /// target.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ProxyError::Connect { .. })
+        matches!(
+            self,
+            ProxyError::Connect { .. } | ProxyError::AppNotReached { .. }
+        )
     }
 
     /// Whether the client's connection is closed after the answer (see the module's doc): yes
@@ -185,10 +197,22 @@ impl ProxyError {
             | ProxyError::Upstream { .. }
             | ProxyError::NotReplayable
             | ProxyError::App { .. }
+            | ProxyError::AppNotReached { .. }
             | ProxyError::AppTimeout { .. }
             | ProxyError::GatewayLoop => true,
         }
     }
+}
+
+/// How the `l5d-proxy-error` of an answer to a request its app never took begins: a peer's
+/// outbound that reads it may send the request to another endpoint, whatever the route says.
+pub const NOT_PROCESSED: &str = "request not processed";
+
+/// Whether a meshed peer's `l5d-proxy-error` says its app never took the request.
+pub fn never_processed(l5d_proxy_error: &HeaderValue) -> bool {
+    l5d_proxy_error
+        .as_bytes()
+        .starts_with(NOT_PROCESSED.as_bytes())
 }
 
 /// Marks a meshed peer's response that carried `l5d-proxy-connection: close` (the header itself
@@ -713,6 +737,26 @@ mod tests {
             detail: "x".into(),
         };
         assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn an_app_that_never_took_the_request_is_announced_as_not_processed() {
+        let err = ProxyError::AppNotReached {
+            addr: "192.0.2.1:80".parse().unwrap(),
+            detail: "connection refused".into(),
+        };
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+        assert!(err.is_retryable() && err.closes());
+        let rsp = respond(err, Direction::Inbound, &metrics(), true);
+        let header = &rsp.headers()[L5D_PROXY_ERROR];
+        assert!(never_processed(header), "{header:?}");
+        assert_eq!(rsp.headers()[L5D_PROXY_CONNECTION], "close");
+        let other = ProxyError::App {
+            addr: "192.0.2.1:80".parse().unwrap(),
+            detail: "broken".into(),
+        };
+        let rsp = respond(other, Direction::Inbound, &metrics(), true);
+        assert!(!never_processed(&rsp.headers()[L5D_PROXY_ERROR]));
     }
 
     fn metrics() -> HttpMetrics {

@@ -66,6 +66,8 @@ pub struct ProxyInputs {
     pub access_log: Option<AccessLog>,
     /// Spans of HTTP requests, when a trace collector is configured.
     pub tracer: Option<crate::trace::Tracer>,
+    /// The process's drain: HTTP connections are told to close when it starts.
+    pub drain: remora_runtime::drain::Drain,
 }
 
 impl ProxyInputs {

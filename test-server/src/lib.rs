@@ -161,12 +161,17 @@ impl TestServer {
         let io = Box::new(remora_proxy::transport::io::PrefixedIo::new(prefix, stream));
         let server = self.clone();
         let reset_signal = reset.clone();
-        let serve =
-            remora_proxy::http::server::serve(io, protocol, Default::default(), move |req| {
+        let serve = remora_proxy::http::server::serve(
+            io,
+            protocol,
+            Default::default(),
+            Default::default(),
+            move |req| {
                 let server = server.clone();
                 let reset = reset_signal.clone();
                 async move { server.handle(req, reset).await }
-            });
+            },
+        );
         tokio::select! {
             _ = serve => {}
             _ = reset.notified() => {

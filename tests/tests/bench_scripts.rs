@@ -2,6 +2,8 @@
 //! (the benchmarks themselves need minutes and a quiet machine): each script parses, and the
 //! soak's report turns samples into the verdict BENCHMARKS.md quotes, flat or not.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

@@ -5,6 +5,8 @@
 //! gives no first message within `initial`, then none for `idle`, or that lives past
 //! `lifetime`, is replaced without a restart (a control plane that accepts and never answers
 //! cannot wedge a target), the last-known state kept meanwhile.
+//! An endpoint that leaves the set (or whose address now names another identity) is announced
+//! on the resolver's `removed` channel.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use linkerd2_proxy_api::destination::destination_client::DestinationClient;
 use pb::update::Update as U;
 use remora_runtime::Backoff;
 use remora_runtime::channel::Instrumented;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -90,6 +92,7 @@ fn publish(
     tx: &watch::Sender<Resolution>,
     set: &BTreeMap<SocketAddr, Arc<Endpoint>>,
     exists: bool,
+    removed: &broadcast::Sender<SocketAddr>,
 ) {
     let next = if exists {
         Resolution::Endpoints(Arc::new(set.values().cloned().collect()))
@@ -99,6 +102,16 @@ fn publish(
     tx.send_if_modified(|cur| {
         if *cur == next {
             return false;
+        }
+        if let Resolution::Endpoints(old) = cur {
+            let gone = old.iter().filter(|e| {
+                set.get(&e.addr)
+                    .is_none_or(|now| now.identity != e.identity)
+            });
+            for gone in gone {
+                // No subscriber is not an error.
+                let _ = removed.send(gone.addr);
+            }
         }
         *cur = next;
         true
@@ -110,6 +123,7 @@ pub(super) async fn follow_endpoints(
     req: pb::GetDestination,
     tx: watch::Sender<Resolution>,
     limits: StreamLimits,
+    removed: broadcast::Sender<SocketAddr>,
 ) {
     let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
     loop {
@@ -159,7 +173,7 @@ pub(super) async fn follow_endpoints(
                     Ok(m) => m,
                     Err(_) => {
                         snapshot = false;
-                        publish(&tx, &set, exists);
+                        publish(&tx, &set, exists, &removed);
                         continue;
                     }
                 }
@@ -177,13 +191,13 @@ pub(super) async fn follow_endpoints(
                 Ok(Some(update)) => {
                     exists = apply(&mut set, update);
                     if !snapshot {
-                        publish(&tx, &set, exists);
+                        publish(&tx, &set, exists, &removed);
                     }
                     backoff.reset();
                 }
                 Ok(None) | Err(_) => {
                     if snapshot && !set.is_empty() {
-                        publish(&tx, &set, exists);
+                        publish(&tx, &set, exists, &removed);
                     }
                     warn!(retry_in = ?backoff.peek(), "discovery stream ended; keeping the last-known endpoints");
                     break;

@@ -188,6 +188,23 @@ async fn a_target_follows_its_endpoints_as_they_change() {
 }
 
 #[tokio::test]
+async fn removed_endpoints_are_announced() {
+    let fake = Fake::new(Script::Endpoints(addrs(&[1, 2])));
+    let (l, addr) = listener();
+    let _server = fake.serve(l);
+    let r = resolver(addr, 100);
+    let mut removed = r.removed();
+    let web = r.resolve("web.shop.svc.cluster.local:8080");
+    assert!(endpoints_become(&web, &addrs(&[1, 2])).await);
+    fake.send(add(&addrs(&[3]))).await;
+    assert!(endpoints_become(&web, &addrs(&[1, 2, 3])).await);
+    assert!(removed.try_recv().is_err(), "nothing was removed yet");
+    fake.send(remove(&addrs(&[1]))).await;
+    let gone = tokio::time::timeout(Duration::from_secs(10), removed.recv()).await;
+    assert_eq!(gone.unwrap().unwrap(), addrs(&[1])[0]);
+}
+
+#[tokio::test]
 async fn the_last_known_endpoints_outlive_an_outage_and_a_fresh_snapshot_replaces_them() {
     let fake = Fake::new(Script::Endpoints(addrs(&[1, 2])));
     let (l, addr) = listener();

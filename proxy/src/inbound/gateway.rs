@@ -144,7 +144,8 @@ impl Gateway {
                 };
                 let io: BoxIo = Box::new(Counted::new(io, ctx.tcp.metrics.open(labels), None));
                 let (gw, http_metrics) = (self.clone(), ctx.inputs.http_metrics.clone());
-                crate::http::server::serve(io, protocol, ctx.config.http, move |req| {
+                let drain = ctx.inputs.drain.clone();
+                crate::http::server::serve(io, protocol, ctx.config.http, drain, move |req| {
                     let (gw, target, client_id) = (gw.clone(), target.clone(), client_id.clone());
                     let golden = http_metrics.golden.clone();
                     async move {

@@ -263,6 +263,10 @@ impl HttpInbound {
                 // linkerd2-proxy answers a connect timeout 504, any other failure 502.
                 let err = if connect_timed_out(&e) {
                     ProxyError::AppTimeout { addr: app, detail }
+                } else if e.never_processed() {
+                    // The app never took it (refused, reset, closed before answering): the
+                    // peer's proxy may send it to another replica.
+                    ProxyError::AppNotReached { addr: app, detail }
                 } else {
                     ProxyError::App { addr: app, detail }
                 };

@@ -484,7 +484,8 @@ async fn serve_app(
                 admitted.policy,
                 admitted.labels.target.clone(),
             ));
-            crate::http::server::serve(io, protocol, ctx.config.http, move |req| {
+            let drain = ctx.inputs.drain.clone();
+            crate::http::server::serve(io, protocol, ctx.config.http, drain, move |req| {
                 let (http, conn) = (http.clone(), conn.clone());
                 async move { http.serve(&conn, req).await }
             })

@@ -120,6 +120,27 @@ fn policy_target(
     })
 }
 
+/// Closes the pooled connections to each endpoint discovery removes, for as long as the pool
+/// lives: a connection to a removed pod is never reused for the address's next owner.
+fn forget_removed(pool: &Arc<Pool>, mut removed: tokio::sync::broadcast::Receiver<SocketAddr>) {
+    let pool = Arc::downgrade(pool);
+    tokio::spawn(async move {
+        loop {
+            let addr = match removed.recv().await {
+                Ok(addr) => addr,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    debug!(missed = n, "fell behind discovery's removed endpoints");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let Some(pool) = pool.upgrade() else { return };
+            debug!(%addr, "discovery removed the endpoint; closing its pooled connections");
+            pool.forget(addr);
+        }
+    });
+}
+
 /// Where a request went, as far as it got: the last attempt's endpoint and the attempt count.
 #[derive(Debug, Default)]
 pub(super) struct Dispatched {
@@ -133,8 +154,12 @@ pub(super) struct Dispatched {
 
 impl HttpOutbound {
     pub fn new(ctx: Arc<OutboundCtx>) -> Self {
+        let pool = Pool::with_evictor(ctx.inputs.pool());
+        if let Some(d) = &ctx.inputs.discovery {
+            forget_removed(&pool, d.resolver.removed());
+        }
         HttpOutbound {
-            pool: Pool::with_evictor(ctx.inputs.pool()),
+            pool,
             rng: AtomicU64::new(
                 std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8) | 1,
             ),
