@@ -28,7 +28,7 @@ P=rms$$
 NS=()
 
 [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces, iptables)" >&2; exit 64; }
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 
 cleanup() {
   set +e
@@ -149,10 +149,10 @@ for side in client server; do
     REMORA_DESTINATION_ADDR=${IP[cp]}:8086 REMORA_DESTINATION_SVC_NAME=$CP_ID \
     setpriv --reuid=2102 --regid=2102 --clear-groups -- "$REMORA" proxy > "$work/proxy-$side.log" 2>&1 &
 done
-admin() { inns "$1" sh -c "exec 3<>/dev/tcp/127.0.0.1/4191 && printf 'GET $2 HTTP/1.0\r\n\r\n' >&3 && cat <&3" 2>/dev/null; }
+admin() { inns "$1" bash -c "exec 3<>/dev/tcp/127.0.0.1/4191 && printf 'GET $2 HTTP/1.0\r\n\r\n' >&3 && cat <&3" 2>/dev/null; }
 for side in client server; do
   for _ in $(seq 150); do admin $side /ready | head -1 | grep -q 200 && break; sleep 0.2; done
-  admin $side /ready | head -1 | grep -q 200 || { echo "the $side proxy never got ready" >&2; tail "$work/proxy-$side.log" >&2; exit 1; }
+  admin $side /ready | head -1 | grep -q 200 || { echo "the $side proxy never got ready" >&2; tail "$work/proxy-$side.log" "$work/control.log" >&2; exit 1; }
 done
 declare -A PID
 for pid in $(pgrep -f "$REMORA proxy"); do
