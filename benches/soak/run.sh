@@ -167,9 +167,13 @@ secs=$((MINUTES * 60))
 h1=$((RATE * 6 / 10)); h2=$((RATE * 3 / 10)); fresh=$((RATE - h1 - h2))
 log "load: $RATE rps for $MINUTES min ($h1 HTTP/1.1 keep-alive, $h2 HTTP/2, $fresh new connections)"
 URL=http://10.96.0.10
+LOAD=()
 inns client "$OHA" --no-tui --output-format json -z ${secs}s -q $h1 -c 32 "$URL:8080/" > "$work/load-http1.json" 2>&1 &
+LOAD+=($!)
 inns client "$OHA" --no-tui --output-format json -z ${secs}s -q $h2 -c 8 -p 16 --http2 "$URL:8082/" > "$work/load-http2.json" 2>&1 &
+LOAD+=($!)
 inns client "$OHA" --no-tui --output-format json -z ${secs}s -q $fresh -c 8 --disable-keepalive "$URL:8080/" > "$work/load-new.json" 2>&1 &
+LOAD+=($!)
 
 ticks=$((secs / 10))
 echo "t_s,proxy,rss_kib,anon_kib,fds,cpu_s,open_conns" > "$work/samples.csv"
@@ -187,15 +191,16 @@ sample() {
   done
 }
 edits=0
-for i in $(seq 0 "$ticks"); do
+# Samples while the load runs (the last one 10 s before it ends).
+for i in $(seq 0 $((ticks - 1))); do
   sample $((i * 10))
   if [ $i -gt 0 ] && [ $((i % 6)) = 0 ]; then
     edits=$((edits + 1))
     config $((edits % 2)) > "$work/control.toml.new" && mv "$work/control.toml.new" "$work/control.toml"
   fi
-  [ $i = "$ticks" ] || sleep 10
+  sleep 10
 done
-wait $(jobs -p | tail -3) 2>/dev/null || true
+wait "${LOAD[@]}" 2>/dev/null || true
 log "done: $edits config edits"
 mkdir -p "$out"
 cp "$work/samples.csv" "$work"/load-*.json "$out/"

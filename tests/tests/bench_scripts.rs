@@ -48,7 +48,7 @@ fn report(dir: &Path, rss: impl Fn(u32) -> u32, fds: impl Fn(u32) -> u32) -> Str
     let load = serde_json::json!({
         "summary": { "requestsPerSec": 1200.0 },
         "statusCodeDistribution": { "200": 720000 },
-        "errorDistribution": {},
+        "errorDistribution": { "aborted due to deadline": 12 },
         "latencyPercentiles": { "p99": 0.0021 },
     });
     std::fs::write(dir.join("load-http1.json"), load.to_string()).unwrap();
@@ -88,7 +88,7 @@ fn the_soak_report_tells_flat_from_growing() {
     );
     assert!(!flat.contains("RSS moves"), "{flat}");
     assert!(
-        flat.contains("| http1 | 1200 | 720000 / 720000 | 0 | 2.10 |"),
+        flat.contains("| http1 | 1200 | 720000 / 720000 | 0 | 12 | 2.10 |"),
         "{flat}"
     );
     // 30 MiB growing by 1 MiB a minute: not flat.
