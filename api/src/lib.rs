@@ -1,6 +1,10 @@
 //! Remora's own gRPC API, beside Linkerd's proxy API: `remora.multicluster.v1.Exports`, the
 //! watch a linked control plane (or the cluster's gateway) keeps on a cluster's exported
 //! services. Generated at build time from `proto/multicluster.proto`.
+//!
+//! And [`otlp`]: OpenTelemetry's trace messages and `TraceService` (the proxy's span exporter,
+//! the tests' collector), generated at build time from the official OTLP descriptor set that
+//! the opentelemetry-proto crate ships (`build.rs` says why not from its own modules).
 
 #![forbid(unsafe_code)]
 
@@ -8,6 +12,34 @@
 #[allow(missing_debug_implementations, clippy::all, clippy::unwrap_used)]
 pub mod multicluster {
     tonic::include_proto!("remora.multicluster.v1");
+}
+
+/// OTLP's `opentelemetry.proto.*` packages the trace exporter uses, nested as their package
+/// names (the generated code refers across them by relative paths).
+#[allow(missing_debug_implementations, clippy::all, clippy::unwrap_used)]
+pub mod otlp {
+    pub mod common {
+        pub mod v1 {
+            tonic::include_proto!("opentelemetry.proto.common.v1");
+        }
+    }
+    pub mod resource {
+        pub mod v1 {
+            tonic::include_proto!("opentelemetry.proto.resource.v1");
+        }
+    }
+    pub mod trace {
+        pub mod v1 {
+            tonic::include_proto!("opentelemetry.proto.trace.v1");
+        }
+    }
+    pub mod collector {
+        pub mod trace {
+            pub mod v1 {
+                tonic::include_proto!("opentelemetry.proto.collector.trace.v1");
+            }
+        }
+    }
 }
 
 use std::collections::BTreeMap;

@@ -2,6 +2,11 @@
 //! proxy A's outbound (explicit mode, keep-alive) → mTLS HTTP/2 with a transport header → proxy
 //! B's inbound → the app (`test-server`, `/echo`), and back. The control plane (identity and
 //! discovery) runs in-process too; `direct` is the same request straight to the app.
+//!
+//! Tracing: `proxy_pair_get_echo` has no trace collector configured (tracing off);
+//! `traced_pair_*` is a second pair of proxies exporting to an in-process OTLP collector, once
+//! with requests that carry no trace context (nothing sampled: the cost of looking) and once
+//! with a sampled `traceparent` (a span on each proxy, exported).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,6 +20,12 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use remora_api::otlp::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use remora_api::otlp::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use remora_benches::config::{cluster, service};
 use remora_control::cluster::RawEndpoint;
 use remora_control::token::TokenKey;
@@ -28,9 +39,47 @@ fn write(dir: &Path, name: &str, text: &str) -> String {
     path.display().to_string()
 }
 
-/// A control plane, two proxies and the app, on 127.77.0.{1,2,3}; returns the client's
-/// connection target (A's outbound) and the app's address.
-async fn mesh(dir: &Path) -> (SocketAddr, SocketAddr) {
+/// A collector that accepts every export and counts its spans.
+#[derive(Clone, Default)]
+struct Sink(std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+#[tonic::async_trait]
+impl TraceService for Sink {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let n: usize = req
+            .into_inner()
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum();
+        self.0
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+async fn collector(addr: SocketAddr) -> Sink {
+    let sink = Sink::default();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let svc = TraceServiceServer::new(sink.clone());
+    tokio::spawn(async move {
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let _ = tonic::transport::Server::builder()
+            .serve_with_incoming(svc, incoming)
+            .await;
+    });
+    sink
+}
+
+/// A control plane, two proxies and the app, on 127.77.N.{1,2,3}; returns the client's
+/// connection target (A's outbound) and the app's address. With `collector`, both proxies
+/// export spans there.
+async fn mesh(dir: &Path, n: u8, collector: Option<SocketAddr>) -> (SocketAddr, SocketAddr) {
+    std::fs::create_dir_all(dir).unwrap();
     let root = Ca::new_root("bench root", Duration::from_secs(86_400)).unwrap();
     let issuer = root
         .new_intermediate("identity.east.example", Duration::from_secs(86_400))
@@ -40,11 +89,8 @@ async fn mesh(dir: &Path) -> (SocketAddr, SocketAddr) {
     write(dir, "issuer.key", &issuer.key_pem());
     let token_key = TokenKey::generate_hex().unwrap();
     write(dir, "token.key", &token_key);
-    let (cp, a, b) = (
-        "127.77.0.1".parse::<std::net::IpAddr>().unwrap(),
-        "127.77.0.2".parse::<std::net::IpAddr>().unwrap(),
-        "127.77.0.3".parse::<std::net::IpAddr>().unwrap(),
-    );
+    let ip = |h: u8| std::net::IpAddr::from([127, 77, n, h]);
+    let (cp, a, b) = (ip(1), ip(2), ip(3));
     let mut web = RawEndpoint::new("web-0", &b.to_string(), "web");
     web.explicit = true;
     let mut config = cluster("east", &format!("{cp}:8086"), &format!("{cp}:9990"));
@@ -66,7 +112,7 @@ async fn mesh(dir: &Path) -> (SocketAddr, SocketAddr) {
             &format!("{sa}.token"),
             &keys.mint(&id.parse().unwrap(), Duration::from_secs(3600)),
         );
-        let env: HashMap<&str, String> = [
+        let mut env: HashMap<&str, String> = [
             ("REMORA_OUTBOUND_ADDR", format!("{ip}:4140")),
             ("REMORA_INBOUND_ADDR", format!("{ip}:4143")),
             ("REMORA_ADMIN_ADDR", format!("{ip}:4191")),
@@ -77,6 +123,9 @@ async fn mesh(dir: &Path) -> (SocketAddr, SocketAddr) {
             ("REMORA_DESTINATION_ADDR", format!("{cp}:8086")),
         ]
         .into();
+        if let Some(c) = collector {
+            env.insert("REMORA_TRACE_COLLECTOR_ADDR", c.to_string());
+        }
         let config = remora_proxy::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
         let proxy = remora_proxy::Proxy::bind(config).unwrap();
         tokio::spawn(proxy.run());
@@ -93,11 +142,23 @@ async fn connect(addr: SocketAddr) -> http1::SendRequest<Empty<Bytes>> {
 }
 
 async fn get(sender: &mut http1::SendRequest<Empty<Bytes>>, uri: &str) -> u16 {
+    get_with(sender, uri, None).await
+}
+
+async fn get_with(
+    sender: &mut http1::SendRequest<Empty<Bytes>>,
+    uri: &str,
+    traceparent: Option<&str>,
+) -> u16 {
     sender.ready().await.unwrap();
-    let req = http::Request::get(uri)
+    let mut req = http::Request::get(uri)
         .header(http::header::HOST, WEB)
         .body(Empty::new())
         .unwrap();
+    if let Some(tp) = traceparent {
+        req.headers_mut()
+            .insert("traceparent", http::HeaderValue::from_str(tp).unwrap());
+    }
     let rsp = sender.send_request(req).await.unwrap();
     let status = rsp.status().as_u16();
     rsp.into_body().collect().await.unwrap();
@@ -111,20 +172,24 @@ fn http_pair(c: &mut Criterion) {
         .unwrap();
     let dir = std::env::temp_dir().join(format!("remora-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (mut proxied, mut direct) = rt.block_on(async {
-        let (proxy, app) = mesh(&dir).await;
+    let ready = |proxy: SocketAddr| async move {
         // Until the proxies hold certificates and discovery answers.
-        let mut ok = false;
         for _ in 0..200 {
             let mut s = connect(proxy).await;
             if get(&mut s, &format!("http://{WEB}/echo")).await == 200 {
-                ok = true;
-                break;
+                return connect(proxy).await;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        assert!(ok, "the proxy pair never answered");
-        (connect(proxy).await, connect(app).await)
+        panic!("the proxy pair never answered");
+    };
+    let sink_addr = SocketAddr::from(([127, 77, 1, 4], 4317));
+    let (mut proxied, mut direct, traced, sink) = rt.block_on(async {
+        let (proxy, app) = mesh(&dir, 0, None).await;
+        let sink = collector(sink_addr).await;
+        let (traced, _) = mesh(&dir.join("traced"), 1, Some(sink_addr)).await;
+        ready(traced).await;
+        (ready(proxy).await, connect(app).await, traced, sink)
     });
     let mut group = c.benchmark_group("http");
     group.bench_function("direct_get_echo", |b| {
@@ -134,9 +199,84 @@ fn http_pair(c: &mut Criterion) {
     group.bench_function("proxy_pair_get_echo", |b| {
         b.iter(|| assert_eq!(rt.block_on(get(&mut proxied, &uri)), 200))
     });
+    // Each on a connection of its own, opened just before (an idle one may have been closed).
+    let mut conn = rt.block_on(connect(traced));
+    group.bench_function("traced_pair_get_echo_no_context", |b| {
+        b.iter(|| assert_eq!(rt.block_on(get(&mut conn, &uri)), 200))
+    });
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut conn = rt.block_on(connect(traced));
+    group.bench_function("traced_pair_get_echo_sampled", |b| {
+        b.iter(|| assert_eq!(rt.block_on(get_with(&mut conn, &uri, Some(tp))), 200))
+    });
     group.finish();
+    let exported = sink.0.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("spans exported to the collector: {exported}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, http_pair);
+/// The tracer's own work per request, in isolation: reading the context, the span's attributes,
+/// rewriting `traceparent`, the queue send; and the exporter's conversion of one span.
+fn tracer(c: &mut Criterion) {
+    use remora_proxy::trace::{Side, TraceConfig, Tracer, export};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let config = TraceConfig {
+        addr: remora_runtime::channel::ControlAddr::Socket("127.0.0.1:4317".parse().unwrap()),
+        svc_name: None,
+        resource: Default::default(),
+        sample_ratio: 0.0,
+        queue: 1024,
+    };
+    let (t, mut rx) = Tracer::new(&config, remora_metrics::trace::TraceMetrics::default());
+    let request = |tp: Option<&str>| {
+        let mut b = http::Request::get("http://web.shop.svc.cluster.local:8080/echo")
+            .header("host", WEB)
+            .header("user-agent", "bench")
+            .header("accept", "*/*");
+        if let Some(tp) = tp {
+            b = b.header("traceparent", tp);
+        }
+        b.body(()).unwrap()
+    };
+    let rsp = http::Response::new(());
+    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut group = c.benchmark_group("tracer");
+    group.bench_function("no_context", |b| {
+        b.iter_batched(
+            || request(None),
+            |mut req| assert!(t.start(&mut req, Side::Outbound).is_none()),
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("sampled_span", |b| {
+        b.iter_batched(
+            || request(Some(tp)),
+            |mut req| {
+                let span = t.start(&mut req, Side::Outbound).unwrap();
+                span.finish(&rsp, None);
+                let _ = rx.try_recv();
+            },
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    let mut req = request(Some(tp));
+    t.start(&mut req, Side::Outbound)
+        .unwrap()
+        .finish(&rsp, None);
+    let record = rx.try_recv().unwrap();
+    group.bench_function("export_convert_span", |b| {
+        b.iter_batched(
+            || record.clone(),
+            export::to_otlp,
+            criterion::BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, http_pair, tracer);
 criterion_main!(benches);

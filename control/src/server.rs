@@ -3,11 +3,12 @@
 //! with the control plane's own identity unless it listens on loopback) and admin (`/live`,
 //! `/ready`, `/metrics`, `/log-level`).
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ use rustls::ServerConfig;
 use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tonic::transport::server::Connected;
@@ -48,7 +49,17 @@ use crate::sa_token::{Rules, SaTokenVerifier};
 use crate::token::TokenKey;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections the control plane holds open at once (each for its whole life, not only its
+/// handshake); past it, new ones are closed at accept.
 const MAX_CONNECTIONS: usize = 4096;
+/// Connections one client address may hold open at once: a proxy holds a few (identity,
+/// destination, policy), so one peer cannot take every slot of [`MAX_CONNECTIONS`].
+pub const MAX_CONNECTIONS_PER_PEER: usize = 64;
+/// Concurrent gRPC streams per connection (each a watch or a call), advertised in HTTP/2's
+/// SETTINGS: a client past it gets `REFUSED_STREAM`. A proxy's discovery cache holds at most
+/// a few thousand targets; one connection with thousands of watches and no certificate was
+/// the abuse this bounds.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 1024;
 const ISSUER_POLL: Duration = Duration::from_secs(1);
 /// How often the config file is checked for edits (edits reach subscribers within this).
 const CONFIG_POLL: Duration = Duration::from_millis(200);
@@ -61,47 +72,124 @@ pub struct PeerInfo {
     pub identity: Option<Name>,
 }
 
-/// A TLS connection to the gRPC server.
+/// A connection to the gRPC server (TLS, or plaintext on loopback), holding its slots in the
+/// connection limits for its whole life.
 #[derive(Debug)]
-pub struct TlsIo(TlsStream<TcpStream>);
+pub struct ControlIo {
+    stream: Stream,
+    _slots: Slots,
+}
 
-impl Connected for TlsIo {
-    type ConnectInfo = PeerInfo;
-    fn connect_info(&self) -> PeerInfo {
-        let (tcp, tls) = self.0.get_ref();
-        PeerInfo {
-            addr: tcp.peer_addr().ok(),
-            identity: tls
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(remora_identity::verify::peer_identity),
+#[derive(Debug)]
+enum Stream {
+    Tls(Box<TlsStream<TcpStream>>),
+    Plain(TcpStream),
+}
+
+/// A connection's place in the global limit and in its peer's.
+#[derive(Debug)]
+struct Slots {
+    _global: OwnedSemaphorePermit,
+    _peer: PeerSlot,
+}
+
+/// Open connections per client address.
+#[derive(Clone, Debug, Default)]
+struct PeerCounts(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+impl PeerCounts {
+    /// A slot for one more connection from `ip`, unless it holds `max` already.
+    fn take(&self, ip: IpAddr, max: usize) -> Option<PeerSlot> {
+        let mut counts = self.0.lock().ok()?;
+        let n = counts.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(PeerSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// Frees its connection's place in its peer's count when dropped.
+#[derive(Debug)]
+struct PeerSlot {
+    counts: PeerCounts,
+    ip: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.counts.0.lock()
+            && let Some(n) = counts.get_mut(&self.ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.ip);
+            }
         }
     }
 }
 
-impl AsyncRead for TlsIo {
+impl Connected for ControlIo {
+    type ConnectInfo = PeerInfo;
+    fn connect_info(&self) -> PeerInfo {
+        match &self.stream {
+            Stream::Tls(tls) => {
+                let (tcp, tls) = tls.get_ref();
+                PeerInfo {
+                    addr: tcp.peer_addr().ok(),
+                    identity: tls
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .and_then(remora_identity::verify::peer_identity),
+                }
+            }
+            Stream::Plain(tcp) => PeerInfo {
+                addr: tcp.peer_addr().ok(),
+                identity: None,
+            },
+        }
+    }
+}
+
+impl AsyncRead for ControlIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
+        match &mut self.stream {
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+        }
     }
 }
 
-impl AsyncWrite for TlsIo {
+impl AsyncWrite for ControlIo {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
+        match &mut self.stream {
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+        }
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
+        match &mut self.stream {
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+        }
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
+        match &mut self.stream {
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+        }
     }
 }
 
@@ -292,7 +380,9 @@ impl Control {
             outbound,
             exports,
         };
-        let server = tonic::transport::Server::builder().tcp_nodelay(true);
+        let server = tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
         let drain = self.drain.clone();
         info!(
             cluster = %self.config.cluster,
@@ -301,19 +391,13 @@ impl Control {
             identity = %self.config.control_identity(),
             "control plane serving"
         );
-        let res = match serving {
-            Some(cert) => {
-                let acceptor = TlsAcceptor::from(server_config(cert, &self.anchors)?);
-                let incoming = tls_incoming(self.grpc, acceptor, self.drain.clone());
-                let serve = server.serve_with_incoming_shutdown(routes, incoming, drain.signaled());
-                bounded_shutdown(serve, &drain).await
-            }
-            None => {
-                let incoming = tokio_stream::wrappers::TcpListenerStream::new(self.grpc);
-                let serve = server.serve_with_incoming_shutdown(routes, incoming, drain.signaled());
-                bounded_shutdown(serve, &drain).await
-            }
+        let acceptor = match serving {
+            Some(cert) => Some(TlsAcceptor::from(server_config(cert, &self.anchors)?)),
+            None => None,
         };
+        let incoming = incoming(self.grpc, acceptor, self.drain.clone());
+        let serve = server.serve_with_incoming_shutdown(routes, incoming, drain.signaled());
+        let res = bounded_shutdown(serve, &drain).await;
         watcher.abort();
         if let Some(w) = jwks_watcher {
             w.abort();
@@ -487,15 +571,17 @@ fn server_config(
     Ok(Arc::new(config))
 }
 
-/// Accepts TCP connections and completes TLS handshakes concurrently (bounded, with a timeout),
-/// yielding the established connections.
-fn tls_incoming(
+/// Accepts TCP connections within the connection limits (in all and per peer) and, with an
+/// acceptor, completes their TLS handshakes concurrently (with a timeout), yielding the
+/// established connections.
+fn incoming(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptor: Option<TlsAcceptor>,
     drain: Drain,
-) -> tokio_stream::wrappers::ReceiverStream<Result<TlsIo, io::Error>> {
+) -> tokio_stream::wrappers::ReceiverStream<Result<ControlIo, io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let peers = PeerCounts::default();
     tokio::spawn(async move {
         accept_loop(
             listener,
@@ -504,16 +590,33 @@ fn tls_incoming(
             drain.signaled(),
             |peer| debug!(%peer, "control connection limit reached"),
             |tcp, peer, permit| {
+                let Some(slot) = peers.take(peer.ip(), MAX_CONNECTIONS_PER_PEER) else {
+                    debug!(%peer, max = MAX_CONNECTIONS_PER_PEER, "closing a connection: its peer holds as many as it may");
+                    return;
+                };
+                let slots = Slots {
+                    _global: permit,
+                    _peer: slot,
+                };
+                let _ = tcp.set_nodelay(true);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send(Ok(TlsIo(tls))).await;
+                    let stream = match acceptor {
+                        None => Stream::Plain(tcp),
+                        Some(acceptor) => {
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                                Ok(Ok(tls)) => Stream::Tls(Box::new(tls)),
+                                Ok(Err(e)) => return debug!(%peer, error = %e, "TLS handshake failed"),
+                                Err(_) => return debug!(%peer, "TLS handshake timed out"),
+                            }
                         }
-                        Ok(Err(e)) => debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => debug!(%peer, "TLS handshake timed out"),
-                    }
-                    drop(permit);
+                    };
+                    let _ = tx
+                        .send(Ok(ControlIo {
+                            stream,
+                            _slots: slots,
+                        }))
+                        .await;
                 });
             },
         )

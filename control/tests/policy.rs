@@ -204,6 +204,15 @@ fn labels(group: &str, kind: &str, name: &str) -> HashMap<String, String> {
         .collect()
 }
 
+/// The target ports of web-0's services, which every answer for web-0 lists (W2.12).
+const WEB_0_PORTS: &str = "3306,8080";
+
+/// `labels` with the pod's declared ports.
+fn declared(mut labels: HashMap<String, String>, ports: &str) -> HashMap<String, String> {
+    labels.insert("remora.io/declared-ports".into(), ports.into());
+    labels
+}
+
 fn net(ip: &str, len: u8) -> ib::Network {
     ib::Network {
         net: Some(IpNetwork::from((ip.parse::<IpAddr>().unwrap(), len))),
@@ -453,24 +462,25 @@ async fn every_port_of_a_known_pod_gets_linkerds_default_server() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(
-        next(&mut watch).await,
-        default_server(vec![default_route()])
-    );
+    let mut expected = default_server(vec![default_route()]);
+    expected.labels = declared(expected.labels, WEB_0_PORTS);
+    assert_eq!(next(&mut watch).await, expected);
     // GetPort answers the same; any port gets a server, declared or not.
     let got = client
         .get_port(port(WEB_0, 7777))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(got, default_server(vec![default_route()]));
+    assert_eq!(got, expected);
     // The proxy's admin port adds Linkerd's probe route for kubelet.
     let admin = client
         .get_port(port(WEB_0, 4191))
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(admin, default_server(vec![default_route(), probe_route()]));
+    let mut expected = default_server(vec![default_route(), probe_route()]);
+    expected.labels = declared(expected.labels, WEB_0_PORTS);
+    assert_eq!(admin, expected);
     // The opaque port of its service is opaque, with no routes.
     let opaque = client
         .get_port(port(WEB_0, 3306))
@@ -519,7 +529,10 @@ async fn the_default_policy_shapes_the_default_authorization() {
         .unwrap()
         .into_inner();
     let s = next(&mut watch).await;
-    assert_eq!(s.labels, labels("", "default", "all-authenticated"));
+    assert_eq!(
+        s.labels,
+        declared(labels("", "default", "all-authenticated"), WEB_0_PORTS)
+    );
     let any_identity = ib::Authz {
         networks: vec![net("0.0.0.0", 0), net("::", 0)],
         authentication: Some(ib::Authn {
@@ -618,7 +631,13 @@ async fn a_configured_server_carries_its_protocol_authorizations_routes_and_rate
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(s.labels, labels("policy.linkerd.io", "server", "web-http"));
+    assert_eq!(
+        s.labels,
+        declared(
+            labels("policy.linkerd.io", "server", "web-http"),
+            WEB_0_PORTS
+        )
+    );
     assert!(s.server_ips.is_empty());
     let from_client = ib::Authz {
         networks: vec![ib::Network {

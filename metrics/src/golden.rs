@@ -323,7 +323,7 @@ mod tests {
             });
         }
         let text = crate::encode(&reg).unwrap();
-        let base = r#"direction="outbound",authority="web.shop.svc.cluster.local:8080",target_addr="10.0.0.5:8080",tls="true",server_id="web.shop.serviceaccount.identity.linkerd.east.example",dst_namespace="shop",dst_service="web""#;
+        let base = r#"direction="outbound",authority="web.shop.svc.cluster.local:8080",target_addr="10.0.0.5:8080",target_ip="10.0.0.5",target_port="8080",tls="true",server_id="web.shop.serviceaccount.identity.linkerd.east.example",dst_namespace="shop",dst_service="web""#;
         assert!(
             text.contains(&format!("request_total{{{base}}} 3")),
             "{text}"
@@ -347,5 +347,54 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("# TYPE response_latency_ms histogram"));
+    }
+
+    #[test]
+    fn inbound_families_carry_linkerds_inbound_labels_and_no_authority() {
+        use crate::inbound_policy::Object;
+        use crate::labels::PolicyLabels;
+        let mut reg = Registry::default();
+        let series = SeriesLimits::register(&mut reg, Limits::default());
+        let m = HttpGolden::register(&mut reg, &series);
+        let inbound = |client: Option<&str>| TargetLabels {
+            target_addr: Some("10.0.0.5:8080".parse().unwrap()),
+            tls: Tls::Established,
+            peer_id: client.map(Arc::from),
+            policy: Some(Arc::new(PolicyLabels {
+                server: Object::new("policy.linkerd.io", "server", "web-http"),
+                port: 8080,
+                route: Object::new("", "default", "default"),
+                authz: Object::new("", "default", "all-unauthenticated"),
+            })),
+            ..TargetLabels::new(Direction::Inbound)
+        };
+        let r = m.route(&inbound(Some(
+            "client.shop.serviceaccount.identity.linkerd.cluster.local",
+        )));
+        r.request();
+        r.latency(500, Duration::from_millis(3));
+        r.response(ResponseKey {
+            status: 500,
+            grpc_status: None,
+            error: "",
+        });
+        m.route(&inbound(None)).request();
+        let text = crate::encode(&reg).unwrap();
+        let target = r#"direction="inbound",target_addr="10.0.0.5:8080",target_ip="10.0.0.5",target_port="8080",tls="true""#;
+        let policy = r#"srv_group="policy.linkerd.io",srv_kind="server",srv_name="web-http",srv_port="8080",route_group="",route_kind="default",route_name="default",authz_group="",authz_kind="default",authz_name="all-unauthenticated""#;
+        let id = r#"client_id="client.shop.serviceaccount.identity.linkerd.cluster.local""#;
+        for line in [
+            format!("request_total{{{target},{id},{policy}}} 1"),
+            format!("request_total{{{target},client_id=\"\",{policy}}} 1"),
+            format!(
+                "response_total{{{target},{id},{policy},status_code=\"500\",classification=\"failure\"}} 1"
+            ),
+            format!(
+                "response_latency_ms_bucket{{le=\"10.0\",{target},{id},{policy},status_code=\"500\"}} 1"
+            ),
+        ] {
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+        assert!(!text.contains("authority="), "{text}");
     }
 }

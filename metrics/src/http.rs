@@ -52,7 +52,7 @@ impl HttpMetrics {
         );
         registry.register(
             "retries",
-            "Requests retried, by reason (status: a failure response class; connect: never sent)",
+            "Requests retried, by reason (status: a failure response class; connect: never sent; refused: never processed by the peer)",
             m.retries.clone(),
         );
         registry.register(

@@ -1,6 +1,7 @@
 //! Labels shared by the TCP and HTTP families: what a connection or request targets, in
-//! Linkerd's names (`direction`, `authority`, `target_addr`, `tls`, `no_tls_reason`,
-//! `client_id` / `server_id`, `dst_*`).
+//! Linkerd's names and order (`direction`, `authority`, `target_addr`, `target_ip`,
+//! `target_port`, `tls`, `no_tls_reason`, `client_id` / `server_id`, the inbound policy's
+//! `srv_*`, `route_*`, `authz_*`, the outbound's `dst_*`).
 
 use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
@@ -8,7 +9,42 @@ use std::sync::Arc;
 
 use prometheus_client::encoding::{EncodeLabel, EncodeLabelSet, LabelSetEncoder};
 
+use crate::inbound_policy::Object;
 use crate::tcp::{Direction, Tls};
+
+/// What admitted an inbound request: the port's server, the route it took and the
+/// authorization that allowed it, labelled as linkerd2-proxy labels them (`srv_group`,
+/// `srv_kind`, `srv_name`, `srv_port`, `route_group`, `route_kind`, `route_name`,
+/// `authz_group`, `authz_kind`, `authz_name`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct PolicyLabels {
+    pub server: Arc<Object>,
+    pub port: u16,
+    pub route: Arc<Object>,
+    pub authz: Arc<Object>,
+}
+
+impl PolicyLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder<'_>) -> std::fmt::Result {
+        let object = |o: &Object, [g, k, n]: [&str; 3], e: &mut LabelSetEncoder<'_>| {
+            (g, &*o.group).encode(e.encode_label())?;
+            (k, &*o.kind).encode(e.encode_label())?;
+            (n, &*o.name).encode(e.encode_label())
+        };
+        object(&self.server, ["srv_group", "srv_kind", "srv_name"], encoder)?;
+        ("srv_port", self.port).encode(encoder.encode_label())?;
+        object(
+            &self.route,
+            ["route_group", "route_kind", "route_name"],
+            encoder,
+        )?;
+        object(
+            &self.authz,
+            ["authz_group", "authz_kind", "authz_name"],
+            encoder,
+        )
+    }
+}
 
 /// A destination's discovery labels as `dst_*` labels (`dst_service`, `dst_namespace`,
 /// `dst_pod`, ...; the mirror's `target_cluster` becomes `dst_target_cluster`). Built once per
@@ -71,13 +107,17 @@ fn sanitize(key: &str) -> String {
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
 pub struct TargetLabels {
     pub direction: Direction,
-    /// The logical destination (`web.shop.svc.cluster.local:8080`) or the request's authority.
+    /// The logical destination (`web.shop.svc.cluster.local:8080`) or the request's authority
+    /// (outbound, and the gateway's inbound; linkerd2-proxy's inbound has none).
     pub authority: Option<Arc<str>>,
-    /// The address connected to (outbound: the endpoint; inbound: the app).
+    /// The address connected to (outbound: the endpoint; inbound: the app), written as
+    /// `target_addr`, `target_ip` and `target_port`.
     pub target_addr: Option<SocketAddr>,
     pub tls: Tls,
     /// The peer's identity: `client_id` inbound, `server_id` outbound.
     pub peer_id: Option<Arc<str>>,
+    /// Inbound HTTP: the policy that admitted the request.
+    pub policy: Option<Arc<PolicyLabels>>,
     pub dst: Option<Arc<DstLabels>>,
 }
 
@@ -89,6 +129,7 @@ impl TargetLabels {
             target_addr: None,
             tls: Tls::NoIdentity("not_provided_by_service_discovery"),
             peer_id: None,
+            policy: None,
             dst: None,
         }
     }
@@ -100,6 +141,8 @@ impl TargetLabels {
         }
         if let Some(addr) = self.target_addr {
             ("target_addr", addr.to_string()).encode(encoder.encode_label())?;
+            ("target_ip", addr.ip().to_string()).encode(encoder.encode_label())?;
+            ("target_port", addr.port()).encode(encoder.encode_label())?;
         }
         match &self.tls {
             Tls::Established => ("tls", "true").encode(encoder.encode_label())?,
@@ -115,6 +158,12 @@ impl TargetLabels {
                 Direction::Outbound => "server_id",
             };
             (key, id.as_ref()).encode(encoder.encode_label())?;
+        } else if self.direction == Direction::Inbound && self.tls == Tls::Established {
+            // linkerd2-proxy writes an identity-less mTLS client as `client_id=""`.
+            ("client_id", "").encode(encoder.encode_label())?;
+        }
+        if let Some(p) = &self.policy {
+            p.encode(encoder)?;
         }
         if let Some(dst) = &self.dst {
             for (k, v) in dst.pairs() {

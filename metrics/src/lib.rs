@@ -22,6 +22,9 @@
 //! - [`outbound_route`]: Linkerd's outbound route families for policy-routed traffic
 //!   (`outbound_{http,grpc}_route_*`, `outbound_{tcp,tls}_route_*`).
 //! - [`client`]: calls to the control plane (count by result, latency).
+//! - [`trace`]: the span exporter's families, in linkerd2-proxy's names
+//!   (`opentelemetry_span_export_requests_total`, `opentelemetry_span_exports_total`), and the
+//!   spans it dropped (`opentelemetry_span_drops_total`, by reason).
 //! - [`process`]: the standard `process_*` families (CPU, memory, descriptors, start time),
 //!   read from `/proc/self` at each scrape.
 
@@ -40,6 +43,7 @@ pub mod outbound_route;
 pub mod process;
 pub mod series;
 pub mod tcp;
+pub mod trace;
 
 pub use prometheus_client::registry::Registry;
 

@@ -166,6 +166,11 @@ pub enum RefuseReason {
     GatewayIpLiteral,
     /// Gateway: the transport header names no exported service of this cluster.
     GatewayNotExported,
+    /// Gateway: the exported service does not declare the port the transport header names.
+    GatewayPortNotExported,
+    /// The direct path: the transport header names a port the pod does not declare
+    /// (`INBOUND_PORTS`, its services' ports, or a port a `Server` selects).
+    PortNotDeclared,
     /// Inbound policy: the port requires an authenticated peer.
     PolicyUnauthenticated,
     /// Inbound policy: the peer is not of our trust domain.
@@ -200,6 +205,8 @@ impl RefuseReason {
             RefuseReason::GatewayUnsupported => "gateway_unsupported",
             RefuseReason::GatewayIpLiteral => "gateway_ip_literal",
             RefuseReason::GatewayNotExported => "gateway_not_exported",
+            RefuseReason::GatewayPortNotExported => "gateway_port_not_exported",
+            RefuseReason::PortNotDeclared => "port_not_declared",
             RefuseReason::PolicyUnauthenticated => "policy_unauthenticated",
             RefuseReason::PolicyForeignTrustDomain => "policy_foreign_trust_domain",
             RefuseReason::PolicyOutsideCluster => "policy_outside_cluster",

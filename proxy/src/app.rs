@@ -14,6 +14,7 @@ use remora_metrics::inbound_policy::InboundPolicyMetrics;
 use remora_metrics::outbound_route::OutboundRouteMetrics;
 use remora_metrics::series::SeriesLimits;
 use remora_metrics::tcp::{Direction, TcpMetrics};
+use remora_metrics::trace::TraceMetrics;
 use remora_runtime::admin::{self, AdminState, DebugReport};
 use remora_runtime::channel::{
     ChannelError, ChannelTls, ClientConfigFn, ControlChannel, Instrumented,
@@ -31,11 +32,13 @@ use crate::discovery::{ProfileScope, Resolver, ResolverConfig};
 use crate::http::record::{AccessLog, AccessLogOut};
 use crate::inbound::gateway::{Gateway, watch_exports};
 use crate::inbound::policy::InboundPolicy;
+use crate::inbound::ports::DirectPorts;
 use crate::inbound::{Inbound, InboundConfig};
 use crate::inputs::{Discovery, PolicyService, ProxyInputs};
 use crate::outbound::{Outbound, OutboundConfig};
 use crate::tls::identity::{self, CredsRx, IdentityError};
 use crate::tls::mtls::LocalTls;
+use crate::trace::{Tracer, export};
 use crate::transport::header::ALPN;
 use crate::transport::listen::AcceptCtx;
 use crate::transport::orig_dst::LocalIps;
@@ -64,6 +67,8 @@ pub struct Proxy {
     policy: Option<PolicyService>,
     log_level: Option<LogLevel>,
     access_log_out: Option<AccessLogOut>,
+    /// Spans of HTTP requests, when a trace collector is configured (its exporter runs).
+    tracer: Option<Tracer>,
 }
 
 /// Why the proxy could not start.
@@ -79,6 +84,8 @@ pub enum StartError {
     Identity(#[from] IdentityError),
     #[error("destination service: {0}")]
     Destination(#[from] ChannelError),
+    #[error("trace collector: {0}")]
+    Collector(ChannelError),
 }
 
 impl StartError {
@@ -88,7 +95,8 @@ impl StartError {
     pub fn exit_code(&self) -> u8 {
         match self {
             StartError::Identity(IdentityError::Dir { .. } | IdentityError::Channel(_))
-            | StartError::Destination(_) => remora_runtime::bootstrap::EXIT_USAGE,
+            | StartError::Destination(_)
+            | StartError::Collector(_) => remora_runtime::bootstrap::EXIT_USAGE,
             _ => 1,
         }
     }
@@ -120,6 +128,10 @@ impl Proxy {
         let inbound_policy_metrics = InboundPolicyMetrics::register(&mut registry, &series);
         let identity_metrics = IdentityMetrics::register(&mut registry);
         let client_metrics = ControlClientMetrics::register(&mut registry);
+        let trace_metrics = config
+            .trace
+            .as_ref()
+            .map(|_| TraceMetrics::register(&mut registry));
         remora_metrics::process::register(&mut registry);
         let creds = match &config.identity {
             Some(id) => Some(identity::spawn(
@@ -145,14 +157,38 @@ impl Proxy {
                             suffixes: d.profile_suffixes.clone(),
                             networks: d.profile_networks.clone(),
                         },
+                        streams: crate::policy::watch::StreamLimits {
+                            initial: config.control_streams.initial,
+                            idle: config.control_streams.idle,
+                            lifetime: config.control_streams.lifetime,
+                        },
                     },
                 ))
             }
             None => None,
         };
         if let Some(r) = &resolver {
-            registry.register_collector(Box::new(BalancerCollector(Arc::downgrade(r))));
+            registry.register_collector(Box::new(BalancerCollector {
+                resolver: Arc::downgrade(r),
+                max_series: config.metrics.max_series,
+            }));
         }
+        let tracer = match (&config.trace, trace_metrics) {
+            (Some(t), Some(metrics)) => {
+                let tls = control_tls(&t.addr, t.svc_name.as_ref(), &config, creds.as_ref())
+                    .map_err(StartError::Collector)?;
+                let channel = ControlChannel::new(&t.addr, tls).map_err(StartError::Collector)?;
+                let (tracer, rx) = Tracer::new(t, metrics.clone());
+                tokio::spawn(export::run(
+                    rx,
+                    Instrumented::new(channel, "trace", client_metrics.clone()),
+                    export::resource(&t.resource),
+                    metrics,
+                ));
+                Some(tracer)
+            }
+            _ => None,
+        };
         let policy = match &config.policy {
             Some(p) => {
                 let tls = control_tls(&p.addr, p.svc_name.as_ref(), &config, creds.as_ref())?;
@@ -186,6 +222,7 @@ impl Proxy {
             policy,
             log_level: None,
             access_log_out: None,
+            tracer,
         })
     }
 
@@ -274,6 +311,8 @@ impl Proxy {
             http2_client: cfg.http2_client,
             policy: self.policy.clone(),
             access_log: access_log(cfg.access_log, self.access_log_out.take()),
+            tracer: self.tracer.clone(),
+            drain: self.drain.clone(),
         });
         let outbound = Outbound::new(
             self.outbound,
@@ -347,6 +386,11 @@ impl Proxy {
                 },
                 ports: cfg.inbound_ports.clone(),
                 admin_port,
+                direct_ports: DirectPorts {
+                    declared: cfg.inbound_ports.clone(),
+                    named: cfg.port_policies.keys().copied().collect(),
+                    unrestricted: cfg.direct_ports_unrestricted,
+                },
                 policy_metrics: self.inbound_policy_metrics.clone(),
                 http: cfg.inbound_http,
             },

@@ -4,7 +4,23 @@
 //! A [`ProxyError`] knows its status, its reason (the `l5d-proxy-error` header's subject and
 //! the `reason` / `error` label of `http_proxy_errors_total` and `response_total`), where it
 //! came from ([`Origin`]) and whether the request may safely be sent again elsewhere
-//! ([`ProxyError::is_retryable`]). [`respond`] logs it, counts it and builds the response.
+//! ([`ProxyError::is_retryable`]) and whether the client's connection is closed after the
+//! answer ([`ProxyError::closes`]). [`respond`] logs it, counts it and builds the response.
+//!
+//! # Closing connections, as linkerd2-proxy does
+//!
+//! linkerd2-proxy closes the client's connection after every answer it makes for a failure to
+//! reach or hear from the target and after its own failures (no endpoints, loops, a profile
+//! route's timeout, an unusable policy), but not after an answer about the request itself (a
+//! policy's 403 or 404, a rate limit's 429, a redirect, an injected failure, a policy route's
+//! timeout): HTTP/1 with `connection: close`, HTTP/2 with GOAWAY
+//! ([`crate::http::server::CloseConnection`]). The inbound also tells an identified peer with
+//! `l5d-proxy-connection: close`; the peer's outbound strips it (with `l5d-proxy-error`) and,
+//! when its app addressed that endpoint itself rather than through a balanced service, closes
+//! the app's connection in turn ([`RemoteClose`]), so the app reconnects and may pick another
+//! replica. The inbound's answers have empty bodies (the detail goes in `l5d-proxy-error`, to
+//! identified peers only); the outbound's answers to its own app keep the detail in the body
+//! as well.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -18,7 +34,8 @@ use remora_metrics::tcp::Direction;
 use tracing::warn;
 
 use crate::http::pool::ConnectFailure;
-use crate::http::{Body, L5D_PROXY_ERROR, boxed};
+use crate::http::server::CloseConnection;
+use crate::http::{Body, L5D_PROXY_CONNECTION, L5D_PROXY_ERROR, boxed};
 use crate::inbound::policy::Denied;
 
 /// Where a failure came from.
@@ -68,6 +85,14 @@ pub enum ProxyError {
     /// Inbound: the app could not be reached or failed while answering.
     #[error("the app at {addr}: {detail}")]
     App { addr: SocketAddr, detail: String },
+    /// Inbound: the app never took the request (it refused or reset the connection, or closed
+    /// it before any byte of the response). The text starts with [`NOT_PROCESSED`], which
+    /// tells the peer's outbound that it may send the request to another endpoint.
+    #[error("{NOT_PROCESSED}: the app at {addr}: {detail}")]
+    AppNotReached { addr: SocketAddr, detail: String },
+    /// Inbound: the app did not accept a connection within the connect timeout.
+    #[error("the app at {addr}: {detail}")]
+    AppTimeout { addr: SocketAddr, detail: String },
     /// Inbound: refused by the port's policy.
     #[error("{0}")]
     Denied(Denied),
@@ -88,7 +113,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) | ProxyError::MalformedBody => StatusCode::BAD_REQUEST,
             ProxyError::NoEndpoints(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Timeout(_) | ProxyError::AppTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::Denied(_) => StatusCode::FORBIDDEN,
             ProxyError::GatewayLoop => StatusCode::LOOP_DETECTED,
             ProxyError::Unresolvable { .. }
@@ -97,7 +122,8 @@ impl ProxyError {
             | ProxyError::Upgrade(_)
             | ProxyError::Upstream { .. }
             | ProxyError::NotReplayable
-            | ProxyError::App { .. } => StatusCode::BAD_GATEWAY,
+            | ProxyError::App { .. }
+            | ProxyError::AppNotReached { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::Route(e) => e.status(),
             ProxyError::Policy(r) => r.status(),
         }
@@ -115,7 +141,9 @@ impl ProxyError {
             ProxyError::Upgrade(_) => "upgrade",
             ProxyError::Timeout(_) => "timeout",
             ProxyError::Upstream { .. } | ProxyError::NotReplayable => "upstream",
-            ProxyError::App { .. } => "app",
+            ProxyError::App { .. }
+            | ProxyError::AppNotReached { .. }
+            | ProxyError::AppTimeout { .. } => "app",
             ProxyError::Denied(d) => d.as_str(),
             ProxyError::Route(e) => e.reason(),
             ProxyError::Policy(r) => r.reason(),
@@ -128,7 +156,9 @@ impl ProxyError {
             ProxyError::Connect { .. }
             | ProxyError::Upgrade(_)
             | ProxyError::Upstream { .. }
-            | ProxyError::App { .. } => Origin::Upstream,
+            | ProxyError::App { .. }
+            | ProxyError::AppNotReached { .. }
+            | ProxyError::AppTimeout { .. } => Origin::Upstream,
             ProxyError::NoEndpoints(_)
             | ProxyError::Unresolvable { .. }
             | ProxyError::Loop(_)
@@ -144,9 +174,52 @@ impl ProxyError {
     /// Whether the request may be sent again, to another endpoint: nothing of it reached the
     /// target.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, ProxyError::Connect { .. })
+        matches!(
+            self,
+            ProxyError::Connect { .. } | ProxyError::AppNotReached { .. }
+        )
+    }
+
+    /// Whether the client's connection is closed after the answer (see the module's doc): yes
+    /// for failures of the target or of the proxy, no for answers about the request itself.
+    pub fn closes(&self) -> bool {
+        match self {
+            ProxyError::BadRequest(_) | ProxyError::Denied(_) => false,
+            ProxyError::Route(e) => e.closes(),
+            ProxyError::Policy(r) => r.closes(),
+            ProxyError::MalformedBody
+            | ProxyError::NoEndpoints(_)
+            | ProxyError::Unresolvable { .. }
+            | ProxyError::Loop(_)
+            | ProxyError::Connect { .. }
+            | ProxyError::Upgrade(_)
+            | ProxyError::Timeout(_)
+            | ProxyError::Upstream { .. }
+            | ProxyError::NotReplayable
+            | ProxyError::App { .. }
+            | ProxyError::AppNotReached { .. }
+            | ProxyError::AppTimeout { .. }
+            | ProxyError::GatewayLoop => true,
+        }
     }
 }
+
+/// How the `l5d-proxy-error` of an answer to a request its app never took begins: a peer's
+/// outbound that reads it may send the request to another endpoint, whatever the route says.
+pub const NOT_PROCESSED: &str = "request not processed";
+
+/// Whether a meshed peer's `l5d-proxy-error` says its app never took the request.
+pub fn never_processed(l5d_proxy_error: &HeaderValue) -> bool {
+    l5d_proxy_error
+        .as_bytes()
+        .starts_with(NOT_PROCESSED.as_bytes())
+}
+
+/// Marks a meshed peer's response that carried `l5d-proxy-connection: close` (the header itself
+/// removed): the outbound closes its app's connection after it when the app addressed that
+/// endpoint itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteClose;
 
 /// Marks a response the proxy made itself with its reason, for `response_total{error}`.
 #[derive(Clone, Copy, Debug)]
@@ -155,7 +228,10 @@ pub struct ErrorReason(pub &'static str);
 /// Turns `err` into the response the client gets: logged, counted in
 /// `http_proxy_errors_total{direction, status, reason}`, the reason marked for the golden
 /// metrics, and `l5d-proxy-error` set when `annotate` (toward the app on the outbound, toward
-/// an identified mesh peer on the inbound).
+/// an identified mesh peer on the inbound). An error that [closes](ProxyError::closes) marks the
+/// response to close its connection and, from the inbound to an identified peer, carries
+/// `l5d-proxy-connection: close`. The inbound's answer has an empty body; the outbound's tells
+/// its app the detail in the body too.
 pub fn respond(
     err: ProxyError,
     direction: Direction,
@@ -172,8 +248,31 @@ pub fn respond(
         "answering with an error"
     );
     metrics.error(direction, status.as_u16(), reason);
-    let mut rsp = error_response(status, &detail, annotate);
+    let mut rsp = match direction {
+        Direction::Inbound => empty_response(status, &detail, annotate),
+        Direction::Outbound => error_response(status, &detail, annotate),
+    };
+    if err.closes() {
+        if direction == Direction::Inbound && annotate {
+            rsp.headers_mut()
+                .insert(L5D_PROXY_CONNECTION, HeaderValue::from_static("close"));
+        }
+        rsp.extensions_mut().insert(CloseConnection);
+    }
     rsp.extensions_mut().insert(ErrorReason(reason));
+    rsp
+}
+
+/// A response the proxy makes itself with no body (`content-length: 0`), carrying
+/// `l5d-proxy-error: detail` when `annotate`.
+pub fn empty_response(status: StatusCode, detail: &str, annotate: bool) -> Response<Body> {
+    let mut rsp = Response::new(boxed(http_body_util::Empty::<Bytes>::new()));
+    *rsp.status_mut() = status;
+    let headers = rsp.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    if annotate && let Ok(v) = HeaderValue::from_str(&sanitize(detail)) {
+        headers.insert(L5D_PROXY_ERROR, v);
+    }
     rsp
 }
 
@@ -365,8 +464,7 @@ pub fn respond_route(
         headers.insert(header::LOCATION, location.clone());
     }
     if err.closes() {
-        rsp.extensions_mut()
-            .insert(crate::http::server::CloseConnection);
+        rsp.extensions_mut().insert(CloseConnection);
     }
     rsp.extensions_mut().insert(ErrorReason(err.reason()));
     rsp
@@ -497,13 +595,9 @@ pub fn respond_refusal(
     }
     if refusal.closes() {
         if annotate {
-            headers.insert(
-                crate::http::L5D_PROXY_CONNECTION,
-                HeaderValue::from_static("close"),
-            );
+            headers.insert(L5D_PROXY_CONNECTION, HeaderValue::from_static("close"));
         }
-        rsp.extensions_mut()
-            .insert(crate::http::server::CloseConnection);
+        rsp.extensions_mut().insert(CloseConnection);
     }
     if !redirect {
         rsp.extensions_mut().insert(ErrorReason(refusal.reason()));
@@ -591,6 +685,146 @@ mod tests {
             assert_eq!(err.origin(), origin, "{err}");
             assert_eq!(err.is_retryable(), retry, "{err}");
         }
+    }
+
+    #[test]
+    fn failures_of_the_target_or_the_proxy_close_answers_about_the_request_do_not() {
+        let addr: SocketAddr = "192.0.2.1:80".parse().unwrap();
+        let closing = [
+            ProxyError::MalformedBody,
+            ProxyError::NoEndpoints("a:1".into()),
+            ProxyError::Loop(addr),
+            ProxyError::Connect {
+                addr,
+                failure: ConnectFailure::Closed,
+            },
+            ProxyError::Timeout(Duration::from_secs(1)),
+            ProxyError::Upstream {
+                addr,
+                detail: "reset".into(),
+            },
+            ProxyError::App {
+                addr,
+                detail: "connection refused".into(),
+            },
+            ProxyError::AppTimeout {
+                addr,
+                detail: "timed out".into(),
+            },
+            ProxyError::GatewayLoop,
+            ProxyError::Route(RouteError::LoadShed),
+            ProxyError::Route(RouteError::FailFast("web".into())),
+            ProxyError::Policy(PolicyRefusal::InvalidPolicy("x")),
+        ];
+        for e in &closing {
+            assert!(e.closes(), "{e} closes");
+        }
+        let keeping = [
+            ProxyError::BadRequest("x"),
+            ProxyError::Denied(Denied::Deny),
+            ProxyError::Route(RouteError::NoRoute),
+            ProxyError::Route(RouteError::Timeout {
+                kind: "request",
+                after: Duration::from_secs(1),
+            }),
+            ProxyError::Policy(PolicyRefusal::RouteNotFound),
+        ];
+        for e in &keeping {
+            assert!(!e.closes(), "{e} keeps the connection");
+        }
+        let timeout = ProxyError::AppTimeout {
+            addr,
+            detail: "x".into(),
+        };
+        assert_eq!(timeout.status(), StatusCode::GATEWAY_TIMEOUT);
+    }
+
+    #[test]
+    fn an_app_that_never_took_the_request_is_announced_as_not_processed() {
+        let err = ProxyError::AppNotReached {
+            addr: "192.0.2.1:80".parse().unwrap(),
+            detail: "connection refused".into(),
+        };
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+        assert!(err.is_retryable() && err.closes());
+        let rsp = respond(err, Direction::Inbound, &metrics(), true);
+        let header = &rsp.headers()[L5D_PROXY_ERROR];
+        assert!(never_processed(header), "{header:?}");
+        assert_eq!(rsp.headers()[L5D_PROXY_CONNECTION], "close");
+        let other = ProxyError::App {
+            addr: "192.0.2.1:80".parse().unwrap(),
+            detail: "broken".into(),
+        };
+        let rsp = respond(other, Direction::Inbound, &metrics(), true);
+        assert!(!never_processed(&rsp.headers()[L5D_PROXY_ERROR]));
+    }
+
+    fn metrics() -> HttpMetrics {
+        let mut registry = remora_metrics::Registry::default();
+        let series = remora_metrics::series::SeriesLimits::register(
+            &mut registry,
+            remora_metrics::bounded::Limits {
+                max_series: 100,
+                idle: Duration::from_secs(60),
+            },
+        );
+        HttpMetrics::register(&mut registry, &series)
+    }
+
+    async fn body_of(rsp: Response<Body>) -> Bytes {
+        use http_body_util::BodyExt;
+        rsp.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    #[tokio::test]
+    async fn the_inbound_tells_an_identified_peer_to_close_with_an_empty_body() {
+        let m = metrics();
+        let app = || ProxyError::App {
+            addr: "10.0.0.5:8080".parse().unwrap(),
+            detail: "connection refused".into(),
+        };
+        // To an identified peer: the detail and the close in headers, no body.
+        let rsp = respond(app(), Direction::Inbound, &m, true);
+        assert_eq!(rsp.status(), 502);
+        assert_eq!(
+            rsp.headers()[L5D_PROXY_ERROR],
+            "the app at 10.0.0.5:8080: connection refused"
+        );
+        assert_eq!(rsp.headers()[L5D_PROXY_CONNECTION], "close");
+        assert_eq!(rsp.headers()[header::CONTENT_LENGTH], "0");
+        assert!(rsp.extensions().get::<CloseConnection>().is_some());
+        assert!(body_of(rsp).await.is_empty());
+        // To anyone else: the status alone; the connection still closes.
+        let rsp = respond(app(), Direction::Inbound, &m, false);
+        assert!(rsp.headers().get(L5D_PROXY_ERROR).is_none());
+        assert!(rsp.headers().get(L5D_PROXY_CONNECTION).is_none());
+        assert!(rsp.extensions().get::<CloseConnection>().is_some());
+        assert!(body_of(rsp).await.is_empty());
+        // A refusal of the request keeps the connection and says nothing of closing.
+        let rsp = respond(
+            ProxyError::Denied(Denied::Deny),
+            Direction::Inbound,
+            &m,
+            true,
+        );
+        assert_eq!(rsp.status(), 403);
+        assert!(rsp.headers().get(L5D_PROXY_CONNECTION).is_none());
+        assert!(rsp.extensions().get::<CloseConnection>().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_outbound_closes_its_apps_connection_without_the_mesh_header() {
+        let m = metrics();
+        let rsp = respond(
+            ProxyError::NoEndpoints("web:80".into()),
+            Direction::Outbound,
+            &m,
+            true,
+        );
+        assert_eq!(rsp.status(), 503);
+        assert!(rsp.headers().get(L5D_PROXY_CONNECTION).is_none());
+        assert!(rsp.extensions().get::<CloseConnection>().is_some());
+        assert_eq!(body_of(rsp).await, "no endpoints for web:80\n");
     }
 
     #[test]

@@ -64,6 +64,10 @@ pub struct ProxyInputs {
     pub policy: Option<PolicyService>,
     /// One JSON line per HTTP request, when enabled.
     pub access_log: Option<AccessLog>,
+    /// Spans of HTTP requests, when a trace collector is configured.
+    pub tracer: Option<crate::trace::Tracer>,
+    /// The process's drain: HTTP connections are told to close when it starts.
+    pub drain: remora_runtime::drain::Drain,
 }
 
 impl ProxyInputs {

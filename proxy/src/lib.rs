@@ -27,6 +27,8 @@
 //!   per-request metrics and the access log.
 //! - [`tls`]: the workload certificate, mTLS dial and accept, ClientHello detection.
 //! - [`discovery`]: Destination API streams, the balancer and breaker, profiles, retry budgets.
+//! - [`trace`]: trace context propagation (W3C, B3), a span per HTTP request on each side,
+//!   the bounded queue and the OTLP/gRPC exporter.
 //! - [`transport`]: connection I/O, counted forwarding, connects, original destinations, the
 //!   proxy's own addresses, accept loops, the transport header.
 
@@ -44,6 +46,7 @@ pub mod policy;
 #[cfg(test)]
 mod testing;
 pub mod tls;
+pub mod trace;
 pub mod transport;
 
 pub use app::Proxy;

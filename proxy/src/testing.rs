@@ -38,8 +38,10 @@ pub fn inputs() -> Arc<ProxyInputs> {
         opaque_ports: HashSet::new(),
         pool_idle_timeout: Duration::from_secs(90),
         pool_max_idle: 256,
+        drain: Default::default(),
         http2_client: Default::default(),
         policy: None,
         access_log: None,
+        tracer: None,
     })
 }

@@ -3,17 +3,19 @@
 //! role's own JSON pages under `GET /debug/<name>` (the proxy's `destinations`, the control
 //! plane's `services`).
 //!
-//! HTTP/1.1 only, a bounded number of concurrent connections, a header-read timeout, bounded
-//! request bodies. `/live`, `/ready` and `/metrics` answer anyone (kubelet probes and Prometheus
+//! HTTP/1.1 only, a bounded number of concurrent connections, a short header-read timeout,
+//! bounded request bodies. A flood of idle connections cannot lock out a probe: at the limit,
+//! a new connection closes the oldest one with no request in flight and takes its place. `/live`, `/ready` and `/metrics` answer anyone (kubelet probes and Prometheus
 //! reach the pod's address); everything else answers loopback peers only: the endpoints that
 //! change the process (`/shutdown`, `/log-level`), the debug pages, and `/env.json`, which
 //! linkerd2-proxy serves to anyone (Linkerd's tools read it through a port-forward, which
 //! arrives on loopback). `POST /shutdown` answers 404 unless the role enables it.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -23,15 +25,16 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use remora_metrics::Registry;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
 use crate::drain::Drain;
-use crate::listen::accept_loop;
 use crate::log::{LogLevel, MAX_FILTER_LEN};
 
 const MAX_CONNECTIONS: usize = 64;
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request head may take, from the connection's start or the previous response:
+/// kubelet and Prometheus send theirs at once.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a request body (`PUT /log-level`) may take to arrive.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -69,35 +72,115 @@ impl std::fmt::Debug for DebugReport {
 /// Serves the admin API on `listener` for as long as the process runs (also while draining, so
 /// metrics can still be scraped).
 pub async fn serve(listener: TcpListener, state: AdminState) {
-    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let never = std::future::pending::<()>();
-    let at_limit = |peer| debug!(%peer, "admin connection limit reached");
-    accept_loop(
-        listener,
-        "admin",
-        limit,
-        never,
-        at_limit,
-        |stream, peer, permit| {
-            let state = state.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(route(&state, peer, req).await) }
-                });
-                let conn = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(HEADER_READ_TIMEOUT)
-                    .max_buf_size(64 * 1024)
-                    .serve_connection(TokioIo::new(stream), service);
-                if let Err(e) = conn.await {
-                    debug!(%peer, error = %e, "admin connection error");
+    let open = Conns::default();
+    let mut full = false;
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                warn!(error = %e, "admin accept failed");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Some(conn) = open.admit() else {
+            if !full {
+                warn!(%peer, "admin connection limit reached, every connection busy; refusing");
+                full = true;
+            }
+            continue;
+        };
+        full = false;
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        tokio::spawn(async move {
+            let busy = conn.busy.clone();
+            let service = hyper::service::service_fn(move |req| {
+                let state = state.clone();
+                let busy = busy.clone();
+                async move {
+                    busy.store(true, Ordering::Release);
+                    let rsp = route(&state, peer, req).await;
+                    busy.store(false, Ordering::Release);
+                    Ok::<_, Infallible>(rsp)
                 }
-                drop(permit);
             });
-        },
-    )
-    .await
+            let http = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(64 * 1024)
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(http);
+            let res = tokio::select! {
+                res = http.as_mut() => res,
+                _ = conn.evicted.notified() => {
+                    debug!(%peer, "closing an idle admin connection for a new one");
+                    http.as_mut().graceful_shutdown();
+                    http.await
+                }
+            };
+            if let Err(e) = res {
+                debug!(%peer, error = %e, "admin connection error");
+            }
+            drop(conn);
+        });
+    }
+}
+
+/// The admin listener's open connections, oldest first.
+#[derive(Clone, Debug, Default)]
+struct Conns(Arc<Mutex<ConnTable>>);
+
+#[derive(Debug, Default)]
+struct ConnTable {
+    next: u64,
+    open: BTreeMap<u64, (Arc<AtomicBool>, Arc<Notify>)>,
+}
+
+/// One open admin connection: whether a request is in flight, and its eviction signal. Leaves
+/// the table when dropped.
+struct Conn {
+    table: Conns,
+    id: u64,
+    busy: Arc<AtomicBool>,
+    evicted: Arc<Notify>,
+}
+
+impl Conns {
+    /// A place for a new connection: free below [`MAX_CONNECTIONS`], else taken from the
+    /// oldest connection with no request in flight (told to close). `None` when every
+    /// connection is busy.
+    fn admit(&self) -> Option<Conn> {
+        let mut t = self.0.lock().ok()?;
+        if t.open.len() >= MAX_CONNECTIONS {
+            let idle = t
+                .open
+                .iter()
+                .find(|(_, (busy, _))| !busy.load(Ordering::Acquire))
+                .map(|(id, _)| *id)?;
+            if let Some((_, evicted)) = t.open.remove(&idle) {
+                evicted.notify_one();
+            }
+        }
+        let id = t.next;
+        t.next += 1;
+        let (busy, evicted) = (Arc::new(AtomicBool::new(false)), Arc::new(Notify::new()));
+        t.open.insert(id, (busy.clone(), evicted.clone()));
+        Some(Conn {
+            table: self.clone(),
+            id,
+            busy,
+            evicted,
+        })
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.table.0.lock() {
+            t.open.remove(&self.id);
+        }
+    }
 }
 
 async fn route(
@@ -338,4 +421,71 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     rsp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_flood_of_idle_connections_cannot_lock_out_a_probe() {
+        let listener = crate::listen::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = AdminState {
+            registry: Arc::new(Registry::default()),
+            ready: Arc::new(AtomicBool::new(true)),
+            drain: Drain::new(),
+            log_level: None,
+            debug: Vec::new(),
+            shutdown_endpoint: false,
+        };
+        tokio::spawn(serve(listener, state));
+        // More idle connections than the limit, none sending a byte.
+        let mut idle = Vec::new();
+        for _ in 0..MAX_CONNECTIONS + 16 {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A probe is answered at once, well before any idle connection times out.
+        let started = std::time::Instant::now();
+        let mut probe = tokio::net::TcpStream::connect(addr).await.unwrap();
+        probe
+            .write_all(b"GET /live HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0; 256];
+        let n = tokio::time::timeout(Duration::from_secs(30), probe.read(&mut buf))
+            .await
+            .expect("the probe was answered")
+            .unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+        assert!(
+            started.elapsed() < HEADER_READ_TIMEOUT,
+            "the probe waited {:?} for an idle connection to time out",
+            started.elapsed()
+        );
+    }
+
+    #[test]
+    fn a_busy_connection_is_never_evicted() {
+        let conns = Conns::default();
+        let held: Vec<Conn> = (0..MAX_CONNECTIONS)
+            .map(|_| conns.admit().unwrap())
+            .collect();
+        for c in &held {
+            c.busy.store(true, Ordering::Release);
+        }
+        assert!(conns.admit().is_none(), "every connection is busy");
+        held[3].busy.store(false, Ordering::Release);
+        let new = conns.admit().expect("the idle one makes way");
+        assert_eq!(conns.0.lock().unwrap().open.len(), MAX_CONNECTIONS);
+        assert!(!conns.0.lock().unwrap().open.contains_key(&held[3].id));
+        drop(new);
+        assert_eq!(conns.0.lock().unwrap().open.len(), MAX_CONNECTIONS - 1);
+    }
 }

@@ -510,6 +510,7 @@ fn rpc(path: &str) -> &'static str {
         Some("GetPort") => "GetPort",
         Some("WatchPort") => "WatchPort",
         Some("Watch") => "Watch",
+        Some("Export") => "Export",
         _ => "other",
     }
 }

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
@@ -95,8 +95,10 @@ impl TestServer {
     }
 
     /// Calls every upstream concurrently (through the HTTP proxy, or straight to the resolved
-    /// address); answers their statuses as JSON (0 when a call failed outright).
-    async fn fanout(&self) -> Response<Body> {
+    /// address), passing on the request's trace context (`context`), as an instrumented app
+    /// does; answers their statuses as JSON (0 when a call failed outright).
+    async fn fanout(&self, context: Vec<(HeaderName, HeaderValue)>) -> Response<Body> {
+        let context = Arc::new(context);
         if self.fanout.is_empty() {
             return text(StatusCode::NOT_FOUND, "no upstreams\n");
         }
@@ -106,13 +108,14 @@ impl TestServer {
         for (i, url) in self.fanout.iter().enumerate() {
             let url = url.clone();
             let resolve = resolve.clone();
+            let context = context.clone();
             set.spawn(async move {
-                let status =
-                    tokio::time::timeout(Duration::from_secs(10), call(proxy, &resolve, &url))
-                        .await
-                        .ok()
-                        .flatten()
-                        .unwrap_or(0);
+                let call = call(proxy, &resolve, &url, &context);
+                let status = tokio::time::timeout(Duration::from_secs(10), call)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or(0);
                 (i, serde_json::json!({ "url": url, "status": status }))
             });
         }
@@ -158,12 +161,17 @@ impl TestServer {
         let io = Box::new(remora_proxy::transport::io::PrefixedIo::new(prefix, stream));
         let server = self.clone();
         let reset_signal = reset.clone();
-        let serve =
-            remora_proxy::http::server::serve(io, protocol, Default::default(), move |req| {
+        let serve = remora_proxy::http::server::serve(
+            io,
+            protocol,
+            Default::default(),
+            Default::default(),
+            move |req| {
                 let server = server.clone();
                 let reset = reset_signal.clone();
                 async move { server.handle(req, reset).await }
-            });
+            },
+        );
         tokio::select! {
             _ = serve => {}
             _ = reset.notified() => {
@@ -268,7 +276,7 @@ impl TestServer {
                 Response::new(boxed(StreamBody::new(tokio_stream::iter(frames))))
             }
             ["ws"] => ws::handle(req),
-            ["fanout"] => self.fanout().await,
+            ["fanout"] => self.fanout(trace_context(req.headers())).await,
             _ => text(StatusCode::NOT_FOUND, "no such route\n"),
         }
     }
@@ -333,12 +341,33 @@ fn stream(len: u64) -> Response<Body> {
     rsp
 }
 
+/// The trace context headers of a request (W3C and B3), to pass on to the calls it makes.
+fn trace_context(headers: &http::HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    const NAMES: [&str; 7] = [
+        "traceparent",
+        "tracestate",
+        "b3",
+        "x-b3-traceid",
+        "x-b3-spanid",
+        "x-b3-parentspanid",
+        "x-b3-sampled",
+    ];
+    NAMES
+        .iter()
+        .filter_map(|n| {
+            let v = headers.get(*n)?;
+            Some((HeaderName::from_static(n), v.clone()))
+        })
+        .collect()
+}
+
 /// One GET of absolute `url`: through the HTTP proxy at `proxy` (absolute-form), or without one
 /// to the address `resolve` gives the URL's host (origin-form): the status, or `None`.
 async fn call(
     proxy: Option<std::net::SocketAddr>,
     resolve: &HashMap<String, std::net::IpAddr>,
     url: &str,
+    context: &[(HeaderName, HeaderValue)],
 ) -> Option<u16> {
     let uri: http::Uri = url.parse().ok()?;
     let host = uri.authority()?.as_str().to_string();
@@ -359,10 +388,13 @@ async fn call(
     tokio::spawn(async move {
         let _ = conn.await;
     });
-    let req = Request::get(target)
+    let mut req = Request::get(target)
         .header(header::HOST, host)
         .body(http_body_util::Empty::<Bytes>::new())
         .ok()?;
+    for (k, v) in context {
+        req.headers_mut().insert(k.clone(), v.clone());
+    }
     let rsp = sender.send_request(req).await.ok()?;
     let status = rsp.status().as_u16();
     let _ = rsp.into_body().collect().await;

@@ -190,3 +190,84 @@ pub async fn grpc_count(
     }
     Ok(out)
 }
+
+/// What the app saw of a request its proxy answered for a peer whose app is down.
+#[derive(Debug)]
+pub struct ClosedAnswer {
+    pub status: StatusCode,
+    /// The `connection` header (HTTP/1).
+    pub connection: Option<String>,
+    /// `l5d-proxy-*` headers that reached the app (there should be none).
+    pub l5d_headers: Vec<String>,
+    pub body_len: usize,
+    /// Whether the client connection ended (HTTP/1 closed, HTTP/2 GOAWAY) within the deadline.
+    pub closed: bool,
+}
+
+impl std::fmt::Display for ClosedAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} connection={} l5d-headers={:?} body={} bytes, client connection {}",
+            self.status.as_u16(),
+            self.connection.as_deref().unwrap_or("-"),
+            self.l5d_headers,
+            self.body_len,
+            if self.closed { "closed" } else { "kept open" }
+        )
+    }
+}
+
+/// Sends `GET /` for `host` over a fresh HTTP/1.1 (`h2 = false`) or HTTP/2 connection from
+/// inside `ns` to `addr`, and reports the answer and whether the connection then ended within
+/// `wait` (the server closed it, or sent GOAWAY and closed it when no stream was left).
+pub async fn answer_and_close(
+    ns: &str,
+    addr: SocketAddr,
+    host: &str,
+    h2: bool,
+    wait: std::time::Duration,
+) -> Result<ClosedAnswer, String> {
+    let stream = connect_in(ns, addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let io = TokioIo::new(stream);
+    let req = get(host, "/");
+    // The senders are kept until the wait is over: dropping one would end the connection
+    // from this side.
+    let (rsp, conn, _h1, _h2) = if h2 {
+        let (mut tx, conn) = http2::handshake(TokioExecutor::new(), io)
+            .await
+            .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+        let conn = tokio::spawn(conn);
+        let rsp = send2(&mut tx, req)
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        (rsp, conn, None, Some(tx))
+    } else {
+        let (mut tx, conn) = http1::handshake(io)
+            .await
+            .map_err(|e| format!("HTTP/1 handshake: {e}"))?;
+        let conn = tokio::spawn(conn);
+        let rsp = send1(&mut tx, req)
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        (rsp, conn, Some(tx), None)
+    };
+    let closed = tokio::time::timeout(wait, conn).await.is_ok();
+    Ok(ClosedAnswer {
+        status: rsp.status,
+        connection: rsp
+            .headers
+            .get(http::header::CONNECTION)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        l5d_headers: rsp
+            .headers
+            .keys()
+            .filter(|k| k.as_str().starts_with("l5d-proxy"))
+            .map(|k| k.to_string())
+            .collect(),
+        body_len: rsp.body.len(),
+        closed,
+    })
+}

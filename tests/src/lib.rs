@@ -34,6 +34,7 @@
 //! - [`services`]: builds the `[[services]]` of a cluster config.
 //! - [`tls`]: test certificates, TLS clients and servers in pods, hand-made ClientHellos.
 //! - [`admin`]: a tiny HTTP client for the proxies' admin endpoints, and a metrics reader.
+//! - [`otlp`]: a small OTLP trace collector on OpenTelemetry's own `TraceService`.
 //! - [`inbound_servers`]: `Server` messages (inbound policy) for the Linkerd-shaped plane.
 //! - [`outbound_policies`]: `OutboundPolicy` messages and a client/two-servers mesh to try
 //!   them in.
@@ -53,7 +54,9 @@ pub mod linkerd;
 pub mod local;
 pub mod net;
 pub mod netns;
+pub mod otlp;
 pub mod outbound_policies;
+pub mod promql;
 pub mod router;
 pub mod services;
 pub mod tls;

@@ -200,6 +200,26 @@ impl LinkerdPlane {
         plane
     }
 
+    /// A trace collector ([`crate::otlp::Collector`]) in a pod of its own on `net`, serving
+    /// OTLP/gRPC on `port` with mTLS as `identity` (certified by the plane's issuer), as
+    /// Linkerd's `collector.linkerd-jaeger` does. Returns it and its address.
+    pub async fn collector(
+        &self,
+        net: &Net,
+        identity: &str,
+        port: u16,
+    ) -> (crate::otlp::Collector, Pod, SocketAddr) {
+        let pod = net.pod("collector").start().await;
+        let key = crate::tls::certify(&self.issuer, identity, Duration::from_secs(86_400));
+        let tls = remora_identity::tls::configs(&key, &self.anchors, &[b"h2"])
+            .unwrap()
+            .server;
+        let mut collector = crate::otlp::Collector::default();
+        collector.serve_tls_in(&pod.ns, port, tls);
+        let addr = SocketAddr::new(IpAddr::V4(pod.ip4()), port);
+        (collector, pod, addr)
+    }
+
     /// Starts the three services on `pod`'s sockets, each with its controller's identity.
     fn serve(&self, pod: &Pod) -> InProcess {
         let listeners: Vec<(std::net::TcpListener, &'static str)> = [
@@ -1189,7 +1209,7 @@ impl tonic::codegen::Service<http::Request<tonic::body::Body>> for Router {
 
 /// A TLS connection to the plane.
 #[derive(Debug)]
-struct TlsIo(TlsStream<TcpStream>);
+pub(crate) struct TlsIo(TlsStream<TcpStream>);
 
 impl Connected for TlsIo {
     type ConnectInfo = ();
@@ -1222,7 +1242,7 @@ impl AsyncWrite for TlsIo {
     }
 }
 
-fn tls_incoming(
+pub(crate) fn tls_incoming(
     listener: tokio::net::TcpListener,
     config: Arc<rustls::ServerConfig>,
 ) -> ReceiverStream<Result<TlsIo, io::Error>> {

@@ -17,6 +17,40 @@ async fn the_demo_runs_both_clusters_and_leaves_nothing_behind() {
 }
 
 #[tokio::test]
+async fn the_demo_prints_the_trace_of_one_request() {
+    let (stdout, _) = demo(&["demo", "--trace", "--duration", "20s"]).await;
+    let section = stdout
+        .split("one traced request: GET /fanout on east's web, answered 200")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no trace:\n{stdout}"));
+    let count: usize = section
+        .split(" spans (")
+        .next()
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no span count:\n{section}"));
+    // Five calls, each an outbound span; their servers' inbound spans (slow's too: its
+    // cancelled request still ends its span), and the gateway's hop to west's api.
+    assert!(count >= 11, "{section}");
+    let lines: Vec<&str> = section.lines().skip(1).collect();
+    let has = |pod: &str, direction: &str, depth: usize| {
+        lines.iter().any(|l| {
+            l.starts_with(&format!(
+                "{:depth$}{pod} {direction}",
+                "",
+                depth = depth * 2
+            ))
+        })
+    };
+    assert!(has("east-web", "outbound", 1), "{section}");
+    assert!(has("east-api", "inbound", 2), "{section}");
+    assert!(has("west-remora-gateway", "outbound", 2), "{section}");
+    assert!(has("west-api", "inbound", 3), "{section}");
+    assert!(has("west-catalog", "inbound", 2), "{section}");
+    assert!(!section.contains("not under the root"), "{section}");
+}
+
+#[tokio::test]
 async fn the_netns_demo_runs_both_clusters_and_leaves_nothing_behind() {
     if !remora_tests::netns::require() {
         return;
@@ -128,7 +162,9 @@ async fn demo(args: &[&str]) -> (String, String) {
         assert_eq!(mtls, "100.0%", "{line}");
     }
     // Every meshed row is over mTLS, flaky's failures are hidden, slow's are bounded.
-    for line in stdout.lines().filter(|l| l.contains(".svc.cluster.local")) {
+    // (The summary's rows: a trace printed after them names services too.)
+    let rows = stdout.split("one traced request").next().unwrap_or(&stdout);
+    for line in rows.lines().filter(|l| l.contains(".svc.cluster.local")) {
         assert!(line.trim_end().ends_with("100.0%"), "not all mTLS: {line}");
     }
     let flaky = row("east", "flaky");

@@ -18,7 +18,17 @@
 //!   `inbound_tcp_transport_header_connections_total`; on a Remora server, in the debug line its
 //!   direct path logs for each such connection (`direct connection ... port= protocol=`).
 //!
+//! - and when the server's app is down (a port nothing listens on), the server proxy answers
+//!   502 (linkerd2-proxy: 504 while its reconnect to the app backs off) with
+//!   `l5d-proxy-connection: close`, and the client proxy strips the mesh's headers and closes
+//!   its app's connection: HTTP/1 `connection: close`, HTTP/2 GOAWAY; the body is empty.
+//!
 //! Each test prints one `interop: <client> -> <server>: ...` line per call on stdout.
+//!
+//! Linkerd viz's queries ([`viz`]): a Remora server pod and a linkerd2-proxy server pod under
+//! the same load from a Remora and a linkerd2-proxy client give the same success rate and a
+//! p95 in the same latency bucket, evaluated over two scrapes as Prometheus would
+//! ([`remora_tests::promql`]), and their inbound series carry the same labels.
 //!
 //! And linkerd2-proxy under Remora's own control plane, `remora control` in a pod of its own
 //! ([`ClusterPlane`]), every pod a linkerd2-proxy given Linkerd's rendered environment pointed
@@ -58,13 +68,17 @@ use remora_tests::services::{Service, route};
 use remora_tests::{Net, eventually};
 
 const HTTP: u16 = 8080;
+/// A port of the server pod no app listens on: its proxy cannot reach the app.
+const DOWN: u16 = 8081;
 /// Opaque by the chart's default (`INBOUND_PORTS_DISABLE_PROTOCOL_DETECTION`).
 const OPAQUE: u16 = 3306;
 /// Bytes sent through the opaque port.
 const OPAQUE_BYTES: u64 = 100_000;
 /// A Remora server logs its direct path's connections (an explicit `REMORA_*` variable wins
 /// over the Linkerd surface's `LINKERD2_PROXY_LOG`).
-const REMORA_SERVER_LOG: &str = "info,remora_proxy::inbound=debug";
+const REMORA_SERVER_LOG: &str = "info,remora_proxy::inbound=debug,remora_proxy::tls::mtls=debug";
+/// A Remora client pod's log filter: its handshakes show the key exchange negotiated.
+const REMORA_CLIENT_LOG: &str = "info,remora_proxy::tls::mtls=debug";
 
 /// The linkerd2-proxy binary to run, or `None` (the test is skipped) when
 /// `REMORA_LINKERD2_PROXY` is not set. Set to a path that does not exist, it fails the test.
@@ -134,8 +148,9 @@ impl Mesh {
         if server == Proxy::Remora {
             server_spec = server_spec.env("REMORA_LOG", REMORA_SERVER_LOG);
         }
+        server_spec.ports = format!("{HTTP},{OPAQUE},{DOWN}");
         let server_pod = plane.workload(&net, server_spec).await;
-        for (port, opaque) in [(HTTP, false), (OPAQUE, true)] {
+        for (port, opaque) in [(HTTP, false), (OPAQUE, true), (DOWN, false)] {
             plane.add_service(
                 &server_pod.pod.addr4(port).to_string(),
                 vec![Endpoint {
@@ -147,9 +162,11 @@ impl Mesh {
                 }],
             );
         }
-        let client_pod = plane
-            .workload(&net, spec(WorkloadSpec::new("client-0", "client"), client))
-            .await;
+        let mut client_spec = spec(WorkloadSpec::new("client-0", "client"), client);
+        if client == Proxy::Remora {
+            client_spec = client_spec.env("REMORA_LOG", REMORA_CLIENT_LOG);
+        }
+        let client_pod = plane.workload(&net, client_spec).await;
         Some(Mesh {
             _net: net,
             _plane: plane,
@@ -174,6 +191,26 @@ impl Mesh {
             self.server_proxy.name()
         );
         println!("{who} {what}\n{who}   over the transport header: {header}");
+    }
+
+    /// The key exchange the Remora side of the pair logged for its mTLS with the other
+    /// (post-quantum X25519MLKEM768 on both proxies: the test fails on anything else).
+    fn key_exchange(&self) -> String {
+        let (pod, what) = if self.server_proxy == Proxy::Remora {
+            (&self.server, "mTLS accepted")
+        } else {
+            (&self.client, "mTLS established")
+        };
+        let log = pod.pod.proxy().log();
+        let line = log
+            .lines()
+            .find(|l| l.contains(what) && l.contains("kx="))
+            .unwrap_or_else(|| panic!("no {what:?} line with kx= in\n{log}"));
+        assert!(
+            line.contains("kx=Some(X25519MLKEM768)"),
+            "not post-quantum: {line}"
+        );
+        "X25519MLKEM768".to_string()
     }
 
     /// Both proxies' logs, for a failure's message.
@@ -293,9 +330,10 @@ async fn http1_carries_the_callers_identity(m: &Mesh) {
         r.text()
     );
     let header = m.transport_header(HTTP, Some("http/2")).await;
+    let kx = m.key_exchange();
     m.report(
         &format!(
-            "HTTP/1.1 ok (app saw HTTP/1.1, l5d-client-id={})",
+            "HTTP/1.1 ok (app saw HTTP/1.1, l5d-client-id={}); key exchange {kx}",
             m.client_id
         ),
         &header,
@@ -370,6 +408,47 @@ async fn opaque_tcp_round_trips(m: &Mesh) {
     );
 }
 
+/// The server's app is down: the server proxy answers 502 (linkerd2-proxy: 504 while its
+/// reconnect backs off) with `l5d-proxy-error` and `l5d-proxy-connection: close`, the client
+/// proxy strips both and closes its app's
+/// connection (the app dialled the pod): HTTP/1 with `connection: close`, HTTP/2 with
+/// GOAWAY; the body is empty.
+async fn app_down_closes_the_callers_connection(m: &Mesh) {
+    let down = m.server.pod.addr4(DOWN);
+    let mut lines = Vec::new();
+    for h2 in [false, true] {
+        let proto = if h2 { "HTTP/2" } else { "HTTP/1.1" };
+        let a = within(
+            m,
+            proto,
+            remora_tests::http::answer_and_close(
+                m.ns(),
+                down,
+                &down.to_string(),
+                h2,
+                Duration::from_secs(10),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{proto}: {e}\n{}", m.logs()));
+        // linkerd2-proxy answers 502 for the refused connect, then 504 while its reconnect to
+        // the app backs off (fail-fast); both close.
+        assert!(
+            a.status == 502 || (m.server_proxy == Proxy::Linkerd2 && a.status == 504),
+            "{proto}: {a}\n{}",
+            m.logs()
+        );
+        assert!(a.l5d_headers.is_empty(), "{proto}: {a}");
+        assert_eq!(a.body_len, 0, "{proto}: {a}");
+        if !h2 {
+            assert_eq!(a.connection.as_deref(), Some("close"), "{proto}: {a}");
+        }
+        assert!(a.closed, "{proto}: {a}\n{}", m.logs());
+        lines.push(format!("{proto} app down: {a}"));
+    }
+    m.report(&lines.join("; "), "(not checked: error signalling)");
+}
+
 // ---- Remora client -> linkerd2-proxy server ----
 
 #[tokio::test]
@@ -404,6 +483,14 @@ async fn netns_interop_remora_to_linkerd2_proxy_opaque_tcp_via_transport_header_
     opaque_tcp_round_trips(&m).await;
 }
 
+#[tokio::test]
+async fn netns_interop_remora_to_linkerd2_proxy_app_down_closes_the_callers_connection() {
+    let Some(m) = Mesh::start(Proxy::Remora, Proxy::Linkerd2).await else {
+        return;
+    };
+    app_down_closes_the_callers_connection(&m).await;
+}
+
 // ---- linkerd2-proxy client -> Remora server ----
 
 #[tokio::test]
@@ -436,6 +523,14 @@ async fn netns_interop_linkerd2_proxy_to_remora_opaque_tcp_via_transport_header_
         return;
     };
     opaque_tcp_round_trips(&m).await;
+}
+
+#[tokio::test]
+async fn netns_interop_linkerd2_proxy_to_remora_app_down_closes_the_callers_connection() {
+    let Some(m) = Mesh::start(Proxy::Linkerd2, Proxy::Remora).await else {
+        return;
+    };
+    app_down_closes_the_callers_connection(&m).await;
 }
 
 // ---- linkerd2-proxy under `remora control` ----
@@ -1517,5 +1612,256 @@ mod outbound_policy {
         }
         assert_eq!(remora_series.0, linkerd2_series.0, "{report}");
         assert_eq!(remora_series.1, linkerd2_series.1, "{report}");
+    }
+}
+
+// ---- Linkerd viz's queries: a Remora server pod and a linkerd2-proxy server pod ----
+
+mod viz {
+    //! A Remora server pod and a linkerd2-proxy server pod under one plane get the same
+    //! scripted load from a Remora client and a linkerd2-proxy client: successes, app 500s
+    //! and slow successes. Over two scrapes of each server, Linkerd viz's success rate and p95
+    //! ([`remora_tests::promql`]) agree (the success rate exactly, p95 within one latency
+    //! bucket), and both pods' inbound series carry the same label names.
+
+    use super::*;
+    use remora_tests::admin::Metrics;
+    use remora_tests::promql::{
+        bucket_of, inbound_latency_quantile, inbound_success_rate, label_names, sum_increase,
+    };
+
+    /// Linkerd's latency buckets (ms).
+    const BOUNDS: [f64; 25] = [
+        1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 100.0, 200.0, 300.0, 400.0, 500.0,
+        1000.0, 2000.0, 3000.0, 4000.0, 5000.0, 10000.0, 20000.0, 30000.0, 40000.0, 50000.0,
+    ];
+    /// Per client and server: successes, 500s, and successes after 35 ms (bucket (30, 40]), in
+    /// rounds of three, one and one.
+    const OK: usize = 30;
+    const FAILED: usize = 10;
+    const SLOW: usize = 10;
+    const PORT: [(&str, &str); 1] = [("target_port", "8080")];
+
+    async fn scrape(pod: &remora_tests::Pod) -> Metrics {
+        pod.metrics().await
+    }
+
+    #[tokio::test]
+    async fn netns_interop_viz_success_rate_p95_and_inbound_labels_match_linkerd2_proxy() {
+        let Some(linkerd2) = linkerd2_proxy() else {
+            return;
+        };
+        let Some(net) = Net::new() else { return };
+        let plane = LinkerdPlane::start(&net, 1).await;
+        let spec = |name: &str, sa: &str, proxy: Proxy| {
+            let s = WorkloadSpec::new(name, sa);
+            match proxy {
+                Proxy::Remora => s,
+                Proxy::Linkerd2 => WorkloadSpec {
+                    program: Some(linkerd2.clone()),
+                    ..s
+                },
+            }
+        };
+        let mut servers = Vec::new();
+        for (name, proxy) in [("web-r", Proxy::Remora), ("web-l", Proxy::Linkerd2)] {
+            let w = plane
+                .workload(
+                    &net,
+                    spec(name, "web", proxy).app(test_server(HTTP, name), HTTP),
+                )
+                .await;
+            plane.add_service(
+                &w.pod.addr4(HTTP).to_string(),
+                vec![Endpoint {
+                    addr: w.pod.addr4(HTTP),
+                    sa: "web".into(),
+                    ns: "shop".into(),
+                    pod: w.pod.name.clone(),
+                    opaque: false,
+                }],
+            );
+            servers.push((proxy, w));
+        }
+        let mut clients = Vec::new();
+        for (name, proxy) in [("client-r", Proxy::Remora), ("client-l", Proxy::Linkerd2)] {
+            clients.push((
+                proxy,
+                plane.workload(&net, spec(name, "client", proxy)).await,
+            ));
+        }
+        let logs = || {
+            servers
+                .iter()
+                .chain(&clients)
+                .map(|(p, w)| {
+                    format!(
+                        "--- {} ({}) ---\n{}",
+                        w.pod.name,
+                        p.name(),
+                        w.pod.proxy().log()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        // One warm-up request per pair, so both servers have their series before the first
+        // scrape (Prometheus cannot see an increase of a series it never scraped).
+        for (_, c) in &clients {
+            for (_, s) in &servers {
+                let target = s.pod.addr4(HTTP);
+                let mut conn = http1(&c.pod.ns, target).await;
+                let r = send1(&mut conn, get(&target.to_string(), "/echo"))
+                    .await
+                    .unwrap_or_else(|e| panic!("warm-up: {e}\n{}", logs()));
+                assert_eq!(r.status, 200, "{}\n{}", r.text(), logs());
+            }
+        }
+        let warm = (clients.len()) as f64;
+        let mut before = Vec::new();
+        for (_, s) in &servers {
+            let pod = &s.pod;
+            let ok = eventually(Duration::from_secs(20), || async {
+                sum_increase(
+                    &Metrics {
+                        text: String::new(),
+                    },
+                    &scrape(pod).await,
+                    "response_total",
+                    &[("direction", "inbound")],
+                ) >= warm
+            })
+            .await;
+            assert!(
+                ok,
+                "{} counted no warm-up responses\n{}",
+                pod.name,
+                scrape(pod).await.text
+            );
+            before.push(scrape(pod).await);
+        }
+        // The same script from each client to each server.
+        for (_, c) in &clients {
+            for (_, s) in &servers {
+                let target = s.pod.addr4(HTTP);
+                let host = target.to_string();
+                let mut conn = http1(&c.pod.ns, target).await;
+                // Interleaved: a run of failures would eject the endpoint from the client's
+                // balancer (consecutive-failure accrual).
+                let round = [
+                    ("/echo", 200),
+                    ("/echo", 200),
+                    ("/echo", 200),
+                    ("/status/500", 500),
+                    ("/delay/35", 200),
+                ];
+                let script = round.into_iter().cycle().take(OK + FAILED + SLOW);
+                for (path, want) in script {
+                    let r = within_secs(30, send1(&mut conn, get(&host, path)))
+                        .await
+                        .unwrap_or_else(|e| panic!("{path}: {e}\n{}", logs()));
+                    assert_eq!(r.status, want, "{path}: {}\n{}", r.text(), logs());
+                }
+            }
+        }
+        let per_server = (clients.len() * (OK + FAILED + SLOW)) as f64;
+        let mut answers = Vec::new();
+        for ((proxy, s), before) in servers.iter().zip(&before) {
+            let pod = &s.pod;
+            let settled = eventually(Duration::from_secs(20), || async {
+                sum_increase(
+                    before,
+                    &scrape(pod).await,
+                    "response_total",
+                    &[("direction", "inbound")],
+                ) >= per_server
+            })
+            .await;
+            let after = scrape(pod).await;
+            assert!(
+                settled,
+                "{}: not all responses counted\n{}",
+                pod.name, after.text
+            );
+            let rate = inbound_success_rate(before, &after, &PORT).expect("traffic");
+            let p95 = inbound_latency_quantile(0.95, before, &after, &PORT);
+            let labels: Vec<_> = [
+                "request_total",
+                "response_total",
+                "response_latency_ms_bucket",
+            ]
+            .iter()
+            .map(|f| {
+                (
+                    *f,
+                    label_names(&after, f, &[("direction", "inbound"), PORT[0]]),
+                )
+            })
+            .collect();
+            println!(
+                "interop: viz: {} pod ({}): success rate {:.4}, p95 {:.2} ms, inbound request_total labels {:?}",
+                proxy.name(),
+                pod.name,
+                rate,
+                p95,
+                labels[0].1
+            );
+            answers.push((*proxy, rate, p95, labels, after));
+        }
+        let (r, l) = (&answers[0], &answers[1]);
+        let want = (OK + SLOW) as f64 / (OK + FAILED + SLOW) as f64;
+        assert!(
+            (l.1 - want).abs() < 1e-9,
+            "linkerd2-proxy's success rate {} != {want}\n{}",
+            l.1,
+            l.4.text
+        );
+        assert_eq!(
+            r.1, l.1,
+            "success rates: remora {} vs linkerd2-proxy {}\n{}",
+            r.1, l.1, r.4.text
+        );
+        assert_eq!(
+            bucket_of(r.2, &BOUNDS),
+            bucket_of(l.2, &BOUNDS),
+            "p95: remora {} ms vs linkerd2-proxy {} ms",
+            r.2,
+            l.2
+        );
+        for ((family, remora), (_, linkerd2)) in r.3.iter().zip(&l.3) {
+            assert_eq!(
+                remora, linkerd2,
+                "{family}: inbound label names differ\nremora: {remora:?}\nlinkerd2-proxy: {linkerd2:?}"
+            );
+            println!("interop: viz: inbound {family} label names equal: {remora:?}");
+        }
+        // And the same values, but the pod's own address: the same server, route,
+        // authorization and callers.
+        let values = |m: &Metrics| -> std::collections::BTreeSet<(String, String)> {
+            m.series("request_total")
+                .filter(|(l, _)| {
+                    l.iter().any(|(k, v)| k == "direction" && v == "inbound")
+                        && l.iter().any(|(k, v)| k == "target_port" && v == "8080")
+                })
+                .flat_map(|(l, _)| l.into_iter())
+                .filter(|(k, v)| !v.is_empty() && k != "target_addr" && k != "target_ip")
+                .collect()
+        };
+        let (rv, lv) = (values(&r.4), values(&l.4));
+        assert_eq!(rv, lv, "inbound request_total label values differ");
+        println!("interop: viz: inbound request_total label values equal: {rv:?}");
+        println!(
+            "interop: viz: success rate equal ({:.4}); p95 remora {:.2} ms, linkerd2-proxy {:.2} ms, both in bucket {:?}",
+            r.1,
+            r.2,
+            l.2,
+            bucket_of(r.2, &BOUNDS)
+        );
+    }
+
+    async fn within_secs<T>(secs: u64, f: impl std::future::Future<Output = T>) -> T {
+        tokio::time::timeout(Duration::from_secs(secs), f)
+            .await
+            .unwrap_or_else(|_| panic!("did not finish within {secs} s"))
     }
 }

@@ -39,13 +39,15 @@ async fn ten_thousand_authorities_stay_under_the_cap_and_idle_series_go() {
     );
     assert!(p.wait_ready(Duration::from_secs(30)).await);
     // 10 000 distinct authorities: closed ports of an address nothing listens on, each
-    // answered 502 by the proxy and counted under its own authority.
+    // answered 502 by the proxy and counted under its own authority. Each answer closes its
+    // connection (as linkerd2-proxy's does), so each request opens one.
     let nobody = loopback(101);
-    let mut h1 = http1(HOST, p.addr(4140)).await;
     for port in 20_000..30_000u16 {
         let target = SocketAddr::new(nobody, port).to_string();
+        let mut h1 = http1(HOST, p.addr(4140)).await;
         let r = send1(&mut h1, proxy_get(&target, "/")).await.unwrap();
         assert_eq!(r.status, 502, "{target}: {}", r.text());
+        assert_eq!(r.headers["connection"], "close", "{target}");
     }
     let m = p.metrics().await;
     if let Err(e) = m.validate() {
@@ -79,6 +81,7 @@ async fn ten_thousand_authorities_stay_under_the_cap_and_idle_series_go() {
     assert!(gone, "{}", m.text);
     assert_eq!(m.get("request_total", &[("overflow", "true")]), 9_000.0);
     // And a new authority finds room again.
+    let mut h1 = http1(HOST, p.addr(4140)).await;
     let r = send1(
         &mut h1,
         proxy_get(&SocketAddr::new(nobody, 1).to_string(), "/"),
@@ -228,10 +231,18 @@ async fn top_once_reports_rates_and_success_of_real_proxies() {
         "{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The outbound row is the authority; the inbound one (inbound series carry no authority,
+    // as linkerd2-proxy's do not) the port served, B's app.
+    let served = format!(" {}:8080 ", b.proxy.addr(8080).ip());
     let row = |direction: &str| -> Vec<String> {
+        let key = if direction == "inbound" {
+            served.as_str()
+        } else {
+            WEB
+        };
         stdout
             .lines()
-            .find(|l| l.starts_with(direction) && l.contains(WEB))
+            .find(|l| l.starts_with(direction) && l.contains(key))
             .unwrap_or_else(|| panic!("no {direction} row:\n{stdout}"))
             .split_whitespace()
             .map(str::to_string)

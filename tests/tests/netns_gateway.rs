@@ -183,8 +183,19 @@ async fn netns_gateway_mode_reaches_remote_pods_through_the_gateway() {
 }
 
 /// Opens mTLS to the gateway as `identity` (issued by east) and sends a transport header
-/// naming `name:port`; returns whether the gateway kept the connection to forward it.
+/// naming `name:8080`; returns whether the gateway kept the connection to forward it.
 async fn ask_gateway(m: &Mesh, from: &Pod, name: &str, identity: Option<&str>) -> bool {
+    ask_gateway_port(m, from, name, 8080, identity).await
+}
+
+/// [`ask_gateway`] naming `name:port`.
+async fn ask_gateway_port(
+    m: &Mesh,
+    from: &Pod,
+    name: &str,
+    port: u16,
+    identity: Option<&str>,
+) -> bool {
     let anchors = m.east.cp.anchors();
     let config = match identity {
         Some(id) => {
@@ -204,14 +215,14 @@ async fn ask_gateway(m: &Mesh, from: &Pod, name: &str, identity: Option<&str>) -
         return false;
     };
     let header = TransportHeader {
-        port: 8080,
+        port,
         name: Some(name.to_string()),
         protocol: Some(SessionProtocol::Http1),
     };
     if tls.write_all(&header.encode()).await.is_err() {
         return false;
     }
-    let req = format!("GET /echo HTTP/1.1\r\nhost: {name}:8080\r\nconnection: close\r\n\r\n");
+    let req = format!("GET /echo HTTP/1.1\r\nhost: {name}:{port}\r\nconnection: close\r\n\r\n");
     if tls.write_all(req.as_bytes()).await.is_err() {
         return false;
     }
@@ -256,6 +267,11 @@ async fn netns_the_gateway_is_not_an_open_relay() {
             "the gateway forwarded {name}"
         );
     }
+    // An exported service, on a port it does not declare (W2.12): refused.
+    assert!(
+        !ask_gateway_port(&m, &a, "web.shop.svc.cluster.local", 9090, Some(&caller)).await,
+        "the gateway forwarded a port the service does not declare"
+    );
     // Without a mesh identity: refused on the direct path.
     assert!(!ask_gateway(&m, &a, "web.shop.svc.cluster.local", None).await);
     let gm = m.gateway.metrics().await;
@@ -267,11 +283,18 @@ async fn netns_the_gateway_is_not_an_open_relay() {
     };
     assert_eq!(refused("gateway_not_exported"), 3.0, "{}", gm.text);
     assert_eq!(refused("gateway_ip_literal"), 1.0, "{}", gm.text);
+    assert_eq!(refused("gateway_port_not_exported"), 1.0, "{}", gm.text);
     assert_eq!(refused("direct_not_mtls"), 1.0, "{}", gm.text);
     let log = m.gateway.proxy().log();
     for name in ["secret.shop", "web-east.shop", "example.com", "10.214.0.5"] {
         assert!(log.contains(name), "no log line names {name}");
     }
+    assert!(
+        log.lines().any(|l| l.contains("does not declare")
+            && l.contains("port=9090")
+            && l.contains(&caller)),
+        "no log line names the undeclared port and the caller:\n{log}"
+    );
 }
 
 #[tokio::test]

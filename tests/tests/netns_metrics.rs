@@ -198,24 +198,78 @@ async fn netns_golden_metrics_equal_the_truth_on_both_proxies() {
             ) >= l as f64
     })
     .await;
+    // Linkerd's inbound labels: the target, the caller, the server, route and authorization
+    // that admitted the request (here the plane's default policy); no `authority`.
+    let b_8080 = format!("{}:8080", b.ip4());
+    let b_ip = b.ip4().to_string();
     let in_base = [
         ("direction", "inbound"),
+        ("target_addr", b_8080.as_str()),
+        ("target_ip", b_ip.as_str()),
+        ("target_port", "8080"),
         ("tls", "true"),
         ("client_id", a_id.as_str()),
+        ("srv_port", "8080"),
     ];
-    assert_eq!(
-        bm.get("request_total", &with(&in_base, &web)),
-        (n + m) as f64,
-        "{}",
-        bm.text
-    );
-    assert_eq!(bm.get("request_total", &with(&in_base, &grpc)), k as f64);
+    let inbound_names: std::collections::BTreeSet<String> = [
+        "direction",
+        "target_addr",
+        "target_ip",
+        "target_port",
+        "tls",
+        "client_id",
+        "srv_group",
+        "srv_kind",
+        "srv_name",
+        "srv_port",
+        "route_group",
+        "route_kind",
+        "route_name",
+        "authz_group",
+        "authz_kind",
+        "authz_name",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    let inbound_series: Vec<_> = bm
+        .series("request_total")
+        .filter(|(l, _)| l.iter().any(|(k, v)| k == "direction" && v == "inbound"))
+        .collect();
+    assert!(!inbound_series.is_empty(), "{}", bm.text);
+    for (labels, _) in &inbound_series {
+        let names: std::collections::BTreeSet<String> =
+            labels.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(
+            names, inbound_names,
+            "inbound request_total labels\n{}",
+            bm.text
+        );
+    }
+    let in_ok = [("status_code", "200"), ("classification", "success")];
+    let in_failed = [("status_code", "500"), ("classification", "failure")];
+    let in_grpc_failed = [
+        ("status_code", "200"),
+        ("grpc_status", "14"),
+        ("classification", "failure"),
+    ];
+    assert_eq!(bm.get("request_total", &in_base), total, "{}", bm.text);
     assert_eq!(bm.get("request_total", &[("direction", "inbound")]), total);
-    assert_eq!(bm.get("response_total", &with(&in_base, &ok)), n as f64);
-    assert_eq!(bm.get("response_total", &with(&in_base, &failed)), m as f64);
+    assert_eq!(bm.get("response_total", &with(&in_base, &in_ok)), n as f64);
     assert_eq!(
-        bm.get("response_total", &with(&in_base, &grpc_failed)),
+        bm.get("response_total", &with(&in_base, &in_failed)),
+        m as f64
+    );
+    assert_eq!(
+        bm.get("response_total", &with(&in_base, &in_grpc_failed)),
         k as f64
+    );
+    assert!(
+        !bm.text
+            .lines()
+            .any(|l| l.contains("direction=\"inbound\"") && l.contains("authority=")),
+        "no inbound series carries authority\n{}",
+        bm.text
     );
     assert_eq!(
         bm.get("response_latency_ms_count", &[("direction", "inbound")]),
@@ -229,10 +283,14 @@ async fn netns_golden_metrics_equal_the_truth_on_both_proxies() {
     assert_eq!(bm.get("tcp_open_total", &app_side), l as f64, "{}", bm.text);
     assert_eq!(bm.get("tcp_read_bytes_total", &app_side), (l * x) as f64);
     assert_eq!(bm.get("tcp_write_bytes_total", &app_side), (l * x) as f64);
-    let peer_side = with(
-        &in_base,
-        &[("peer", "src"), ("target_addr", b_7000.as_str())],
-    );
+    let peer_side = [
+        ("direction", "inbound"),
+        ("tls", "true"),
+        ("client_id", a_id.as_str()),
+        ("peer", "src"),
+        ("target_addr", b_7000.as_str()),
+        ("target_port", "7000"),
+    ];
     assert_eq!(bm.get("tcp_open_total", &peer_side), l as f64);
     assert_eq!(bm.get("tcp_read_bytes_total", &peer_side), (l * x) as f64);
     assert_eq!(bm.get("tcp_write_bytes_total", &peer_side), (l * x) as f64);

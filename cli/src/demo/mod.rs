@@ -25,10 +25,12 @@
 //!   and how the demo reaches the pods.
 //! - [`watch`]: traffic, the live view and the summary.
 //! - [`linkerd2`]: `--linkerd2-proxy`: which pods run it, and their environment.
+//! - [`trace`]: `--trace`: the demo's OTLP collector and the trace of one request.
 
 mod linkerd2;
 mod netns;
 mod topology;
+mod trace;
 mod watch;
 
 use std::net::SocketAddr;
@@ -76,6 +78,10 @@ pub struct DemoArgs {
     /// instead of Remora; implies --netns (root).
     #[arg(long, value_name = "PATH")]
     linkerd2_proxy: Option<PathBuf>,
+    /// Export every proxy's spans to a collector in the demo itself, and at the end send one
+    /// traced request through the mesh and print its trace (not with --netns).
+    #[arg(long)]
+    trace: bool,
 }
 
 pub fn main(mut args: DemoArgs) -> ExitCode {
@@ -101,6 +107,12 @@ pub fn main(mut args: DemoArgs) -> ExitCode {
         eprintln!(
             "remora demo: --linkerd2-proxy {}: no such file (a linkerd2-proxy binary)",
             p.display()
+        );
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if args.trace && args.netns {
+        eprintln!(
+            "remora demo: --trace runs without --netns (the demo's collector is on loopback)"
         );
         return ExitCode::from(EXIT_USAGE);
     }
@@ -161,6 +173,8 @@ struct Demo {
     netns: Option<Netns>,
     /// With `--linkerd2-proxy`: the binary some pods run.
     linkerd2: Option<PathBuf>,
+    /// With `--trace`: the collector every proxy exports to.
+    collector: Option<trace::Collector>,
 }
 
 impl Drop for Demo {
@@ -204,6 +218,7 @@ impl Demo {
             dialer,
             netns,
             linkerd2,
+            collector: None,
         })
     }
 
@@ -215,6 +230,11 @@ impl Demo {
             eprintln!("remora demo: network namespaces {}-*", n.prefix);
         }
         self.make_netns().await?;
+        if args.trace {
+            let addr = SocketAddr::new(self.ip(0, 5), 4317);
+            self.collector = Some(trace::Collector::start(addr).await?);
+            eprintln!("remora demo: trace collector (OTLP/gRPC) at {addr}");
+        }
         let admins = self.start().await?;
         self.watch(args, &admins).await
     }
@@ -335,6 +355,7 @@ impl Demo {
             }
         }
         self.procs.clear();
+        self.collector = None;
         if let Some(n) = self.netns.take() {
             for ns in n.made.iter().rev() {
                 let _ = run("ip", &["netns".to_string(), "del".into(), ns.clone()]).await;

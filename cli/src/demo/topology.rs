@@ -218,6 +218,18 @@ impl Demo {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        .chain(self.collector.iter().flat_map(|c| {
+            [
+                (
+                    "REMORA_TRACE_COLLECTOR_ADDR".to_string(),
+                    c.addr.to_string(),
+                ),
+                (
+                    "REMORA_TRACE_SERVICE_NAME".to_string(),
+                    format!("{cluster}-{sa}"),
+                ),
+            ]
+        }))
         .collect())
     }
 

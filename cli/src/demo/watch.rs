@@ -100,6 +100,9 @@ impl Demo {
         }
         let after = counters(texts);
         let mut out = summary(&start, &end, after.0 - before.0, after.1 - before.1);
+        if let Some(c) = &self.collector {
+            out.push_str(&c.trace_one(east_web).await);
+        }
         if self.linkerd2.is_some() {
             out.push_str(&proxies_section(&self.proxies()));
         }

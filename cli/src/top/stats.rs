@@ -55,9 +55,16 @@ impl Grouping {
             Some(v) if !v.is_empty() => v.to_string(),
             _ => "-".to_string(),
         };
+        // Inbound series carry no `authority` (as linkerd2-proxy's do not): their row is the
+        // port served, `target_addr`. An `authority` still wins where a proxy sets one.
+        let authority = s.label("authority").filter(|a| !a.is_empty()).or_else(|| {
+            (direction == "inbound")
+                .then(|| s.label("target_addr"))
+                .flatten()
+        });
         keep.then(|| RowKey {
             direction: or_dash(Some(direction)),
-            authority: or_dash(s.label("authority")),
+            authority: or_dash(authority),
             caller: self.by_caller.then(|| or_dash(s.label("client_id"))),
         })
     }

@@ -12,7 +12,9 @@
 //! ```
 //!
 //! The pods are the config's endpoints (their labels and their services' named and opaque
-//! ports). A pod no service lists, in any namespace, is a pod without labels or named ports:
+//! ports). Every answer for a pod its services list carries the label
+//! `remora.io/declared-ports`: its services' target ports (`8080,9000-9002`), the ports the
+//! pod declares, to which the proxy limits its direct path (proxy/src/inbound/ports.rs). A pod no service lists, in any namespace, is a pod without labels or named ports:
 //! it gets a server that selects it by name or selects every pod of its namespace, else the
 //! defaults. (Linkerd's controller answers `NotFound` for a pod it does not know, but its pods
 //! exist before their proxies start; a config's endpoints may well lag a pod's start, and
@@ -45,6 +47,8 @@ struct Pod {
     named_ports: BTreeMap<String, u16>,
     /// Target ports of its services' opaque ports.
     opaque_ports: BTreeSet<u16>,
+    /// Target ports of all its services' ports.
+    ports: BTreeSet<u16>,
     /// Its endpoints are opaque (`protocol = "opaque"`): every port is.
     opaque: bool,
 }
@@ -134,6 +138,7 @@ impl InboundIndex {
                     if p.opaque {
                         pod.opaque_ports.insert(p.target_port);
                     }
+                    pod.ports.insert(p.target_port);
                 }
                 pod.opaque |= e.protocol == Protocol::Opaque;
             }
@@ -168,22 +173,55 @@ impl InboundIndex {
             .find(|s| {
                 pod.port(&s.port) == Some(port) && s.selector.selects(&workload.pod, &pod.labels)
             });
-        if let Some(s) = configured {
-            return s.server.clone();
-        }
-        if port == PROXY_ADMIN_PORT {
+        let mut server = if let Some(s) = configured {
+            s.server.clone()
+        } else if port == PROXY_ADMIN_PORT {
             self.admin.clone()
         } else if pod.opaque || pod.opaque_ports.contains(&port) {
             self.opaque.clone()
         } else {
             self.detect.clone()
+        };
+        if !pod.ports.is_empty() {
+            server
+                .labels
+                .insert(DECLARED_PORTS_LABEL.to_string(), port_list(&pod.ports));
         }
+        server
     }
 
     /// How many servers are configured.
     pub fn server_count(&self) -> usize {
         self.servers.values().map(Vec::len).sum()
     }
+}
+
+/// The label listing the pod's declared ports (read by proxy/src/inbound/policy/proto.rs).
+pub const DECLARED_PORTS_LABEL: &str = "remora.io/declared-ports";
+
+/// `ports` as a list of ports and ranges: `80,8080-8082`.
+fn port_list(ports: &BTreeSet<u16>) -> String {
+    let mut out = String::new();
+    let mut iter = ports.iter().copied().peekable();
+    while let Some(lo) = iter.next() {
+        let mut hi = lo;
+        while let Some(&next) = iter.peek() {
+            if Some(next) != hi.checked_add(1) {
+                break;
+            }
+            hi = next;
+            iter.next();
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(&lo.to_string());
+        if hi != lo {
+            out.push('-');
+            out.push_str(&hi.to_string());
+        }
+    }
+    out
 }
 
 /// Linkerd's default route: every request.
@@ -437,5 +475,17 @@ fn compile(model: &Model, s: &Server) -> inbound::Server {
         server_ips: Vec::new(),
         authorizations,
         labels: proto::server_labels(POLICY_GROUP, "server", &s.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_lists_fold_runs_into_ranges() {
+        let ports: BTreeSet<u16> = [80, 8080, 8081, 8082, 9000, 65535].into();
+        assert_eq!(port_list(&ports), "80,8080-8082,9000,65535");
+        assert_eq!(port_list(&BTreeSet::new()), "");
     }
 }

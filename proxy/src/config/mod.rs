@@ -84,6 +84,8 @@ pub struct Config {
     pub inbound_ips: Vec<IpAddr>,
     /// The ports the pod declares.
     pub inbound_ports: BTreeSet<u16>,
+    /// The direct path may name any port, declared or not (`inbound/ports.rs`).
+    pub direct_ports_unrestricted: bool,
     pub default_policy: Policy,
     pub port_policies: HashMap<u16, Policy>,
     /// The cluster's networks, for the `cluster-*` policies.
@@ -96,6 +98,8 @@ pub struct Config {
     pub policy: Option<PolicyConfig>,
     /// Watchdogs of the discovery and policy streams.
     pub control_streams: StreamLimits,
+    /// `None` without a trace collector: no spans, and no per-request tracing work.
+    pub trace: Option<crate::trace::TraceConfig>,
     /// Where each setting came from: `(REMORA_* setting, variable or default)`.
     pub sources: Vec<(&'static str, String)>,
     /// Linkerd's surface, when it was used: what it set that has no effect, and what Remora
@@ -487,6 +491,8 @@ impl Env<'_> {
             inbound_ports: self
                 .optional(INBOUND_PORTS, parse::ports)?
                 .unwrap_or_default(),
+            direct_ports_unrestricted: self
+                .parse(INBOUND_DIRECT_PORTS_UNRESTRICTED, parse::boolean)?,
             default_policy: self.parse(INBOUND_DEFAULT_POLICY, parse_policy)?,
             port_policies,
             cluster_networks: self
@@ -496,6 +502,7 @@ impl Env<'_> {
             destination: self.destination()?,
             policy: self.policy()?,
             control_streams: self.stream_limits()?,
+            trace: self.trace()?,
             sources: Vec::new(),
             linkerd: None,
         })
@@ -608,6 +615,53 @@ impl Env<'_> {
             svc_name,
             workload,
             idle_timeout: self.parse(POLICY_IDLE_TIMEOUT, parse_nonzero_duration)?,
+        }))
+    }
+
+    /// The trace collector and the spans' resource, read as linkerd2-proxy reads them
+    /// (`OTEL_RESOURCE_ATTRIBUTES` and `HOSTNAME` too); `None` without a collector.
+    fn trace(&self) -> Result<Option<crate::trace::TraceConfig>, ConfigError> {
+        let protocol = self.parse(TRACE_PROTOCOL, |s| match s {
+            "opentelemetry" => Ok(()),
+            other => Err(format!(
+                "unknown protocol {other:?}: spans are exported as opentelemetry (OTLP/gRPC)"
+            )),
+        });
+        let Some(addr) = self.optional(TRACE_COLLECTOR_ADDR, parse::control_addr)? else {
+            protocol?;
+            return Ok(None);
+        };
+        protocol?;
+        let svc_name = self.svc_name(TRACE_COLLECTOR_SVC_NAME, &addr, "trace collector")?;
+        if svc_name.is_some() && self.get(IDENTITY_NAME).is_none() {
+            return Err(ConfigError {
+                var: self.name_for(IDENTITY_NAME),
+                value: String::new(),
+                reason: format!(
+                    "required to reach the trace collector with mTLS ({})",
+                    self.name_for(TRACE_COLLECTOR_SVC_NAME)
+                ),
+            });
+        }
+        let text = |var| self.verbatim(var, |s| Ok(s.to_string()));
+        let service_name = self.optional(TRACE_SERVICE_NAME, |s| Ok(s.to_string()))?;
+        let file = self.optional(TRACE_ATTRIBUTES_PATH, |s| Ok(s.to_string()))?;
+        let extra = text(TRACE_EXTRA_ATTRIBUTES)?;
+        let otel = (self.lookup)("OTEL_RESOURCE_ATTRIBUTES");
+        let hostname = (self.lookup)("HOSTNAME");
+        let resource = crate::trace::attributes::resource(
+            service_name.as_deref(),
+            file.as_deref(),
+            extra.as_deref(),
+            otel.as_deref(),
+            hostname.as_deref(),
+        );
+        Ok(Some(crate::trace::TraceConfig {
+            addr,
+            svc_name,
+            resource,
+            sample_ratio: self.parse(TRACE_SAMPLE_RATIO, parse::ratio)?,
+            queue: self.parse(TRACE_QUEUE, parse::positive)?,
         }))
     }
 

@@ -141,6 +141,14 @@ pub fn trust_anchors(s: &str) -> Result<TrustAnchors, String> {
     TrustAnchors::from_pem(&pem)
 }
 
+/// A share from 0 to 1 (`0.25`).
+pub fn ratio(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.0..=1.0).contains(&r) => Ok(r),
+        _ => Err("expected a number from 0 to 1".into()),
+    }
+}
+
 pub fn path(s: &str) -> Result<PathBuf, String> {
     Ok(Path::new(s.trim()).to_path_buf())
 }

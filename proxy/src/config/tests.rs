@@ -555,3 +555,88 @@ fn config_md_documents_every_variable() {
         );
     }
 }
+
+#[test]
+fn tracing_is_off_without_a_collector_and_checked_with_one() {
+    assert!(config(&[]).unwrap().trace.is_none());
+    let t = config(&[
+        (TRACE_COLLECTOR_ADDR, "127.0.0.1:4317"),
+        (TRACE_SERVICE_NAME, "web-proxy"),
+        (TRACE_EXTRA_ATTRIBUTES, "zone=\"a\"\nrack=r1"),
+        (TRACE_SAMPLE_RATIO, "0.25"),
+    ])
+    .unwrap()
+    .trace
+    .unwrap();
+    assert_eq!(t.sample_ratio, 0.25);
+    assert_eq!(t.queue, 1024);
+    assert!(t.svc_name.is_none());
+    assert_eq!(t.resource["service.name"], "web-proxy");
+    assert_eq!(t.resource["zone"], "a");
+    assert_eq!(t.resource["rack"], "r1");
+    // Off loopback the collector's identity is required, and with it the proxy's own.
+    let e = config(&[(TRACE_COLLECTOR_ADDR, "10.0.0.9:4317")]).unwrap_err();
+    assert_eq!(e.var, TRACE_COLLECTOR_SVC_NAME);
+    for (var, bad) in [
+        (TRACE_SAMPLE_RATIO, "2"),
+        (TRACE_SAMPLE_RATIO, "x"),
+        (TRACE_QUEUE, "0"),
+        (TRACE_PROTOCOL, "opencensus"),
+    ] {
+        let e = config(&[(TRACE_COLLECTOR_ADDR, "127.0.0.1:4317"), (var, bad)]).unwrap_err();
+        assert_eq!(e.var, var, "{bad}");
+    }
+}
+
+#[test]
+fn linkerds_trace_variables_configure_the_exporter() {
+    let env = linkerd_env("ipv4", "10.42.0.7");
+    let c = with(
+        &env,
+        &[
+            (
+                "LINKERD2_PROXY_TRACE_COLLECTOR_SVC_ADDR",
+                "collector.linkerd-jaeger:55678",
+            ),
+            (
+                "LINKERD2_PROXY_TRACE_COLLECTOR_SVC_NAME",
+                "collector.linkerd-jaeger.serviceaccount.identity.linkerd.cluster.local",
+            ),
+            ("LINKERD2_PROXY_TRACE_SERVICE_NAME", "linkerd-proxy"),
+            (
+                "LINKERD2_PROXY_TRACE_EXTRA_ATTRIBUTES",
+                "k8s.pod.uid=\"u1\"",
+            ),
+            ("LINKERD2_PROXY_TRACE_PROTOCOL", "opencensus"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "k8s.pod.uid=u2,team=shop"),
+            ("HOSTNAME", "web-abc"),
+        ],
+    )
+    .unwrap();
+    let t = c.trace.unwrap();
+    assert_eq!(
+        t.svc_name.unwrap().as_str(),
+        "collector.linkerd-jaeger.serviceaccount.identity.linkerd.cluster.local"
+    );
+    assert!(matches!(t.addr, ControlAddr::Name { .. }));
+    assert_eq!(t.resource["service.name"], "linkerd-proxy");
+    assert_eq!(
+        t.resource["k8s.pod.uid"], "u2",
+        "OTEL_RESOURCE_ATTRIBUTES wins"
+    );
+    assert_eq!(t.resource["team"], "shop");
+    assert_eq!(t.resource["host.name"], "web-abc");
+    // TRACE_PROTOCOL is read by neither proxy: no warning, no effect.
+    let notes = c.linkerd.unwrap();
+    assert!(!notes.unhonoured.iter().any(|(v, _)| v.contains("TRACE")));
+    // A collector off loopback without its identity is refused, naming Linkerd's variable.
+    let e = with(
+        &env,
+        &[(
+            "LINKERD2_PROXY_TRACE_COLLECTOR_SVC_ADDR",
+            "collector.linkerd-jaeger:55678",
+        )],
+    )
+    .unwrap_err();
+    assert_eq!(e.var, "LINKERD2_PROXY_TRACE_COLLECTOR_SVC_NAME");
+}

@@ -41,6 +41,7 @@ pub const INBOUND_CONNECT_USER_TIMEOUT: &str = "REMORA_INBOUND_CONNECT_USER_TIME
 pub const OUTBOUND_CONNECT_USER_TIMEOUT: &str = "REMORA_OUTBOUND_CONNECT_USER_TIMEOUT";
 pub const INBOUND_IPS: &str = "REMORA_INBOUND_IPS";
 pub const INBOUND_PORTS: &str = "REMORA_INBOUND_PORTS";
+pub const INBOUND_DIRECT_PORTS_UNRESTRICTED: &str = "REMORA_INBOUND_DIRECT_PORTS_UNRESTRICTED";
 pub const INBOUND_DEFAULT_POLICY: &str = "REMORA_INBOUND_DEFAULT_POLICY";
 pub const INBOUND_PORT_POLICIES: &str = "REMORA_INBOUND_PORT_POLICIES";
 pub const INBOUND_PORTS_REQUIRE_IDENTITY: &str = "REMORA_INBOUND_PORTS_REQUIRE_IDENTITY";
@@ -70,6 +71,14 @@ pub const POLICY_IDLE_TIMEOUT: &str = "REMORA_POLICY_IDLE_TIMEOUT";
 pub const CONTROL_STREAM_INITIAL_TIMEOUT: &str = "REMORA_CONTROL_STREAM_INITIAL_TIMEOUT";
 pub const CONTROL_STREAM_IDLE_TIMEOUT: &str = "REMORA_CONTROL_STREAM_IDLE_TIMEOUT";
 pub const CONTROL_STREAM_LIFETIME: &str = "REMORA_CONTROL_STREAM_LIFETIME";
+pub const TRACE_COLLECTOR_ADDR: &str = "REMORA_TRACE_COLLECTOR_ADDR";
+pub const TRACE_COLLECTOR_SVC_NAME: &str = "REMORA_TRACE_COLLECTOR_SVC_NAME";
+pub const TRACE_SERVICE_NAME: &str = "REMORA_TRACE_SERVICE_NAME";
+pub const TRACE_ATTRIBUTES_PATH: &str = "REMORA_TRACE_ATTRIBUTES_PATH";
+pub const TRACE_EXTRA_ATTRIBUTES: &str = "REMORA_TRACE_EXTRA_ATTRIBUTES";
+pub const TRACE_PROTOCOL: &str = "REMORA_TRACE_PROTOCOL";
+pub const TRACE_SAMPLE_RATIO: &str = "REMORA_TRACE_SAMPLE_RATIO";
+pub const TRACE_QUEUE: &str = "REMORA_TRACE_QUEUE";
 
 /// One configuration variable: its name, its default and what it does.
 #[derive(Clone, Copy, Debug)]
@@ -242,7 +251,12 @@ pub const VARS: &[Var] = &[
     var(
         INBOUND_PORTS,
         "",
-        "The ports the pod's containers declare: ports and ranges, comma-separated; with a policy service, their inbound policy is watched from the start",
+        "The ports the pod's containers declare: ports and ranges, comma-separated; with a policy service, their inbound policy is watched from the start; the direct path and opaque transport may name only these (with those the policy service declares)",
+    ),
+    var(
+        INBOUND_DIRECT_PORTS_UNRESTRICTED,
+        "false",
+        "Whether the direct path (a transport header on the inbound port) may name any port of the pod, not only the declared ones: true or false",
     ),
     var(
         INBOUND_DEFAULT_POLICY,
@@ -377,17 +391,57 @@ pub const VARS: &[Var] = &[
     var(
         CONTROL_STREAM_INITIAL_TIMEOUT,
         "off",
-        "Restart a discovery or policy stream whose first answer takes longer than this (checked; not applied yet)",
+        "Replace a discovery or policy stream whose first answer takes longer than this",
     ),
     var(
         CONTROL_STREAM_IDLE_TIMEOUT,
         "off",
-        "Restart a discovery or policy stream silent for longer than this (checked; not applied yet)",
+        "Replace a discovery or policy stream silent for longer than this",
     ),
     var(
         CONTROL_STREAM_LIFETIME,
         "off",
-        "Restart discovery and policy streams older than this (checked; not applied yet)",
+        "Replace discovery and policy streams older than this",
+    ),
+    var(
+        TRACE_COLLECTOR_ADDR,
+        "",
+        "The trace collector (OTLP/gRPC): IP:port or host:port; unset = no spans exported",
+    ),
+    var(
+        TRACE_COLLECTOR_SVC_NAME,
+        "",
+        "The trace collector's identity (mTLS); required unless it is on loopback",
+    ),
+    var(
+        TRACE_SERVICE_NAME,
+        "",
+        "The spans' service.name resource attribute (unset: none, as linkerd2-proxy)",
+    ),
+    var(
+        TRACE_ATTRIBUTES_PATH,
+        "",
+        "A file of key=\"value\" lines (the pod's labels, by the downward API) added to the spans' resource",
+    ),
+    var(
+        TRACE_EXTRA_ATTRIBUTES,
+        "",
+        "More key=value resource attributes, one per line (OTEL_RESOURCE_ATTRIBUTES is read too, and wins)",
+    ),
+    var(
+        TRACE_PROTOCOL,
+        "opentelemetry",
+        "The export protocol: opentelemetry (OTLP/gRPC), the only one",
+    ),
+    var(
+        TRACE_SAMPLE_RATIO,
+        "0",
+        "Of requests with no trace context, the share that starts a trace (0 to 1; a parent's decision always wins)",
+    ),
+    var(
+        TRACE_QUEUE,
+        "1024",
+        "Finished spans waiting for the exporter at most; beyond, they are dropped and counted",
     ),
     var(
         HTTP_REQUEST_TIMEOUT,

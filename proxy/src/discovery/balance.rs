@@ -368,24 +368,42 @@ impl Balancer {
         endpoints: &Arc<Vec<E>>,
         accrual: Accrual,
     ) -> Option<Picked> {
+        self.pick_avoiding(endpoints, accrual, None)
+    }
+
+    /// As [`pick_with`](Self::pick_with), never choosing the endpoint at `avoid` while another
+    /// one is available (a retry of a request that endpoint refused).
+    pub fn pick_avoiding<E: Weighted + Send + Sync + 'static>(
+        &self,
+        endpoints: &Arc<Vec<E>>,
+        accrual: Accrual,
+        avoid: Option<SocketAddr>,
+    ) -> Option<Picked> {
         if endpoints.is_empty() {
             return None;
         }
         let now = Instant::now();
         let mut state = self.state.lock().ok()?;
         state.sync(endpoints, now);
+        let others = avoid.is_some_and(|a| {
+            endpoints
+                .iter()
+                .enumerate()
+                .any(|(i, e)| e.addr() != a && available(&state.loads[i], now))
+        });
+        let allowed = |i: usize| {
+            available(&state.loads[i], now) && !(others && Some(endpoints[i].addr()) == avoid)
+        };
         let draw_available = || {
             (0..DRAWS)
                 .map(|_| self.draw(&state.cumulative))
-                .find(|&i| available(&state.loads[i], now))
+                .find(|&i| allowed(i))
         };
         let first = match draw_available() {
             Some(i) => i,
             None => {
                 // Many are ejected: choose among those that are not.
-                let up: Vec<usize> = (0..endpoints.len())
-                    .filter(|&i| available(&state.loads[i], now))
-                    .collect();
+                let up: Vec<usize> = (0..endpoints.len()).filter(|&i| allowed(i)).collect();
                 if up.is_empty() {
                     return None;
                 }

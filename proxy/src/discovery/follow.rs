@@ -1,6 +1,12 @@
 //! The background streams of one discovery target: `Destination/Get` into the endpoints
 //! `watch`, `GetProfile` into the profile `watch`. Both keep the last-known state while the
 //! control plane is away and reconnect with backoff; a fresh snapshot replaces the old state.
+//! Each stream is watched as Linkerd's `CONTROL_STREAM_*` settings say: a call or stream that
+//! gives no first message within `initial`, then none for `idle`, or that lives past
+//! `lifetime`, is replaced without a restart (a control plane that accepts and never answers
+//! cannot wedge a target), the last-known state kept meanwhile.
+//! An endpoint that leaves the set (or whose address now names another identity) is announced
+//! on the resolver's `removed` channel.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,8 +18,11 @@ use linkerd2_proxy_api::destination::destination_client::DestinationClient;
 use pb::update::Update as U;
 use remora_runtime::Backoff;
 use remora_runtime::channel::Instrumented;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
+
+use crate::policy::watch::StreamLimits;
 
 use super::profile::Profile;
 use super::{Endpoint, Resolution};
@@ -22,6 +31,36 @@ const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// After (re)connecting, messages arriving within this of each other form the initial snapshot.
 const SNAPSHOT_QUIET: Duration = Duration::from_millis(100);
+
+/// When a stream opened at `opened` must have said something: `initial` until its first
+/// message, `idle` after one, never past `lifetime`.
+fn deadline(limits: StreamLimits, opened: Instant, heard: bool) -> Option<Instant> {
+    let wait = if heard { limits.idle } else { limits.initial };
+    [
+        wait.map(|w| Instant::now() + w),
+        limits.lifetime.map(|l| opened + l),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+}
+
+/// `fut` within `deadline` (`None`: without one); `None` when the deadline passed.
+async fn within<T>(deadline: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+        None => Some(fut.await),
+    }
+}
+
+/// Logs why a watched stream is being replaced.
+fn replacing(what: &str, limits: StreamLimits, opened: Instant) {
+    if limits.lifetime.is_some_and(|l| opened.elapsed() >= l) {
+        debug!("{what}: replacing the stream at the end of its lifetime");
+    } else {
+        warn!("{what}: the control plane went silent; replacing the stream");
+    }
+}
 
 /// Applies one update to a set of endpoints; returns false for "the target does not exist".
 fn apply(set: &mut BTreeMap<SocketAddr, Arc<Endpoint>>, update: pb::Update) -> bool {
@@ -53,6 +92,7 @@ fn publish(
     tx: &watch::Sender<Resolution>,
     set: &BTreeMap<SocketAddr, Arc<Endpoint>>,
     exists: bool,
+    removed: &broadcast::Sender<SocketAddr>,
 ) {
     let next = if exists {
         Resolution::Endpoints(Arc::new(set.values().cloned().collect()))
@@ -63,6 +103,16 @@ fn publish(
         if *cur == next {
             return false;
         }
+        if let Resolution::Endpoints(old) = cur {
+            let gone = old.iter().filter(|e| {
+                set.get(&e.addr)
+                    .is_none_or(|now| now.identity != e.identity)
+            });
+            for gone in gone {
+                // No subscriber is not an error.
+                let _ = removed.send(gone.addr);
+            }
+        }
         *cur = next;
         true
     });
@@ -72,10 +122,19 @@ pub(super) async fn follow_endpoints(
     mut client: DestinationClient<Instrumented>,
     req: pb::GetDestination,
     tx: watch::Sender<Resolution>,
+    limits: StreamLimits,
+    removed: broadcast::Sender<SocketAddr>,
 ) {
     let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
     loop {
-        let mut stream = match client.get(req.clone()).await {
+        let opened = Instant::now();
+        let Some(called) = within(deadline(limits, opened, false), client.get(req.clone())).await
+        else {
+            replacing("discovery", limits, opened);
+            backoff.wait().await;
+            continue;
+        };
+        let mut stream = match called {
             Ok(rsp) => rsp.into_inner(),
             Err(status) => {
                 if status.code() == tonic::Code::InvalidArgument {
@@ -102,30 +161,43 @@ pub(super) async fn follow_endpoints(
         let mut snapshot = true;
         let mut heard = false;
         loop {
+            let watchdog = deadline(limits, opened, heard);
             let next = if snapshot && heard {
-                match tokio::time::timeout(SNAPSHOT_QUIET, stream.message()).await {
+                let quiet = Instant::now() + SNAPSHOT_QUIET;
+                match tokio::time::timeout_at(
+                    watchdog.map_or(quiet, |w| w.min(quiet)),
+                    stream.message(),
+                )
+                .await
+                {
                     Ok(m) => m,
                     Err(_) => {
                         snapshot = false;
-                        publish(&tx, &set, exists);
+                        publish(&tx, &set, exists, &removed);
                         continue;
                     }
                 }
             } else {
-                stream.message().await
+                match within(watchdog, stream.message()).await {
+                    Some(m) => m,
+                    None => {
+                        replacing("discovery", limits, opened);
+                        break;
+                    }
+                }
             };
             heard = true;
             match next {
                 Ok(Some(update)) => {
                     exists = apply(&mut set, update);
                     if !snapshot {
-                        publish(&tx, &set, exists);
+                        publish(&tx, &set, exists, &removed);
                     }
                     backoff.reset();
                 }
                 Ok(None) | Err(_) => {
                     if snapshot && !set.is_empty() {
-                        publish(&tx, &set, exists);
+                        publish(&tx, &set, exists, &removed);
                     }
                     warn!(retry_in = ?backoff.peek(), "discovery stream ended; keeping the last-known endpoints");
                     break;
@@ -140,15 +212,38 @@ pub(super) async fn follow_profile(
     mut client: DestinationClient<Instrumented>,
     req: pb::GetDestination,
     tx: watch::Sender<Option<Arc<Profile>>>,
+    limits: StreamLimits,
 ) {
     let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
     loop {
-        match client.get_profile(req.clone()).await {
+        let opened = Instant::now();
+        let Some(called) = within(
+            deadline(limits, opened, false),
+            client.get_profile(req.clone()),
+        )
+        .await
+        else {
+            replacing("profile", limits, opened);
+            backoff.wait().await;
+            continue;
+        };
+        match called {
             Ok(rsp) => {
                 let mut stream = rsp.into_inner();
-                while let Ok(Some(profile)) = stream.message().await {
-                    tx.send_replace(Some(Arc::new(Profile::compile(profile))));
-                    backoff.reset();
+                let mut heard = false;
+                loop {
+                    match within(deadline(limits, opened, heard), stream.message()).await {
+                        Some(Ok(Some(profile))) => {
+                            heard = true;
+                            tx.send_replace(Some(Arc::new(Profile::compile(profile))));
+                            backoff.reset();
+                        }
+                        Some(_) => break,
+                        None => {
+                            replacing("profile", limits, opened);
+                            break;
+                        }
+                    }
                 }
             }
             Err(status)

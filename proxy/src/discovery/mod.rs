@@ -195,15 +195,31 @@ impl Target {
         self.pick_with(timeout, accrual).await
     }
 
+    /// As [`pick`](Self::pick), never the endpoint at `avoid` while another is available (a
+    /// retry of a request it refused).
+    pub async fn pick_avoiding(&mut self, timeout: Duration, avoid: SocketAddr) -> Pick {
+        let accrual = balance::Accrual::consecutive(self.balancer.max_failures);
+        self.pick_inner(timeout, accrual, Some(avoid)).await
+    }
+
     /// As [`pick`](Self::pick), the attempt's outcome feeding the breaker by `accrual` (an
     /// outbound policy's failure accrual).
     pub async fn pick_with(&mut self, timeout: Duration, accrual: balance::Accrual) -> Pick {
+        self.pick_inner(timeout, accrual, None).await
+    }
+
+    async fn pick_inner(
+        &mut self,
+        timeout: Duration,
+        accrual: balance::Accrual,
+        avoid: Option<SocketAddr>,
+    ) -> Pick {
         let deadline = Instant::now() + timeout;
         loop {
             let current = self.endpoints.borrow_and_update().clone();
             match &current {
                 Resolution::Endpoints(eps) if !eps.is_empty() => {
-                    return match self.balancer.pick_with(eps, accrual) {
+                    return match self.balancer.pick_avoiding(eps, accrual, avoid) {
                         Some(p) => Pick::Endpoint(eps[p.index].clone(), p),
                         // Every endpoint is ejected and none is due for a probe: fail fast
                         // rather than hold the request.
@@ -276,6 +292,8 @@ pub struct ResolverConfig {
     /// Consecutive failures that eject an endpoint.
     pub max_failures: u32,
     pub profiles: ProfileScope,
+    /// Watchdogs of each `Get` and `GetProfile` stream (Linkerd's `CONTROL_STREAM_*`).
+    pub streams: crate::policy::watch::StreamLimits,
 }
 
 impl ResolverConfig {
@@ -287,6 +305,7 @@ impl ResolverConfig {
             max_entries,
             max_failures,
             profiles: ProfileScope::all(),
+            streams: Default::default(),
         }
     }
 }
@@ -297,7 +316,13 @@ pub struct Resolver {
     client: DestinationClient<Instrumented>,
     config: ResolverConfig,
     cache: Mutex<HashMap<String, Entry>>,
+    /// Endpoints that left a target's set (pools close their connections to them).
+    removed: tokio::sync::broadcast::Sender<SocketAddr>,
 }
+
+/// Removed endpoints queued per subscriber; one that falls further behind misses some (its
+/// connections to them then close when idle, or when the peer closes them).
+const REMOVED_QUEUE: usize = 1024;
 
 /// A per-target seed for the balancer's random draws.
 fn seed(path: &str) -> u64 {
@@ -311,9 +336,16 @@ impl Resolver {
             client: DestinationClient::new(channel),
             config,
             cache: Mutex::new(HashMap::new()),
+            removed: tokio::sync::broadcast::channel(REMOVED_QUEUE).0,
         });
         tokio::spawn(sweep(Arc::downgrade(&resolver)));
         resolver
+    }
+
+    /// Endpoint addresses as they leave any target's set: a subscriber closes its pooled
+    /// connections to them, so that an address recycled for another pod is dialled afresh.
+    pub fn removed(&self) -> tokio::sync::broadcast::Receiver<SocketAddr> {
+        self.removed.subscribe()
     }
 
     /// The discovery state of `path` (`host:port`), starting to follow it if needed.
@@ -356,11 +388,19 @@ impl Resolver {
         };
         let span = info_span!("discovery", target = %path);
         let get = tokio::spawn(
-            follow_endpoints(self.client.clone(), req.clone(), etx).instrument(span.clone()),
+            follow_endpoints(
+                self.client.clone(),
+                req.clone(),
+                etx,
+                self.config.streams,
+                self.removed.clone(),
+            )
+            .instrument(span.clone()),
         );
         // Outside the profile scope no profile is asked for: the target has none.
         let (profile, no_profile) = if self.config.profiles.wants(path) {
-            let task = follow_profile(self.client.clone(), req, ptx).instrument(span);
+            let task =
+                follow_profile(self.client.clone(), req, ptx, self.config.streams).instrument(span);
             (Some(tokio::spawn(task)), None)
         } else {
             (None, Some(ptx))

@@ -4,10 +4,15 @@
 use super::{Resolution, Resolver};
 
 /// `balancer_endpoints{authority, state}`: each cached target's endpoints in balancing
-/// (`ready`) and ejected by the circuit breaker (`ejected`), read at each scrape. Bounded by
-/// the resolver's cache (`REMORA_DESTINATION_MAX_TARGETS`).
+/// (`ready`) and ejected by the circuit breaker (`ejected`), read at each scrape. Two series
+/// per target, at most `max_series` in all (`REMORA_METRICS_MAX_SERIES`, as every family):
+/// targets with endpoints first, then by authority; the rest are summed under
+/// `overflow="true"`, so a scan of thousands of ports cannot grow `/metrics` without bound.
 #[derive(Debug)]
-pub struct BalancerCollector(pub std::sync::Weak<Resolver>);
+pub struct BalancerCollector {
+    pub resolver: std::sync::Weak<Resolver>,
+    pub max_series: usize,
+}
 
 impl prometheus_client::collector::Collector for BalancerCollector {
     fn encode(
@@ -23,12 +28,31 @@ impl prometheus_client::collector::Collector for BalancerCollector {
             None,
             prometheus_client::metrics::MetricType::Gauge,
         )?;
-        let Some(resolver) = self.0.upgrade() else {
+        let Some(resolver) = self.resolver.upgrade() else {
             return Ok(());
         };
-        for (authority, (ready, ejected)) in resolver.balancer_counts() {
+        let mut counts = resolver.balancer_counts();
+        let targets = self.max_series / 2;
+        if counts.len() > targets {
+            counts.sort_unstable_by(|(a, (ra, ea)), (b, (rb, eb))| {
+                (ra + ea == 0).cmp(&(rb + eb == 0)).then_with(|| a.cmp(b))
+            });
+        }
+        let (mut rest_ready, mut rest_ejected, mut rest) = (0, 0, false);
+        for (i, (authority, (ready, ejected))) in counts.into_iter().enumerate() {
+            if i >= targets {
+                (rest_ready, rest_ejected, rest) =
+                    (rest_ready + ready, rest_ejected + ejected, true);
+                continue;
+            }
             for (state, n) in [("ready", ready), ("ejected", ejected)] {
                 let labels = [("authority", authority.as_str()), ("state", state)];
+                ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        if rest {
+            for (state, n) in [("ready", rest_ready), ("ejected", rest_ejected)] {
+                let labels = [("overflow", "true"), ("state", state)];
                 ConstGauge::new(n as i64).encode(family.encode_family(&labels)?)?;
             }
         }

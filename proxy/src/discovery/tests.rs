@@ -188,6 +188,23 @@ async fn a_target_follows_its_endpoints_as_they_change() {
 }
 
 #[tokio::test]
+async fn removed_endpoints_are_announced() {
+    let fake = Fake::new(Script::Endpoints(addrs(&[1, 2])));
+    let (l, addr) = listener();
+    let _server = fake.serve(l);
+    let r = resolver(addr, 100);
+    let mut removed = r.removed();
+    let web = r.resolve("web.shop.svc.cluster.local:8080");
+    assert!(endpoints_become(&web, &addrs(&[1, 2])).await);
+    fake.send(add(&addrs(&[3]))).await;
+    assert!(endpoints_become(&web, &addrs(&[1, 2, 3])).await);
+    assert!(removed.try_recv().is_err(), "nothing was removed yet");
+    fake.send(remove(&addrs(&[1]))).await;
+    let gone = tokio::time::timeout(Duration::from_secs(10), removed.recv()).await;
+    assert_eq!(gone.unwrap().unwrap(), addrs(&[1])[0]);
+}
+
+#[tokio::test]
 async fn the_last_known_endpoints_outlive_an_outage_and_a_fresh_snapshot_replaces_them() {
     let fake = Fake::new(Script::Endpoints(addrs(&[1, 2])));
     let (l, addr) = listener();
@@ -350,4 +367,74 @@ fn profiles_are_asked_for_names_under_the_suffixes_and_addresses_in_the_networks
     assert!(!names_only.wants("10.42.0.7:8080"));
     let all = ProfileScope::all();
     assert!(all.wants("10.42.0.7:8080") && all.wants("[fd00::7]:1") && all.wants("a.b:1"));
+}
+
+#[tokio::test]
+async fn balancer_endpoints_stay_under_the_series_cap() {
+    // As a scan of many ports would: 300 targets cached, a cap of 100 series.
+    let fake = Fake::new(Script::Endpoints(addrs(&[1])));
+    let (l, addr) = listener();
+    let _server = fake.serve(l);
+    let r = resolver(addr, 1000);
+    let _targets: Vec<_> = (0..300)
+        .map(|port| r.resolve(&format!("web.shop.svc.cluster.local:{}", 1000 + port)))
+        .collect();
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(super::report::BalancerCollector {
+        resolver: Arc::downgrade(&r),
+        max_series: 100,
+    }));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("balancer_endpoints{"))
+        .collect();
+    assert_eq!(series.len(), 102, "{text}");
+    let overflow: Vec<&&str> = series
+        .iter()
+        .filter(|l| l.contains("overflow=\"true\""))
+        .collect();
+    assert_eq!(overflow.len(), 2, "{text}");
+}
+
+#[tokio::test]
+async fn a_stream_that_never_answers_is_replaced_and_the_target_converges_without_a_restart() {
+    let fake = Fake::new(Script::Endpoints(addrs(&[1, 2])));
+    let (l, addr) = listener();
+    let _server = fake.serve(l);
+    let channel = ControlChannel::plaintext(addr).unwrap();
+    let channel = Instrumented::new(channel, "destination", ControlClientMetrics::default());
+    let mut config = ResolverConfig::new(Duration::from_secs(60), 100, 7);
+    config.streams = crate::policy::watch::StreamLimits {
+        initial: Some(Duration::from_millis(500)),
+        idle: None,
+        lifetime: None,
+    };
+    let r = Resolver::new(channel, config);
+    let web = r.resolve("web.shop.svc.cluster.local:8080");
+    assert!(endpoints_become(&web, &addrs(&[1, 2])).await);
+    // The control plane now accepts every call and never answers: each stream is replaced
+    // after its initial timeout, and what was known stays meanwhile.
+    *fake.script.lock().unwrap() = Script::Silent;
+    fake.hang_up();
+    let opened = || fake.streams.lock().unwrap().len();
+    let before = opened();
+    let mut replaced = false;
+    for _ in 0..100 {
+        if opened() >= before + 3 {
+            replaced = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        replaced,
+        "silent streams were not replaced: {} opened",
+        opened()
+    );
+    assert!(endpoints_become(&web, &addrs(&[1, 2])).await);
+    // A healthy control plane again: the next replacement converges on its answer.
+    *fake.script.lock().unwrap() = Script::Endpoints(addrs(&[3]));
+    assert!(endpoints_become(&web, &addrs(&[3])).await);
 }

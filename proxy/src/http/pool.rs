@@ -2,6 +2,13 @@
 //! time) and one multiplexed HTTP/2 connection. Connections are dialled lazily through the
 //! caller's dial function (plaintext or mTLS, counted in the TCP metrics), reused while open,
 //! and dropped when the peer closes them.
+//!
+//! A peer that drains sends GOAWAY (HTTP/2) or `connection: close` (HTTP/1): the connection is
+//! retired, never handed another request. A request the peer never processed (no connection
+//! took it, the stream was refused or fell past a GOAWAY, the connection closed before any byte
+//! of the response: [`SendError::never_processed`]) retires its HTTP/2 connection too, and the
+//! caller may send it elsewhere. [`Pool::forget`] closes the connections to an address that
+//! discovery removed, so a recycled address gets a fresh connection.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -88,9 +95,68 @@ pub enum SendError {
     Http(#[from] hyper::Error),
 }
 
+impl SendError {
+    /// Whether the peer never processed the request, so that it may be sent again elsewhere
+    /// whatever its route says: no connection took it, the peer refused its stream
+    /// (`REFUSED_STREAM`) or excluded it with a GOAWAY, or the connection closed before any
+    /// byte of the response.
+    pub fn never_processed(&self) -> bool {
+        match self {
+            SendError::Connect(..) => true,
+            SendError::Http(e) => refused(e),
+        }
+    }
+}
+
+/// Whether a hyper client error means the peer never processed the request (see
+/// [`SendError::never_processed`]). A response head that arrived is never such an error: hyper
+/// answers `send_request` with it.
+pub fn refused(e: &hyper::Error) -> bool {
+    if e.is_canceled() || e.is_incomplete_message() {
+        return true;
+    }
+    if e.is_parse() || e.is_user() || e.is_timeout() {
+        return false;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    // Bounded: an error chain is finite, and a handful deep at most.
+    for _ in 0..16 {
+        let Some(c) = cause else { break };
+        if let Some(h2e) = c.downcast_ref::<h2::Error>() {
+            if h2e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return true;
+            }
+            // A graceful GOAWAY fails only the streams past its last stream id.
+            if h2e.is_go_away() && h2e.is_remote() && h2e.reason() == Some(h2::Reason::NO_ERROR) {
+                return true;
+            }
+            if let Some(io) = h2e.get_io() {
+                return closed(io);
+            }
+            return false;
+        }
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return closed(io);
+        }
+        cause = c.source();
+    }
+    false
+}
+
+/// The connection closed under the request.
+fn closed(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+    )
+}
+
 /// An HTTP/1 connection and when it was last used.
 type IdleH1 = (http1::SendRequest<Body>, Instant);
-type H2Slot = Arc<tokio::sync::Mutex<Option<http2::SendRequest<Body>>>>;
+/// The HTTP/2 connection of a key, numbered so that a failed request retires only the
+/// connection it failed on.
+type H2Slot = Arc<tokio::sync::Mutex<Option<(u64, http2::SendRequest<Body>)>>>;
 
 #[derive(Debug)]
 pub struct Pool {
@@ -98,6 +164,8 @@ pub struct Pool {
     h2: Mutex<HashMap<Key, (H2Slot, Instant)>>,
     idle_timeout: Duration,
     config: PoolConfig,
+    /// Numbers HTTP/2 connections.
+    next_h2: std::sync::atomic::AtomicU64,
 }
 
 impl Default for Pool {
@@ -120,6 +188,7 @@ impl Pool {
             h2: Mutex::new(HashMap::new()),
             idle_timeout: config.idle_timeout,
             config,
+            next_h2: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -137,6 +206,17 @@ impl Pool {
         }
         if let Ok(mut map) = self.h2.lock() {
             map.retain(|_, (_, used)| now.duration_since(*used) < self.idle_timeout);
+        }
+    }
+
+    /// Closes every pooled connection to `addr` (discovery removed it): the requests in flight
+    /// on them finish; the next request to `addr`, if any, dials afresh.
+    pub fn forget(&self, addr: SocketAddr) {
+        if let Ok(mut map) = self.h1.lock() {
+            map.retain(|k, _| k.addr != addr);
+        }
+        if let Ok(mut map) = self.h2.lock() {
+            map.retain(|k, _| k.addr != addr);
         }
     }
 
@@ -220,15 +300,29 @@ impl Pool {
         if sender.ready().await.is_err() {
             return Err(SendError::Connect(ConnectFailure::Closed, Box::new(req)));
         }
-        let rsp = sender.send_request(req).await;
+        let rsp = match sender.try_send_request(req).await {
+            Ok(rsp) => rsp,
+            // The connection closed before the request went out: it is handed back.
+            Err(mut e) => {
+                return Err(match e.take_message() {
+                    Some(req) => SendError::Connect(ConnectFailure::Closed, Box::new(req)),
+                    None => SendError::Http(e.into_error()),
+                });
+            }
+        };
+        // A peer that answers `connection: close` (a draining one) is not asked again.
+        let closing = rsp
+            .headers()
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         // Back to the pool: it is ready again once this response's body is done.
-        if let Ok(mut map) = self.h1.lock() {
+        if !closing && let Ok(mut map) = self.h1.lock() {
             let conns = map.entry(key.clone()).or_default();
             if conns.len() < self.config.max_idle_h1 && !sender.is_closed() {
                 conns.push((sender, Instant::now()));
             }
         }
-        Ok(rsp?)
+        Ok(rsp)
     }
 
     async fn send_h2<D: FnOnce() -> DialFuture>(
@@ -253,10 +347,10 @@ impl Pool {
             },
             Err(_) => return Err(SendError::Connect(ConnectFailure::Closed, Box::new(req))),
         };
-        let mut sender = {
+        let (id, mut sender) = {
             let mut guard = slot.lock().await;
             match guard.as_ref() {
-                Some(s) if !s.is_closed() => s.clone(),
+                Some((id, s)) if !s.is_closed() => (*id, s.clone()),
                 _ => {
                     let io = match dial().await {
                         Ok(io) => io,
@@ -281,15 +375,32 @@ impl Pool {
                             debug!(%addr, error = %e, "HTTP/2 client connection ended");
                         }
                     });
-                    *guard = Some(sender.clone());
-                    sender
+                    let id = self
+                        .next_h2
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    *guard = Some((id, sender.clone()));
+                    (id, sender)
                 }
             }
         };
         if sender.ready().await.is_err() {
+            retire(&slot, id).await;
             return Err(SendError::Connect(ConnectFailure::Closed, Box::new(req)));
         }
-        Ok(sender.send_request(req).await?)
+        match sender.try_send_request(req).await {
+            Ok(rsp) => Ok(rsp),
+            Err(mut e) => {
+                // Refused, past a GOAWAY or cut: this connection takes no more requests.
+                let err = match e.take_message() {
+                    Some(req) => SendError::Connect(ConnectFailure::Closed, Box::new(req)),
+                    None => SendError::Http(e.into_error()),
+                };
+                if err.never_processed() {
+                    retire(&slot, id).await;
+                }
+                Err(err)
+            }
+        }
     }
 
     /// Takes `io`, an HTTP/1 connection to `key` dialled for another purpose (detection's
@@ -342,6 +453,14 @@ impl Pool {
     }
 }
 
+/// Empties `slot` if it still holds connection `id`.
+async fn retire(slot: &H2Slot, id: u64) {
+    let mut guard = slot.lock().await;
+    if guard.as_ref().is_some_and(|(held, _)| *held == id) {
+        *guard = None;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +488,91 @@ mod tests {
         Request::get("/")
             .body(crate::http::boxed(Empty::<bytes::Bytes>::new()))
             .unwrap()
+    }
+
+    /// Dials an in-memory HTTP/2 server of our own (`http::server::serve`) with a drain of its
+    /// own, counting the dials and keeping each connection's drain.
+    fn dial_h2(
+        drains: &Arc<Mutex<Vec<remora_runtime::drain::Drain>>>,
+    ) -> impl FnOnce() -> DialFuture + use<> {
+        let drains = drains.clone();
+        move || {
+            Box::pin(async move {
+                let (client, server) = tokio::io::duplex(64 * 1024);
+                let drain = remora_runtime::drain::Drain::new();
+                drains.lock().unwrap().push(drain.clone());
+                tokio::spawn(crate::http::server::serve(
+                    Box::new(server),
+                    crate::http::detect::Protocol::Http2,
+                    Default::default(),
+                    drain,
+                    |_req| async {
+                        http::Response::new(crate::http::boxed(Empty::<bytes::Bytes>::new()))
+                    },
+                ));
+                Ok(Box::new(client) as BoxIo)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_draining_http2_peer_is_retired_and_what_it_refused_may_go_again() {
+        let pool = Pool::new(Duration::from_secs(90));
+        let key = Key {
+            addr: "10.0.0.2:80".parse().unwrap(),
+            kind: Kind::Http2,
+            identity: None,
+        };
+        let drains = Arc::new(Mutex::new(Vec::new()));
+        let req = || {
+            let mut r = req();
+            *r.uri_mut() = "http://a/".parse().unwrap();
+            r
+        };
+        let rsp = pool.send(&key, dial_h2(&drains), req()).await.unwrap();
+        assert_eq!(rsp.status(), 200);
+        assert_eq!(drains.lock().unwrap().len(), 1);
+        // The peer drains: GOAWAY.
+        drains.lock().unwrap()[0].signal();
+        let mut answered = false;
+        for _ in 0..50 {
+            match pool.send(&key, dial_h2(&drains), req()).await {
+                Ok(rsp) => {
+                    assert_eq!(rsp.status(), 200);
+                    // Streams the peer accepted before its last GOAWAY are still answered.
+                    if drains.lock().unwrap().len() == 2 {
+                        answered = true;
+                        break;
+                    }
+                }
+                Err(e) => assert!(e.never_processed(), "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(answered, "a new connection took a request");
+        assert_eq!(
+            drains.lock().unwrap().len(),
+            2,
+            "the draining connection was retired and one new one dialled"
+        );
+    }
+
+    #[tokio::test]
+    async fn forgetting_an_address_closes_its_connections() {
+        let pool = Pool::new(Duration::from_secs(90));
+        let key = Key {
+            addr: "10.0.0.3:80".parse().unwrap(),
+            kind: Kind::Http1,
+            identity: None,
+        };
+        let rsp = pool.send(&key, dial_memory, req()).await.unwrap();
+        drop(rsp);
+        tokio::task::yield_now().await;
+        assert_eq!(pool.open_connections(), 1);
+        pool.forget("10.0.0.4:80".parse().unwrap());
+        assert_eq!(pool.open_connections(), 1, "another address is kept");
+        pool.forget(key.addr);
+        assert_eq!(pool.open_connections(), 0);
     }
 
     #[tokio::test(start_paused = true)]

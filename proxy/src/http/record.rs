@@ -116,16 +116,18 @@ pub struct AccessEntry {
 }
 
 /// Records the request and its time to headers, and wraps the body to record the response at
-/// its end.
+/// its end (with no `route`, only its access log line).
 pub fn finish(
-    route: RouteHandle,
+    route: Option<RouteHandle>,
     start: Instant,
     mut rsp: Response<Body>,
     access: Option<Box<AccessEntry>>,
 ) -> Response<Body> {
     let status = rsp.status().as_u16();
-    route.request();
-    route.latency(status, start.elapsed());
+    if let Some(route) = &route {
+        route.request();
+        route.latency(status, start.elapsed());
+    }
     let key = ResponseKey {
         status,
         grpc_status: grpc_status(rsp.headers()),
@@ -156,7 +158,8 @@ fn grpc_status(headers: &HeaderMap) -> Option<u16> {
 }
 
 struct Pending {
-    route: RouteHandle,
+    /// `None`: the access log only.
+    route: Option<RouteHandle>,
     key: ResponseKey,
     start: Instant,
     bytes: u64,
@@ -165,7 +168,9 @@ struct Pending {
 
 impl Pending {
     fn done(self) {
-        self.route.response(self.key);
+        if let Some(route) = &self.route {
+            route.response(self.key);
+        }
         if let Some(a) = self.access {
             a.log
                 .write(access_line(&a, self.key, self.start.elapsed(), self.bytes));

@@ -6,6 +6,11 @@
 //! answers with `connection: close` and closes after it; HTTP/2 sends GOAWAY, so the client
 //! opens no new stream there, while the streams in flight finish.
 //!
+//! When the process drains ([`Drain`]), every connection is told to close the same way: HTTP/1
+//! answers the request in flight with `connection: close` (an idle connection closes at once),
+//! HTTP/2 sends GOAWAY and finishes the streams it accepted; a client opens new streams on a
+//! new connection, which the closed listener refuses, so its proxy picks another endpoint.
+//!
 //! An HTTP/1 request head must arrive whole within [`HEADER_READ_TIMEOUT`] of its first byte
 //! (slow-header clients are cut off). The clock starts at that first byte, not when the
 //! connection falls idle between requests: hyper's own header timeout would also close idle
@@ -27,6 +32,7 @@ use http::header::{self, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use remora_runtime::drain::Drain;
 use tokio::sync::Notify;
 use tracing::debug;
 
@@ -190,8 +196,9 @@ impl Http2Params {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CloseConnection;
 
-/// Serves HTTP on `io` until the client is done, calling `handle` for each request.
-pub async fn serve<H, F>(io: BoxIo, protocol: Protocol, limits: Limits, handle: H)
+/// Serves HTTP on `io` until the client is done, calling `handle` for each request; once `drain`
+/// starts, the connection closes gracefully (see the module's doc).
+pub async fn serve<H, F>(io: BoxIo, protocol: Protocol, limits: Limits, drain: Drain, handle: H)
 where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
@@ -207,6 +214,7 @@ where
         Protocol::Http2 => io,
     };
     let seen = heads.clone();
+    let draining = drain.clone();
     // hyper keeps the slot for a connection's in-flight request future allocated for as long
     // as the connection lives. The routing future is several KiB; boxed per request, an idle
     // keep-alive connection holds a pointer instead.
@@ -215,21 +223,33 @@ where
         // the next request's first byte.
         seen.busy();
         let rsp = Box::pin(handle(req));
-        let (closing, seen) = (closing.clone(), seen.clone());
+        let (closing, seen, draining) = (closing.clone(), seen.clone(), draining.clone());
         async move {
             let mut rsp = rsp.await;
             seen.idle();
-            if rsp.extensions_mut().remove::<CloseConnection>().is_some() {
-                if rsp.version() < http::Version::HTTP_2 {
+            let close = rsp.extensions_mut().remove::<CloseConnection>().is_some();
+            if close || draining.is_draining() {
+                // By the connection's protocol, not the response's version: a response to an
+                // HTTP/1 request a peer proxy upgraded goes out on HTTP/2, where GOAWAY says it.
+                if protocol == Protocol::Http1 {
                     rsp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
                 }
-                closing.notify_one();
+                if close {
+                    closing.notify_one();
+                }
             }
             Ok::<_, Infallible>(rsp)
         }
     });
     let io = TokioIo::new(io);
+    // A handler's CloseConnection or the process's drain: close gracefully.
+    let stop = async {
+        tokio::select! {
+            _ = close.notified() => {}
+            _ = drain.signaled() => {}
+        }
+    };
     let res = match protocol {
         Protocol::Http1 => {
             let conn = hyper::server::conn::http1::Builder::new()
@@ -243,9 +263,13 @@ where
             let head = heads.clone();
             tokio::select! {
                 res = conn.as_mut() => res,
-                _ = close.notified() => {
+                _ = stop => {
                     conn.as_mut().graceful_shutdown();
-                    conn.await
+                    // A head being read still has its deadline.
+                    tokio::select! {
+                        res = conn => res,
+                        _ = head.overdue(HEADER_READ_TIMEOUT) => return,
+                    }
                 }
                 _ = head.overdue(HEADER_READ_TIMEOUT) => {
                     debug!("no whole request head within {HEADER_READ_TIMEOUT:?} of its first byte; closing");
@@ -264,7 +288,7 @@ where
             tokio::pin!(conn);
             tokio::select! {
                 res = conn.as_mut() => res,
-                _ = close.notified() => {
+                _ = stop => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
@@ -401,12 +425,21 @@ mod tests {
 
     /// Serves `protocol` on one end of a pipe; a request to `/close` asks to close the connection.
     fn server(protocol: Protocol) -> tokio::io::DuplexStream {
+        draining_server(protocol, Drain::new())
+    }
+
+    /// As [`server`], draining with `drain`; a request to `/slow` is answered after 200 ms.
+    fn draining_server(protocol: Protocol, drain: Drain) -> tokio::io::DuplexStream {
         let (client, server) = tokio::io::duplex(64 * 1024);
         tokio::spawn(serve(
             Box::new(server),
             protocol,
             Limits::default(),
+            drain,
             |req: Request<Incoming>| async move {
+                if req.uri().path() == "/slow" {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
                 let mut rsp = Response::new(super::super::boxed(Empty::<Bytes>::new()));
                 if req.uri().path() == "/close" {
                     rsp.extensions_mut().insert(CloseConnection);
@@ -415,6 +448,51 @@ mod tests {
             },
         ));
         client
+    }
+
+    #[tokio::test]
+    async fn on_drain_http1_finishes_the_request_in_flight_with_connection_close() {
+        let drain = Drain::new();
+        let io = TokioIo::new(draining_server(Protocol::Http1, drain.clone()));
+        let (mut tx, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        let conn = tokio::spawn(conn);
+        let rsp = tx.send_request(get("/keep")).await.unwrap();
+        assert!(rsp.headers().get(header::CONNECTION).is_none());
+        rsp.into_body().collect().await.unwrap();
+        let slow = tx.send_request(get("/slow"));
+        let signal = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drain.signal();
+        };
+        let (rsp, ()) = tokio::join!(slow, signal);
+        let rsp = rsp.unwrap();
+        assert_eq!(rsp.status(), 200, "the request in flight is answered");
+        assert_eq!(rsp.headers()[header::CONNECTION], "close");
+        rsp.into_body().collect().await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        assert!(ended.is_ok(), "the connection ended after the response");
+    }
+
+    #[tokio::test]
+    async fn on_drain_http2_sends_goaway_and_finishes_its_streams() {
+        let drain = Drain::new();
+        let io = TokioIo::new(draining_server(Protocol::Http2, drain.clone()));
+        let (mut tx, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        let conn = tokio::spawn(conn);
+        let slow = tx.send_request(get("/slow"));
+        let signal = async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            drain.signal();
+        };
+        let (rsp, ()) = tokio::join!(slow, signal);
+        let rsp = rsp.unwrap();
+        assert_eq!(rsp.status(), 200, "the stream in flight is answered");
+        rsp.into_body().collect().await.unwrap();
+        let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+        assert!(ended.is_ok(), "the connection ended after GOAWAY");
+        assert!(tx.is_closed(), "no new stream is opened on it");
     }
 
     fn get(path: &str) -> Request<Empty<Bytes>> {
@@ -449,6 +527,7 @@ mod tests {
             Box::new(srv),
             Protocol::Http1,
             Limits::default(),
+            Drain::new(),
             |req: Request<Incoming>| async move {
                 let n = req
                     .into_body()

@@ -5,6 +5,7 @@
 //!   ─► ALPN transport.l5d.io/v1 ─► transport header (within the detection timeout)
 //!        ├─ names a service ─► gateway mode (refused unless this proxy is a gateway)
 //!        ├─ names one of our own listeners ─► refused (loop)
+//!        ├─ a port the pod does not declare ─► refused (port_not_declared; `ports.rs`)
 //!        └─ port P ─► the app at <pod address>:P under port P's policy, with the client's
 //!                     identity: HTTP (per request) when the header's session protocol says
 //!                     so, whatever the port's protocol; else bytes, authorized as TCP
@@ -23,6 +24,7 @@ use remora_metrics::inbound_policy::ClientTls as TlsLabel;
 
 use super::http::HttpInbound;
 use super::policy::ClientTls;
+use super::ports::Verdict;
 use super::{Admitted, detect_tls, forward_tcp, serve_app};
 use crate::http::detect::Protocol;
 use crate::tls::detect::Detected;
@@ -116,6 +118,17 @@ pub(super) async fn serve(http: &Arc<HttpInbound>, mut stream: TcpStream) {
     if ctx.inputs.own.is_own_listener(app) {
         ctx.refuse(RefuseReason::Loop);
         warn!(%app, "the transport header names one of this proxy's own listeners; closing");
+        return;
+    }
+    if ctx.direct_port(header.port).await == Verdict::NotDeclared {
+        ctx.refuse(RefuseReason::PortNotDeclared);
+        info!(
+            client.id = %client_id,
+            client.addr = %client_ip,
+            port = header.port,
+            "refusing a direct connection: the pod does not declare port {}",
+            header.port
+        );
         return;
     }
     debug!(client.id = %client_id, port = header.port, protocol = ?header.protocol, "direct connection");

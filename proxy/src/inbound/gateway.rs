@@ -7,6 +7,7 @@
 //! gateway (inbound, direct path)
 //!   ├─ name an IP literal ─────────────────────► refused (gateway_ip_literal)
 //!   ├─ name not among this cluster's exports ──► refused (gateway_not_exported)
+//!   ├─ port not among the service's ports ─────► refused (gateway_port_not_exported)
 //!   ├─ session protocol HTTP: per request ─► `forwarded` naming this gateway already? 508
 //!   │      append forwarded: by=<gateway>;for=<caller>;host=<target>;proto=https
 //!   │      → the outbound router (discovery, balancing, retries, mTLS to the pod)
@@ -16,10 +17,11 @@
 //!
 //! The exported names come from the cluster's own control plane: the gateway watches
 //! `remora.multicluster.v1.Exports` with its own workload identity, which the control plane
-//! allows (`multicluster.gateway_identity`). Until the first answer nothing is exported, so the
-//! gateway refuses everything (fails closed).
+//! allows (`multicluster.gateway_identity`), each with the ports the service declares: only
+//! those may be named (a service that declares none exposes none). Until the first answer
+//! nothing is exported, so the gateway refuses everything (fails closed).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,8 +57,10 @@ const FORWARDED: HeaderName = header::FORWARDED;
 const BACKOFF_MIN: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// The exported service names (`web.shop.svc.cluster.local`) a gateway may forward to.
-pub type Exports = watch::Receiver<Arc<HashSet<String>>>;
+/// The exported service names (`web.shop.svc.cluster.local`) a gateway may forward to, each
+/// with the ports it declares.
+pub type ExportMap = HashMap<String, BTreeSet<u16>>;
+pub type Exports = watch::Receiver<Arc<ExportMap>>;
 
 /// A gateway: the outbound it forwards through and what it may forward to.
 #[derive(Debug)]
@@ -101,14 +105,29 @@ impl Gateway {
             warn!(client.id = %client, %name, "gateway: refusing an IP address (not an open relay)");
             return;
         }
-        if !self.exports.borrow().contains(name) {
+        let port_exported = match self.exports.borrow().get(name) {
+            None => {
+                ctx.tcp
+                    .metrics
+                    .refused(Direction::Inbound, RefuseReason::GatewayNotExported);
+                warn!(
+                    client.id = %client,
+                    %name,
+                    "gateway: refusing a name that is not one of this cluster's exported services"
+                );
+                return;
+            }
+            Some(ports) => ports.contains(&header.port),
+        };
+        if !port_exported {
             ctx.tcp
                 .metrics
-                .refused(Direction::Inbound, RefuseReason::GatewayNotExported);
+                .refused(Direction::Inbound, RefuseReason::GatewayPortNotExported);
             warn!(
                 client.id = %client,
                 %name,
-                "gateway: refusing a name that is not one of this cluster's exported services"
+                port = header.port,
+                "gateway: refusing a port the exported service does not declare"
             );
             return;
         }
@@ -125,7 +144,8 @@ impl Gateway {
                 };
                 let io: BoxIo = Box::new(Counted::new(io, ctx.tcp.metrics.open(labels), None));
                 let (gw, http_metrics) = (self.clone(), ctx.inputs.http_metrics.clone());
-                crate::http::server::serve(io, protocol, ctx.config.http, move |req| {
+                let drain = ctx.inputs.drain.clone();
+                crate::http::server::serve(io, protocol, ctx.config.http, drain, move |req| {
                     let (gw, target, client_id) = (gw.clone(), target.clone(), client_id.clone());
                     let golden = http_metrics.golden.clone();
                     async move {
@@ -137,7 +157,7 @@ impl Gateway {
                             ..TargetLabels::new(Direction::Inbound)
                         });
                         let rsp = gw.request(req, &target, &client_id).await;
-                        record::finish(route, start, rsp, None)
+                        record::finish(Some(route), start, rsp, None)
                     }
                 })
                 .instrument(span)
@@ -207,6 +227,17 @@ impl Gateway {
     }
 }
 
+/// An exported service's name and the ports it declares (ports out of range are dropped).
+fn exported_ports(s: &pb::ExportedService) -> (String, BTreeSet<u16>) {
+    let ports = s
+        .ports
+        .iter()
+        .filter_map(|p| u16::try_from(p.port).ok())
+        .filter(|&p| p != 0)
+        .collect();
+    (s.fqdn.clone(), ports)
+}
+
 /// Points the request at `target` (`host:port`): the URI's authority and `Host`.
 fn set_authority<B>(req: &mut Request<B>, target: &str) {
     if let Ok(v) = HeaderValue::from_str(target) {
@@ -228,7 +259,7 @@ pub async fn watch_exports(
     addr: remora_runtime::channel::ControlAddr,
     control: Name,
     tls: LocalTls,
-    tx: watch::Sender<Arc<HashSet<String>>>,
+    tx: watch::Sender<Arc<ExportMap>>,
 ) {
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX);
     if !tls.enabled() {
@@ -265,8 +296,7 @@ pub async fn watch_exports(
                 let mut first = true;
                 while let Ok(Some(update)) = stream.message().await {
                     update.apply(&mut services);
-                    let names: HashSet<String> =
-                        services.values().map(|s| s.fqdn.clone()).collect();
+                    let names: ExportMap = services.values().map(exported_ports).collect();
                     if first {
                         info!(
                             exported = names.len(),

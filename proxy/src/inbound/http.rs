@@ -14,14 +14,15 @@ use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use remora_identity::Name;
 use remora_metrics::golden::{HttpGolden, RouteHandle};
-use remora_metrics::labels::TargetLabels;
+use remora_metrics::labels::{PolicyLabels, TargetLabels};
 use remora_metrics::tcp::{Direction, Peer, TcpLabels, Tls};
 use tokio::time::Instant;
 
 use super::InboundCtx;
 use super::policy::ConnPolicy;
+use super::policy::conn::Permit;
 use crate::error::{self, ProxyError};
-use crate::http::pool::{DialFuture, Key, Kind, Pool};
+use crate::http::pool::{ConnectFailure, DialFuture, Key, Kind, Pool, SendError};
 use crate::http::record::{self, AccessEntry};
 use crate::http::upgrade::{is_upgrade, tunnel};
 use crate::http::{
@@ -30,9 +31,10 @@ use crate::http::{
 };
 use crate::outbound::http::authority;
 use crate::tls::mtls::{DialError, no_tls};
+use crate::trace::Side;
 use crate::transport::forward::Counted;
 use crate::transport::io::BoxIo;
-use crate::transport::tcp::connect;
+use crate::transport::tcp::{ConnectError, connect};
 
 /// What every request of one inbound HTTP connection shares.
 #[derive(Debug)]
@@ -44,9 +46,10 @@ pub struct InboundConn {
     pub policy: ConnPolicy,
     /// The connection's metric labels (inbound, the app's address, TLS, `client_id`).
     pub labels: TargetLabels,
-    /// The last request's authority and its metrics: most connections carry one authority,
-    /// so most requests find their label set without building a key.
-    last: Mutex<Option<(Box<str>, RouteHandle)>>,
+    /// The last request's permit and its metrics: most requests of a connection take the same
+    /// route under the same authorization, so most find their label set without building a
+    /// key.
+    last: Mutex<Option<(Permit, RouteHandle)>>,
 }
 
 impl InboundConn {
@@ -65,31 +68,34 @@ impl InboundConn {
         }
     }
 
-    fn route<B>(&self, golden: &HttpGolden, req: &Request<B>) -> RouteHandle {
-        let raw = req
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| {
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-            })
-            .unwrap_or("");
-        let Ok(mut last) = self.last.lock() else {
-            return golden.route(&self.labels);
+    /// The golden metrics of a request `permit` admitted, labelled as linkerd2-proxy's inbound
+    /// labels them: the target, the client's TLS, the server, route and authorization (no
+    /// `authority`).
+    fn route(&self, golden: &HttpGolden, permit: Permit) -> RouteHandle {
+        let same = |a: &Permit| {
+            Arc::ptr_eq(&a.server, &permit.server)
+                && Arc::ptr_eq(&a.route, &permit.route)
+                && Arc::ptr_eq(&a.authz, &permit.authz)
         };
-        if let Some((a, route)) = last.as_ref()
-            && **a == *raw
+        let mut last = self.last.lock().ok();
+        if let Some((p, route)) = last.as_deref().and_then(Option::as_ref)
+            && same(p)
         {
             return route.clone();
         }
         let labels = TargetLabels {
-            authority: authority(req),
+            policy: Some(Arc::new(PolicyLabels {
+                server: permit.server.clone(),
+                port: self.policy.target.port(),
+                route: permit.route.clone(),
+                authz: permit.authz.clone(),
+            })),
             ..self.labels.clone()
         };
         let route = golden.route(&labels);
-        *last = Some((raw.into(), route.clone()));
+        if let Some(last) = last.as_deref_mut() {
+            *last = Some((permit, route.clone()));
+        }
         route
     }
 }
@@ -116,7 +122,12 @@ impl HttpInbound {
     /// access log line.
     pub async fn serve(&self, conn: &InboundConn, mut req: Request<Incoming>) -> Response<Body> {
         let start = Instant::now();
-        let route = conn.route(&self.ctx.inputs.http_metrics.golden, &req);
+        let mut span = self
+            .ctx
+            .inputs
+            .tracer
+            .as_ref()
+            .and_then(|t| t.start(&mut req, Side::Inbound));
         let access = self.ctx.inputs.access_log.as_ref().map(|log| {
             Box::new(AccessEntry {
                 log: log.clone(),
@@ -132,15 +143,40 @@ impl HttpInbound {
             })
         });
         let grpc = is_grpc(&req);
-        let rsp = match conn.policy.check(&mut req) {
-            Ok(()) => self.handle(conn.app, conn.client.as_ref(), req).await,
-            Err(refusal) => error::respond_refusal(
-                refusal,
-                &self.ctx.inputs.http_metrics,
-                grpc,
-                conn.client.is_some(),
-            ),
+        let (rsp, route, matched) = match conn.policy.check(&mut req) {
+            Ok(permit) => {
+                let matched = span.as_ref().map(|_| permit.route.clone());
+                let route = conn.route(&self.ctx.inputs.http_metrics.golden, permit);
+                let rsp = self.handle(conn.app, conn.client.as_ref(), req).await;
+                (rsp, Some(route), matched)
+            }
+            // As in linkerd2-proxy, what the policy answers is not in the golden metrics
+            // (`inbound_http_authz_deny_total`, `inbound_http_route_not_found_total`,
+            // `inbound_http_local_ratelimit_total` and `http_proxy_errors_total` count it).
+            Err(refusal) => {
+                let rsp = error::respond_refusal(
+                    refusal,
+                    &self.ctx.inputs.http_metrics,
+                    grpc,
+                    conn.client.is_some(),
+                );
+                (rsp, None, None)
+            }
         };
+        if let Some(mut span) = span.take() {
+            if let Some(id) = &conn.client {
+                span.set_str("l5d.client_id", id.as_str());
+            }
+            span.set_str("network.peer.address", &conn.policy.client.addr.to_string());
+            if let Some(r) = &matched {
+                span.route(&r.kind, &r.name);
+            }
+            let error = rsp
+                .extensions()
+                .get::<crate::error::ErrorReason>()
+                .map(|e| e.0);
+            span.finish(&rsp, error);
+        }
         record::finish(route, start, rsp, access)
     }
 
@@ -222,15 +258,33 @@ impl HttpInbound {
             Err(_) if body_failed.load(std::sync::atomic::Ordering::Relaxed) => {
                 self.fail(ProxyError::MalformedBody, annotate)
             }
-            Err(e) => self.fail(
-                ProxyError::App {
-                    addr: app,
-                    detail: describe(&e),
-                },
-                annotate,
-            ),
+            Err(e) => {
+                let detail = describe(&e);
+                // linkerd2-proxy answers a connect timeout 504, any other failure 502.
+                let err = if connect_timed_out(&e) {
+                    ProxyError::AppTimeout { addr: app, detail }
+                } else if e.never_processed() {
+                    // The app never took it (refused, reset, closed before answering): the
+                    // peer's proxy may send it to another replica.
+                    ProxyError::AppNotReached { addr: app, detail }
+                } else {
+                    ProxyError::App { addr: app, detail }
+                };
+                self.fail(err, annotate)
+            }
         }
     }
+}
+
+/// Whether no connection to the app could be made within the connect timeout.
+fn connect_timed_out(e: &SendError) -> bool {
+    matches!(
+        e,
+        SendError::Connect(
+            ConnectFailure::Dial(DialError::Connect(ConnectError::Timeout { .. })),
+            _
+        )
+    )
 }
 
 /// Whether a request is gRPC (HTTP/2 with a `application/grpc*` content type): refusals are

@@ -5,7 +5,8 @@
 //!   ├─ addressed to the inbound port itself: the DIRECT path
 //!   │    mTLS for our identity, a client certificate, ALPN transport.l5d.io/v1, a transport
 //!   │    header within the detection timeout → policy(header port, client) → the app at
-//!   │    <pod address>:<header port>; a header naming a service is a gateway request (refused)
+//!   │    <pod address>:<header port> when the pod declares that port (`ports`); a header
+//!   │    naming a service is a gateway request (refused unless this proxy is a gateway)
 //!   ├─ not one of this pod's addresses → refused (not an open relay)
 //!   ├─ one of the proxy's own listeners → refused (loop)
 //!   └─ redirected to an app port: unless its policy says Opaque, read up to 8 KiB within
@@ -29,6 +30,7 @@
 //! - this module: the listener, the decision per connection, detection and mTLS termination
 //!   of redirected connections, the app side.
 //! - [`direct`]: the direct path (mTLS with a transport header on the inbound port).
+//! - [`ports`]: which ports the direct path may name (the pod's declared ports).
 //! - [`http`]: requests to the app (`l5d-client-id`, `l5d-orig-proto`, the app pool).
 //! - [`policy`]: each port's policy (from the policy service or `REMORA_INBOUND_*`) and its
 //!   enforcement on connections and requests.
@@ -38,6 +40,7 @@ pub mod direct;
 pub mod gateway;
 pub mod http;
 pub mod policy;
+pub mod ports;
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
@@ -108,6 +111,8 @@ pub struct InboundConfig {
     /// admin port).
     pub ports: BTreeSet<u16>,
     pub admin_port: Option<u16>,
+    /// Which ports the direct path may name.
+    pub direct_ports: ports::DirectPorts,
     pub policy_metrics: InboundPolicyMetrics,
     /// What the inbound's HTTP server accepts from peers.
     pub http: Limits,
@@ -169,6 +174,8 @@ impl Inbound {
 
     pub async fn run(self) {
         let http = self.http;
+        let (ports, pod) = (http.ctx.config.direct_ports.clone(), http.ctx.pod_policy());
+        tokio::spawn(async move { ports.announce(pod, ANNOUNCE_WAIT).await });
         serve(self.listeners, self.accept, move |stream, client| {
             let http = http.clone();
             async move { handle(&http, stream).await }.instrument(info_span!("inbound", %client))
@@ -177,7 +184,31 @@ impl Inbound {
     }
 }
 
+/// How long the start-up note on the direct path's ports waits for the policy service.
+const ANNOUNCE_WAIT: Duration = Duration::from_secs(30);
+
 impl InboundCtx {
+    /// The policy that carries what the policy service says of the pod's ports: the admin
+    /// port's, watched from the start (`None` without a policy service or an admin port).
+    fn pod_policy(&self) -> Option<policy::PolicyRx> {
+        self.inputs.policy.as_ref()?;
+        self.config.admin_port.map(|p| self.policies.get(p))
+    }
+
+    /// Whether the direct path may name `port` (`ports.rs`).
+    async fn direct_port(&self, port: u16) -> ports::Verdict {
+        self.config
+            .direct_ports
+            .check(
+                port,
+                &self.policies,
+                self.pod_policy(),
+                self.inputs.policy.is_some(),
+                self.config.detect_timeout,
+            )
+            .await
+    }
+
     fn refuse(&self, reason: RefuseReason) {
         self.tcp.metrics.refused(Direction::Inbound, reason);
     }
@@ -624,7 +655,8 @@ async fn serve_app_with(
                 admitted.policy,
                 admitted.labels.target.clone(),
             ));
-            crate::http::server::serve(io, protocol, ctx.config.http, move |req| {
+            let drain = ctx.inputs.drain.clone();
+            crate::http::server::serve(io, protocol, ctx.config.http, drain, move |req| {
                 let (http, conn) = (http.clone(), conn.clone());
                 async move { http.serve(&conn, req).await }
             })

@@ -27,13 +27,15 @@ use super::policy::PolicyTarget;
 use super::policy::http::ConnPolicies;
 use super::retry::Attempts;
 use crate::discovery::{Endpoint, Pick, Resolution, Target};
-use crate::error::{self, ProxyError};
+use crate::error::{self, ProxyError, RemoteClose};
 use crate::http::Body;
 use crate::http::pool::{DialFuture, Pool};
 use crate::http::record::{self, AccessEntry};
+use crate::http::server::CloseConnection;
 use crate::http::upgrade::{is_upgrade, tunnel};
 use crate::inputs::Discovery;
 use crate::tls::mtls::no_tls;
+use crate::trace::Side;
 use crate::transport::header::SessionProtocol;
 
 /// The outbound HTTP router of one proxy.
@@ -118,18 +120,46 @@ fn policy_target(
     })
 }
 
+/// Closes the pooled connections to each endpoint discovery removes, for as long as the pool
+/// lives: a connection to a removed pod is never reused for the address's next owner.
+fn forget_removed(pool: &Arc<Pool>, mut removed: tokio::sync::broadcast::Receiver<SocketAddr>) {
+    let pool = Arc::downgrade(pool);
+    tokio::spawn(async move {
+        loop {
+            let addr = match removed.recv().await {
+                Ok(addr) => addr,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    debug!(missed = n, "fell behind discovery's removed endpoints");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            };
+            let Some(pool) = pool.upgrade() else { return };
+            debug!(%addr, "discovery removed the endpoint; closing its pooled connections");
+            pool.forget(addr);
+        }
+    });
+}
+
 /// Where a request went, as far as it got: the last attempt's endpoint and the attempt count.
 #[derive(Debug, Default)]
 pub(super) struct Dispatched {
     pub addr: Option<SocketAddr>,
     pub ep: Option<Arc<Endpoint>>,
     pub attempts: u32,
+    /// Whether the request is traced: then the policy route it took is kept in `route`.
+    pub traced: bool,
+    pub route: Option<Arc<remora_metrics::outbound_route::ObjectRef>>,
 }
 
 impl HttpOutbound {
     pub fn new(ctx: Arc<OutboundCtx>) -> Self {
+        let pool = Pool::with_evictor(ctx.inputs.pool());
+        if let Some(d) = &ctx.inputs.discovery {
+            forget_removed(&pool, d.resolver.removed());
+        }
         HttpOutbound {
-            pool: Pool::with_evictor(ctx.inputs.pool()),
+            pool,
             rng: AtomicU64::new(
                 std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), 0u8) | 1,
             ),
@@ -334,6 +364,10 @@ impl HttpOutbound {
             }
         };
         let inputs = &self.ctx.inputs;
+        let span = inputs
+            .tracer
+            .as_ref()
+            .and_then(|t| t.start(&mut req, Side::Outbound));
         let mut access = inputs.access_log.as_ref().map(|log| {
             Box::new(AccessEntry {
                 log: log.clone(),
@@ -348,7 +382,10 @@ impl HttpOutbound {
                 attempts: 0,
             })
         });
-        let mut done = Dispatched::default();
+        let mut done = Dispatched {
+            traced: span.is_some(),
+            ..Dispatched::default()
+        };
         let rsp = match policy {
             // Upgrades and CONNECT keep their own path (a tunnel after the answer).
             Some(p) if !is_upgrade(&req) && req.method() != http::Method::CONNECT => {
@@ -365,6 +402,7 @@ impl HttpOutbound {
                     .await
             }
         };
+        let rsp = close_after_remote(rsp, orig, authority.as_deref(), &done);
         let ep = done.ep.as_deref();
         let labels = TargetLabels {
             authority,
@@ -382,7 +420,23 @@ impl HttpOutbound {
             a.endpoint = done.addr;
             a.attempts = done.attempts;
         }
-        record::finish(route, start, rsp, access)
+        if let Some(mut span) = span {
+            if let Some(id) = &labels.peer_id {
+                span.set_str("l5d.server_id", id);
+            }
+            if let Some(addr) = done.addr {
+                span.peer_addr(addr);
+            }
+            if let Some(r) = &done.route {
+                span.route(&r.kind, &r.name);
+            }
+            let error = rsp
+                .extensions()
+                .get::<crate::error::ErrorReason>()
+                .map(|e| e.0);
+            span.finish(&rsp, error);
+        }
+        record::finish(Some(route), start, rsp, access)
     }
 
     async fn dispatch(
@@ -428,9 +482,97 @@ impl HttpOutbound {
     }
 }
 
+/// Closes the app's connection after a meshed peer's `l5d-proxy-connection: close`
+/// ([`RemoteClose`]) when the request went to the endpoint the app addressed itself (its
+/// original destination, or an explicit request's IP literal): the app chose that replica
+/// and should choose again. A request the proxy balanced over a service's endpoints keeps the
+/// connection, as linkerd2-proxy's balancer does (the balancer picks again).
+fn close_after_remote(
+    mut rsp: Response<Body>,
+    orig: Option<SocketAddr>,
+    authority: Option<&str>,
+    done: &Dispatched,
+) -> Response<Body> {
+    if rsp.extensions_mut().remove::<RemoteClose>().is_none() {
+        return rsp;
+    }
+    let addressed = orig.or_else(|| authority.and_then(literal));
+    if done.addr.is_some() && done.addr == addressed {
+        debug!(endpoint = ?done.addr, "the peer proxy asked to close: closing the app's connection");
+        rsp.extensions_mut().insert(CloseConnection);
+    } else {
+        debug!(endpoint = ?done.addr, "the peer proxy asked to close; the request was balanced: keeping the app's connection");
+    }
+    rsp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn peer_response(close: &str) -> Response<http_body_util::Full<bytes::Bytes>> {
+        Response::builder()
+            .status(502)
+            .header(
+                crate::http::L5D_PROXY_ERROR,
+                "the app at 10.0.0.5:8080: refused",
+            )
+            .header(crate::http::L5D_PROXY_CONNECTION, close)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    }
+
+    fn dispatched(addr: &str) -> Dispatched {
+        Dispatched {
+            addr: Some(addr.parse().unwrap()),
+            attempts: 1,
+            ..Dispatched::default()
+        }
+    }
+
+    #[test]
+    fn a_peers_close_closes_the_apps_connection_only_to_an_endpoint_it_addressed() {
+        use super::super::retry::clean;
+        let pod: SocketAddr = "10.0.0.5:8080".parse().unwrap();
+        let closes = |rsp: &Response<Body>| rsp.extensions().get::<CloseConnection>().is_some();
+        // The headers never reach the app, meshed or not.
+        for meshed in [true, false] {
+            let rsp = clean(peer_response("close"), meshed, false);
+            assert!(rsp.headers().get(crate::http::L5D_PROXY_ERROR).is_none());
+            assert!(
+                rsp.headers()
+                    .get(crate::http::L5D_PROXY_CONNECTION)
+                    .is_none()
+            );
+            assert_eq!(rsp.extensions().get::<RemoteClose>().is_some(), meshed);
+        }
+        // The app dialled the pod: its connection closes.
+        let rsp = clean(peer_response("close"), true, false);
+        let rsp = close_after_remote(rsp, Some(pod), None, &dispatched("10.0.0.5:8080"));
+        assert!(closes(&rsp));
+        assert!(rsp.extensions().get::<RemoteClose>().is_none());
+        // An explicit request naming the pod's address: the same.
+        let rsp = clean(peer_response("close"), true, false);
+        let rsp = close_after_remote(
+            rsp,
+            None,
+            Some("10.0.0.5:8080"),
+            &dispatched("10.0.0.5:8080"),
+        );
+        assert!(closes(&rsp));
+        // Balanced over a service's endpoints: the connection stays.
+        let rsp = clean(peer_response("close"), true, false);
+        let vip: SocketAddr = "10.96.0.80:80".parse().unwrap();
+        let rsp = close_after_remote(rsp, Some(vip), Some("web:80"), &dispatched("10.0.0.5:8080"));
+        assert!(!closes(&rsp));
+        // Another value than `close`, or an unmeshed server: nothing to do.
+        let rsp = clean(peer_response("keep-alive"), true, false);
+        let rsp = close_after_remote(rsp, Some(pod), None, &dispatched("10.0.0.5:8080"));
+        assert!(!closes(&rsp));
+        let rsp = clean(peer_response("close"), false, false);
+        let rsp = close_after_remote(rsp, Some(pod), None, &dispatched("10.0.0.5:8080"));
+        assert!(!closes(&rsp));
+    }
 
     #[test]
     fn authorities_get_a_port() {

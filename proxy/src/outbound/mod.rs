@@ -659,7 +659,8 @@ async fn serve_http(
     }
     let io: BoxIo = Box::new(Counted::new(io, ctx.tcp.metrics.open(labels), None));
     let http = http.clone();
-    crate::http::server::serve(io, protocol, ctx.config.http, move |req| {
+    let drain = ctx.inputs.drain.clone();
+    crate::http::server::serve(io, protocol, ctx.config.http, drain, move |req| {
         let (http, policies) = (http.clone(), policies.clone());
         async move {
             match dst {

@@ -2,9 +2,15 @@
 //! retries on a newly balanced endpoint while the route and the target's budget allow.
 //!
 //! A request is sent again when it was never sent (no connection could take it: always safe),
-//! or when a retryable route answered with one of its failure statuses and the body was small
-//! enough to keep (at most [`MAX_REPLAY`] bytes). Each attempt's outcome feeds the balancer;
-//! the retry budget (a share of the target's requests, plus a reserve) caps retries per target.
+//! when the peer never processed it (REFUSED_STREAM, past a GOAWAY, a connection closed before
+//! any byte of the response, or a peer proxy's `l5d-proxy-error` saying its app never took it:
+//! [`crate::error::NOT_PROCESSED`]; that one only when the target has another endpoint) whatever
+//! its route says, provided its body is empty or was kept, or when a retryable route answered with one of its failure statuses and the body was
+//! small enough to keep (at most [`MAX_REPLAY`] bytes). A retry goes to another endpoint of the
+//! target when it has one. Each attempt's outcome feeds the balancer; the retry budget (a share
+//! of the target's requests, plus a reserve) caps the retries of failure statuses per target,
+//! while requests never processed are retried within [`MAX_ATTEMPTS`] only (a draining pod
+//! refuses many at once, and the breaker ejects a peer that keeps refusing).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,7 +30,7 @@ use crate::discovery::balance::Transition;
 use crate::discovery::budget::RetryBudget;
 use crate::discovery::profile::Route;
 use crate::discovery::{Endpoint, Hint, Pick};
-use crate::error::ProxyError;
+use crate::error::{ProxyError, RemoteClose};
 use crate::http::pool::{Key, Kind, SendError};
 use crate::http::{
     Body, BoxError, L5D_PROXY_CONNECTION, L5D_PROXY_ERROR, boxed, describe, ensure_absolute,
@@ -93,6 +99,8 @@ pub(super) struct Sent {
 pub(super) enum Outcome {
     /// No connection took the request: nothing of it reached the target.
     NotSent,
+    /// The request left but the peer never processed it (see the module's doc).
+    Refused,
     /// The target answered with this status.
     Status(http::StatusCode),
     /// The exchange broke after the request left.
@@ -100,9 +108,19 @@ pub(super) enum Outcome {
 }
 
 impl Outcome {
-    fn of(result: &Result<Response<Incoming>, SendError>) -> Self {
-        match result {
+    fn of(sent: &Sent) -> Self {
+        match &sent.result {
             Err(SendError::Connect(..)) => Outcome::NotSent,
+            Err(e) if e.never_processed() => Outcome::Refused,
+            Ok(rsp)
+                if sent.meshed
+                    && rsp
+                        .headers()
+                        .get(L5D_PROXY_ERROR)
+                        .is_some_and(crate::error::never_processed) =>
+            {
+                Outcome::Refused
+            }
             Ok(rsp) => Outcome::Status(rsp.status()),
             Err(_) => Outcome::Failed,
         }
@@ -132,6 +150,7 @@ pub(super) fn next(
     }
     match outcome {
         Outcome::NotSent => Next::Retry("connect"),
+        Outcome::Refused if replayable => Next::Retry("refused"),
         Outcome::Status(s) if replayable && route.is_some_and(|r| r.is_failure(s)) => {
             Next::Retry("status")
         }
@@ -178,8 +197,12 @@ impl HttpOutbound {
         let retryable = a.route.as_ref().is_some_and(|r| r.retryable);
         let (parts, body) = req.into_parts();
         let (mut body, body_failed) = watch_errors(body);
-        // A body small enough is buffered so the request can be sent again.
-        let replay = if retryable && body.size_hint().exact().is_some_and(|n| n <= MAX_REPLAY) {
+        // An empty body is replayed as it is; for a retryable route, a body small enough is
+        // buffered so the request can be sent again.
+        let replay = if body.is_end_stream() || body.size_hint().exact() == Some(0) {
+            body = boxed(http_body_util::Empty::<Bytes>::new());
+            Some(Bytes::new())
+        } else if retryable && body.size_hint().exact().is_some_and(|n| n <= MAX_REPLAY) {
             match body.collect().await {
                 Ok(b) => {
                     let bytes = b.to_bytes();
@@ -212,14 +235,33 @@ impl HttpOutbound {
                 let success = matches!(&sent.result, Ok(r) if !r.status().is_server_error());
                 self.report(p.finish(success), dest.addr);
             }
-            let outcome = Outcome::of(&sent.result);
+            let outcome = Outcome::of(&sent);
             let reason = match next(outcome, attempt, replay.is_some(), a.route.as_ref()) {
                 Next::Answer => return self.respond(sent, dest.addr, &body_failed),
                 Next::Retry(reason) => reason,
             };
-            if !a.budget.as_ref().is_some_and(|b| b.try_withdraw()) {
+            let unprocessed = matches!(outcome, Outcome::NotSent | Outcome::Refused);
+            let allowed = match &a.budget {
+                // Never processed: only the attempt cap applies (see the module's doc).
+                Some(_) if unprocessed => true,
+                Some(b) => b.try_withdraw(),
+                None => false,
+            };
+            if !allowed {
                 self.ctx.inputs.http_metrics.budget_exhausted();
                 return self.respond(sent, dest.addr, &body_failed);
+            }
+            let failed = dest.addr;
+            let next_dest = match &dest.target {
+                Some(t) => repick(t, failed).await,
+                None => None,
+            };
+            // A peer whose app never took the request is not asked again: only another
+            // endpoint may take it (a refused stream or a cut connection may go again on a
+            // fresh connection to the same one).
+            let peer_answered = outcome == Outcome::Refused && sent.result.is_ok();
+            if peer_answered && next_dest.as_ref().is_none_or(|(e, _)| e.addr == failed) {
+                return self.respond(sent, failed, &body_failed);
             }
             self.ctx.inputs.http_metrics.retried(reason);
             attempt += 1;
@@ -234,15 +276,12 @@ impl HttpOutbound {
                     None => return self.fail(ProxyError::NotReplayable),
                 },
             };
-            dest = match &dest.target {
-                Some(t) => match t.clone().pick(REPICK_WAIT).await {
-                    Pick::Endpoint(e, p) => Destination::picked(e, p, dest.target.clone()),
-                    _ => Destination {
-                        picked: None,
-                        ..dest
-                    },
+            dest = match next_dest {
+                Some((e, p)) => Destination::picked(e, p, dest.target.clone()),
+                None => Destination {
+                    picked: None,
+                    ..dest
                 },
-                None => dest,
             };
             debug!(attempt, addr = %dest.addr, reason, "retrying");
         }
@@ -315,19 +354,44 @@ impl HttpOutbound {
     }
 }
 
-/// A target's response as the app gets it: a meshed peer's `l5d-proxy-*` headers removed (they
-/// are for us), `l5d-orig-proto` undone, hop-by-hop headers removed.
-pub(super) fn clean(mut rsp: Response<Incoming>, meshed: bool, upgraded: bool) -> Response<Body> {
-    if meshed {
-        rsp.headers_mut().remove(L5D_PROXY_ERROR);
-        rsp.headers_mut().remove(L5D_PROXY_CONNECTION);
+/// A target's response as the app gets it: the `l5d-proxy-*` headers removed (they are for
+/// proxies, as linkerd2-proxy removes them from every response), `l5d-orig-proto` undone,
+/// hop-by-hop headers removed. A meshed peer's `l5d-proxy-connection: close` marks the response
+/// with [`RemoteClose`] (the handler decides whether the app's connection closes).
+pub(super) fn clean<B>(mut rsp: Response<B>, meshed: bool, upgraded: bool) -> Response<Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    if let Some(e) = rsp.headers_mut().remove(L5D_PROXY_ERROR) {
+        debug!(error = %String::from_utf8_lossy(e.as_bytes()), "remote proxy error");
     }
+    let close = rsp
+        .headers_mut()
+        .remove(L5D_PROXY_CONNECTION)
+        .is_some_and(|v| v == "close");
     if upgraded {
         orig_proto::unmark(&mut rsp);
     }
     strip_hop_by_hop(rsp.headers_mut());
     let (parts, body) = rsp.into_parts();
-    Response::from_parts(parts, boxed(body))
+    let mut rsp = Response::from_parts(parts, boxed(body));
+    if close && meshed {
+        rsp.extensions_mut().insert(RemoteClose);
+    }
+    rsp
+}
+
+/// An endpoint of `target` for a retry, other than `failed` while the balancer has another
+/// available; `None` when it offers none.
+async fn repick(
+    target: &crate::discovery::Target,
+    failed: SocketAddr,
+) -> Option<(Arc<Endpoint>, crate::discovery::balance::Picked)> {
+    match target.clone().pick_avoiding(REPICK_WAIT, failed).await {
+        Pick::Endpoint(e, p) => Some((e, p)),
+        _ => None,
+    }
 }
 
 /// A fresh copy of a buffered request.

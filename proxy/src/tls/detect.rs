@@ -41,7 +41,8 @@ pub fn detect(buf: &[u8]) -> Detected {
         return Detected::NeedMore;
     }
     let record_len = usize::from(u16::from_be_bytes([buf[3], buf[4]]));
-    if record_len == 0 || RECORD_HEADER + record_len > MAX_DETECT {
+    // A handshake message has a 4-byte header: a shorter record cannot hold a ClientHello.
+    if record_len < 4 || RECORD_HEADER + record_len > MAX_DETECT {
         return Detected::TlsUnreadable;
     }
     if buf.len() > RECORD_HEADER && buf[RECORD_HEADER] != HANDSHAKE_CLIENT_HELLO {

@@ -241,6 +241,11 @@ pub async fn dial(
             });
         }
     };
+    tracing::debug!(
+        server.id = %identity,
+        kx = ?tls.get_ref().1.negotiated_key_exchange_group().map(|g| g.name()),
+        "mTLS established"
+    );
     if transport {
         if tls.get_ref().1.alpn_protocol() != Some(header::ALPN) {
             return Err(DialError::NoTransportAlpn { addr });
@@ -303,6 +308,11 @@ pub async fn accept<T: Io>(
         .and_then(|c| c.first())
         .and_then(remora_identity::verify::peer_identity);
     let transport = conn.alpn_protocol() == Some(header::ALPN);
+    tracing::debug!(
+        client.id = ?client_id.as_ref().map(|n| n.as_str()),
+        kx = ?conn.negotiated_key_exchange_group().map(|g| g.name()),
+        "mTLS accepted"
+    );
     Ok(Accepted {
         io: tls,
         client_id,

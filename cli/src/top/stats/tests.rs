@@ -315,3 +315,32 @@ fn the_route_view_has_a_row_per_outbound_policy_route() {
     assert_eq!(api.key.authority, "api:9090/default/grpc");
     assert_close(api.success, 0.75);
 }
+
+#[test]
+fn inbound_rows_without_an_authority_are_keyed_by_the_port_served() {
+    // As linkerd2-proxy's (and now Remora's) inbound writes them: no `authority`.
+    let inbound = |addr: &str, route: &str, n: u64| {
+        format!(
+            "response_total{{direction=\"inbound\",target_addr=\"{addr}\",target_ip=\"10.0.0.5\",\
+             target_port=\"8080\",tls=\"true\",client_id=\"a.ns\",srv_name=\"web-http\",\
+             route_name=\"{route}\",status_code=\"200\",classification=\"success\"}} {n}\n"
+        )
+    };
+    let before = inbound("10.0.0.5:8080", "default", 0)
+        + &inbound("10.0.0.5:8080", "admin", 0)
+        + &inbound("10.0.0.5:9090", "default", 0);
+    let after = inbound("10.0.0.5:8080", "default", 6)
+        + &inbound("10.0.0.5:8080", "admin", 2)
+        + &inbound("10.0.0.5:9090", "default", 4);
+    let got: Vec<(String, f64)> = rows(&before, &after, 2, ALL)
+        .into_iter()
+        .map(|r| (r.key.authority, r.rps))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("10.0.0.5:8080".to_string(), 4.0),
+            ("10.0.0.5:9090".to_string(), 2.0)
+        ]
+    );
+}

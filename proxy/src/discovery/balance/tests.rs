@@ -170,3 +170,21 @@ async fn similar_endpoints_share_and_new_ones_get_traffic() {
     }
     assert!(new > 5, "the new endpoint got {new} of 100");
 }
+
+#[test]
+fn a_retry_avoids_the_endpoint_that_refused_while_another_is_available() {
+    let b = Balancer::new(1000, 7);
+    let endpoints = eps(2);
+    let refused = endpoints[0].addr();
+    for _ in 0..200 {
+        let p = b
+            .pick_avoiding(&endpoints, Accrual::consecutive(1000), Some(refused))
+            .unwrap();
+        assert_ne!(endpoints[p.index].addr(), refused);
+        p.finish(true);
+    }
+    // The only endpoint is still chosen when it is the only one.
+    let one = eps(1);
+    let p = b.pick_avoiding(&one, Accrual::consecutive(1000), Some(one[0].addr()));
+    assert!(p.is_some());
+}

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 
 use http::Request;
 use remora_metrics::inbound_policy::{
-    ClientTls as TlsLabel, Handle, InboundPolicyMetrics, ServerLabels,
+    ClientTls as TlsLabel, Handle, InboundPolicyMetrics, Object, ServerLabels,
 };
 use tracing::{debug, info};
 
@@ -41,6 +41,15 @@ pub struct ConnPolicy {
     /// The last allowed request's policy, route, authorization and counter: most requests of
     /// a connection take the same route, so most count with one atomic add.
     last: Mutex<Option<LastAllow>>,
+}
+
+/// What admitted a request: the port's server, the route it took and the authorization that
+/// allowed it, as the golden metrics label it.
+#[derive(Clone, Debug)]
+pub struct Permit {
+    pub server: Arc<Object>,
+    pub route: Arc<Object>,
+    pub authz: Arc<Object>,
 }
 
 #[derive(Debug)]
@@ -154,26 +163,26 @@ impl ConnPolicy {
     // ---- HTTP ----
 
     /// Checks one request against the port's current policy and applies its route's filters;
-    /// `Err` is what to answer instead of the app.
-    pub fn check<B>(&self, req: &mut Request<B>) -> Result<(), PolicyRefusal> {
+    /// `Ok` names what admitted it, `Err` is what to answer instead of the app.
+    pub fn check<B>(&self, req: &mut Request<B>) -> Result<Permit, PolicyRefusal> {
         let server = self.policy.borrow().clone();
         // An IP address (or no host) matches only routes without hosts.
         let host = route::request_host(req).unwrap_or("");
-        let route_info = match server.routes() {
+        let (route_info, authz) = match server.routes() {
             None => return Err(self.not_found(&server)),
             Some(Routes::Http(routes)) => {
                 let (route, rule) =
                     route::find(routes, host, req).ok_or_else(|| self.not_found(&server))?;
-                self.authorize(&server, &route.route)?;
+                let authz = self.authorize(&server, &route.route)?;
                 http_filters(rule, req)?;
-                &route.route
+                (&route.route, authz)
             }
             Some(Routes::Grpc(routes)) => {
                 let (route, rule): (&GrpcRoute, _) =
                     route::find(routes, host, req).ok_or_else(|| self.not_found(&server))?;
-                self.authorize(&server, &route.route)?;
+                let authz = self.authorize(&server, &route.route)?;
                 grpc_filters(&rule.policy, req)?;
-                &route.route
+                (&route.route, authz)
             }
         };
         if let Some(limit) = &server.rate_limit
@@ -193,7 +202,17 @@ impl ConnPolicy {
             );
             return Err(PolicyRefusal::RateLimited(limited));
         }
-        Ok(())
+        Ok(Permit {
+            server: server.labels.clone(),
+            route: route_info.labels.clone(),
+            authz,
+        })
+    }
+
+    /// [`check`](Self::check) without the permit, for tests.
+    #[cfg(test)]
+    pub(crate) fn admits<B>(&self, req: &mut Request<B>) -> Result<(), PolicyRefusal> {
+        self.check(req).map(|_| ())
     }
 
     fn not_found(&self, server: &ServerPolicy) -> PolicyRefusal {
@@ -202,12 +221,13 @@ impl ConnPolicy {
         PolicyRefusal::RouteNotFound
     }
 
-    /// The first of the route's authorizations that admits the client, counted; or the 403.
+    /// The first of the route's authorizations that admits the client, counted (its labels
+    /// returned); or the 403.
     fn authorize(
         &self,
         server: &Arc<ServerPolicy>,
         route: &RouteInfo,
-    ) -> Result<(), PolicyRefusal> {
+    ) -> Result<Arc<Object>, PolicyRefusal> {
         let Some(authz) = authorize(&route.authzs, &self.client) else {
             let denied = super::server::explain(&route.authzs, &self.client);
             self.metrics.http_deny(&self.labels(server), &route.labels);
@@ -232,7 +252,7 @@ impl ConnPolicy {
                 "request allowed by the audit policy"
             );
         }
-        Ok(())
+        Ok(authz.labels.clone())
     }
 
     fn count_allow(&self, server: &Arc<ServerPolicy>, route: &RouteInfo, authz: &Authz) {

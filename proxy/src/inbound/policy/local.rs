@@ -175,6 +175,8 @@ impl InboundPolicy {
             meta,
             protocol,
             rate_limit: None,
+            from_service: false,
+            pod_ports: Arc::default(),
         }
     }
 }

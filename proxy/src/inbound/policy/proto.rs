@@ -11,12 +11,14 @@
 //!   server without routes gets one matching every request, `Default{"default"}`.
 //! - A filter of unknown kind is not an error: its rule answers 500.
 //! - The server is named by its `labels` (`name` required; group `policy.linkerd.io`, kind
-//!   `server` by default).
+//!   `server` by default). `remora control` adds the pod's declared ports as the label
+//!   `remora.io/declared-ports` (a list in `INBOUND_PORTS`'s syntax, at most 64 KiB).
 //!
 //! Anything invalid refuses the whole message; the port keeps its previous policy
 //! (linkerd2-proxy installs its `invalid` policy instead, whose route has no authorization:
 //! 403 to every request, every connection denied).
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +28,8 @@ use remora_metrics::inbound_policy::Object;
 use super::filter::{self, InvalidFilter};
 use super::ratelimit::LocalRateLimit;
 use super::server::{
-    Authn, Authz, GrpcRoute, HttpRoute, LOCALHOST, Network, Protocol, RouteInfo, ServerPolicy,
+    Authn, Authz, DECLARED_PORTS_LABEL, GrpcRoute, HttpRoute, LOCALHOST, Network, Protocol,
+    RouteInfo, ServerPolicy,
 };
 use crate::policy::Meta;
 use crate::policy::meta::MetaError;
@@ -52,6 +55,24 @@ pub enum InvalidServer {
     Route { name: String, why: InvalidRoute },
     #[error("the rate limit's name: {0}")]
     RateLimit(MetaError),
+    #[error("the declared ports ({DECLARED_PORTS_LABEL}): {0}")]
+    DeclaredPorts(String),
+}
+
+/// The longest [`DECLARED_PORTS_LABEL`] value read.
+const MAX_DECLARED_PORTS_LABEL: usize = 64 * 1024;
+
+/// The pod's ports a `Server`'s labels declare (none without the label).
+fn declared_ports(labels: &HashMap<String, String>) -> Result<BTreeSet<u16>, InvalidServer> {
+    let Some(v) = labels.get(DECLARED_PORTS_LABEL) else {
+        return Ok(BTreeSet::new());
+    };
+    if v.len() > MAX_DECLARED_PORTS_LABEL {
+        return Err(InvalidServer::DeclaredPorts(format!(
+            "longer than {MAX_DECLARED_PORTS_LABEL} bytes"
+        )));
+    }
+    crate::config::parse::ports(v).map_err(InvalidServer::DeclaredPorts)
 }
 
 /// Why an authorization is invalid.
@@ -388,5 +409,7 @@ pub fn server(s: &pb::Server) -> Result<ServerPolicy, InvalidServer> {
         meta,
         protocol,
         rate_limit,
+        from_service: true,
+        pod_ports: Arc::new(declared_ports(&s.labels)?),
     })
 }

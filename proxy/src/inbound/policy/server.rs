@@ -7,7 +7,7 @@
 //! `REMORA_INBOUND_*` policies (`local.rs`). Matching a client against an authorization reads
 //! the connection's address and TLS only: no allocation.
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -31,6 +31,25 @@ pub struct ServerPolicy {
     pub protocol: Protocol,
     /// `None`: no limit (and always on gRPC, Opaque and TLS servers).
     pub rate_limit: Option<LocalRateLimit>,
+    /// The policy service answered it (a local policy otherwise).
+    pub from_service: bool,
+    /// The pod's ports as the policy service declares them (`remora control`: its services'
+    /// target ports, the [`DECLARED_PORTS_LABEL`] label); empty when it does not say.
+    pub pod_ports: Arc<BTreeSet<u16>>,
+}
+
+/// The label of a `Server` in which `remora control` lists the ports the pod's services
+/// declare (`8080,9000-9002`; control/src/policy/inbound.rs writes it). Linkerd's controller
+/// does not send it.
+pub const DECLARED_PORTS_LABEL: &str = "remora.io/declared-ports";
+
+impl ServerPolicy {
+    /// Whether this policy declares `port` for the direct path: the policy service selected
+    /// it with a `Server` of its own (not a default), or lists it among the pod's ports.
+    pub fn declares(&self, port: u16) -> bool {
+        self.from_service
+            && (matches!(self.meta, Meta::Resource { .. }) || self.pod_ports.contains(&port))
+    }
 }
 
 /// What a port speaks, and who may use it.

@@ -137,6 +137,9 @@ impl HttpOutbound {
                 let Some((route, rule)) = route::find(&r.routes, host, &req) else {
                     return Ok(no_route());
                 };
+                if done.traced {
+                    done.route = Some(route.route.clone());
+                }
                 let cx = RuleCtx {
                     parent: &policy.parent,
                     route: &route.route,
@@ -151,6 +154,9 @@ impl HttpOutbound {
                 let Some((route, rule)) = route::find(&r.routes, host, &req) else {
                     return Ok(no_route());
                 };
+                if done.traced {
+                    done.route = Some(route.route.clone());
+                }
                 let cx = RuleCtx {
                     parent: &policy.parent,
                     route: &route.route,

@@ -248,6 +248,11 @@ fn what_calls_for_another_attempt() {
         (s(200), 1, true, route, Next::Answer),
         // Broken after it left: it may have been processed.
         (Outcome::Failed, 1, true, route, Next::Answer),
+        // Never processed by the peer: retried on any route when the body can be sent again.
+        (Outcome::Refused, 1, true, None, Next::Retry("refused")),
+        (Outcome::Refused, 2, true, route, Next::Retry("refused")),
+        (Outcome::Refused, 1, false, None, Next::Answer),
+        (Outcome::Refused, MAX_ATTEMPTS, true, None, Next::Answer),
     ];
     for (outcome, attempt, replayable, route, want) in cases {
         assert_eq!(

@@ -183,3 +183,16 @@ async fn a_post_quantum_client_hello_in_three_segments_is_read_whole() {
     );
     assert_eq!(&prefix[..], &hello[..]);
 }
+
+#[test]
+fn a_record_too_short_for_a_handshake_header_is_unreadable_not_a_panic() {
+    // Found by fuzzing (fuzz/corpus/client_hello/crash-short-record): a record of 1 to 3
+    // bytes, read whole, was indexed as if it held the 4-byte handshake header.
+    for len in 1..4u8 {
+        let mut buf = vec![22, 3, 1, 0, len, 1];
+        buf.resize(5 + usize::from(len), 0);
+        assert_eq!(detect(&buf), Detected::TlsUnreadable, "record of {len}");
+    }
+    let found = [22, 3, 3, 0, 3, 1, 0, 193];
+    assert_eq!(detect(&found), Detected::TlsUnreadable);
+}

@@ -530,3 +530,53 @@ fn older_controllers_name_authorizations_by_labels() {
     s.labels = [("name".to_string(), "default:deny".to_string())].into();
     assert_eq!(compiled(s).meta, Meta::default("deny"));
 }
+
+#[test]
+fn servers_declare_their_port_and_carry_the_pods_declared_ports() {
+    use super::server::DECLARED_PORTS_LABEL;
+    // A Server of its own declares whatever port it answers for.
+    let own = compiled(srv(detect(Vec::new(), None), Vec::new()));
+    assert!(own.from_service && own.pod_ports.is_empty());
+    assert!(own.declares(7001));
+    // The controller's default declares only the pod's listed ports.
+    let mut default = srv(detect(Vec::new(), None), Vec::new());
+    default.labels = [
+        ("group".to_string(), String::new()),
+        ("kind".to_string(), "default".to_string()),
+        ("name".to_string(), "all-unauthenticated".to_string()),
+    ]
+    .into();
+    assert!(!compiled(default.clone()).declares(7001));
+    default
+        .labels
+        .insert(DECLARED_PORTS_LABEL.into(), "7000,9000-9001".into());
+    let p = compiled(default.clone());
+    assert_eq!(
+        p.pod_ports.iter().copied().collect::<Vec<_>>(),
+        [7000, 9000, 9001]
+    );
+    assert!(p.declares(9001) && !p.declares(7001));
+    // A label that is not a port list refuses the message (the previous policy is kept).
+    for bad in ["7000,x", "0", "9-1", &"1,".repeat(40_000)] {
+        default
+            .labels
+            .insert(DECLARED_PORTS_LABEL.into(), bad.into());
+        assert!(
+            matches!(server(&default), Err(InvalidServer::DeclaredPorts(_))),
+            "{}",
+            &bad[..bad.len().min(20)]
+        );
+    }
+    // A local policy never declares anything.
+    let local = InboundPolicy {
+        default: Policy::AllUnauthenticated,
+        ports: Default::default(),
+        trust_domain: None,
+        cluster_networks: Vec::new(),
+    };
+    assert!(
+        !local
+            .server(7000, false, Duration::from_secs(1))
+            .declares(7000)
+    );
+}

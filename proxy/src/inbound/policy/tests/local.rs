@@ -117,7 +117,7 @@ fn local_policies_are_servers_of_their_own() {
         client("10.1.1.1", ClientTls::None),
     );
     assert_eq!(
-        c.check(&mut req(Method::GET, "/")),
+        c.admits(&mut req(Method::GET, "/")),
         Err(PolicyRefusal::Unauthorized(Denied::Deny))
     );
     // The store serves each port its compiled policy.

@@ -87,7 +87,7 @@ fn requests_are_routed_then_authorized() {
     ];
     for (what, tls, addr, method, path, want) in cases {
         let (c, _, _) = conn(two_routes(), client(addr, tls));
-        let got = c.check(&mut req(method, path)).map_err(|r| r.status());
+        let got = c.admits(&mut req(method, path)).map_err(|r| r.status());
         assert_eq!(got, want, "{what}");
     }
     // No route: 404, counted.
@@ -105,7 +105,7 @@ fn requests_are_routed_then_authorized() {
     ));
     let (c, registry, _) = conn(only_admin, client("10.1.1.1", ClientTls::None));
     assert_eq!(
-        c.check(&mut req(Method::GET, "/other")),
+        c.admits(&mut req(Method::GET, "/other")),
         Err(PolicyRefusal::RouteNotFound)
     );
     let text = remora_metrics::encode(&registry).unwrap();
@@ -122,7 +122,7 @@ fn requests_are_routed_then_authorized() {
         client("10.1.1.1", ClientTls::None),
     );
     assert_eq!(
-        c.check(&mut req(Method::GET, "/")),
+        c.admits(&mut req(Method::GET, "/")),
         Err(PolicyRefusal::RouteNotFound)
     );
 }
@@ -131,11 +131,11 @@ fn requests_are_routed_then_authorized() {
 fn allowed_and_denied_requests_are_counted_with_linkerds_labels() {
     let (c, registry, _) = conn(two_routes(), client("10.1.1.1", mtls(BATCH)));
     for _ in 0..3 {
-        c.check(&mut req(Method::GET, "/admin")).unwrap();
+        c.admits(&mut req(Method::GET, "/admin")).unwrap();
     }
-    c.check(&mut req(Method::GET, "/")).unwrap();
+    c.admits(&mut req(Method::GET, "/")).unwrap();
     let (d, registry2, _) = conn(two_routes(), client("192.168.1.1", mtls(BATCH)));
-    assert!(d.check(&mut req(Method::GET, "/admin")).is_err());
+    assert!(d.admits(&mut req(Method::GET, "/admin")).is_err());
     let text = remora_metrics::encode(&registry).unwrap();
     let target = r#"target_addr="10.0.0.1:8080",target_ip="10.0.0.1",target_port="8080",srv_group="policy.linkerd.io",srv_kind="server",srv_name="web-http",srv_port="8080""#;
     let tls = format!(r#"tls="true",client_id="{BATCH}""#);
@@ -165,17 +165,17 @@ fn a_policy_change_applies_to_the_next_request() {
         ))
     };
     let (c, _, tx) = conn(open(), client("10.1.1.1", ClientTls::None));
-    assert_eq!(c.check(&mut req(Method::GET, "/")), Ok(()));
+    assert_eq!(c.admits(&mut req(Method::GET, "/")), Ok(()));
     tx.send_replace(Arc::new(compiled(srv(
         detect(Vec::new(), None),
         Vec::new(),
     ))));
     assert_eq!(
-        c.check(&mut req(Method::GET, "/")).map_err(|r| r.status()),
+        c.admits(&mut req(Method::GET, "/")).map_err(|r| r.status()),
         Err(StatusCode::FORBIDDEN)
     );
     tx.send_replace(Arc::new(open()));
-    assert_eq!(c.check(&mut req(Method::GET, "/")), Ok(()));
+    assert_eq!(c.admits(&mut req(Method::GET, "/")), Ok(()));
 }
 
 #[test]
@@ -241,7 +241,7 @@ fn grpc_routes_match_post_service_and_method() {
     for (id, method, path, want) in cases {
         let (c, _, _) = conn(p(), client("10.1.1.1", mtls(id)));
         assert_eq!(
-            c.check(&mut call(method, path)).map_err(|r| r.status()),
+            c.admits(&mut call(method, path)).map_err(|r| r.status()),
             want,
             "{id} {path}"
         );
@@ -285,7 +285,7 @@ fn http_filters_modify_redirect_and_fail() {
     let mut r = req(Method::GET, "/old");
     r.headers_mut().insert("x-set", "old".parse().unwrap());
     r.headers_mut().insert("x-gone", "1".parse().unwrap());
-    c.check(&mut r).unwrap();
+    c.admits(&mut r).unwrap();
     assert_eq!(r.headers()["x-added"], "1");
     assert_eq!(r.headers()["x-set"], "new");
     assert!(!r.headers().contains_key("x-gone"));
@@ -295,7 +295,7 @@ fn http_filters_modify_redirect_and_fail() {
             one(vec![F::Redirect(rr)]),
             client("10.1.1.1", ClientTls::None),
         );
-        c.check(&mut req(Method::GET, path))
+        c.admits(&mut req(Method::GET, path))
     };
     let loc = |r: Result<(), PolicyRefusal>| match r {
         Err(PolicyRefusal::Redirect { status, location }) => {
@@ -364,7 +364,7 @@ fn http_filters_modify_redirect_and_fail() {
     let (c, _, _) = conn(fail(None), client("10.1.1.1", ClientTls::None));
     for _ in 0..20 {
         assert_eq!(
-            c.check(&mut req(Method::GET, "/old")),
+            c.admits(&mut req(Method::GET, "/old")),
             Err(PolicyRefusal::Injected(
                 StatusCode::SERVICE_UNAVAILABLE,
                 Arc::from("injected")
@@ -378,7 +378,7 @@ fn http_filters_modify_redirect_and_fail() {
         })),
         client("10.1.1.1", ClientTls::None),
     );
-    assert_eq!(c.check(&mut req(Method::GET, "/old")), Ok(()));
+    assert_eq!(c.admits(&mut req(Method::GET, "/old")), Ok(()));
     let (c, _, _) = conn(
         fail(Some(route_pb::Ratio {
             numerator: 1,
@@ -387,7 +387,7 @@ fn http_filters_modify_redirect_and_fail() {
         client("10.1.1.1", ClientTls::None),
     );
     let failed = (0..2000)
-        .filter(|_| c.check(&mut req(Method::GET, "/old")).is_err())
+        .filter(|_| c.admits(&mut req(Method::GET, "/old")).is_err())
         .count();
     assert!((800..1200).contains(&failed), "{failed} of 2000 at 1/2");
 
@@ -406,7 +406,7 @@ fn http_filters_modify_redirect_and_fail() {
         vec![authz("all", everywhere(), unauthenticated())],
     ));
     let (c, _, _) = conn(p, client("10.1.1.1", ClientTls::None));
-    let got = c.check(&mut req(Method::GET, "/"));
+    let got = c.admits(&mut req(Method::GET, "/"));
     assert_eq!(
         got.as_ref().map_err(|r| r.status()),
         Err(StatusCode::INTERNAL_SERVER_ERROR)
@@ -439,7 +439,7 @@ fn grpc_filters_fail_with_their_code() {
         vec![authz("all", everywhere(), unauthenticated())],
     ));
     let (c, _, _) = conn(p, client("10.1.1.1", ClientTls::None));
-    let got = c.check(&mut req(Method::POST, "/a.B/C")).unwrap_err();
+    let got = c.admits(&mut req(Method::POST, "/a.B/C")).unwrap_err();
     assert_eq!((got.status(), got.grpc_status()), (StatusCode::OK, 14));
 }
 
@@ -479,7 +479,7 @@ fn limited(total: u32, identity: u32, overrides: Vec<(u32, Vec<&str>)>) -> Serve
 /// How many of `n` requests at one instant pass.
 fn passed(c: &ConnPolicy, n: usize) -> usize {
     (0..n)
-        .filter(|_| c.check(&mut req(Method::GET, "/")).is_ok())
+        .filter(|_| c.admits(&mut req(Method::GET, "/")).is_ok())
         .count()
 }
 
@@ -495,7 +495,7 @@ async fn rate_limits_refuse_past_their_rate_and_refill() {
     );
     btx.send_replace(p);
     assert_eq!(passed(&a, 3) + passed(&b, 5), 5);
-    let refused = b.check(&mut req(Method::GET, "/")).unwrap_err();
+    let refused = b.admits(&mut req(Method::GET, "/")).unwrap_err();
     assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(refused.to_string(), "total rate limit exceeded: 5rps");
     tokio::time::advance(Duration::from_millis(400)).await;
@@ -546,14 +546,14 @@ async fn rate_limits_refuse_past_their_rate_and_refill() {
         4,
         "the override's 4, shared"
     );
-    let refused = web.check(&mut req(Method::GET, "/")).unwrap_err();
+    let refused = web.admits(&mut req(Method::GET, "/")).unwrap_err();
     assert_eq!(
         refused.to_string(),
         "per-identity rate limit exceeded: 2rps"
     );
     assert_eq!(
         batch
-            .check(&mut req(Method::GET, "/"))
+            .admits(&mut req(Method::GET, "/"))
             .unwrap_err()
             .to_string(),
         "override rate limit exceeded: 4rps"
@@ -628,7 +628,7 @@ fn audit_authorizations_allow_and_count_what_would_be_denied() {
     a.metadata = default_meta("audit");
     let p = compiled(srv(detect(Vec::new(), None), vec![a]));
     let (c, registry, _) = conn(p, client("192.0.2.7", ClientTls::None));
-    assert_eq!(c.check(&mut req(Method::GET, "/")), Ok(()));
+    assert_eq!(c.admits(&mut req(Method::GET, "/")), Ok(()));
     assert!(c.authorize_tcp().is_ok());
     let text = remora_metrics::encode(&registry).unwrap();
     for family in [
