@@ -491,6 +491,11 @@ impl WorkloadSpec {
 
     pub fn app(mut self, app: App, port: u16) -> Self {
         self.apps.push(app);
+        self.declare(port)
+    }
+
+    /// Declares `port` in `INBOUND_PORTS`, as a container port of an app started elsewhere.
+    pub fn declare(mut self, port: u16) -> Self {
         if !self.ports.is_empty() {
             self.ports.push(',');
         }

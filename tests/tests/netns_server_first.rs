@@ -69,25 +69,50 @@ fn http_app(ns: &str, port: u16) -> JoinHandle<()> {
 }
 
 /// Connects from `ns` to `addr`, says nothing, and returns how long the greeting took, after
-/// checking the connection then echoes.
+/// checking the connection then echoes; on failure, the logs of `pods`' proxies.
+async fn greeted_or_logs(ns: &str, addr: SocketAddr, pods: &[&Pod]) -> Duration {
+    match try_greeted(ns, addr).await {
+        Ok(took) => took,
+        Err(e) => {
+            let logs: Vec<String> = pods
+                .iter()
+                .map(|p| format!("--- {} ---\n{}", p.name, p.proxy().log()))
+                .collect();
+            panic!("{e} (from {ns} to {addr})\n{}", logs.join("\n"));
+        }
+    }
+}
+
 async fn greeted(ns: &str, addr: SocketAddr) -> Duration {
+    greeted_or_logs(ns, addr, &[]).await
+}
+
+async fn try_greeted(ns: &str, addr: SocketAddr) -> Result<Duration, String> {
     let started = Instant::now();
-    let mut conn = connect_in(ns, addr).await.unwrap();
+    let mut conn = connect_in(ns, addr)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
     let mut buf = vec![0u8; GREETING.len()];
     tokio::time::timeout(Duration::from_secs(30), conn.read_exact(&mut buf))
         .await
-        .expect("a greeting within 30 s")
-        .unwrap();
+        .map_err(|_| "no greeting within 30 s".to_string())?
+        .map_err(|e| format!("reading the greeting: {e}"))?;
     let took = started.elapsed();
-    assert_eq!(buf, GREETING);
-    conn.write_all(b"EHLO client\r\n").await.unwrap();
+    if buf != GREETING {
+        return Err(format!("greeted with {:?}", String::from_utf8_lossy(&buf)));
+    }
+    conn.write_all(b"EHLO client\r\n")
+        .await
+        .map_err(|e| format!("writing: {e}"))?;
     let mut echo = vec![0u8; 13];
     tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut echo))
         .await
-        .expect("the echo")
-        .unwrap();
-    assert_eq!(echo, b"EHLO client\r\n");
-    took
+        .map_err(|_| "no echo within 10 s".to_string())?
+        .map_err(|e| format!("reading the echo: {e}"))?;
+    if echo != b"EHLO client\r\n" {
+        return Err(format!("echoed {:?}", String::from_utf8_lossy(&echo)));
+    }
+    Ok(took)
 }
 
 /// One untimed HTTP/1.1 request from `ns` to `addr`, so the path is known to work (and the
@@ -333,6 +358,9 @@ async fn netns_server_first_under_linkerds_environment() {
             &net,
             WorkloadSpec::new("srv-0", "srv")
                 .app(test_server(HTTP, "srv-0"), HTTP)
+                // The banner app's container port: the direct path takes only declared ports
+                // (proxy/src/inbound/ports.rs).
+                .declare(BANNER)
                 .env("LINKERD2_PROXY_LOG", "info,remora_proxy=debug"),
         )
         .await;
@@ -359,7 +387,12 @@ async fn netns_server_first_under_linkerds_environment() {
     // The first connection included: a target the policy controller does not know
     // (NotFound) is forwarded without waiting for the policy (proxy/src/policy/watch.rs).
     for _ in 0..4 {
-        let took = greeted(&client.pod.ns, server.pod.addr4(BANNER)).await;
+        let took = greeted_or_logs(
+            &client.pod.ns,
+            server.pod.addr4(BANNER),
+            &[&client.pod, &server.pod],
+        )
+        .await;
         assert!(
             took < PROMPT,
             "the greeting took {took:?} under Linkerd's environment\n{}",
@@ -373,7 +406,7 @@ async fn netns_server_first_under_linkerds_environment() {
     // A fresh pod's first SYN may wait for the bridge's neighbour entries: an HTTP request to
     // the server's other port first, untimed.
     warm(&plain.ns, server.pod.addr4(HTTP)).await;
-    let took = greeted(&plain.ns, server.pod.addr4(BANNER)).await;
+    let took = greeted_or_logs(&plain.ns, server.pod.addr4(BANNER), &[&server.pod]).await;
     assert!(
         took < PROMPT,
         "inbound under Linkerd's environment: {took:?}\n{}",
