@@ -63,9 +63,14 @@ fi
 command -v oha >/dev/null || cargo install --locked oha >/dev/null
 [ "$PERF" != 1 ] || command -v perf >/dev/null || apt-get install -y -qq linux-perf >/dev/null
 OHA=$(command -v oha)
-log "building remora (release)"
-(cd "$repo" && cargo build --release -q -p remora --bin remora)
-REMORA=$repo/target/release/remora
+# REMORA_BIN=<path>: measure that binary (e.g. a build of an earlier commit) instead of this tree.
+if [ -n "${REMORA_BIN:-}" ]; then
+  REMORA=$REMORA_BIN
+else
+  log "building remora (release)"
+  (cd "$repo" && cargo build --release -q -p remora --bin remora)
+  REMORA=$repo/target/release/remora
+fi
 install -m 0755 "$REMORA" "$work/remora"
 REMORA=$work/remora
 chmod 0755 "$work"
