@@ -7,6 +7,15 @@
 //! `traced_pair_*` is a second pair of proxies exporting to an in-process OTLP collector, once
 //! with requests that carry no trace context (nothing sampled: the cost of looking) and once
 //! with a sampled `traceparent` (a span on each proxy, exported).
+//!
+//! Instruction counts (W2.10): `REMORA_BENCH_REQUESTS=<n>` makes this binary send `n` requests
+//! (after a warm-up of its own) and exit instead of benchmarking, so valgrind can count them;
+//! `REMORA_BENCH_PATH` is `pair` (through the proxies, the default) or `direct` (client and app
+//! alone), `REMORA_BENCH_KIND` is `h1` (HTTP/1.1, one keep-alive connection), `h2` (HTTP/2,
+//! one connection, requests one at a time) or `new_conn` (HTTP/1.1, a new client connection per
+//! request). One request through the pair costs the proxies
+//! `(pair(n2) - pair(n1) - (direct(n2) - direct(n1))) / (n2 - n1)` instructions: everything
+//! else (setup, warm-up, the client and the app) cancels out. `benches/instr.sh` runs it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -16,7 +25,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, criterion_group};
 use http_body_util::{BodyExt, Empty};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
@@ -30,6 +39,10 @@ use remora_benches::config::{cluster, service};
 use remora_control::cluster::RawEndpoint;
 use remora_control::token::TokenKey;
 use remora_identity::certs::Ca;
+
+/// The binary's allocator (cli/src/main.rs), so the counts are what ships.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const WEB: &str = "web.shop.svc.cluster.local:8080";
 
@@ -278,5 +291,107 @@ fn tracer(c: &mut Criterion) {
     group.finish();
 }
 
+/// A client of one kind, to the proxy pair's outbound or straight to the app.
+enum Client {
+    H1(http1::SendRequest<Empty<Bytes>>),
+    H2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+    /// A new HTTP/1.1 connection per request, to this address.
+    NewConn(SocketAddr),
+}
+
+async fn connect_h2(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<Empty<Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+impl Client {
+    async fn new(kind: &str, addr: SocketAddr) -> Self {
+        match kind {
+            "h1" => Client::H1(connect(addr).await),
+            "h2" => Client::H2(connect_h2(addr).await),
+            "new_conn" => Client::NewConn(addr),
+            other => panic!("REMORA_BENCH_KIND: h1, h2 or new_conn, not {other:?}"),
+        }
+    }
+
+    async fn get(&mut self, uri: &str) -> u16 {
+        match self {
+            Client::H1(s) => get(s, uri).await,
+            Client::NewConn(addr) => {
+                let mut s = connect(*addr).await;
+                get(&mut s, uri).await
+            }
+            Client::H2(s) => {
+                s.ready().await.unwrap();
+                let req = http::Request::get(format!("http://{WEB}/echo"))
+                    .body(Empty::new())
+                    .unwrap();
+                let rsp = s.send_request(req).await.unwrap();
+                let status = rsp.status().as_u16();
+                rsp.into_body().collect().await.unwrap();
+                status
+            }
+        }
+    }
+}
+
+/// `REMORA_BENCH_REQUESTS` mode (the module's doc): `n` requests of `kind` on `path`.
+fn count(n: u32, kind: &str, path: &str) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = std::env::temp_dir().join(format!("remora-count-{}", std::process::id()));
+    rt.block_on(async {
+        let (proxy, app) = mesh(&dir, 0, None).await;
+        let (target, uri) = match path {
+            "pair" => (proxy, format!("http://{WEB}/echo")),
+            "direct" => (app, "/echo".to_string()),
+            other => panic!("REMORA_BENCH_PATH: pair or direct, not {other:?}"),
+        };
+        // Until the proxies hold certificates and discovery answers (the app answers at once).
+        let mut up = false;
+        for _ in 0..400 {
+            let mut s = connect(proxy).await;
+            if get(&mut s, &format!("http://{WEB}/echo")).await == 200 {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(up, "the proxy pair never answered");
+        let mut client = Client::new(kind, target).await;
+        // The same warm-up before every count: pools, caches and metric series exist.
+        for _ in 0..50 {
+            assert_eq!(client.get(&uri).await, 200);
+        }
+        for _ in 0..n {
+            assert_eq!(client.get(&uri).await, 200);
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 criterion_group!(benches, http_pair, tracer);
-criterion_main!(benches);
+
+fn main() {
+    if let Some(n) = std::env::var("REMORA_BENCH_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+    {
+        let kind = std::env::var("REMORA_BENCH_KIND").unwrap_or_else(|_| "h1".into());
+        let path = std::env::var("REMORA_BENCH_PATH").unwrap_or_else(|_| "pair".into());
+        count(n, &kind, &path);
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

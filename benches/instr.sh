@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Instructions per proxied request through an in-process proxy pair (W2.10), counted by
+# valgrind (callgrind), which the machine's load does not move: see benches/benches/http_pair.rs
+# (`REMORA_BENCH_REQUESTS`) for what is counted and how the client and app cancel out.
+#
+#   benches/instr.sh                 # h1, h2 and new_conn; N1=200 N2=1200 requests
+#   KINDS="h1" N1=100 N2=600 benches/instr.sh
+#
+# Prints one line per kind: instructions per request for the pair (both proxies), and for the
+# client and app alone. BENCH=<path> counts a given http_pair binary (an earlier commit's).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+KINDS=${KINDS:-"h1 h2 new_conn"}
+N1=${N1:-200}
+N2=${N2:-1200}
+command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 64; }
+if [ -z "${BENCH:-}" ]; then
+  BENCH=$(cd "$here/.." && cargo bench -q -p remora-benches --bench http_pair --no-run --message-format=json 2>/dev/null |
+    python3 -c 'import json,sys
+for l in sys.stdin:
+    m = json.loads(l)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "http_pair" and m.get("executable"):
+        print(m["executable"])' | tail -1)
+fi
+[ -x "$BENCH" ] || { echo "no http_pair bench binary" >&2; exit 1; }
+instr() {  # kind path n → total instructions
+  REMORA_BENCH_REQUESTS=$3 REMORA_BENCH_KIND=$1 REMORA_BENCH_PATH=$2 REMORA_LOG=off \
+    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BENCH" 2>&1 |
+    awk '/Collected :/ {print $NF}'
+}
+for kind in $KINDS; do
+  p1=$(instr "$kind" pair "$N1"); p2=$(instr "$kind" pair "$N2")
+  d1=$(instr "$kind" direct "$N1"); d2=$(instr "$kind" direct "$N2")
+  python3 - "$kind" "$p1" "$p2" "$d1" "$d2" "$N1" "$N2" <<'PY'
+import sys
+kind, p1, p2, d1, d2, n1, n2 = sys.argv[1], *map(int, sys.argv[2:])
+n = n2 - n1
+pair, direct = (p2 - p1) / n, (d2 - d1) / n
+print(f"{kind}: {pair - direct:,.0f} instructions per request in the proxies "
+      f"(pair {pair:,.0f}, client and app alone {direct:,.0f}; n = {n1} and {n2})")
+PY
+done
