@@ -107,6 +107,23 @@ where
 
 #[tokio::test]
 async fn netns_control_heal_silent_then_empty_then_moved_plane_keeps_serving_and_converges() {
+    heal(None).await;
+}
+
+/// The same sequence with linkerd2-proxy as the client's proxy (`REMORA_LINKERD2_PROXY`), for
+/// comparison.
+#[tokio::test]
+#[ignore = "a comparison with linkerd2-proxy: run it with --ignored --nocapture"]
+async fn netns_control_heal_linkerd2_proxy_for_comparison() {
+    let Some(program) = std::env::var_os("REMORA_LINKERD2_PROXY") else {
+        println!("control heal: REMORA_LINKERD2_PROXY is not set; skipping");
+        return;
+    };
+    heal(Some(program.into())).await;
+}
+
+/// Runs the sequence with the client's proxy `program` (`None`: Remora).
+async fn heal(program: Option<std::path::PathBuf>) {
     let Some(net) = Net::new() else { return };
     let mut plane = LinkerdPlane::start(&net, 1).await;
     // Every pod finds the plane by the cluster DNS alone (no hosts file entries): DNS follows
@@ -126,8 +143,18 @@ async fn netns_control_heal_silent_then_empty_then_moved_plane_keeps_serving_and
         vec![rule(vec![], first_available(&[WEB_A]))],
     )]);
     plane.set_outbound(&vip().to_string(), Some(default_only));
-    let mut spec = WorkloadSpec::new("client-0", "client")
-        .env("REMORA_LOG", "info")
+    let mut spec = WorkloadSpec::new("client-0", "client");
+    let who_runs = match program {
+        Some(p) => {
+            spec.program = Some(p);
+            "linkerd2-proxy"
+        }
+        None => {
+            spec = spec.env("REMORA_LOG", "info");
+            "remora"
+        }
+    };
+    let mut spec = spec
         .env("LINKERD2_PROXY_CONTROL_STREAM_INITIAL_TIMEOUT", "2s")
         .env("LINKERD2_PROXY_CONTROL_STREAM_IDLE_TIMEOUT", "5s")
         .env("LINKERD2_PROXY_CONTROL_STREAM_LIFETIME", "8s");
@@ -273,7 +300,7 @@ async fn netns_control_heal_silent_then_empty_then_moved_plane_keeps_serving_and
     assert_eq!(client.pod.proxy().pid(), pid, "the proxy restarted");
     assert!(client.pod.proxy().is_running());
     println!(
-        "control heal: silent plane {silent_sent} requests served, Get/Watch re-asked {silent:?}; \
+        "control heal ({who_runs}): silent plane {silent_sent} requests served, Get/Watch re-asked {silent:?}; \
          empty plane {empty_sent} served, re-asked {empty:?}; moved plane: found in \
          {found_after:?} ({moved_sent} served meanwhile), policy change in {policy_after:?}, \
          endpoint change in {endpoints_after:?} (total {:?}); no restart",
