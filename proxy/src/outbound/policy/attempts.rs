@@ -19,7 +19,8 @@
 //! before any byte of the response, or a meshed peer's `l5d-proxy-error` saying its app never
 //! took it: [`crate::error::NOT_PROCESSED`]) is sent again whatever the route's retry policy
 //! says, as the Destination path does (proxy/src/outbound/retry.rs): to another endpoint (or
-//! forward backend) while one is available, within [`MAX_ATTEMPTS`] sends, without spending
+//! forward backend) while one is available (a peer that answered so is not asked again: with
+//! no other, its answer is the client's), within [`MAX_ATTEMPTS`] sends, without spending
 //! the route's retries or its budget, counted in `retries_total{reason="refused"}`. Its body
 //! must be replayable: empty, or kept by the route's retry policy; a streamed body that was
 //! not kept is never sent twice.
@@ -405,6 +406,26 @@ impl HttpOutbound {
         }
     }
 
+    /// Whether `d` has somewhere other than `failed` to send a request: a forward backend to
+    /// another address, or a balanced backend that knows another endpoint.
+    pub(super) fn elsewhere<F>(&self, d: &Distribution<F>, failed: SocketAddr) -> bool {
+        let other = |b: &Backend| match &b.dispatch {
+            Dispatch::Forward(ep) => ep.addr != failed,
+            Dispatch::Fail(_) => false,
+            Dispatch::Balance { .. } => self.target_of(b).is_some_and(|t| {
+                matches!(&*t.endpoints.borrow(), Resolution::Endpoints(eps)
+                    if eps.iter().any(|e| e.addr != failed))
+            }),
+        };
+        match d {
+            Distribution::Empty => false,
+            Distribution::FirstAvailable(bs) => bs.iter().any(|rb| other(&rb.backend)),
+            Distribution::RandomAvailable(bs) => {
+                bs.iter().any(|(rb, w)| *w > 0 && other(&rb.backend))
+            }
+        }
+    }
+
     /// The endpoint a backend's request goes to: a pick of its balancer within its queue's
     /// failfast timeout (not `avoid` while another is available), or its forward address.
     pub(super) async fn dispatch_backend(
@@ -591,9 +612,14 @@ impl HttpOutbound {
                 .attempt(&cx, req, &stream, per_try, retry, avoid, done)
                 .await;
             let finish = |ended| self.finish_rule(&cx, &route_m, ended, &stream, &body_failed);
+            // A peer that answered (its app never took the request) is not asked again: only
+            // another endpoint may take it. A refused stream or a cut connection may go again
+            // on a fresh connection to the same one.
+            let peer_answered = matches!(a.ended, Ended::Response(_));
             if let Some(failed) = a.unprocessed
                 && resends + 1 < MAX_ATTEMPTS
                 && replay.as_ref().is_some_and(Replay::can_replay)
+                && (!peer_answered || self.elsewhere(&rule.distribution, failed))
             {
                 if let Ended::Response(ans) = a.ended {
                     let outcome = Outcome {

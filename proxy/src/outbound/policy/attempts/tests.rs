@@ -793,3 +793,33 @@ async fn a_body_not_kept_is_never_sent_twice_and_resends_are_bounded() {
         "the refusers alternate"
     );
 }
+
+#[tokio::test]
+async fn a_peer_that_answered_never_processed_is_asked_again_only_when_there_is_elsewhere() {
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:2".parse().unwrap(),
+    );
+    let mut reg = Registry::default();
+    let r = router(&mut reg);
+    let elsewhere = |p: &Arc<OutboundPolicy>, failed| match p.http(false) {
+        Some(crate::outbound::policy::HttpOrGrpc::Http(routes)) => {
+            r.elsewhere(&routes.routes[0].rules[0].policy.distribution, failed)
+        }
+        _ => panic!("no HTTP/1 routes"),
+    };
+    let alone = one_rule(first_available(vec![forward(a)]), |_| {});
+    assert!(!elsewhere(&alone, a));
+    assert!(elsewhere(&alone, b));
+    let pair = one_rule(
+        random_available(vec![(forward(a), 1), (forward(b), 1)]),
+        |_| {},
+    );
+    assert!(elsewhere(&pair, a));
+    // A backend that is never chosen is not elsewhere.
+    let unweighted = one_rule(
+        random_available(vec![(forward(a), 1), (forward(b), 0)]),
+        |_| {},
+    );
+    assert!(!elsewhere(&unweighted, a));
+}
