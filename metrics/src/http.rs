@@ -82,6 +82,11 @@ impl HttpMetrics {
         self.retries.get_or_create(&Reason { reason }).inc();
     }
 
+    /// The requests retried for `reason` so far.
+    pub fn retries(&self, reason: &'static str) -> u64 {
+        self.retries.get_or_create(&Reason { reason }).get()
+    }
+
     pub fn budget_exhausted(&self) {
         self.budget_exhausted.inc();
     }

@@ -20,6 +20,11 @@
 //! reachable **only by DNS names** (`linkerd-identity-headless.linkerd.svc.cluster.local.` and
 //! the others, every replica behind each name), which [`LinkerdPlane::hosts`] lists for the
 //! pods' `/etc/hosts`. A replica can be killed ([`LinkerdPlane::kill`]): its sockets close.
+//! One can be made to misbehave on Destination and policy calls ([`LinkerdPlane::set_mode`]):
+//! accept them and never answer, or answer each with a stream that ends at once with `OK` and
+//! no message ([`Mode`]); and one can be added at a new address ([`LinkerdPlane::add_replica`]).
+//! `Get` streams follow the services the test edits (adds and removes, as the controller's
+//! diffs).
 //!
 //! It also answers DNS for those names as a cluster's DNS (CoreDNS) does for headless services:
 //! `SRV` with one record per live replica (target `<a-b-c-d>.<name>`, the service's port) and
@@ -137,6 +142,29 @@ impl State {
     }
 }
 
+/// How a replica answers Destination (`Get`, `GetProfile`) and policy (`WatchPort`, `Watch`)
+/// calls. (Identity always answers.)
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    #[default]
+    Healthy,
+    /// Accepts every call and never answers it (no response headers); its open streams go
+    /// silent.
+    Silent,
+    /// Answers every call with a stream that ends at once with `OK` and no message; its open
+    /// streams end so.
+    Empty,
+}
+
+/// What the test controls of one replica, and what it counts.
+#[derive(Debug)]
+struct Control {
+    mode: tokio::sync::watch::Sender<Mode>,
+    /// Destination and policy calls received, by method (`Get`, `GetProfile`, `WatchPort`,
+    /// `Watch`).
+    calls: Mutex<HashMap<&'static str, usize>>,
+}
+
 /// A Linkerd-shaped control plane.
 #[derive(Debug)]
 pub struct LinkerdPlane {
@@ -156,6 +184,7 @@ struct Replica {
     pod: Pod,
     /// `None` once killed.
     servers: Option<InProcess>,
+    control: Arc<Control>,
 }
 
 impl LinkerdPlane {
@@ -188,16 +217,51 @@ impl LinkerdPlane {
             dns_view: Arc::default(),
             lifetime,
         };
-        for i in 0..replicas {
-            let pod = net.pod(&format!("linkerd-{i}")).start().await;
-            let servers = plane.serve(&pod);
-            plane.dns_view.lock().unwrap().push(pod.ip4());
-            plane.replicas.push(Replica {
-                pod,
-                servers: Some(servers),
-            });
+        for _ in 0..replicas {
+            plane.add_replica(net).await;
         }
         plane
+    }
+
+    /// Starts one more replica, healthy, in a pod of its own (a new address), and adds it to
+    /// what DNS answers (pods' `/etc/hosts` are the test's to rewrite: [`Self::hosts`]).
+    /// Returns its index.
+    pub async fn add_replica(&mut self, net: &Net) -> usize {
+        let i = self.replicas.len();
+        let pod = net.pod(&format!("linkerd-{i}")).start().await;
+        let control = Arc::new(Control {
+            mode: tokio::sync::watch::channel(Mode::Healthy).0,
+            calls: Default::default(),
+        });
+        let servers = self.serve(&pod, control.clone());
+        self.dns_view.lock().unwrap().push(pod.ip4());
+        self.replicas.push(Replica {
+            pod,
+            servers: Some(servers),
+            control,
+        });
+        i
+    }
+
+    /// Makes replica `i` answer Destination and policy calls as `mode` says, its open streams
+    /// included.
+    pub fn set_mode(&self, i: usize, mode: Mode) {
+        if let Some(r) = self.replicas.get(i) {
+            r.control.mode.send_replace(mode);
+        }
+    }
+
+    /// The calls of `method` (`Get`, `GetProfile`, `WatchPort`, `Watch`) replica `i` received.
+    pub fn calls(&self, i: usize, method: &str) -> usize {
+        self.replicas.get(i).map_or(0, |r| {
+            r.control
+                .calls
+                .lock()
+                .unwrap()
+                .get(method)
+                .copied()
+                .unwrap_or(0)
+        })
     }
 
     /// A trace collector ([`crate::otlp::Collector`]) in a pod of its own on `net`, serving
@@ -221,7 +285,7 @@ impl LinkerdPlane {
     }
 
     /// Starts the three services on `pod`'s sockets, each with its controller's identity.
-    fn serve(&self, pod: &Pod) -> InProcess {
+    fn serve(&self, pod: &Pod, control: Arc<Control>) -> InProcess {
         let listeners: Vec<(std::net::TcpListener, &'static str)> = [
             (IDENTITY_PORT, IDENTITY_SVC),
             (DESTINATION_PORT, DESTINATION_SVC),
@@ -237,6 +301,7 @@ impl LinkerdPlane {
             state: self.state.clone(),
             issuer: self.issuer.clone(),
             lifetime: self.lifetime,
+            control,
         };
         let certs: Vec<_> = listeners
             .iter()
@@ -328,12 +393,11 @@ impl LinkerdPlane {
 
     /// Serves `endpoints` for the destination path `path` (`web.shop.svc.cluster.local:8080`,
     /// or a virtual `ip:port`).
+    /// Open `Get` streams for it get the difference.
     pub fn add_service(&self, path: &str, endpoints: Vec<Endpoint>) {
-        self.state
-            .lock()
-            .unwrap()
-            .services
-            .insert(path.to_string(), endpoints);
+        let mut state = self.state.lock().unwrap();
+        state.services.insert(path.to_string(), endpoints);
+        state.changed();
     }
 
     /// The context tokens received, with the path asked.
@@ -468,6 +532,11 @@ pub struct WorkloadSpec {
     pub wait_ready: bool,
     /// Variables set after the chart's (overriding them).
     pub env: Vec<(String, String)>,
+    /// Name the plane's replicas in the pod's `/etc/hosts` (the default). Without, the pod
+    /// finds them by the cluster DNS alone, which follows [`LinkerdPlane::add_replica`] and
+    /// [`LinkerdPlane::kill`] (a running process keeps the hosts file it started with:
+    /// `ip netns exec` bind-mounts it).
+    pub plane_in_hosts: bool,
 }
 
 impl WorkloadSpec {
@@ -486,6 +555,7 @@ impl WorkloadSpec {
             token: true,
             wait_ready: true,
             env: Vec::new(),
+            plane_in_hosts: true,
         }
     }
 
@@ -604,10 +674,15 @@ impl LinkerdPlane {
             env.retain(|(n, _)| n != k);
             env.push((k.clone(), v.clone()));
         }
+        let hosts = if spec.plane_in_hosts {
+            self.hosts()
+        } else {
+            Vec::new()
+        };
         let mut b = net
             .pod(&spec.name)
             .exact_env()
-            .hosts(&self.hosts())
+            .hosts(&hosts)
             .meshed()
             // Readiness is awaited below, once the pod's DNS answers.
             .no_wait();
@@ -840,9 +915,58 @@ struct Services {
     state: Arc<Mutex<State>>,
     issuer: Arc<Ca>,
     lifetime: Duration,
+    control: Arc<Control>,
 }
 
 impl Services {
+    /// Counts a Destination or policy call of `method`, and answers it as the replica's mode says: `None`
+    /// to answer it normally (through [`Self::guard`]), else an empty stream; never, when
+    /// silent (the call waits until the client leaves).
+    async fn misbehave<T: Send + 'static>(&self, method: &'static str) -> Option<Stream<T>> {
+        *self
+            .control
+            .calls
+            .lock()
+            .unwrap()
+            .entry(method)
+            .or_default() += 1;
+        let mode = *self.control.mode.borrow();
+        match mode {
+            Mode::Healthy => None,
+            Mode::Silent => std::future::pending().await,
+            Mode::Empty => Some(ReceiverStream::new(tokio::sync::mpsc::channel(1).1)),
+        }
+    }
+
+    /// `inner` while the replica is healthy: once it is not, the stream goes silent (until the
+    /// client leaves) or ends at once with `OK`, as its mode says.
+    fn guard<T: Send + 'static>(&self, inner: Stream<T>) -> Stream<T> {
+        let mut mode = self.control.mode.subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut inner = inner.into_inner();
+            loop {
+                tokio::select! {
+                    m = inner.recv() => match m {
+                        Some(m) => if tx.send(m).await.is_err() { return },
+                        None => return,
+                    },
+                    changed = mode.changed() => {
+                        if changed.is_err() { return }
+                        match *mode.borrow_and_update() {
+                            Mode::Healthy => {}
+                            Mode::Empty => return,
+                            Mode::Silent => break,
+                        }
+                    }
+                    _ = tx.closed() => return,
+                }
+            }
+            tx.closed().await;
+        });
+        ReceiverStream::new(rx)
+    }
+
     fn router(self) -> Router {
         Router {
             identity: IdentityServer::new(self.clone()),
@@ -950,20 +1074,20 @@ impl Destination for Services {
         req: Request<dst::GetDestination>,
     ) -> Result<Response<Self::GetStream>, Status> {
         let req = req.into_inner();
-        let mut state = self.state.lock().unwrap();
-        state
-            .contexts
-            .push((req.path.clone(), req.context_token.clone()));
-        let Some(eps) = state.services.get(&req.path) else {
-            return Err(Status::invalid_argument(format!("unknown {}", req.path)));
-        };
-        let update = dst::Update {
-            update: Some(dst::update::Update::Add(dst::WeightedAddrSet {
-                addrs: eps.iter().map(Services::weighted).collect(),
-                metric_labels: [("namespace".to_string(), "shop".to_string())].into(),
-            })),
-        };
-        Ok(Response::new(open_stream(update)))
+        if let Some(s) = self.misbehave("Get").await {
+            return Ok(Response::new(s));
+        }
+        {
+            let mut state = self.state.lock().unwrap();
+            state
+                .contexts
+                .push((req.path.clone(), req.context_token.clone()));
+            if !state.services.contains_key(&req.path) {
+                return Err(Status::invalid_argument(format!("unknown {}", req.path)));
+            }
+        }
+        let stream = following_endpoints(self.state.clone(), req.path);
+        Ok(Response::new(self.guard(stream)))
     }
 
     async fn get_profile(
@@ -971,6 +1095,9 @@ impl Destination for Services {
         req: Request<dst::GetDestination>,
     ) -> Result<Response<Self::GetProfileStream>, Status> {
         let req = req.into_inner();
+        if let Some(s) = self.misbehave("GetProfile").await {
+            return Ok(Response::new(s));
+        }
         let mut state = self.state.lock().unwrap();
         state.profiles.push(req.path.clone());
         state
@@ -1011,8 +1138,73 @@ impl Destination for Services {
             endpoint,
             ..Default::default()
         };
-        Ok(Response::new(open_stream(profile)))
+        Ok(Response::new(self.guard(open_stream(profile))))
     }
+}
+
+/// A `Get` stream for `path`: its endpoints now, then what changes (`Add` for a new or changed
+/// endpoint, `Remove` for a gone one), until the client leaves.
+fn following_endpoints(state: Arc<Mutex<State>>, path: String) -> Stream<dst::Update> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut changes = state
+        .lock()
+        .unwrap()
+        .changes
+        .as_ref()
+        .map(|c| c.subscribe());
+    tokio::spawn(async move {
+        let mut last: BTreeMap<SocketAddr, dst::WeightedAddr> = BTreeMap::new();
+        let mut first = true;
+        loop {
+            let now: BTreeMap<SocketAddr, dst::WeightedAddr> = state
+                .lock()
+                .unwrap()
+                .services
+                .get(&path)
+                .map(|eps| {
+                    eps.iter()
+                        .map(|e| (e.addr, Services::weighted(e)))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let gone: Vec<pbnet::TcpAddress> = last
+                .keys()
+                .filter(|a| !now.contains_key(a))
+                .map(|a| pbnet::TcpAddress::from(*a))
+                .collect();
+            let added: Vec<dst::WeightedAddr> = now
+                .iter()
+                .filter(|(a, w)| last.get(a) != Some(w))
+                .map(|(_, w)| w.clone())
+                .collect();
+            let mut updates = Vec::new();
+            if !gone.is_empty() {
+                updates.push(dst::update::Update::Remove(dst::AddrSet { addrs: gone }));
+            }
+            if !added.is_empty() || first {
+                updates.push(dst::update::Update::Add(dst::WeightedAddrSet {
+                    addrs: added,
+                    metric_labels: [("namespace".to_string(), "shop".to_string())].into(),
+                }));
+            }
+            first = false;
+            for u in updates {
+                if tx.send(Ok(dst::Update { update: Some(u) })).await.is_err() {
+                    return;
+                }
+            }
+            last = now;
+            let Some(ch) = changes.as_mut() else {
+                tx.closed().await;
+                return;
+            };
+            tokio::select! {
+                r = ch.changed() => if r.is_err() { return },
+                _ = tx.closed() => return,
+            }
+        }
+    });
+    ReceiverStream::new(rx)
 }
 
 /// A stream that sends `current()` now and again whenever it changes, until the client
@@ -1118,10 +1310,13 @@ impl InboundServerPolicies for Services {
     ) -> Result<Response<Self::WatchPortStream>, Status> {
         let req = req.into_inner();
         self.state.lock().unwrap().workloads.push(req.workload);
+        if let Some(s) = self.misbehave("WatchPort").await {
+            return Ok(Response::new(s));
+        }
         let port = req.port as u16;
-        Ok(Response::new(following(self.state.clone(), move |s| {
-            Some(s.server(port))
-        })))
+        Ok(Response::new(
+            self.guard(following(self.state.clone(), move |s| Some(s.server(port)))),
+        ))
     }
 }
 
@@ -1158,9 +1353,14 @@ impl OutboundPolicies for Services {
                 return Err(Status::not_found("no policy for this target"));
             }
         }
-        Ok(Response::new(following(self.state.clone(), move |s| {
-            s.outbound.get(&key).cloned()
-        })))
+        if let Some(s) = self.misbehave("Watch").await {
+            return Ok(Response::new(s));
+        }
+        Ok(Response::new(
+            self.guard(following(self.state.clone(), move |s| {
+                s.outbound.get(&key).cloned()
+            })),
+        ))
     }
 }
 

@@ -15,7 +15,9 @@
 //!   request timeout answers 504; a redirect filter answers its redirect;
 //! - a gRPC `UNAVAILABLE` is retried, `INTERNAL` only once configured;
 //! - the forbidden opaque route of an undefined port resets the connection and counts it;
-//! - the last good policy survives the control plane's outage.
+//! - the last good policy survives the control plane's outage;
+//! - a request the backend's pod never processed (its inbound has no app to hand it to) is sent
+//!   to the backend's other endpoint although the route has no retry policy.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -27,6 +29,7 @@ use linkerd2_proxy_api::outbound as pb;
 use remora_tests::apps::connect_in;
 use remora_tests::eventually;
 use remora_tests::http::{grpc_channel, grpc_echo};
+use remora_tests::linkerd::{Endpoint, Workload, WorkloadSpec};
 use remora_tests::outbound_policies::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -521,6 +524,73 @@ async fn netns_outbound_policy_keeps_the_last_good_policy_through_an_outage() {
     );
     println!(
         "outbound policy: control plane killed; x-canary: 1 still -> web-b, the rest -> web-a"
+    );
+}
+
+#[tokio::test]
+async fn netns_outbound_policy_sends_a_request_never_processed_to_another_endpoint() {
+    const PAIR: &str = "web-pair.shop.svc.cluster.local:8080";
+    // No retry policy: only the never-processed resend may save a request.
+    let pair = web_policy(vec![http_route(
+        "web-pair",
+        vec![rule(vec![], first_available(&[PAIR]))],
+    )]);
+    let Some(m) = PolicyMesh::start(1, ClientProxy::Remora, None).await else {
+        return;
+    };
+    // A meshed pod whose app is gone: its inbound answers `l5d-proxy-error: request not
+    // processed` (tests/tests/netns_not_processed.rs).
+    let down = m
+        .plane
+        .workload(
+            &m.net,
+            WorkloadSpec::new("web-down-0", "web-down").declare(PORT),
+        )
+        .await;
+    let endpoint = |w: &Workload, sa: &str| Endpoint {
+        addr: w.pod.addr4(PORT),
+        sa: sa.into(),
+        ns: "shop".into(),
+        pod: w.pod.name.clone(),
+        opaque: false,
+    };
+    m.plane.add_service(
+        PAIR,
+        vec![endpoint(&m.web_a, "web-a"), endpoint(&down, "web-down")],
+    );
+    m.plane.set_outbound(&vip().to_string(), Some(pair));
+    let refused = |metrics: remora_tests::admin::Metrics| {
+        metrics
+            .get("retries_total", &[("reason", "refused")])
+            .max(0.0)
+    };
+    let answers = std::cell::RefCell::new(Vec::new());
+    let met = eventually(Duration::from_secs(30), || async {
+        for _ in 0..10 {
+            let who = m.who("/echo", &[]).await;
+            answers.borrow_mut().push(who);
+        }
+        refused(m.client.pod.metrics().await) > 0.0
+    })
+    .await;
+    let answers = answers.into_inner();
+    let resent = refused(m.client.pod.metrics().await);
+    println!(
+        "outbound policy: {} requests over [web-a, web-down (no app)], no retry policy: {} \
+         answered by web-a; {resent} resent as never processed",
+        answers.len(),
+        answers.iter().filter(|a| *a == "web-a").count()
+    );
+    assert!(
+        met,
+        "no request met the pod without an app: {answers:?}\n{}",
+        m.logs()
+    );
+    assert!(
+        answers.iter().all(|a| a == "web-a"),
+        "{answers:?}\n{}\n--- web-down ---\n{}",
+        m.logs(),
+        down.pod.proxy().log()
     );
 }
 

@@ -208,6 +208,18 @@ impl Target {
         self.pick_inner(timeout, accrual, None).await
     }
 
+    /// As [`pick_with`](Self::pick_with), never the endpoint at `avoid` (when given) while
+    /// another is available: a policy route's resend of a request that endpoint never
+    /// processed.
+    pub async fn pick_with_avoiding(
+        &mut self,
+        timeout: Duration,
+        accrual: balance::Accrual,
+        avoid: Option<SocketAddr>,
+    ) -> Pick {
+        self.pick_inner(timeout, accrual, avoid).await
+    }
+
     async fn pick_inner(
         &mut self,
         timeout: Duration,

@@ -27,6 +27,8 @@ enum Script {
     Fail(tonic::Code),
     /// Accept the call and never answer.
     Silent,
+    /// End the stream at once, with `OK` and no message.
+    EndAtOnce,
 }
 
 type Stream = mpsc::Sender<Result<pb::Update, Status>>;
@@ -36,6 +38,8 @@ struct Fake {
     script: Arc<Mutex<Script>>,
     /// Every open `Get` stream, to push later updates into.
     streams: Arc<Mutex<Vec<Stream>>>,
+    /// `Get` calls received.
+    calls: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn weighted(addr: SocketAddr) -> pb::WeightedAddr {
@@ -72,9 +76,11 @@ impl Destination for Fake {
         &self,
         _req: Request<pb::GetDestination>,
     ) -> Result<Response<Self::GetStream>, Status> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let script = self.script.lock().unwrap().clone();
         let (tx, rx) = mpsc::channel(16);
         match script {
+            Script::EndAtOnce => return Ok(Response::new(ReceiverStream::new(rx))),
             Script::Fail(code) => return Err(Status::new(code, "scripted")),
             Script::Endpoints(addrs) => {
                 let _ = tx.send(Ok(add(&addrs))).await;
@@ -102,6 +108,7 @@ impl Fake {
         Fake {
             script: Arc::new(Mutex::new(script)),
             streams: Arc::default(),
+            calls: Arc::default(),
         }
     }
 
@@ -437,4 +444,40 @@ async fn a_stream_that_never_answers_is_replaced_and_the_target_converges_withou
     // A healthy control plane again: the next replacement converges on its answer.
     *fake.script.lock().unwrap() = Script::Endpoints(addrs(&[3]));
     assert!(endpoints_become(&web, &addrs(&[3])).await);
+}
+
+#[tokio::test]
+async fn streams_that_end_at_once_with_ok_keep_the_last_known_endpoints_and_are_asked_again() {
+    let fake = Fake::new(Script::Endpoints(addrs(&[1, 2])));
+    let (l, addr) = listener();
+    let _server = fake.serve(l);
+    let r = resolver(addr, 100);
+    let web = r.resolve("web.shop.svc.cluster.local:8080");
+    assert!(endpoints_become(&web, &addrs(&[1, 2])).await);
+    let mut seen = web.endpoints.clone();
+    seen.borrow_and_update();
+    // The control plane answers every call with an empty stream (OK, no message).
+    *fake.script.lock().unwrap() = Script::EndAtOnce;
+    fake.hang_up();
+    let calls = || fake.calls.load(std::sync::atomic::Ordering::SeqCst);
+    let before = calls();
+    let mut asked = false;
+    for _ in 0..100 {
+        if calls() >= before + 3 {
+            asked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        asked,
+        "empty streams were not asked again: {} calls",
+        calls()
+    );
+    // Nothing was wiped, nor even touched, meanwhile.
+    assert!(!seen.has_changed().unwrap(), "{:?}", *seen.borrow());
+    assert!(endpoints_become(&web, &addrs(&[1, 2])).await);
+    // Healthy again: the next call converges on its answer.
+    *fake.script.lock().unwrap() = Script::Endpoints(addrs(&[4]));
+    assert!(endpoints_become(&web, &addrs(&[4])).await);
 }

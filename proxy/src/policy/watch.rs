@@ -5,8 +5,10 @@
 //!   the last good answer, through outages and restarts of the control plane.
 //! - A message that does not compile (an unknown protocol, a regex that does not build) is
 //!   refused: logged with the key and the reason, counted, and the previous policy kept.
-//! - The task reconnects with backoff when the stream fails or ends, and restarts a stream
-//!   that stays silent or lives too long ([`StreamLimits`], Linkerd's `CONTROL_STREAM_*`).
+//! - The task reconnects with backoff when the stream fails or ends (an empty stream, ended
+//!   with `OK` before any message, keeps the last good policy and is asked again), and
+//!   restarts a call that gets no answer, or a stream that stays silent or lives too long
+//!   ([`StreamLimits`], Linkerd's `CONTROL_STREAM_*`).
 //!   `NotFound`, `Unimplemented`, `InvalidArgument` and `FailedPrecondition` end it: the key
 //!   keeps what it has (its default: for the outbound, "no policy: use profiles").
 //! - The cache is bounded: at most `max` keys, and a key no connection used for `idle` is
@@ -292,11 +294,30 @@ async fn one_stream<S: Source>(
     last: &mut Option<S::Message>,
 ) -> Ended {
     let what = source.what();
-    let mut stream = match source.open(key).await {
+    // The call itself is watched too: a control plane that accepts it and never answers
+    // (no response headers) must not wedge the key (its first message is due by then).
+    let opened = Instant::now();
+    let due = [
+        limits.initial.map(|w| opened + w),
+        limits.lifetime.map(|l| opened + l),
+    ]
+    .into_iter()
+    .flatten()
+    .min();
+    let called = match due {
+        Some(d) => match tokio::time::timeout_at(d, source.open(key)).await {
+            Ok(c) => c,
+            Err(_) => {
+                warn!(%key, "{what}: the control plane never answered the call; replacing it");
+                return Ended::Retry;
+            }
+        },
+        None => source.open(key).await,
+    };
+    let mut stream = match called {
         Ok(s) => s,
         Err(status) => return ended_with(source, key, &status, backoff),
     };
-    let opened = Instant::now();
     let mut first = true;
     loop {
         let wait = if first { limits.initial } else { limits.idle };

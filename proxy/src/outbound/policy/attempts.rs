@@ -14,6 +14,16 @@
 //! A request that no connection took (nothing was sent) is sent again to another endpoint of
 //! the same backend (up to [`MAX_CONNECT_ATTEMPTS`]), as linkerd2-proxy's balancer keeps a
 //! request queued until an endpoint is ready; those are not route retries.
+//!
+//! A request the peer never processed (`REFUSED_STREAM`, past a GOAWAY, a connection closed
+//! before any byte of the response, or a meshed peer's `l5d-proxy-error` saying its app never
+//! took it: [`crate::error::NOT_PROCESSED`]) is sent again whatever the route's retry policy
+//! says, as the Destination path does (proxy/src/outbound/retry.rs): to another endpoint (or
+//! forward backend) while one is available (a peer that answered so is not asked again: with
+//! no other, its answer is the client's), within [`MAX_ATTEMPTS`] sends, without spending
+//! the route's retries or its budget, counted in `retries_total{reason="refused"}`. Its body
+//! must be replayable: empty, or kept by the route's retry policy; a streamed body that was
+//! not kept is never sent twice.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -23,6 +33,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use hyper::body::Body as _;
 use remora_metrics::http::HttpMetrics;
 use remora_metrics::outbound_route::{
     BackendHandle, ObjectRef, Outcome, RouteFamilies, RouteHandle, StreamError,
@@ -41,11 +52,12 @@ use super::{
 use crate::discovery::balance::{Accrual, Transition, xorshift};
 use crate::discovery::{Pick, Resolution, Target};
 use crate::error::{self, ProxyError, RouteError};
+use crate::http::L5D_PROXY_ERROR;
 use crate::http::pool::SendError;
 use crate::http::{Body, describe, orig_proto, watch_errors};
 use crate::outbound::connect::{Destination, report as log_transition};
 use crate::outbound::http::{Dispatched, HttpOutbound};
-use crate::outbound::retry::{Sent, clean};
+use crate::outbound::retry::{MAX_ATTEMPTS, Sent, clean};
 
 /// Sends of one attempt at most when no connection takes the request.
 pub const MAX_CONNECT_ATTEMPTS: u32 = 3;
@@ -178,6 +190,9 @@ struct Answer {
 struct Attempt {
     ended: Ended,
     retryable: bool,
+    /// The peer at this address never processed the request (see the module's doc): it may
+    /// be sent again elsewhere whatever the route says.
+    unprocessed: Option<SocketAddr>,
 }
 
 impl Attempt {
@@ -185,8 +200,31 @@ impl Attempt {
         Attempt {
             ended: Ended::Failed(Failure::Route(e)),
             retryable,
+            unprocessed: None,
         }
     }
+}
+
+/// Whether an attempt's send says the peer never processed the request: a refused or cut
+/// stream (not a failed connect: [`HttpOutbound::send_attempt`] resends those), or a meshed
+/// peer's never-processed `l5d-proxy-error`.
+fn never_processed(sent: &Sent) -> bool {
+    match &sent.result {
+        Err(SendError::Connect(..)) => false,
+        Err(e) => e.never_processed(),
+        Ok(rsp) => {
+            sent.meshed
+                && rsp
+                    .headers()
+                    .get(L5D_PROXY_ERROR)
+                    .is_some_and(error::never_processed)
+        }
+    }
+}
+
+/// Whether `b` forwards to `avoid` (an address that never processed the request).
+fn avoided(b: &Backend, avoid: Option<SocketAddr>) -> bool {
+    matches!(&b.dispatch, Dispatch::Forward(ep) if Some(ep.addr) == avoid)
 }
 
 /// An answer the proxy makes itself.
@@ -302,14 +340,32 @@ impl HttpOutbound {
 
     /// The backend a request goes to: the first available, or a weighted random choice
     /// among the available ones (weight 0: never chosen); `None` when none is available or
-    /// the distribution is empty.
+    /// the distribution is empty. A forward backend to `avoid` is chosen only when no other
+    /// is available.
     pub(super) fn choose<'d, F>(
         &self,
         d: &'d Distribution<F>,
+        avoid: Option<SocketAddr>,
+    ) -> Option<(&'d RouteBackend<F>, Option<Target>)> {
+        if avoid.is_some()
+            && let Some(c) = self.choose_inner(d, avoid)
+        {
+            return Some(c);
+        }
+        self.choose_inner(d, None)
+    }
+
+    fn choose_inner<'d, F>(
+        &self,
+        d: &'d Distribution<F>,
+        avoid: Option<SocketAddr>,
     ) -> Option<(&'d RouteBackend<F>, Option<Target>)> {
         match d {
             Distribution::Empty => None,
             Distribution::FirstAvailable(backends) => backends.iter().find_map(|rb| {
+                if avoided(&rb.backend, avoid) {
+                    return None;
+                }
                 let t = self.target_of(&rb.backend);
                 available(t.as_ref()).then_some((rb, t))
             }),
@@ -338,7 +394,7 @@ impl HttpOutbound {
                         }
                     })?;
                     let t = self.target_of(&rb.backend);
-                    if available(t.as_ref()) {
+                    if !avoided(&rb.backend, avoid) && available(t.as_ref()) {
                         return Some((rb, t));
                     }
                     if i >= 64 {
@@ -350,13 +406,34 @@ impl HttpOutbound {
         }
     }
 
+    /// Whether `d` has somewhere other than `failed` to send a request: a forward backend to
+    /// another address, or a balanced backend that knows another endpoint.
+    pub(super) fn elsewhere<F>(&self, d: &Distribution<F>, failed: SocketAddr) -> bool {
+        let other = |b: &Backend| match &b.dispatch {
+            Dispatch::Forward(ep) => ep.addr != failed,
+            Dispatch::Fail(_) => false,
+            Dispatch::Balance { .. } => self.target_of(b).is_some_and(|t| {
+                matches!(&*t.endpoints.borrow(), Resolution::Endpoints(eps)
+                    if eps.iter().any(|e| e.addr != failed))
+            }),
+        };
+        match d {
+            Distribution::Empty => false,
+            Distribution::FirstAvailable(bs) => bs.iter().any(|rb| other(&rb.backend)),
+            Distribution::RandomAvailable(bs) => {
+                bs.iter().any(|(rb, w)| *w > 0 && other(&rb.backend))
+            }
+        }
+    }
+
     /// The endpoint a backend's request goes to: a pick of its balancer within its queue's
-    /// failfast timeout, or its forward address.
+    /// failfast timeout (not `avoid` while another is available), or its forward address.
     pub(super) async fn dispatch_backend(
         &self,
         backend: &Backend,
         target: Option<Target>,
         accrual: Accrual,
+        avoid: Option<SocketAddr>,
     ) -> Result<Destination, RouteError> {
         match &backend.dispatch {
             Dispatch::Fail(why) => Err(RouteError::DispatcherFailed(why.clone())),
@@ -373,7 +450,10 @@ impl HttpOutbound {
                 let Some(_waiting) = backend.queue.enter() else {
                     return Err(RouteError::LoadShed);
                 };
-                match target.pick_with(backend.queue.failfast, accrual).await {
+                match target
+                    .pick_with_avoiding(backend.queue.failfast, accrual, avoid)
+                    .await
+                {
                     Pick::Endpoint(ep, picked) => Ok(Destination::picked(ep, picked, Some(target))),
                     Pick::NoEndpoints | Pick::AsIs => Err(RouteError::FailFast(path.clone())),
                 }
@@ -483,12 +563,21 @@ impl HttpOutbound {
         }
         let (parts, body) = req.into_parts();
         let (body, body_failed) = watch_errors(body);
-        // A request with a retry policy keeps its body for retries (unless it is too large).
+        // A request with a retry policy keeps its body for retries (unless it is too large);
+        // an empty one is always replayable (a resend of a request never processed).
+        let empty = body.is_end_stream() || body.size_hint().exact() == Some(0);
         let (replay, mut first_body) = match retry {
             Some(r) => match Replay::new(body, r.max_request_bytes) {
                 Ok(rp) => (Some(rp), None),
                 Err(b) => (None, Some(b)),
             },
+            None if empty => {
+                let none = crate::http::boxed(http_body_util::Empty::<Bytes>::new());
+                match Replay::new(none, 0) {
+                    Ok(rp) => (Some(rp), None),
+                    Err(b) => (None, Some(b)),
+                }
+            }
             None => (None, Some(body)),
         };
         let head = replay.as_ref().map(|_| Head {
@@ -499,6 +588,9 @@ impl HttpOutbound {
         });
         let mut parts = Some(parts);
         let mut attempt: u32 = 1;
+        // Resends of requests never processed (they do not count as the route's retries).
+        let mut resends: u32 = 0;
+        let mut avoid: Option<SocketAddr> = None;
         loop {
             let body = match (&replay, first_body.take()) {
                 (Some(rp), _) => rp.body(),
@@ -510,14 +602,39 @@ impl HttpOutbound {
                 (None, Some(h)) => h.request(body),
                 (None, None) => Request::new(body),
             };
-            done.attempts = attempt;
+            done.attempts = attempt + resends;
             // Each attempt's response headers are due within the retry timeout, but the last
             // one's (when no retries remain) (linkerd2-proxy).
             let per_try = retry
                 .and_then(|r| r.timeout)
                 .filter(|_| attempt == 1 || attempt <= retry.map_or(0, |r| r.max_retries));
-            let a = self.attempt(&cx, req, &stream, per_try, retry, done).await;
+            let a = self
+                .attempt(&cx, req, &stream, per_try, retry, avoid, done)
+                .await;
             let finish = |ended| self.finish_rule(&cx, &route_m, ended, &stream, &body_failed);
+            // A peer that answered (its app never took the request) is not asked again: only
+            // another endpoint may take it. A refused stream or a cut connection may go again
+            // on a fresh connection to the same one.
+            let peer_answered = matches!(a.ended, Ended::Response(_));
+            if let Some(failed) = a.unprocessed
+                && resends + 1 < MAX_ATTEMPTS
+                && replay.as_ref().is_some_and(Replay::can_replay)
+                && (!peer_answered || self.elsewhere(&rule.distribution, failed))
+            {
+                if let Ended::Response(ans) = a.ended {
+                    let outcome = Outcome {
+                        http_status: Some(ans.status),
+                        grpc_status: ans.grpc_status,
+                        error: None,
+                    };
+                    ans.backend.done(outcome, ans.request_end.elapsed());
+                }
+                resends += 1;
+                avoid = Some(failed);
+                self.ctx.inputs.http_metrics.retried("refused");
+                debug!(resends, %failed, "resending: the peer never processed the request");
+                continue;
+            }
             let Some(policy) = retry.filter(|_| a.retryable) else {
                 if attempt > 1 && matches!(a.ended, Ended::Response(_)) {
                     route_m.retry_success();
@@ -559,11 +676,14 @@ impl HttpOutbound {
             route_m.retry_request();
             self.ctx.inputs.http_metrics.retried("policy");
             attempt += 1;
+            avoid = None;
             debug!(attempt, "retrying on the route's retry policy");
         }
     }
 
-    /// One attempt: the route's filters, a backend, its filters, an endpoint, the send.
+    /// One attempt: the route's filters, a backend, its filters, an endpoint (not `avoid`, an
+    /// address that never processed the request, while another is available), the send.
+    #[allow(clippy::too_many_arguments)]
     async fn attempt<F: RouteFilter>(
         &self,
         cx: &RuleCtx<'_, F>,
@@ -571,6 +691,7 @@ impl HttpOutbound {
         stream: &Stream,
         per_try: Option<Duration>,
         retry: Option<&Retry>,
+        avoid: Option<SocketAddr>,
         done: &mut Dispatched,
     ) -> Attempt {
         let rule = cx.rule;
@@ -578,7 +699,7 @@ impl HttpOutbound {
         if let Err(e) = F::on_request(&rule.filters, &mut req, cx.prefix, &mut draw) {
             return Attempt::failed(e, false);
         }
-        let Some((rb, target)) = self.choose(&rule.distribution) else {
+        let Some((rb, target)) = self.choose(&rule.distribution, avoid) else {
             return Attempt::failed(RouteError::LoadShed, false);
         };
         if let Err(e) = F::on_request(&rb.filters, &mut req, cx.prefix, &mut draw) {
@@ -587,7 +708,10 @@ impl HttpOutbound {
         let bm = rb.backend_metrics(self.families(F::GRPC), cx.parent, cx.route);
         bm.request();
         let dispatched = Instant::now();
-        let dest = match self.dispatch_backend(&rb.backend, target, cx.accrual).await {
+        let dest = match self
+            .dispatch_backend(&rb.backend, target, cx.accrual, avoid)
+            .await
+        {
             Ok(d) => d,
             Err(e) => {
                 bm.done(route_outcome(&e), dispatched.elapsed());
@@ -623,6 +747,7 @@ impl HttpOutbound {
             }
         };
         let addr = dest.addr;
+        let unprocessed = never_processed(&sent).then_some(addr);
         let rsp = match sent.result {
             Ok(rsp) => clean(rsp, sent.meshed, sent.upgraded),
             Err(e) => {
@@ -650,11 +775,15 @@ impl HttpOutbound {
                     ended: Ended::Failed(Failure::Proxy(err, label)),
                     // A stream the peer refused before processing it may be sent again.
                     retryable: label == StreamError::Refused,
+                    unprocessed,
                 };
             }
         };
-        self.answer::<F>(rsp, rb, rule, bm, request_end, dest, retry)
-            .await
+        let mut a = self
+            .answer::<F>(rsp, rb, rule, bm, request_end, dest, retry)
+            .await;
+        a.unprocessed = unprocessed;
+        a
     }
 
     /// An attempt's response: whether it is retryable, the endpoint's outcome, the
@@ -713,6 +842,7 @@ impl HttpOutbound {
                 deferred,
             })),
             retryable: again,
+            unprocessed: None,
         }
     }
 

@@ -91,7 +91,7 @@ impl HttpOutbound {
             }
             None => {}
         }
-        let Some((rb, target)) = self.choose(&route.distribution) else {
+        let Some((rb, target)) = self.choose(&route.distribution, None) else {
             return Err(Refusal::new(
                 CloseError::Unexpected,
                 "no backend of the route is available",
@@ -118,6 +118,7 @@ impl HttpOutbound {
                 &rb.backend,
                 target,
                 crate::discovery::balance::Accrual::never(),
+                None,
             )
             .await
         {

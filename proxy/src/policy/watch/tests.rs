@@ -12,6 +12,8 @@ enum Script {
     SendAndEnd(Vec<u32>),
     /// Refuses to open the stream.
     Refuse(tonic::Code),
+    /// Never answers the call (no response headers).
+    Hang,
 }
 
 #[derive(Default)]
@@ -64,6 +66,7 @@ impl Source for Src {
         Box::pin(async move {
             match script {
                 Script::Refuse(code) => Err(tonic::Status::new(code, "refused")),
+                Script::Hang => std::future::pending().await,
                 Script::Send(items) => Ok(Box::new(Scripted {
                     items: items.into(),
                     end: false,
@@ -156,6 +159,62 @@ async fn a_silent_stream_is_replaced() {
     let mut rx = w.get(&1, || "default".to_string());
     settled(&mut rx, "policy 8").await;
     assert_eq!(fake.opened.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_that_is_never_answered_is_replaced() {
+    let (src, fake) = source(vec![Script::Hang, Script::Hang, Script::Send(vec![Ok(10)])]);
+    let limits = StreamLimits {
+        initial: Some(Duration::from_secs(3)),
+        ..Default::default()
+    };
+    let w = Watches::new(src, 10, Duration::from_secs(60), limits);
+    let mut rx = w.get(&1, || "default".to_string());
+    settled(&mut rx, "policy 10").await;
+    assert_eq!(fake.opened.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_call_then_empty_streams_keep_the_last_good_policy_until_a_healthy_answer() {
+    // The control plane's phases: a good answer; a stream gone silent; calls it never
+    // answers; streams that end at once with OK and no message; a healthy answer.
+    let (src, fake) = source(vec![
+        Script::Send(vec![Ok(2)]),
+        Script::Hang,
+        Script::SendAndEnd(vec![]),
+        Script::SendAndEnd(vec![]),
+        Script::SendAndEnd(vec![]),
+        Script::Send(vec![Ok(12)]),
+    ]);
+    let limits = StreamLimits {
+        initial: Some(Duration::from_secs(3)),
+        idle: Some(Duration::from_secs(5)),
+        lifetime: None,
+    };
+    let w = Watches::new(src, 10, Duration::from_secs(600), limits);
+    let mut rx = w.get(&1, || "default".to_string());
+    settled(&mut rx, "policy 2").await;
+    // Until the healthy answer, only the last good policy is seen.
+    let mut seen = Vec::new();
+    let healed = tokio::time::timeout(Duration::from_secs(120), async {
+        loop {
+            let p = rx.borrow_and_update().to_string();
+            seen.push(p.clone());
+            if p == "policy 12" {
+                return;
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(healed.is_ok(), "never healed: {seen:?}");
+    assert!(
+        seen.iter().all(|p| p == "policy 2" || p == "policy 12"),
+        "{seen:?}"
+    );
+    assert_eq!(fake.opened.load(Ordering::SeqCst), 6);
 }
 
 #[tokio::test(start_paused = true)]

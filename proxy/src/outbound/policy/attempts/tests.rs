@@ -634,3 +634,192 @@ async fn grpc_unavailable_is_retried_and_internal_is_not_unless_configured() {
         6.0
     );
 }
+
+/// A peer that reads each request and closes its connection before any byte of a response
+/// (a request it never processed); it counts the requests.
+async fn closer() -> App {
+    use tokio::io::AsyncReadExt;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    let hits = Arc::new(AtomicU32::new(0));
+    let seen = hits.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = l.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                // Until the head's end (a bounded read: the tests' requests are small).
+                for _ in 0..64 {
+                    match tcp.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                    if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        break;
+                    }
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                // A body announced by content-length is read too, so the close is clean.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = tcp.try_read(&mut chunk);
+                drop(tcp);
+            });
+        }
+    });
+    App { addr, hits }
+}
+
+#[tokio::test]
+async fn a_request_never_processed_goes_to_the_other_backend_whatever_its_route() {
+    let (dead, live) = (closer().await, app("a", false).await);
+    // No retry policy at all: the route itself never retries.
+    let p = one_rule(
+        random_available(vec![(forward(dead.addr), 1), (forward(live.addr), 1)]),
+        |_| {},
+    );
+    let mut reg = Registry::default();
+    let r = router(&mut reg);
+    for i in 0..24 {
+        let before = dead.hits.load(Ordering::SeqCst);
+        let (status, headers, done) = send(&r, &p, get("/")).await;
+        assert_eq!(status, StatusCode::OK, "request {i}");
+        assert_eq!(headers["x-server"], "a");
+        assert_eq!(done.addr, Some(live.addr));
+        let refused = dead.hits.load(Ordering::SeqCst) - before;
+        assert!(refused <= 1, "the peer that refused is avoided");
+        assert_eq!(done.attempts, 1 + refused);
+    }
+    let refused = dead.hits.load(Ordering::SeqCst);
+    // 24 even draws all missing the closer: a chance of 2^-24.
+    assert!(refused > 0, "the closer was never drawn");
+    assert_eq!(live.hits.load(Ordering::SeqCst), 24);
+    assert_eq!(
+        r.ctx.inputs.http_metrics.retries("refused"),
+        u64::from(refused)
+    );
+    let text = metrics(&reg);
+    assert_eq!(
+        value(&text, "outbound_http_route_retry_requests_total", &[]),
+        0.0,
+        "resends are not the route's retries: {text}"
+    );
+}
+
+#[tokio::test]
+async fn a_resend_keeps_the_route_budget_and_retries_and_replays_a_kept_body() {
+    let (dead, live) = (closer().await, app("a", false).await);
+    // A retry policy that allows no retries: the resend does not need one.
+    let p = one_rule(
+        first_available(vec![forward(dead.addr), forward(live.addr)]),
+        |r| r.retry = Some(retry(0, 1024, &[(500, 599)])),
+    );
+    let mut reg = Registry::default();
+    let r = router(&mut reg);
+    let req = Request::post("/")
+        .header("host", "web.shop.svc.cluster.local:8080")
+        .body(Full::new(Bytes::from(vec![b'x'; 100])))
+        .unwrap();
+    let (status, headers, done) = send(&r, &p, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers["x-body-bytes"], "100",
+        "the kept body was sent again"
+    );
+    assert_eq!((done.attempts, done.addr), (2, Some(live.addr)));
+    assert_eq!(
+        (
+            dead.hits.load(Ordering::SeqCst),
+            live.hits.load(Ordering::SeqCst)
+        ),
+        (1, 1)
+    );
+    let text = metrics(&reg);
+    assert_eq!(
+        value(&text, "outbound_http_route_retry_requests_total", &[]),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        value(&text, "outbound_http_route_retry_limit_exceeded_total", &[]),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_body_not_kept_is_never_sent_twice_and_resends_are_bounded() {
+    let (dead, live) = (closer().await, app("a", false).await);
+    // No retry policy: a request with a body keeps none of it.
+    let p = one_rule(
+        first_available(vec![forward(dead.addr), forward(live.addr)]),
+        |_| {},
+    );
+    let mut reg = Registry::default();
+    let r = router(&mut reg);
+    let req = Request::post("/")
+        .header("host", "web.shop.svc.cluster.local:8080")
+        .body(Full::new(Bytes::from(vec![b'x'; 100])))
+        .unwrap();
+    let (status, _, done) = send(&r, &p, req).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(done.attempts, 1);
+    assert_eq!(
+        (
+            dead.hits.load(Ordering::SeqCst),
+            live.hits.load(Ordering::SeqCst)
+        ),
+        (1, 0)
+    );
+    // Every backend refuses: the resends stop at the attempt limit.
+    let other = closer().await;
+    let p = one_rule(
+        first_available(vec![forward(dead.addr), forward(other.addr)]),
+        |_| {},
+    );
+    let before = dead.hits.load(Ordering::SeqCst);
+    let (status, _, done) = send(&r, &p, get("/")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let sends = dead.hits.load(Ordering::SeqCst) - before + other.hits.load(Ordering::SeqCst);
+    assert_eq!(
+        (done.attempts, sends),
+        (
+            crate::outbound::retry::MAX_ATTEMPTS,
+            crate::outbound::retry::MAX_ATTEMPTS
+        )
+    );
+    assert_eq!(
+        other.hits.load(Ordering::SeqCst),
+        1,
+        "the refusers alternate"
+    );
+}
+
+#[tokio::test]
+async fn a_peer_that_answered_never_processed_is_asked_again_only_when_there_is_elsewhere() {
+    let (a, b): (SocketAddr, SocketAddr) = (
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:2".parse().unwrap(),
+    );
+    let mut reg = Registry::default();
+    let r = router(&mut reg);
+    let elsewhere = |p: &Arc<OutboundPolicy>, failed| match p.http(false) {
+        Some(crate::outbound::policy::HttpOrGrpc::Http(routes)) => {
+            r.elsewhere(&routes.routes[0].rules[0].policy.distribution, failed)
+        }
+        _ => panic!("no HTTP/1 routes"),
+    };
+    let alone = one_rule(first_available(vec![forward(a)]), |_| {});
+    assert!(!elsewhere(&alone, a));
+    assert!(elsewhere(&alone, b));
+    let pair = one_rule(
+        random_available(vec![(forward(a), 1), (forward(b), 1)]),
+        |_| {},
+    );
+    assert!(elsewhere(&pair, a));
+    // A backend that is never chosen is not elsewhere.
+    let unweighted = one_rule(
+        random_available(vec![(forward(a), 1), (forward(b), 0)]),
+        |_| {},
+    );
+    assert!(!elsewhere(&unweighted, a));
+}
