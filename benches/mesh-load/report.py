@@ -1,11 +1,15 @@
 #!/usr/bin/env python3
-"""Turns the mesh load benchmark's results.jsonl into report.md and added-latency.svg."""
+"""Turns the mesh load benchmark's results.jsonl into report.md and added-latency.svg.
+
+Setups: direct, remora and haproxy, and linkerd2-proxy when the run had it (L2P=<binary>): a
+column or row wherever the others have one, and its lines in the plot."""
 import json
 import sys
 
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 out, workers, machine = sys.argv[2], sys.argv[3], sys.argv[4]
-setups = ["direct", "remora", "haproxy"]
+setups = ["direct", "remora", "haproxy"] + (["linkerd2-proxy"] if any(r.get("setup") == "linkerd2-proxy" for r in rows) else [])
+proxies = setups[1:]
 
 
 def ms(v):
@@ -16,12 +20,13 @@ def pick(scenario, **kw):
     return [r for r in rows if r["scenario"] == scenario and all(r.get(k) == v for k, v in kw.items())]
 
 
-md = [f"Machine: {machine}. Each proxy: {workers} worker thread(s). Command: `sudo benches/mesh-load/run.sh`.\n"]
+command = ("L2P=<linkerd2-proxy binary> " if "linkerd2-proxy" in setups else "") + "benches/mesh-load/run.sh"
+md = [f"Machine: {machine}. Each proxy: {workers} worker thread(s). Command: `sudo {command}`.\n"]
 rates = sorted({r["rate"] for r in pick("rate")})
 md.append("### HTTP/1.1 keep-alive, 1 KiB, fixed rates (oha -q R --latency-correction, 64 connections)\n")
 md.append("| rate | setup | achieved rps | ok/total | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | added p50 | added p99 | CPU s / 1000 req | peak RSS MiB | anon RSS MiB |")
 md.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-added = {"remora": [], "haproxy": []}
+added = {s: [] for s in proxies}
 for rate in rates:
     base = (pick("rate", rate=rate, setup="direct") or [{}])[0]
     for s in setups:
@@ -57,7 +62,7 @@ md.append("\n### Memory\n")
 conns = (pick("idle_conns") or [{}])[0].get("conns", 10000)
 md.append(f"| setup | idle RSS per proxy MiB (anon) | {conns} idle connections: RSS added (both proxies) | per connection | per connection, each proxy (client, server) |")
 md.append("|---|---|---|---|---|")
-for s in ["remora", "haproxy"]:
+for s in proxies:
     idle = [f"{r['rss_kib'] / 1024:.1f}" + (f" ({r['anon_kib'] / 1024:.1f})" if "anon_kib" in r else "") for r in pick("idle_rss", setup=s)]
     ic = (pick("idle_conns", setup=s) or [{}])[0]
     delta = ic.get("rss_delta_kib", 0)
@@ -87,16 +92,16 @@ for rate in xs:
 for i in range(5):
     v = ymax * i / 4
     svg.append(f'<text x="{L - 6}" y="{y(v / 1000) + 4}" text-anchor="end">{v:.2f}</text>')
-colors = {"remora": "#1f77b4", "haproxy": "#d62728"}
+colors = {"remora": "#1f77b4", "haproxy": "#d62728", "linkerd2-proxy": "#2ca02c"}
 for s, series in added.items():
     for idx, (label, dash) in enumerate((("p50", ""), ("p99", "5,4"))):
         line = " ".join(f"{x(t[0])},{y(t[idx + 1])}" for t in series)
         svg.append(f'<polyline fill="none" stroke="{colors[s]}" stroke-width="2" stroke-dasharray="{dash}" points="{line}"/>')
-legend = [("remora p50", "remora", ""), ("remora p99", "remora", "5,4"), ("haproxy p50", "haproxy", ""), ("haproxy p99", "haproxy", "5,4")]
+legend = [(f"{s} {q}", s, dash) for s in proxies for q, dash in (("p50", ""), ("p99", "5,4"))]
 for i, (label, s, dash) in enumerate(legend):
     yy = 30 + 16 * i
-    svg.append(f'<line x1="{W - 170}" y1="{yy}" x2="{W - 140}" y2="{yy}" stroke="{colors[s]}" stroke-width="2" stroke-dasharray="{dash}"/>')
-    svg.append(f'<text x="{W - 134}" y="{yy + 4}">{label}</text>')
+    svg.append(f'<line x1="{W - 190}" y1="{yy}" x2="{W - 160}" y2="{yy}" stroke="{colors[s]}" stroke-width="2" stroke-dasharray="{dash}"/>')
+    svg.append(f'<text x="{W - 154}" y="{yy + 4}">{label}</text>')
 svg.append("</svg>")
 open(f"{out}/added-latency.svg", "w").write("\n".join(svg) + "\n")
 print("\n".join(md))

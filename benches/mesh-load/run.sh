@@ -1,16 +1,24 @@
 #!/usr/bin/env bash
-# The mesh load benchmark (#13): direct vs Remora vs HAProxy, side by side in one run.
+# The mesh load benchmark (#13): direct vs Remora vs HAProxy (vs linkerd2-proxy), side by side
+# in one run.
 #
 #   sudo benches/mesh-load/run.sh            # installs what it needs, ~15 minutes
+#   sudo L2P=/path/to/linkerd2-proxy benches/mesh-load/run.sh   # adds a linkerd2-proxy pair
 #
 # Topology (network namespaces on one bridge, 10.77.0.0/24):
-#   client-{direct,remora,haproxy}  →  server-{direct,remora,haproxy} (nginx, 1 KiB at /)
+#   client-{direct,remora,haproxy,l2p}  →  server-{direct,remora,haproxy,l2p} (nginx, 1 KiB)
 #   remora:  oha → iptables → Remora outbound → mTLS (HTTP/2) → Remora inbound → nginx,
 #            identities from remora control (in its own namespace)
 #   haproxy: oha → HAProxy (client side) → TLS 1.3 mTLS, HTTP/2, P-256 certs from the same
 #            root → HAProxy (server side) → nginx
-# Each proxy gets WORKERS worker threads (default 1). Results: benches/mesh-load/results.json,
-# a Markdown report (report.md) and a plot of added latency vs rate (added-latency.svg).
+#   linkerd2-proxy (only with L2P=<binary>, built by hand; nothing here builds it): as remora,
+#            with linkerd2-proxy in both pods, under the same remora control (identity,
+#            destination, policy), its environment as Linkerd's injector renders it
+#            (tests/fixtures/linkerd-env/ipv4.json) with the control plane's addresses
+# Each proxy gets WORKERS worker threads (default 1; linkerd2-proxy: LINKERD2_PROXY_CORES,
+# _CORES_MIN and _CORES_MAX all WORKERS). REMORA_BIN=<binary> measures that Remora build instead
+# of building this tree. Results: benches/mesh-load/results.jsonl, a Markdown report
+# (report.md) and a plot of added latency vs rate (added-latency.svg).
 set -euo pipefail
 
 WORKERS=${WORKERS:-1}
@@ -21,6 +29,15 @@ SCENARIOS=${SCENARIOS:-"rate max new_conn h2 bulk idle"}
 # PERF=1: record a CPU profile (perf, cpu-clock, DWARF call graphs) of each Remora proxy during
 # the maximum-rate scenario, to $OUT/perf-{client,server}.data.
 PERF=${PERF:-0}
+# L2P=<path to a linkerd2-proxy binary>: adds the setup `linkerd2-proxy` to every scenario.
+L2P=${L2P:-}
+# L2P_LOG: linkerd2-proxy's LINKERD2_PROXY_LOG (warn by default).
+SETUPS="direct remora haproxy"
+if [ -n "$L2P" ]; then
+  [ -x "$L2P" ] || { echo "L2P=$L2P is not an executable file" >&2; exit 64; }
+  SETUPS="$SETUPS linkerd2-proxy"
+fi
+PROXIES=${SETUPS#direct }
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 out=${OUT:-$here}
@@ -73,6 +90,7 @@ else
 fi
 install -m 0755 "$REMORA" "$work/remora"
 REMORA=$work/remora
+[ -z "$L2P" ] || install -m 0755 "$L2P" "$work/linkerd2-proxy"
 chmod 0755 "$work"
 
 # ---------------------------------------------------------------------------------------------
@@ -94,7 +112,9 @@ pod() {
   IP[$1]=10.77.0.$host
   host=$((host + 1))
 }
-for p in cp client-direct server-direct client-remora server-remora client-haproxy server-haproxy; do pod "$p"; done
+PODS="cp client-direct server-direct client-remora server-remora client-haproxy server-haproxy"
+[ -z "$L2P" ] || PODS="$PODS client-l2p server-l2p"
+for p in $PODS; do pod "$p"; done
 inns() { local n=$1; shift; ip netns exec "$P-$n" "$@"; }
 
 # nginx returning 1 KiB, HTTP/1.1 on 8080 and HTTP/2 (prior knowledge) on 8082, one worker.
@@ -111,7 +131,8 @@ http {
   server { listen 8082 http2; location / { root $work; index index.html; } }
 }
 EOF
-for s in server-direct server-remora server-haproxy; do
+for s in $PODS; do
+  [[ $s == server-* ]] || continue
   sed "s/%NS%/$s/" "$work/nginx.conf" > "$work/nginx-$s.conf"
   inns $s nginx -c "$work/nginx-$s.conf" -e /dev/null
   inns $s sh -c "iperf3 -s -p 5201 -D --logfile /dev/null"
@@ -156,6 +177,18 @@ pod = "server-0"
 ip = "${IP[server-remora]}"
 service_account = "web"
 EOF
+# linkerd2-proxy's server pod: a service of its own, the same ports.
+[ -z "$L2P" ] || cat >> "$work/control.toml" <<EOF
+[[services]]
+name = "web-l2p"
+namespace = "bench"
+cluster_ip = "10.96.0.11"
+ports = [{ port = 8080 }, { port = 8082 }, { port = 5201, opaque = true }]
+[[services.endpoints]]
+pod = "server-l2p-0"
+ip = "${IP[server-l2p]}"
+service_account = "web"
+EOF
 inns cp "$REMORA" control --config "$work/control.toml" > "$work/control.log" 2>&1 &
 CP_ID=remora-control.linkerd.serviceaccount.identity.linkerd.bench.example
 declare -A PID
@@ -176,11 +209,17 @@ for side in client server; do
     setpriv --reuid=2102 --regid=2102 --clear-groups -- "$REMORA" proxy > "$work/proxy-$side.log" 2>&1 &
   PID[remora-$side]=$!
 done
-for side in client server; do
-  for _ in $(seq 100); do
-    inns $side-remora sh -c "exec 3<>/dev/tcp/127.0.0.1/4191 && printf 'GET /ready HTTP/1.0\r\n\r\n' >&3 && head -1 <&3" 2>/dev/null | grep -q 200 && break
+# ready <ns>: waits (up to 30 s) until the proxy in pod <ns> answers 200 on /ready (port 4191),
+# asked through bash's /dev/tcp (sh may be dash, which has none).
+ready() {
+  for _ in $(seq 150); do
+    inns "$1" bash -c "exec 3<>/dev/tcp/127.0.0.1/4191 && printf 'GET /ready HTTP/1.0\r\n\r\n' >&3 && head -1 <&3" 2>/dev/null | grep -q 200 && return 0
     sleep 0.2
   done
+  return 1
+}
+for side in client server; do
+  ready $side-remora || { echo "remora proxy in $side-remora not ready; its log:" >&2; cat "$work/proxy-$side.log" >&2; exit 1; }
 done
 # $! is the subshell of a backgrounded function: find each proxy by its network namespace.
 for pid in $(pgrep -f "$REMORA proxy"); do
@@ -190,6 +229,63 @@ for pid in $(pgrep -f "$REMORA proxy"); do
   esac
 done
 [ -n "${PID[remora-client]:-}" ] && [ -n "${PID[remora-server]:-}" ] || { echo "proxies not found" >&2; exit 1; }
+
+if [ -n "$L2P" ]; then
+  log "linkerd2-proxy pair ($WORKERS core(s) each), under remora control"
+  anchors=$(cat "$work/pki/root.pem")
+  for side in client server; do
+    sa=$side ports=""
+    [ $side = server ] && sa=web ports=8080,8082,5201
+    id=$sa.bench.serviceaccount.identity.linkerd.bench.example
+    # The identity directory as Linkerd's image entrypoint leaves it before the proxy starts:
+    # key.p8 (a P-256 key, PKCS#8 DER) and csr.der (DER, the identity as its DNS SAN).
+    dir=$work/l2p-$side
+    mkdir -p "$dir/identity"
+    openssl ecparam -name prime256v1 -genkey -noout -out "$dir/key.pem" 2>/dev/null
+    openssl pkcs8 -topk8 -nocrypt -in "$dir/key.pem" -outform DER -out "$dir/identity/key.p8"
+    openssl req -new -key "$dir/key.pem" -subj "/CN=$id" -addext "subjectAltName=DNS:$id" \
+      -outform DER -out "$dir/identity/csr.der"
+    rm -f "$dir/key.pem"
+    # Remora's token (linkerd2-proxy sends the file's bytes, which remora control verifies).
+    "$REMORA" control token --config "$work/control.toml" --identity "$id" > "$dir/token"
+    chmod 0644 "$dir/token"
+    chown -R 2102:2102 "$dir/identity"
+    chmod 0700 "$dir/identity"
+    # The injector's rendering, expanded as the kubelet would, then the control plane's
+    # addresses and names (all three APIs on remora control), the worker count and the log level.
+    mapfile -d '' l2p_env < <(jq -j --arg name "$side-l2p-0" --arg ns bench --arg sa $sa \
+      --arg ip "${IP[$side-l2p]}" --arg ports "$ports" --arg anchors "$anchors"$'\n' \
+      --arg dir "$dir/identity" --arg token "$dir/token" '
+      .env[] | select(.[0] | test("^LINKERD2_PROXY_(LOG|CORES|CORES_MIN|CORES_MAX|IDENTITY_LOCAL_NAME|(IDENTITY|DESTINATION|POLICY)_SVC_(ADDR|NAME))$") | not)
+      | "\(.[0])=\(.[1] | gsub("\\$\\{POD_NAME\\}"; $name) | gsub("\\$\\{POD_NS\\}"; $ns)
+          | gsub("\\$\\{POD_SA\\}"; $sa) | gsub("\\$\\{POD_UID\\}"; "1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+          | gsub("\\$\\{POD_IPS?\\}"; $ip) | gsub("\\$\\{POD_PORTS\\}"; $ports)
+          | gsub("\\$\\{NODE_NAME\\}"; "node-a") | gsub("\\$\\{TRUST_ANCHORS_PEM\\}"; $anchors)
+          | gsub("/var/run/linkerd/identity/end-entity"; $dir)
+          | gsub("/var/run/secrets/tokens/linkerd-identity-token"; $token))\u0000"' \
+      "$repo/tests/fixtures/linkerd-env/ipv4.json")
+    [ "${#l2p_env[@]}" -gt 40 ] || { echo "the Linkerd environment fixture did not render" >&2; exit 1; }
+    inns $side-l2p "$REMORA" init >/dev/null
+    inns $side-l2p env -i PATH=/usr/bin:/bin "${l2p_env[@]}" \
+      LINKERD2_PROXY_LOG="${L2P_LOG:-warn}" \
+      LINKERD2_PROXY_CORES=$WORKERS LINKERD2_PROXY_CORES_MIN=$WORKERS LINKERD2_PROXY_CORES_MAX=$WORKERS \
+      LINKERD2_PROXY_IDENTITY_LOCAL_NAME=$id \
+      LINKERD2_PROXY_IDENTITY_SVC_ADDR=${IP[cp]}:8086 LINKERD2_PROXY_IDENTITY_SVC_NAME=$CP_ID \
+      LINKERD2_PROXY_DESTINATION_SVC_ADDR=${IP[cp]}:8086 LINKERD2_PROXY_DESTINATION_SVC_NAME=$CP_ID \
+      LINKERD2_PROXY_POLICY_SVC_ADDR=${IP[cp]}:8086 LINKERD2_PROXY_POLICY_SVC_NAME=$CP_ID \
+      setpriv --reuid=2102 --regid=2102 --clear-groups -- "$work/linkerd2-proxy" > "$work/l2p-$side.log" 2>&1 &
+  done
+  for side in client server; do
+    ready $side-l2p || { echo "linkerd2-proxy in $side-l2p not ready; its log:" >&2; cat "$work/l2p-$side.log" >&2; pgrep -af "^$work/linkerd2-proxy" >&2; exit 1; }
+  done
+  for pid in $(pgrep -f "^$work/linkerd2-proxy"); do
+    case $(ip netns identify "$pid") in
+      $P-client-l2p) PID[linkerd2-proxy-client]=$pid ;;
+      $P-server-l2p) PID[linkerd2-proxy-server]=$pid ;;
+    esac
+  done
+  [ -n "${PID[linkerd2-proxy-client]:-}" ] && [ -n "${PID[linkerd2-proxy-server]:-}" ] || { echo "linkerd2-proxy pair not found" >&2; exit 1; }
+fi
 
 log "haproxy pair ($WORKERS thread(s) each)"
 cat > "$work/haproxy-client.cfg" <<EOF
@@ -243,16 +339,16 @@ PID[haproxy-server]=$(head -1 "$work/haproxy-server.pid")
 sleep 1
 
 # Where each setup's client sends (ns, HTTP/1 URL, HTTP/2 URL, iperf host port).
-declare -A NSOF=([direct]=client-direct [remora]=client-remora [haproxy]=client-haproxy)
-declare -A URL=([direct]=http://${IP[server-direct]}:8080/ [remora]=http://10.96.0.10:8080/ [haproxy]=http://127.0.0.1:10080/)
-declare -A URL2=([direct]=http://${IP[server-direct]}:8082/ [remora]=http://10.96.0.10:8082/ [haproxy]=http://127.0.0.1:10082/)
-declare -A IPERF=([direct]="${IP[server-direct]} 5201" [remora]="10.96.0.10 5201" [haproxy]="127.0.0.1 15201")
+declare -A NSOF=([direct]=client-direct [remora]=client-remora [haproxy]=client-haproxy [linkerd2-proxy]=client-l2p)
+declare -A URL=([direct]=http://${IP[server-direct]}:8080/ [remora]=http://10.96.0.10:8080/ [haproxy]=http://127.0.0.1:10080/ [linkerd2-proxy]=http://10.96.0.11:8080/)
+declare -A URL2=([direct]=http://${IP[server-direct]}:8082/ [remora]=http://10.96.0.10:8082/ [haproxy]=http://127.0.0.1:10082/ [linkerd2-proxy]=http://10.96.0.11:8082/)
+declare -A IPERF=([direct]="${IP[server-direct]} 5201" [remora]="10.96.0.10 5201" [haproxy]="127.0.0.1 15201" [linkerd2-proxy]="10.96.0.11 5201")
 
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }     # clock ticks
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }  # KiB
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }  # KiB
 anon() { awk '/RssAnon/ {print $2}' "/proc/$1/status"; }  # KiB: RSS less file-backed pages (code)
-procs() { case $1 in remora) echo "${PID[remora-client]} ${PID[remora-server]}";; haproxy) echo "${PID[haproxy-client]} ${PID[haproxy-server]}";; *) echo;; esac; }
+procs() { case $1 in direct) echo;; *) echo "${PID[$1-client]} ${PID[$1-server]}";; esac; }
 
 results=$work/results.jsonl
 : > "$results"
@@ -261,9 +357,17 @@ emit() { echo "$1" >> "$results"; }
 oha_json() { local n=$1; shift; inns "$n" "$OHA" --no-tui --output-format json "$@" 2>/dev/null; }
 
 # Warm up every path (connections, certificates, discovery).
-for s in direct remora haproxy; do oha_json ${NSOF[$s]} -z 2s -c 4 "${URL[$s]}" >/dev/null || true; done
+for s in $SETUPS; do oha_json ${NSOF[$s]} -z 2s -c 4 "${URL[$s]}" >/dev/null || true; done
+# The linkerd2-proxy path is meshed: its server proxy admitted the warm-up over mTLS from the
+# client's identity (else the figures would measure something else).
+if [ -n "$L2P" ]; then
+  inns server-l2p bash -c "exec 3<>/dev/tcp/127.0.0.1/4191 && printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3 && cat <&3" \
+    > "$work/l2p-server.metrics" 2>/dev/null || true
+  grep -q '^inbound_http_authz_allow_total{.*target_port="8080".*tls="true",client_id="client\.bench\.serviceaccount\.identity\.linkerd\.bench\.example"' \
+    "$work/l2p-server.metrics" || { echo "linkerd2-proxy: the warm-up did not reach the server proxy over mTLS; logs:" >&2; cat "$work"/l2p-*.log >&2; exit 1; }
+fi
 
-for s in direct remora haproxy; do
+for s in $SETUPS; do
   for p in $(procs $s); do emit "{\"setup\":\"$s\",\"scenario\":\"idle_rss\",\"pid\":$p,\"rss_kib\":$(rss $p),\"anon_kib\":$(anon $p)}"; done
 done
 
@@ -275,7 +379,7 @@ fi
 
 want rate && log "fixed rates: $RATES rps, $DURATION each, open loop with latency correction"
 want rate && for rate in $RATES; do
-  for s in direct remora haproxy; do
+  for s in $SETUPS; do
     before=0; for p in $(procs $s); do before=$((before + $(cpu $p))); done
     j=$(oha_json ${NSOF[$s]} -z "$DURATION" -q "$rate" --latency-correction -c 64 "${URL[$s]}")
     after=0; for p in $(procs $s); do after=$((after + $(cpu $p))); done
@@ -290,7 +394,7 @@ want rate && for rate in $RATES; do
 done
 
 want max && log "maximum rate: closed loop, 64 connections"
-want max && for s in direct remora haproxy; do
+want max && for s in $SETUPS; do
   perf_pids=()
   if [ "$PERF" = 1 ] && [ $s = remora ]; then
     for side in client server; do
@@ -305,19 +409,19 @@ want max && for s in direct remora haproxy; do
 done
 
 want new_conn && log "a new connection per request (16 concurrent)"
-want new_conn && for s in direct remora haproxy; do
+want new_conn && for s in $SETUPS; do
   j=$(oha_json ${NSOF[$s]} -z "$DURATION" -c 16 --disable-keepalive "${URL[$s]}")
   emit "$(echo "$j" | jq -c --arg s $s '{setup:$s, scenario:"new_conn", rps:.summary.requestsPerSec, p50:.latencyPercentiles.p50, p99:.latencyPercentiles.p99, errors:(.errorDistribution | length)}')"
 done
 
 want h2 && log "HTTP/2, one connection, 100 concurrent streams"
-want h2 && for s in direct remora haproxy; do
+want h2 && for s in $SETUPS; do
   j=$(oha_json ${NSOF[$s]} -z "$DURATION" --http2 -c 1 -p 100 "${URL2[$s]}")
   emit "$(echo "$j" | jq -c --arg s $s '{setup:$s, scenario:"h2_100", rps:.summary.requestsPerSec, p50:.latencyPercentiles.p50, p99:.latencyPercentiles.p99}')"
 done
 
 want bulk && log "opaque TCP bulk transfer (iperf3, 10 s): 1 and 8 streams"
-want bulk && for s in direct remora haproxy; do
+want bulk && for s in $SETUPS; do
   for streams in 1 8; do
     read -r h port <<< "${IPERF[$s]}"
     j=$(inns ${NSOF[$s]} iperf3 -c "$h" -p "$port" -t 10 -P $streams -J 2>/dev/null || echo '{}')
@@ -326,7 +430,7 @@ want bulk && for s in direct remora haproxy; do
 done
 
 want idle && log "$IDLE_CONNS idle connections through each proxy pair"
-want idle && for s in remora haproxy; do
+want idle && for s in $PROXIES; do
   pids=$(procs $s)
   declare -A RSS0=()
   before=0; for p in $pids; do RSS0[$p]=$(rss $p); before=$((before + ${RSS0[$p]})); done
@@ -357,6 +461,7 @@ PY
   wait $holder 2>/dev/null || true
 done
 
+mkdir -p "$out"
 cp "$results" "$out/results.jsonl"
 python3 "$here/report.py" "$out/results.jsonl" "$out" "$WORKERS" "$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
 log "done: $out/report.md, $out/added-latency.svg"

@@ -1,6 +1,7 @@
 //! Checks of the benchmark scripts under benches/ that can run here without their load
-//! (the benchmarks themselves need minutes and a quiet machine): each script parses, and the
-//! soak's report turns samples into the verdict BENCHMARKS.md quotes, flat or not.
+//! (the benchmarks themselves need minutes and a quiet machine): each script parses, the
+//! soak's report turns samples into the verdict BENCHMARKS.md quotes, flat or not, and the
+//! mesh load report shows the linkerd2-proxy setup exactly when the run had it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -97,5 +98,117 @@ fn the_soak_report_tells_flat_from_growing() {
     // Flat memory, leaking descriptors.
     let leaking = report(&base.join("fds"), |_| 30_000, |i| 40 + i * 2);
     assert!(leaking.contains("fds grow"), "{leaking}");
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+/// Writes a mesh load run's results for `setups` (each figure derived from the setup's index,
+/// so every row differs) into `dir` and runs the report on them: report.md and the plot.
+fn mesh_report(dir: &Path, setups: &[&str]) -> (String, String) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rows = Vec::new();
+    for (i, s) in setups.iter().enumerate() {
+        let k = i as f64 + 1.0;
+        if *s != "direct" {
+            for pid in [100 * i + 1, 100 * i + 2] {
+                rows.push(
+                    serde_json::json!({"setup": s, "scenario": "idle_rss", "pid": pid,
+                    "rss_kib": 10240 * (i + 1), "anon_kib": 1024 * (i + 1)}),
+                );
+                rows.push(
+                    serde_json::json!({"setup": s, "scenario": "idle_conns_proc", "pid": pid,
+                    "conns": 500, "rss_delta_kib": 500 * (i + 1), "rss_kib": 20480}),
+                );
+            }
+            rows.push(
+                serde_json::json!({"setup": s, "scenario": "idle_conns", "conns": 500,
+                "rss_delta_kib": 1000 * (i + 1), "rss_kib": 40960}),
+            );
+        }
+        for rate in [500, 1000] {
+            rows.push(
+                serde_json::json!({"setup": s, "scenario": "rate", "rate": rate,
+                "rps": f64::from(rate), "ok": rate * 3, "total": rate * 3,
+                "p50": 0.0002 * k, "p90": 0.0004 * k, "p99": 0.0008 * k, "p999": 0.001 * k,
+                "max": 0.002 * k, "cpu_ticks": 50 * i, "peak_rss_kib": 16384, "anon_kib": 4096}),
+            );
+        }
+        rows.push(
+            serde_json::json!({"setup": s, "scenario": "max", "rps": 20000.0 / k,
+            "p50": 0.002 * k, "p99": 0.01 * k}),
+        );
+        rows.push(
+            serde_json::json!({"setup": s, "scenario": "new_conn", "rps": 7000.0 / k,
+            "p50": 0.001 * k, "p99": 0.009 * k, "errors": 0}),
+        );
+        rows.push(
+            serde_json::json!({"setup": s, "scenario": "h2_100", "rps": 16000.0 / k,
+            "p50": 0.005 * k, "p99": 0.016 * k}),
+        );
+        for streams in [1, 8] {
+            rows.push(
+                serde_json::json!({"setup": s, "scenario": "bulk", "streams": streams,
+                "gbytes_per_s": 2.0 / k}),
+            );
+        }
+    }
+    let jsonl: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(dir.join("results.jsonl"), jsonl).unwrap();
+    let out = Command::new("python3")
+        .arg(repo().join("benches/mesh-load/report.py"))
+        .arg(dir.join("results.jsonl"))
+        .arg(dir)
+        .args(["1", "test machine"])
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    let svg = std::fs::read_to_string(dir.join("added-latency.svg")).unwrap();
+    (md, svg)
+}
+
+#[test]
+fn the_mesh_load_report_has_linkerd2_proxy_when_the_run_had_it() {
+    let base = std::env::temp_dir().join(format!("remora-mesh-report-{}", std::process::id()));
+    let (md, svg) = mesh_report(&base.join("without"), &["direct", "remora", "haproxy"]);
+    assert!(!md.contains("linkerd2-proxy"), "{md}");
+    assert!(!svg.contains("linkerd2-proxy"), "{svg}");
+    assert!(md.contains("| haproxy | 6667 |"), "{md}");
+
+    let (md, svg) = mesh_report(
+        &base.join("with"),
+        &["direct", "remora", "haproxy", "linkerd2-proxy"],
+    );
+    assert!(md.contains("Command: `sudo L2P="), "{md}");
+    // Fixed rates: p50 0.8 ms, 0.6 ms above direct's; CPU 150 ticks over 1 500 requests.
+    assert!(
+        md.contains("| 500 | linkerd2-proxy | 500 | 1500/1500 | 0.800 |")
+            && md.contains("| 0.600 | 2.400 | 1.000 | 16.0 | 4.0 |"),
+        "{md}"
+    );
+    // Maximum rate and new connections; HTTP/2 and bulk; memory.
+    assert!(
+        md.contains("| linkerd2-proxy | 5000 | 8.000 | 40.000 | 1750 | 4.000 | 36.000 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| linkerd2-proxy | 4000 | 20.000 | 64.000 | 0.50 | 0.50 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains(
+            "| linkerd2-proxy | 40.0 (4.0), 40.0 (4.0) | 3.9 MiB | 8192 B | 4096 B, 4096 B |"
+        ),
+        "{md}"
+    );
+    // Its own lines in the plot, both percentiles.
+    assert!(
+        svg.contains("linkerd2-proxy p50") && svg.contains("linkerd2-proxy p99"),
+        "{svg}"
+    );
+    assert_eq!(svg.matches("<polyline").count(), 6, "{svg}");
     let _ = std::fs::remove_dir_all(&base);
 }
