@@ -45,6 +45,9 @@ pub const REASON: &str = "in_flight_limit";
 /// The reason label of a refusal at a client address's share of it.
 pub const PEER_REASON: &str = "peer_in_flight_limit";
 
+/// The table of addresses is swept for entries nobody holds from this size on.
+const SWEEP_AT: usize = 64;
+
 /// Whether an address is exempt from the per-address share.
 pub type Exempt = Box<dyn Fn(IpAddr) -> bool + Send + Sync>;
 
@@ -61,6 +64,8 @@ struct Inner {
     peer_limit: Option<(usize, Exempt)>,
     /// The permits each client address with an HTTP connection open holds.
     peers: Mutex<HashMap<IpAddr, Arc<AtomicUsize>>>,
+    /// The table's size after its last sweep.
+    swept_to: AtomicUsize,
     metrics: HttpMetrics,
     epoch: Instant,
     /// When a refusal was last logged, in milliseconds since `epoch` plus one (0: never).
@@ -192,6 +197,7 @@ impl InFlight {
                 used: AtomicUsize::new(0),
                 peer_limit,
                 peers: Mutex::new(HashMap::new()),
+                swept_to: AtomicUsize::new(0),
                 metrics,
                 epoch: Instant::now(),
                 logged_ms: AtomicU64::new(0),
@@ -216,6 +222,13 @@ impl InFlight {
         let inner = &self.inner;
         let peer = match &inner.peer_limit {
             Some(_) => inner.peers.lock().ok().map(|mut peers| {
+                // A permit outliving its connection's last gate keeps its address's entry
+                // past that gate: entries nobody holds any more are swept whenever the
+                // table doubles, so it stays within twice the addresses in use.
+                if peers.len() >= SWEEP_AT.max(2 * inner.swept_to.load(Ordering::Relaxed)) {
+                    peers.retain(|_, c| Arc::strong_count(c) > 1);
+                    inner.swept_to.store(peers.len(), Ordering::Relaxed);
+                }
                 let count = peers.entry(ip).or_default().clone();
                 PeerRef {
                     inner: inner.clone(),
@@ -376,6 +389,22 @@ mod tests {
             cap.inner.peers.lock().unwrap().is_empty(),
             "no connection, no entry"
         );
+    }
+
+    #[test]
+    fn entries_a_permit_kept_past_its_gate_are_swept() {
+        let cap = InFlight::with_share(1000, 0.5, Box::new(|_| false), metrics());
+        let gate = cap.gate_for("10.0.0.1".parse().unwrap(), true);
+        let permit = gate.try_acquire().unwrap();
+        drop(gate);
+        drop(permit);
+        assert_eq!(cap.inner.peers.lock().unwrap().len(), 1, "left behind");
+        let gates: Vec<_> = (0..200u8)
+            .map(|i| cap.gate_for(IpAddr::from([10, 1, 0, i]), true))
+            .collect();
+        let peers = cap.inner.peers.lock().unwrap();
+        assert!(!peers.contains_key(&"10.0.0.1".parse::<IpAddr>().unwrap()));
+        assert_eq!(peers.len(), gates.len());
     }
 
     #[tokio::test]
