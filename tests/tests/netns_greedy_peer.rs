@@ -10,7 +10,9 @@
 //!   and is served, and the silent ones are closed after `REMORA_INBOUND_FIRST_BYTE_TIMEOUT`
 //!   (`first_byte_timeout`).
 //!
-//! Each check prints one `greedy-peer: ...` line.
+//! Each check prints one `greedy-peer: ...` line. `REMORA_GREEDY_PEER_PROXY=<path>` runs the
+//! server pod's proxy as that program (a script running an earlier commit's `remora proxy`):
+//! both tests fail against `c49b206`, which has none of these limits.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -31,6 +33,15 @@ const SHARE: usize = MAX_IN_FLIGHT / 2;
 const STREAMS: usize = 30;
 /// Well within what a test waits, far beyond a prompt answer.
 const PROMPT: Duration = Duration::from_secs(3);
+
+/// The server pod, its proxy from `REMORA_GREEDY_PEER_PROXY` when set.
+fn server_pod(net: &Net) -> remora_tests::net::PodBuilder {
+    let pod = net.pod("server");
+    match std::env::var_os("REMORA_GREEDY_PEER_PROXY") {
+        Some(path) => pod.proxy_program(path.into()),
+        None => pod,
+    }
+}
 
 /// Opens `STREAMS` streams from `pod` on one HTTP/2 connection to a slow path; returns the
 /// statuses answered within `PROMPT` (the rest are still pending at the app) and the
@@ -75,8 +86,7 @@ async fn prompt_get(pod: &Pod, addr: std::net::SocketAddr) -> (StatusCode, Durat
 #[tokio::test]
 async fn netns_greedy_peer_gets_its_share_of_in_flight_requests_and_others_are_served() {
     let Some(net) = Net::new() else { return };
-    let server = net
-        .pod("server")
+    let server = server_pod(&net)
         .app(test_server(HTTP, "server"))
         .meshed()
         .env("REMORA_INBOUND_MAX_IN_FLIGHT", &MAX_IN_FLIGHT.to_string())
@@ -168,8 +178,7 @@ async fn netns_greedy_peer_gets_its_share_of_in_flight_requests_and_others_are_s
 #[tokio::test]
 async fn netns_greedy_peer_gets_its_share_of_connections_and_silent_ones_are_closed() {
     let Some(net) = Net::new() else { return };
-    let server = net
-        .pod("server")
+    let server = server_pod(&net)
         .app(echo(ECHO))
         .meshed()
         .env("REMORA_INBOUND_MAX_CONNECTIONS", "10")
