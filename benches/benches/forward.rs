@@ -26,6 +26,7 @@ fn forward(c: &mut Criterion) {
             direction: Direction::Outbound,
             connect: Connect::within(Duration::from_secs(1)),
             idle_timeout: None,
+            first_byte_timeout: None,
             metrics: TcpMetrics::register(&mut registry),
         };
         let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -183,6 +183,12 @@ pub enum RefuseReason {
     PolicyDeny,
     /// A malformed HTTP request answered by the proxy (e.g. an ambiguous body length).
     MalformedHttp,
+    /// Inbound: the client's address already holds its share of the connection slots
+    /// (`REMORA_INBOUND_PEER_CONNECTION_SHARE`).
+    PeerConnectionLimit,
+    /// Inbound: no byte moved either way within `REMORA_INBOUND_FIRST_BYTE_TIMEOUT` of
+    /// forwarding (the connection was closed, after being forwarded).
+    FirstByteTimeout,
 }
 
 impl RefuseReason {
@@ -213,6 +219,8 @@ impl RefuseReason {
             RefuseReason::PolicyNotAllowed => "policy_not_allowed",
             RefuseReason::PolicyDeny => "policy_deny",
             RefuseReason::MalformedHttp => "malformed_http",
+            RefuseReason::PeerConnectionLimit => "peer_connection_limit",
+            RefuseReason::FirstByteTimeout => "first_byte_timeout",
         }
     }
 }

@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use crate::config::{self, Config};
 use crate::discovery::report::{BalancerCollector, snapshot_json};
 use crate::discovery::{ProfileScope, Resolver, ResolverConfig};
+use crate::http::inflight::InFlight;
 use crate::http::record::{AccessLog, AccessLogOut};
 use crate::inbound::gateway::{Gateway, watch_exports};
 use crate::inbound::policy::InboundPolicy;
@@ -40,7 +41,7 @@ use crate::tls::identity::{self, CredsRx, IdentityError};
 use crate::tls::mtls::LocalTls;
 use crate::trace::{Tracer, export};
 use crate::transport::header::ALPN;
-use crate::transport::listen::AcceptCtx;
+use crate::transport::listen::{AcceptCtx, PeerShare};
 use crate::transport::orig_dst::LocalIps;
 use crate::transport::own::OwnAddrs;
 use crate::transport::tcp::Connect;
@@ -276,6 +277,7 @@ impl Proxy {
             metrics: self.tcp_metrics.clone(),
             drain: self.drain.clone(),
             opts,
+            peers: None,
         };
         let tls = LocalTls::new(self.creds.clone());
         let pod_ips = if cfg.inbound_ips.is_empty() {
@@ -283,8 +285,10 @@ impl Proxy {
         } else {
             LocalIps::fixed(&cfg.inbound_ips)
         };
+        let own = OwnAddrs::new(own_listeners, pod_ips);
+        let own_ips = own.ips.clone();
         let inputs = Arc::new(ProxyInputs {
-            own: OwnAddrs::new(own_listeners, pod_ips),
+            own,
             tls: tls.clone(),
             discovery: self.resolver.clone().map(|resolver| Discovery {
                 resolver,
@@ -313,6 +317,16 @@ impl Proxy {
             access_log: access_log(cfg.access_log, self.access_log_out.take()),
             tracer: self.tracer.clone(),
             drain: self.drain.clone(),
+            in_flight: [
+                InFlight::with_share(
+                    cfg.inbound_max_in_flight,
+                    cfg.inbound_peer_share,
+                    Box::new(move |ip| ip.is_loopback() || own_ips.contains(ip)),
+                    self.http_metrics.clone(),
+                ),
+                InFlight::new(cfg.outbound_max_in_flight, self.http_metrics.clone()),
+            ],
+            first_byte_timeout: cfg.first_byte_timeout,
         });
         let outbound = Outbound::new(
             self.outbound,
@@ -367,13 +381,20 @@ impl Proxy {
             }
             (false, _, _) => None,
         };
+        let mut inbound_accept = accept(
+            Direction::Inbound,
+            cfg.inbound_max_connections,
+            cfg.sockets.inbound_accept,
+        );
+        let own_ips = inputs.own.ips.clone();
+        inbound_accept.peers = PeerShare::new(
+            cfg.inbound_max_connections,
+            cfg.inbound_peer_share,
+            Box::new(move |ip| ip.is_loopback() || own_ips.contains(ip)),
+        );
         let inbound = Inbound::new(
             self.inbound,
-            accept(
-                Direction::Inbound,
-                cfg.inbound_max_connections,
-                cfg.sockets.inbound_accept,
-            ),
+            inbound_accept,
             inputs,
             InboundConfig {
                 detect_timeout: cfg.detect_timeout,

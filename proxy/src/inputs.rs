@@ -68,6 +68,10 @@ pub struct ProxyInputs {
     pub tracer: Option<crate::trace::Tracer>,
     /// The process's drain: HTTP connections are told to close when it starts.
     pub drain: remora_runtime::drain::Drain,
+    /// The caps on HTTP requests in flight: the inbound's, the outbound's.
+    pub in_flight: [crate::http::inflight::InFlight; 2],
+    /// Inbound: opaque connections on which no byte moved either way this long are closed.
+    pub first_byte_timeout: Option<Duration>,
 }
 
 impl ProxyInputs {
@@ -80,8 +84,21 @@ impl ProxyInputs {
                 Direction::Outbound => self.outbound_connect,
             },
             idle_timeout: self.idle_timeout,
+            first_byte_timeout: match direction {
+                Direction::Inbound => self.first_byte_timeout,
+                Direction::Outbound => None,
+            },
             metrics: self.tcp_metrics.clone(),
         }
+    }
+
+    /// The cap on HTTP requests in flight of one direction's servers.
+    pub fn gate(&self, direction: Direction) -> crate::http::inflight::Gate {
+        let cap = match direction {
+            Direction::Inbound => &self.in_flight[0],
+            Direction::Outbound => &self.in_flight[1],
+        };
+        cap.gate(direction)
     }
 
     /// How the HTTP client pools keep and open connections.

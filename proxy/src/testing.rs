@@ -26,12 +26,18 @@ pub fn inputs() -> Arc<ProxyInputs> {
             idle: Duration::from_secs(600),
         },
     );
+    let http_metrics = HttpMetrics::register(&mut registry, &series);
     Arc::new(ProxyInputs {
         own: OwnAddrs::new(Vec::new(), LocalIps::new()),
         tls: LocalTls::new(None),
         discovery: None,
         tcp_metrics: TcpMetrics::register_with(&mut registry, &series),
-        http_metrics: HttpMetrics::register(&mut registry, &series),
+        in_flight: [
+            crate::http::inflight::InFlight::new(10_000, http_metrics.clone()),
+            crate::http::inflight::InFlight::new(10_000, http_metrics.clone()),
+        ],
+        first_byte_timeout: None,
+        http_metrics,
         outbound_connect: Connect::within(Duration::from_secs(1)),
         inbound_connect: Connect::within(Duration::from_secs(1)),
         idle_timeout: None,

@@ -166,6 +166,7 @@ impl TestServer {
             protocol,
             Default::default(),
             Default::default(),
+            None,
             move |req| {
                 let server = server.clone();
                 let reset = reset_signal.clone();

@@ -734,16 +734,16 @@ pub const LINKERD_VARS: &[LinkerdVar] = &[
     lv(
         "INBOUND_MAX_IN_FLIGHT",
         "inbound requests in flight",
-        "",
+        INBOUND_MAX_IN_FLIGHT,
         "100000",
-        No("not bounded separately yet"),
+        Partly("beyond it a request is answered 503 at once; Remora's default is 10000"),
     ),
     lv(
         "OUTBOUND_MAX_IN_FLIGHT",
         "outbound requests in flight",
-        "",
+        OUTBOUND_MAX_IN_FLIGHT,
         "100000",
-        No("not bounded separately yet"),
+        Partly("beyond it a request is answered 503 at once; Remora's default is 10000"),
     ),
     lv(
         "INBOUND_HTTP_QUEUE_CAPACITY",

@@ -51,6 +51,12 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     pub inbound_max_connections: usize,
     pub outbound_max_connections: usize,
+    /// The share of the inbound's connection slots one client address may hold.
+    pub inbound_peer_share: f64,
+    /// Inbound: forwarded TCP connections silent both ways this long are closed.
+    pub first_byte_timeout: Option<Duration>,
+    pub inbound_max_in_flight: usize,
+    pub outbound_max_in_flight: usize,
     pub shutdown_grace: Duration,
     /// Whether `POST /shutdown` drains the proxy.
     pub shutdown_endpoint: bool,
@@ -457,6 +463,10 @@ impl Env<'_> {
             idle_timeout: self.parse(TCP_IDLE_TIMEOUT, parse_optional_duration)?,
             inbound_max_connections: self.parse(INBOUND_MAX_CONNECTIONS, parse::positive)?,
             outbound_max_connections: self.parse(OUTBOUND_MAX_CONNECTIONS, parse::positive)?,
+            inbound_peer_share: self.parse(INBOUND_PEER_CONNECTION_SHARE, parse::share)?,
+            first_byte_timeout: self.parse(INBOUND_FIRST_BYTE_TIMEOUT, parse_optional_duration)?,
+            inbound_max_in_flight: self.parse(INBOUND_MAX_IN_FLIGHT, parse::positive)?,
+            outbound_max_in_flight: self.parse(OUTBOUND_MAX_IN_FLIGHT, parse::positive)?,
             shutdown_grace: self.parse(SHUTDOWN_GRACE, parse_duration)?,
             shutdown_endpoint: self.parse(SHUTDOWN_ENDPOINT, parse::boolean)?,
             worker_threads: self.parse(WORKER_THREADS, parse::positive)?,

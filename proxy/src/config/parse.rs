@@ -149,6 +149,14 @@ pub fn ratio(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A share above 0, up to 1 (`0.5`).
+pub fn share(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r <= 1.0 => Ok(r),
+        _ => Err("expected a number above 0, up to 1".into()),
+    }
+}
+
 pub fn path(s: &str) -> Result<PathBuf, String> {
     Ok(Path::new(s.trim()).to_path_buf())
 }

@@ -9,6 +9,10 @@ pub const INBOUND_CONNECT_TIMEOUT: &str = "REMORA_INBOUND_CONNECT_TIMEOUT";
 pub const TCP_IDLE_TIMEOUT: &str = "REMORA_TCP_IDLE_TIMEOUT";
 pub const INBOUND_MAX_CONNECTIONS: &str = "REMORA_INBOUND_MAX_CONNECTIONS";
 pub const OUTBOUND_MAX_CONNECTIONS: &str = "REMORA_OUTBOUND_MAX_CONNECTIONS";
+pub const INBOUND_PEER_CONNECTION_SHARE: &str = "REMORA_INBOUND_PEER_CONNECTION_SHARE";
+pub const INBOUND_FIRST_BYTE_TIMEOUT: &str = "REMORA_INBOUND_FIRST_BYTE_TIMEOUT";
+pub const INBOUND_MAX_IN_FLIGHT: &str = "REMORA_INBOUND_MAX_IN_FLIGHT";
+pub const OUTBOUND_MAX_IN_FLIGHT: &str = "REMORA_OUTBOUND_MAX_IN_FLIGHT";
 pub const SHUTDOWN_GRACE: &str = "REMORA_SHUTDOWN_GRACE";
 pub const SHUTDOWN_ENDPOINT: &str = "REMORA_SHUTDOWN_ENDPOINT";
 pub const WORKER_THREADS: &str = "REMORA_WORKER_THREADS";
@@ -137,6 +141,26 @@ pub const VARS: &[Var] = &[
         OUTBOUND_MAX_CONNECTIONS,
         "20000",
         "Concurrent outbound connections; beyond it new ones are refused and counted",
+    ),
+    var(
+        INBOUND_PEER_CONNECTION_SHARE,
+        "0.5",
+        "The share (above 0, up to 1) of REMORA_INBOUND_MAX_CONNECTIONS one client address may hold; beyond it its new connections are refused and counted (1 = no share; loopback and the pod's own addresses are exempt)",
+    ),
+    var(
+        INBOUND_FIRST_BYTE_TIMEOUT,
+        "10s",
+        "Inbound: close a forwarded TCP connection on which no byte moved either way this long after forwarding began (off = never)",
+    ),
+    var(
+        INBOUND_MAX_IN_FLIGHT,
+        "10000",
+        "Inbound HTTP requests (HTTP/2 streams) in flight across all connections; beyond it new ones are answered 503 and counted",
+    ),
+    var(
+        OUTBOUND_MAX_IN_FLIGHT,
+        "10000",
+        "Outbound HTTP requests (HTTP/2 streams) in flight across all connections; beyond it new ones are answered 503 and counted",
     ),
     var(
         SHUTDOWN_GRACE,

@@ -11,12 +11,14 @@
 //! # Layout
 //! - [`detect`]: HTTP/1 request line or HTTP/2 preface; refuses a smuggling-prone first head.
 //! - [`server`]: serving a detected connection with hyper; handlers may close it.
+//! - [`inflight`]: the proxy's cap on requests in flight, both directions.
 //! - [`pool`]: client connections per endpoint.
 //! - [`orig_proto`]: HTTP/1 over HTTP/2 between proxies.
 //! - [`upgrade`]: Upgrade and CONNECT tunnels.
 //! - [`record`]: golden metrics and the access log per request.
 
 pub mod detect;
+pub mod inflight;
 pub mod orig_proto;
 pub mod pool;
 pub mod record;

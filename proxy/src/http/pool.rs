@@ -506,6 +506,7 @@ mod tests {
                     crate::http::detect::Protocol::Http2,
                     Default::default(),
                     drain,
+                    None,
                     |_req| async {
                         http::Response::new(crate::http::boxed(Empty::<bytes::Bytes>::new()))
                     },

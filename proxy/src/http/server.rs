@@ -38,6 +38,7 @@ use tracing::debug;
 
 use super::Body;
 use super::detect::Protocol;
+use super::inflight::{Gate, hold};
 use crate::transport::io::BoxIo;
 
 /// How long an HTTP/1 request head may take to arrive, from its first byte.
@@ -198,8 +199,18 @@ pub struct CloseConnection;
 
 /// Serves HTTP on `io` until the client is done, calling `handle` for each request; once `drain`
 /// starts, the connection closes gracefully (see the module's doc).
-pub async fn serve<H, F>(io: BoxIo, protocol: Protocol, limits: Limits, drain: Drain, handle: H)
-where
+///
+/// With a `gate`, each request takes a permit of its cap on requests in flight
+/// (`super::inflight`), held by its response body; without one it is answered 503 and
+/// `handle` never sees it.
+pub async fn serve<H, F>(
+    io: BoxIo,
+    protocol: Protocol,
+    limits: Limits,
+    drain: Drain,
+    gate: Option<Gate>,
+    handle: H,
+) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
@@ -222,10 +233,18 @@ where
         // The head is complete: no clock while the request is served, and none again until
         // the next request's first byte.
         seen.busy();
-        let rsp = Box::pin(handle(req));
+        let admitted = match &gate {
+            Some(gate) => gate.try_acquire().map(Some).map_err(|r| gate.refusal(r)),
+            None => Ok(None),
+        }
+        .map(|permit| (permit, Box::pin(handle(req))));
         let (closing, seen, draining) = (closing.clone(), seen.clone(), draining.clone());
         async move {
-            let mut rsp = rsp.await;
+            let mut rsp = match admitted {
+                Ok((Some(permit), rsp)) => hold(rsp.await, permit),
+                Ok((None, rsp)) => rsp.await,
+                Err(refused) => refused,
+            };
             seen.idle();
             let close = rsp.extensions_mut().remove::<CloseConnection>().is_some();
             if close || draining.is_draining() {
@@ -422,6 +441,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use http_body_util::{BodyExt, Empty};
+    use remora_metrics::tcp::Direction;
 
     /// Serves `protocol` on one end of a pipe; a request to `/close` asks to close the connection.
     fn server(protocol: Protocol) -> tokio::io::DuplexStream {
@@ -436,6 +456,7 @@ mod tests {
             protocol,
             Limits::default(),
             drain,
+            Some(crate::testing::inputs().gate(Direction::Inbound)),
             |req: Request<Incoming>| async move {
                 if req.uri().path() == "/slow" {
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -528,6 +549,7 @@ mod tests {
             Protocol::Http1,
             Limits::default(),
             Drain::new(),
+            Some(crate::testing::inputs().gate(Direction::Inbound)),
             |req: Request<Incoming>| async move {
                 let n = req
                     .into_body()

@@ -145,21 +145,30 @@ impl Gateway {
                 let io: BoxIo = Box::new(Counted::new(io, ctx.tcp.metrics.open(labels), None));
                 let (gw, http_metrics) = (self.clone(), ctx.inputs.http_metrics.clone());
                 let drain = ctx.inputs.drain.clone();
-                crate::http::server::serve(io, protocol, ctx.config.http, drain, move |req| {
-                    let (gw, target, client_id) = (gw.clone(), target.clone(), client_id.clone());
-                    let golden = http_metrics.golden.clone();
-                    async move {
-                        let start = Instant::now();
-                        let route = golden.route(&TargetLabels {
-                            authority: Some(target.clone()),
-                            tls: Tls::Established,
-                            peer_id: Some(client_id.clone()),
-                            ..TargetLabels::new(Direction::Inbound)
-                        });
-                        let rsp = gw.request(req, &target, &client_id).await;
-                        record::finish(Some(route), start, rsp, None)
-                    }
-                })
+                let gate = ctx.inputs.gate(Direction::Inbound);
+                crate::http::server::serve(
+                    io,
+                    protocol,
+                    ctx.config.http,
+                    drain,
+                    Some(gate),
+                    move |req| {
+                        let (gw, target, client_id) =
+                            (gw.clone(), target.clone(), client_id.clone());
+                        let golden = http_metrics.golden.clone();
+                        async move {
+                            let start = Instant::now();
+                            let route = golden.route(&TargetLabels {
+                                authority: Some(target.clone()),
+                                tls: Tls::Established,
+                                peer_id: Some(client_id.clone()),
+                                ..TargetLabels::new(Direction::Inbound)
+                            });
+                            let rsp = gw.request(req, &target, &client_id).await;
+                            record::finish(Some(route), start, rsp, None)
+                        }
+                    },
+                )
                 .instrument(span)
                 .await
             }

@@ -649,6 +649,8 @@ async fn serve_app_with(
                 None,
             ));
             let http = http.clone();
+            let gate = ctx.inputs.in_flight[0]
+                .gate_for(admitted.policy.client.addr, admitted.client_id.is_some());
             let conn = Arc::new(InboundConn::new(
                 app,
                 admitted.client_id,
@@ -656,10 +658,17 @@ async fn serve_app_with(
                 admitted.labels.target.clone(),
             ));
             let drain = ctx.inputs.drain.clone();
-            crate::http::server::serve(io, protocol, ctx.config.http, drain, move |req| {
-                let (http, conn) = (http.clone(), conn.clone());
-                async move { http.serve(&conn, req).await }
-            })
+            crate::http::server::serve(
+                io,
+                protocol,
+                ctx.config.http,
+                drain,
+                Some(gate),
+                move |req| {
+                    let (http, conn) = (http.clone(), conn.clone());
+                    async move { http.serve(&conn, req).await }
+                },
+            )
             .await
         }
         Carry::Tcp(early) => {

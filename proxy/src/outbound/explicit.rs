@@ -92,7 +92,9 @@ impl HttpOutbound {
                 let idle = idle_timeout.zip(activity.as_deref());
                 match forward(&mut client, &mut upstream, idle).await {
                     Ended::Closed(sent, received) => debug!(sent, received, "tunnel closed"),
-                    Ended::Idle => info!(timeout = ?idle_timeout, "closing idle tunnel"),
+                    Ended::Idle | Ended::Silent => {
+                        info!(timeout = ?idle_timeout, "closing idle tunnel")
+                    }
                     Ended::Error(e) => {
                         upstream.record_error(&e);
                         debug!(error = %e, "tunnel ended with an error");

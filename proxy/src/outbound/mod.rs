@@ -660,15 +660,23 @@ async fn serve_http(
     let io: BoxIo = Box::new(Counted::new(io, ctx.tcp.metrics.open(labels), None));
     let http = http.clone();
     let drain = ctx.inputs.drain.clone();
-    crate::http::server::serve(io, protocol, ctx.config.http, drain, move |req| {
-        let (http, policies) = (http.clone(), policies.clone());
-        async move {
-            match dst {
-                Some(dst) => http.handle_with(Some(dst), &policies, req).await,
-                None => http.handle_explicit_with(&policies, req).await,
+    let gate = ctx.inputs.gate(Direction::Outbound);
+    crate::http::server::serve(
+        io,
+        protocol,
+        ctx.config.http,
+        drain,
+        Some(gate),
+        move |req| {
+            let (http, policies) = (http.clone(), policies.clone());
+            async move {
+                match dst {
+                    Some(dst) => http.handle_with(Some(dst), &policies, req).await,
+                    None => http.handle_explicit_with(&policies, req).await,
+                }
             }
-        }
-    })
+        },
+    )
     .await
 }
 

@@ -27,7 +27,8 @@ pub const BUF_SIZE: usize = 64 * 1024;
 /// message) makes the direction take a [`BUF_SIZE`] buffer.
 const SMALL_READ: usize = 4 * 1024;
 
-/// When either side of a connection last moved a byte, in milliseconds since `epoch`.
+/// When either side of a connection last moved a byte, in milliseconds since `epoch` plus one
+/// (0: no byte yet; the epoch stands for the last activity until one moves).
 #[derive(Debug)]
 pub struct Activity {
     epoch: Instant,
@@ -44,11 +45,17 @@ impl Activity {
 
     fn touch(&self) {
         let ms = self.epoch.elapsed().as_millis() as u64;
-        self.last_ms.store(ms, Ordering::Relaxed);
+        self.last_ms.store(ms.saturating_add(1), Ordering::Relaxed);
     }
 
     fn last(&self) -> Instant {
-        self.epoch + Duration::from_millis(self.last_ms.load(Ordering::Relaxed))
+        let ms = self.last_ms.load(Ordering::Relaxed).saturating_sub(1);
+        self.epoch + Duration::from_millis(ms)
+    }
+
+    /// Whether either side moved a byte yet.
+    fn moved(&self) -> bool {
+        self.last_ms.load(Ordering::Relaxed) != 0
     }
 }
 
@@ -164,6 +171,8 @@ pub enum Ended {
     Closed(u64, u64),
     /// Neither side moved a byte for the idle timeout.
     Idle,
+    /// Neither side moved a byte within the first-byte timeout.
+    Silent,
     /// A read or write failed.
     Error(io::Error),
 }
@@ -285,24 +294,59 @@ where
     A: AsyncRead + AsyncWrite + Unpin + ?Sized,
     B: AsyncRead + AsyncWrite + Unpin + ?Sized,
 {
+    match idle {
+        Some((timeout, activity)) => {
+            // The idle clock starts now, whenever the activity was made.
+            activity.touch();
+            forward_with(src, dst, Some(timeout), None, Some(activity))
+        }
+        None => forward_with(src, dst, None, None, None),
+    }
+    .await
+}
+
+/// As [`forward`], also ending the connection when neither side moved a byte within
+/// `first_byte` of the start. Both timers need `activity` (the counted sides' activity, new
+/// at the start), and neither runs without it.
+pub async fn forward_with<A, B>(
+    src: &mut A,
+    dst: &mut B,
+    idle: Option<Duration>,
+    first_byte: Option<Duration>,
+    activity: Option<&Activity>,
+) -> Ended
+where
+    A: AsyncRead + AsyncWrite + Unpin + ?Sized,
+    B: AsyncRead + AsyncWrite + Unpin + ?Sized,
+{
     let copy = copy_both(src, dst);
-    let Some((timeout, activity)) = idle else {
-        return match copy.await {
-            Ok((a, b)) => Ended::Closed(a, b),
-            Err(e) => Ended::Error(e),
-        };
+    let done = |res: io::Result<(u64, u64)>| match res {
+        Ok((a, b)) => Ended::Closed(a, b),
+        Err(e) => Ended::Error(e),
+    };
+    let Some(activity) = activity.filter(|_| idle.is_some() || first_byte.is_some()) else {
+        return done(copy.await);
     };
     tokio::pin!(copy);
-    activity.touch();
+    // Both timers are bounded: each turn either ends or waits for the next deadline.
     loop {
-        let deadline = activity.last() + timeout;
+        let silent_at = first_byte
+            .filter(|_| !activity.moved())
+            .map(|t| activity.epoch + t);
+        let idle_at = idle.map(|t| activity.last() + t);
+        let deadline = match (silent_at, idle_at) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return done(copy.await),
+        };
         tokio::select! {
-            res = &mut copy => return match res {
-                Ok((a, b)) => Ended::Closed(a, b),
-                Err(e) => Ended::Error(e),
-            },
+            res = &mut copy => return done(res),
             _ = tokio::time::sleep_until(deadline) => {
-                if activity.last() + timeout <= Instant::now() {
+                let now = Instant::now();
+                if first_byte.is_some_and(|t| !activity.moved() && activity.epoch + t <= now) {
+                    return Ended::Silent;
+                }
+                if idle.is_some_and(|t| activity.last() + t <= now) {
                     return Ended::Idle;
                 }
             }
@@ -483,6 +527,55 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(11)).await;
         assert!(matches!(task.await.unwrap(), Ended::Idle));
         drop(activity);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_byte_timeout_closes_only_silent_connections() {
+        let mut reg = Registry::default();
+        let m = TcpMetrics::register(&mut reg);
+        // Silent both ways: closed after the first-byte timeout.
+        let (_client, proxy_src) = tokio::io::duplex(64);
+        let (proxy_dst, _server) = tokio::io::duplex(64);
+        let (s, d) = sides(&m);
+        let silent = tokio::spawn(async move {
+            let a = Activity::new();
+            let mut src = Counted::new(proxy_src, s, Some(a.clone()));
+            let mut dst = Counted::new(proxy_dst, d, Some(a.clone()));
+            forward_with(
+                &mut src,
+                &mut dst,
+                None,
+                Some(Duration::from_secs(5)),
+                Some(&a),
+            )
+            .await
+        });
+        // The server speaks first, once: open long after the timeout.
+        let (mut client, proxy_src) = tokio::io::duplex(64);
+        let (proxy_dst, mut server) = tokio::io::duplex(64);
+        let (s, d) = sides(&m);
+        let spoken = tokio::spawn(async move {
+            let a = Activity::new();
+            let mut src = Counted::new(proxy_src, s, Some(a.clone()));
+            let mut dst = Counted::new(proxy_dst, d, Some(a.clone()));
+            forward_with(
+                &mut src,
+                &mut dst,
+                None,
+                Some(Duration::from_secs(5)),
+                Some(&a),
+            )
+            .await
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        server.write_all(b"220 hello").await.unwrap();
+        let mut buf = [0u8; 9];
+        client.read_exact(&mut buf).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert!(matches!(silent.await.unwrap(), Ended::Silent));
+        assert!(!spoken.is_finished(), "a byte moved: no first-byte timeout");
+        drop((client, server));
+        assert!(matches!(spoken.await.unwrap(), Ended::Closed(0, 9)));
     }
 
     #[test]

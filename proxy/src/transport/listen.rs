@@ -1,16 +1,25 @@
 //! The accept loops of the inbound and outbound listeners: the runtime's bounded accept loop
 //! (`remora_runtime::listen`), with refusals counted in the TCP metrics, accepting stopped by
 //! the drain, and each accepted connection run as drain-tracked work.
+//!
+//! A listener may also give each client address at most a share of its connection slots
+//! ([`PeerShare`], the inbound's `REMORA_INBOUND_PEER_CONNECTION_SHARE`), so one address cannot
+//! take every slot: past its share, its new connections are closed at once, counted
+//! (`tcp_refused_total{reason="peer_connection_limit"}`) and logged at most once per
+//! [`LOG_EVERY`]. Addresses the exemption names (loopback, the pod's own) have no share.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use remora_metrics::tcp::{Direction, RefuseReason, TcpMetrics};
 use remora_runtime::drain::Drain;
 use remora_runtime::listen::accept_loop;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
+use tracing::warn;
 
 use crate::transport::tcp::SocketOpts;
 
@@ -23,6 +32,123 @@ pub struct AcceptCtx {
     pub drain: Drain,
     /// Set on every accepted connection (besides `TCP_NODELAY`, which every one gets).
     pub opts: SocketOpts,
+    /// Each client address's share of the slots (`None`: no share).
+    pub peers: Option<Arc<PeerShare>>,
+}
+
+/// How often a refusal past a peer's share is logged, at most.
+pub const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Whether an address is exempt from the share.
+pub type Exempt = Box<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
+/// The connections each client address holds, and the most one may hold. The table has one
+/// entry per address with a connection open, so it is bounded by the listener's slots.
+pub struct PeerShare {
+    max: usize,
+    exempt: Exempt,
+    held: Mutex<HashMap<IpAddr, usize>>,
+    logged: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for PeerShare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerShare").field("max", &self.max).finish()
+    }
+}
+
+/// One connection's place in its address's share: given back when dropped.
+#[derive(Debug)]
+pub struct PeerSlot {
+    share: Arc<PeerShare>,
+    ip: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let Ok(mut held) = self.share.held.lock() else {
+            return;
+        };
+        if let Some(n) = held.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl PeerShare {
+    /// At most `share` (above 0, up to 1) of `slots` per address, and at least one; `exempt`
+    /// addresses have no share. `None` when the share is all the slots.
+    pub fn new(slots: usize, share: f64, exempt: Exempt) -> Option<Arc<Self>> {
+        if share >= 1.0 {
+            return None;
+        }
+        let max = ((slots as f64 * share).ceil() as usize).clamp(1, slots.max(1));
+        Some(Arc::new(PeerShare {
+            max,
+            exempt,
+            held: Mutex::new(HashMap::new()),
+            logged: Mutex::new(None),
+        }))
+    }
+
+    /// The most connections one address may hold.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// A slot for a connection from `ip`, unless it holds its share already. Exempt addresses
+    /// always get one (checked only at the share: the check may read the interfaces).
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
+        let ip = canonical(ip);
+        let over = {
+            let mut held = self.held.lock().ok()?;
+            let n = held.entry(ip).or_insert(0);
+            if *n < self.max {
+                *n += 1;
+                false
+            } else {
+                true
+            }
+        };
+        if over {
+            if !(self.exempt)(ip) {
+                self.log_refusal(ip);
+                return None;
+            }
+            *self.held.lock().ok()?.entry(ip).or_insert(0) += 1;
+        }
+        Some(PeerSlot {
+            share: self.clone(),
+            ip,
+        })
+    }
+
+    fn log_refusal(&self, ip: IpAddr) {
+        let Ok(mut logged) = self.logged.lock() else {
+            return;
+        };
+        if logged.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            return;
+        }
+        *logged = Some(Instant::now());
+        warn!(
+            client = %ip,
+            max = self.max,
+            "a client address holds its share of the connection slots; refusing its new \
+             connections (logged once per {LOG_EVERY:?})"
+        );
+    }
+}
+
+/// An IPv4-mapped IPv6 address (a dual-stack socket's IPv4 peer) as the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
 }
 
 /// Runs one accept loop per listener (e.g. an IPv4 and an IPv6 socket of one dual-stack
@@ -45,11 +171,22 @@ where
                 drain.signaled(),
                 |_| metrics.refused(direction, RefuseReason::ConnectionLimit),
                 |stream, client, permit| {
+                    let slot = match &ctx.peers {
+                        None => None,
+                        Some(share) => match share.admit(client.ip()) {
+                            Some(slot) => Some(slot),
+                            None => {
+                                metrics.refused(direction, RefuseReason::PeerConnectionLimit);
+                                drop((stream, permit));
+                                return;
+                            }
+                        },
+                    };
                     ctx.opts.apply(&stream);
                     let work = handle(stream, client);
                     drain.spawn(async move {
                         work.await;
-                        drop(permit);
+                        drop((permit, slot));
                     });
                 },
             )
@@ -57,4 +194,42 @@ where
         });
     }
     while loops.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_address_gets_its_share_and_others_still_get_in() {
+        let exempt: Exempt = Box::new(|ip: IpAddr| ip.is_loopback());
+        let share = PeerShare::new(4, 0.5, exempt).expect("a share");
+        assert_eq!(share.max(), 2);
+        let greedy: IpAddr = "10.0.0.1".parse().unwrap();
+        let a = share.admit(greedy).expect("first");
+        let _b = share.admit(greedy).expect("second");
+        assert!(share.admit(greedy).is_none(), "beyond its share");
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert!(
+            share.admit(mapped).is_none(),
+            "the same address, IPv4-mapped"
+        );
+        let _other = share
+            .admit("10.0.0.2".parse().unwrap())
+            .expect("another peer");
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let _l: Vec<_> = (0..5).map(|_| share.admit(lo).expect("exempt")).collect();
+        drop(a);
+        assert!(
+            share.admit(greedy).is_some(),
+            "a closed connection frees its place"
+        );
+    }
+
+    #[test]
+    fn the_whole_share_is_no_share() {
+        assert!(PeerShare::new(10, 1.0, Box::new(|_| false)).is_none());
+        let tiny = PeerShare::new(1, 0.01, Box::new(|_| false)).expect("a share");
+        assert_eq!(tiny.max(), 1, "at least one");
+    }
 }

@@ -8,12 +8,16 @@ use crate::transport::orig_dst::LocalIps;
 #[derive(Debug)]
 pub struct OwnAddrs {
     listeners: Vec<SocketAddr>,
-    pub ips: LocalIps,
+    /// Shared: the connection and in-flight shares' exemptions read them too.
+    pub ips: std::sync::Arc<LocalIps>,
 }
 
 impl OwnAddrs {
     pub fn new(listeners: Vec<SocketAddr>, ips: LocalIps) -> Self {
-        OwnAddrs { listeners, ips }
+        OwnAddrs {
+            listeners,
+            ips: std::sync::Arc::new(ips),
+        }
     }
 
     /// Whether a connection to `addr` would reach one of this proxy's listeners.

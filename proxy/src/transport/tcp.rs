@@ -12,7 +12,7 @@ use crate::transport::io::BoxIo;
 use tokio::net::TcpStream;
 use tracing::{debug, info, warn};
 
-use crate::transport::forward::{Activity, Counted, Ended, forward};
+use crate::transport::forward::{Activity, Counted, Ended, forward_with};
 
 /// Settings of the L4 path.
 #[derive(Clone, Debug)]
@@ -20,6 +20,9 @@ pub struct TcpCtx {
     pub direction: Direction,
     pub connect: Connect,
     pub idle_timeout: Option<Duration>,
+    /// Close a connection on which no byte moved either way this long after forwarding began
+    /// (`REMORA_INBOUND_FIRST_BYTE_TIMEOUT`; the inbound only).
+    pub first_byte_timeout: Option<Duration>,
     pub metrics: TcpMetrics,
 }
 
@@ -112,7 +115,8 @@ pub async fn proxy_to(ctx: &TcpCtx, client: BoxIo, target: SocketAddr, labels: T
 /// Forwards `src` and `dst` both ways until both directions are done, counting each side under
 /// `labels` (the connection's labels; the `peer` is set per side).
 pub async fn proxy(ctx: &TcpCtx, src: BoxIo, dst: BoxIo, labels: TcpLabels, target: SocketAddr) {
-    let activity = ctx.idle_timeout.map(|_| Activity::new());
+    let timed = ctx.idle_timeout.is_some() || ctx.first_byte_timeout.is_some();
+    let activity = timed.then(Activity::new);
     let mut src = Counted::new(
         src,
         ctx.metrics.open(labels.with_peer(Peer::Src)),
@@ -123,13 +127,18 @@ pub async fn proxy(ctx: &TcpCtx, src: BoxIo, dst: BoxIo, labels: TcpLabels, targ
         ctx.metrics.open(labels.with_peer(Peer::Dst)),
         activity.clone(),
     );
-    let idle = ctx.idle_timeout.zip(activity.as_deref());
-    match forward(&mut src, &mut dst, idle).await {
+    let (idle, first_byte) = (ctx.idle_timeout, ctx.first_byte_timeout);
+    match forward_with(&mut src, &mut dst, idle, first_byte, activity.as_deref()).await {
         Ended::Closed(sent, received) => {
             debug!(%target, sent, received, "connection closed");
         }
         Ended::Idle => {
             info!(%target, timeout = ?ctx.idle_timeout, "closing idle connection");
+        }
+        Ended::Silent => {
+            debug!(%target, timeout = ?first_byte, "no byte either way; closing the connection");
+            ctx.metrics
+                .refused(ctx.direction, RefuseReason::FirstByteTimeout);
         }
         Ended::Error(e) => {
             debug!(%target, error = %e, "connection ended with an error");
