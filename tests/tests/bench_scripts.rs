@@ -14,7 +14,11 @@ fn repo() -> PathBuf {
 
 #[test]
 fn the_benchmark_scripts_parse() {
-    for script in ["benches/soak/run.sh", "benches/mesh-load/run.sh", "benches/instr.sh"] {
+    for script in [
+        "benches/soak/run.sh",
+        "benches/mesh-load/run.sh",
+        "benches/instr.sh",
+    ] {
         let out = Command::new("bash")
             .arg("-n")
             .arg(repo().join(script))
