@@ -40,10 +40,6 @@ use remora_control::cluster::RawEndpoint;
 use remora_control::token::TokenKey;
 use remora_identity::certs::Ca;
 
-/// The binary's allocator (cli/src/main.rs), so the counts are what ships.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const WEB: &str = "web.shop.svc.cluster.local:8080";
 
 fn write(dir: &Path, name: &str, text: &str) -> String {

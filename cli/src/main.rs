@@ -19,11 +19,6 @@
 
 #![forbid(unsafe_code)]
 
-/// mimalloc, chosen by measurement over glibc's malloc: 5–6 % fewer instructions per proxied
-/// request through a pair (BENCHMARKS.md, "Instructions per request").
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 mod certs;
 mod check_config;
 mod control;
