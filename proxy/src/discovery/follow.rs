@@ -32,19 +32,6 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// After (re)connecting, messages arriving within this of each other form the initial snapshot.
 const SNAPSHOT_QUIET: Duration = Duration::from_millis(100);
 
-/// When a stream opened at `opened` must have said something: `initial` until its first
-/// message, `idle` after one, never past `lifetime`.
-fn deadline(limits: StreamLimits, opened: Instant, heard: bool) -> Option<Instant> {
-    let wait = if heard { limits.idle } else { limits.initial };
-    [
-        wait.map(|w| Instant::now() + w),
-        limits.lifetime.map(|l| opened + l),
-    ]
-    .into_iter()
-    .flatten()
-    .min()
-}
-
 /// `fut` within `deadline` (`None`: without one); `None` when the deadline passed.
 async fn within<T>(deadline: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
     match deadline {
@@ -128,7 +115,7 @@ pub(super) async fn follow_endpoints(
     let mut backoff = Backoff::new(BACKOFF_START, BACKOFF_MAX);
     loop {
         let opened = Instant::now();
-        let Some(called) = within(deadline(limits, opened, false), client.get(req.clone())).await
+        let Some(called) = within(limits.deadline(opened, false), client.get(req.clone())).await
         else {
             replacing("discovery", limits, opened);
             backoff.wait().await;
@@ -161,7 +148,7 @@ pub(super) async fn follow_endpoints(
         let mut snapshot = true;
         let mut heard = false;
         loop {
-            let watchdog = deadline(limits, opened, heard);
+            let watchdog = limits.deadline(opened, heard);
             let next = if snapshot && heard {
                 let quiet = Instant::now() + SNAPSHOT_QUIET;
                 match tokio::time::timeout_at(
@@ -218,7 +205,7 @@ pub(super) async fn follow_profile(
     loop {
         let opened = Instant::now();
         let Some(called) = within(
-            deadline(limits, opened, false),
+            limits.deadline(opened, false),
             client.get_profile(req.clone()),
         )
         .await
@@ -232,7 +219,7 @@ pub(super) async fn follow_profile(
                 let mut stream = rsp.into_inner();
                 let mut heard = false;
                 loop {
-                    match within(deadline(limits, opened, heard), stream.message()).await {
+                    match within(limits.deadline(opened, heard), stream.message()).await {
                         Some(Ok(Some(profile))) => {
                             heard = true;
                             tx.send_replace(Some(Arc::new(Profile::compile(profile))));

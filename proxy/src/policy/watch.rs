@@ -43,6 +43,22 @@ pub struct StreamLimits {
     pub lifetime: Option<Duration>,
 }
 
+impl StreamLimits {
+    /// When a stream opened at `opened` must next have said something: `initial` from now
+    /// until its first message (`heard` false), `idle` from now after one, never past its
+    /// `lifetime`; `None` without limits.
+    pub fn deadline(&self, opened: Instant, heard: bool) -> Option<Instant> {
+        let wait = if heard { self.idle } else { self.initial };
+        [
+            wait.map(|w| Instant::now() + w),
+            self.lifetime.map(|l| opened + l),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+}
+
 /// What the key's stream yields, one message at a time.
 pub type MessageFuture<'a, M> =
     Pin<Box<dyn Future<Output = Result<Option<M>, tonic::Status>> + Send + 'a>>;
@@ -297,14 +313,7 @@ async fn one_stream<S: Source>(
     // The call itself is watched too: a control plane that accepts it and never answers
     // (no response headers) must not wedge the key (its first message is due by then).
     let opened = Instant::now();
-    let due = [
-        limits.initial.map(|w| opened + w),
-        limits.lifetime.map(|l| opened + l),
-    ]
-    .into_iter()
-    .flatten()
-    .min();
-    let called = match due {
+    let called = match limits.deadline(opened, false) {
         Some(d) => match tokio::time::timeout_at(d, source.open(key)).await {
             Ok(c) => c,
             Err(_) => {
@@ -320,15 +329,7 @@ async fn one_stream<S: Source>(
     };
     let mut first = true;
     loop {
-        let wait = if first { limits.initial } else { limits.idle };
-        let deadline = [
-            wait.map(|w| Instant::now() + w),
-            limits.lifetime.map(|l| opened + l),
-        ]
-        .into_iter()
-        .flatten()
-        .min();
-        let next = match deadline {
+        let next = match limits.deadline(opened, !first) {
             Some(d) => match tokio::time::timeout_at(d, stream.next()).await {
                 Ok(n) => n,
                 Err(_) => {
