@@ -110,10 +110,10 @@ async fn netns_control_heal_silent_then_empty_then_moved_plane_keeps_serving_and
     heal(None).await;
 }
 
-/// The same sequence with linkerd2-proxy as the client's proxy (`REMORA_LINKERD2_PROXY`), for
-/// comparison.
+/// The same sequence, with the same assertions, with linkerd2-proxy as the client's proxy
+/// (`REMORA_LINKERD2_PROXY`, as tests/tests/interop.rs): both proxies must heal alike. Skips with
+/// a message when no binary is given.
 #[tokio::test]
-#[ignore = "a comparison with linkerd2-proxy: run it with --ignored --nocapture"]
 async fn netns_control_heal_linkerd2_proxy_for_comparison() {
     let Some(program) = std::env::var_os("REMORA_LINKERD2_PROXY") else {
         println!("control heal: REMORA_LINKERD2_PROXY is not set; skipping");
