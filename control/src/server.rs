@@ -266,14 +266,21 @@ impl Control {
         let mc_metrics = MulticlusterMetrics::register(&mut registry);
         // The config's services (what this cluster exports) ...
         let (state_tx, local_rx) = watch::channel(self.config.state.clone());
-        let reloader = self.path.clone().map(|p| {
-            tokio::spawn(reload::follow(
-                p,
-                state_tx,
-                dst_metrics.clone(),
-                CONFIG_POLL,
-            ))
-        });
+        // Without a file to follow, the state never changes, but its sender must live as long
+        // as the server: once it is dropped, every discovery and policy stream ends after its
+        // first message, and each proxy reopens its streams again and again.
+        let (reloader, _fixed_state) = match self.path.clone() {
+            Some(p) => (
+                Some(tokio::spawn(reload::follow(
+                    p,
+                    state_tx,
+                    dst_metrics.clone(),
+                    CONFIG_POLL,
+                ))),
+                None,
+            ),
+            None => (None, Some(state_tx)),
+        };
         metrics.issuer_expiry(self.issuer.current().not_after);
         // Linked control planes reach this one from elsewhere, so it speaks TLS with its
         // identity whenever it is not on loopback or takes part in multicluster.

@@ -73,6 +73,12 @@ fn write(dir: &Path, services: &str) {
 }
 
 async fn start(services: &str) -> Cluster {
+    start_with(services, true).await
+}
+
+/// A control plane from `services`, following its file when `follow` (else from the config
+/// alone, as an embedding program starts it: `Control::bind(config, None)`).
+async fn start_with(services: &str, follow: bool) -> Cluster {
     use std::sync::atomic::{AtomicUsize, Ordering};
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
@@ -89,7 +95,8 @@ async fn start(services: &str) -> Cluster {
     std::fs::write(dir.join("token.key"), TokenKey::generate_hex().unwrap()).unwrap();
     write(&dir, services);
     let path = dir.join("control.toml");
-    let control = Control::bind(Config::load(&path).unwrap(), Some(path)).unwrap();
+    let config = Config::load(&path).unwrap();
+    let control = Control::bind(config, follow.then_some(path)).unwrap();
     let grpc = control.grpc_addr().unwrap();
     let admin = control.admin_addr().unwrap();
     let drain = control.drain();
@@ -328,4 +335,25 @@ async fn endpoints_carry_identity_hints_and_labels_and_pods_resolve() {
     // A path that is not host:port is refused.
     let err = client.get(get("nonsense")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn without_a_file_to_follow_streams_stay_open() {
+    // A control plane started from a config alone once dropped its state's sender: every
+    // stream ended after its first message, and proxies reopened theirs five times a second.
+    let c = start_with(&service(2), false).await;
+    let mut dst = client(&c).await;
+    let mut stream = dst
+        .get(get("echo.shop.svc.cluster.local:7000"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut set = BTreeSet::new();
+    let want: BTreeSet<SocketAddr> = ["10.0.0.0:7000", "10.0.0.1:7000"]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+    follow_until(&mut stream, &mut set, &want).await;
+    let next = tokio::time::timeout(Duration::from_secs(1), stream.message()).await;
+    assert!(next.is_err(), "the stream ended or moved: {next:?}");
 }
