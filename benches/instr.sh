@@ -3,14 +3,18 @@
 # valgrind (callgrind), which the machine's load does not move: see benches/benches/http_pair.rs
 # (`REMORA_BENCH_REQUESTS`) for what is counted and how the client and app cancel out.
 #
-#   benches/instr.sh                 # h1, h2 and new_conn; N1=200 N2=1200 requests
+#   benches/instr.sh                 # h1, h2, new_conn and h1_policy; N1=200 N2=1200 requests
 #   KINDS="h1" N1=100 N2=600 benches/instr.sh
+#
+# A kind ending in `_policy` (`h1_policy`) runs with both proxies following the control plane's
+# policies (REMORA_BENCH_POLICY: outbound policy routes, inbound servers and authorizations), as
+# under Linkerd's control plane.
 #
 # Prints one line per kind: instructions per request for the pair (both proxies), and for the
 # client and app alone. BENCH=<path> counts a given http_pair binary (an earlier commit's).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-KINDS=${KINDS:-"h1 h2 new_conn"}
+KINDS=${KINDS:-"h1 h2 new_conn h1_policy"}
 N1=${N1:-200}
 N2=${N2:-1200}
 command -v valgrind >/dev/null || { echo "needs valgrind (apt-get install valgrind)" >&2; exit 64; }
@@ -24,8 +28,10 @@ for l in sys.stdin:
 fi
 [ -x "$BENCH" ] || { echo "no http_pair bench binary" >&2; exit 1; }
 instr() {  # kind path n → total instructions
-  REMORA_BENCH_REQUESTS=$3 REMORA_BENCH_KIND=$1 REMORA_BENCH_PATH=$2 REMORA_LOG=off \
-    valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BENCH" 2>&1 |
+  local kind=${1%_policy} policy=()
+  [ "$kind" != "$1" ] && policy=(REMORA_BENCH_POLICY=1)
+  env "${policy[@]}" REMORA_BENCH_REQUESTS="$3" REMORA_BENCH_KIND="$kind" REMORA_BENCH_PATH="$2" \
+    REMORA_LOG=off valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BENCH" 2>&1 |
     awk '/Collected :/ {print $NF}'
 }
 for kind in $KINDS; do

@@ -15,7 +15,9 @@
 //! one connection, requests one at a time) or `new_conn` (HTTP/1.1, a new client connection per
 //! request). One request through the pair costs the proxies
 //! `(pair(n2) - pair(n1) - (direct(n2) - direct(n1))) / (n2 - n1)` instructions: everything
-//! else (setup, warm-up, the client and the app) cancels out. `benches/instr.sh` runs it.
+//! else (setup, warm-up, the client and the app) cancels out. With `REMORA_BENCH_POLICY` set,
+//! both proxies also follow the control plane's policies (outbound routes, inbound servers and
+//! authorizations), as they do under Linkerd's control plane. `benches/instr.sh` runs it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -134,6 +136,16 @@ async fn mesh(dir: &Path, n: u8, collector: Option<SocketAddr>) -> (SocketAddr, 
         .into();
         if let Some(c) = collector {
             env.insert("REMORA_TRACE_COLLECTOR_ADDR", c.to_string());
+        }
+        // Both proxies follow the control plane's policies, as under Linkerd's: the outbound
+        // routes each request by its target's outbound policy, the inbound checks each
+        // against its port's server and authorizations.
+        if std::env::var_os("REMORA_BENCH_POLICY").is_some() {
+            env.insert("REMORA_POLICY_ADDR", format!("{cp}:8086"));
+            env.insert(
+                "REMORA_POLICY_WORKLOAD",
+                format!("{{\"ns\":\"shop\",\"pod\":\"{sa}-0\"}}"),
+            );
         }
         let config = remora_proxy::config::Config::from_lookup(|k| env.get(k).cloned()).unwrap();
         let proxy = remora_proxy::Proxy::bind(config).unwrap();
