@@ -19,6 +19,7 @@
 //! - [`duration`]: the duration syntax of every variable and config file.
 //! - [`backoff`]: the one exponential backoff of every reconnecting client.
 //! - [`rlimit`]: raising the open-file limit.
+//! - [`wake`]: a future polled only when it was woken (watchers raced against busy work).
 
 #![forbid(unsafe_code)]
 
@@ -31,6 +32,7 @@ pub mod duration;
 pub mod listen;
 pub mod log;
 pub mod rlimit;
+pub mod wake;
 
 pub use backoff::Backoff;
 pub use drain::Drain;

@@ -272,30 +272,14 @@ impl Pool {
         dial: D,
         req: Request<Body>,
     ) -> Result<Response<Incoming>, SendError> {
+        // A new connection's dial and handshake are boxed: their state stays out of every
+        // request's future, which is most of the time sent on a pooled connection.
         let mut sender = match self.idle_h1(key) {
             Some(s) => s,
-            None => {
-                let io = match dial().await {
-                    Ok(io) => io,
-                    Err(e) => return Err(SendError::Connect(e.into(), Box::new(req))),
-                };
-                let (sender, conn) = match http1::Builder::new().handshake(TokioIo::new(io)).await {
-                    Ok(h) => h,
-                    Err(e) => {
-                        return Err(SendError::Connect(
-                            ConnectFailure::Handshake(e),
-                            Box::new(req),
-                        ));
-                    }
-                };
-                let addr = key.addr;
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        debug!(%addr, error = %e, "HTTP/1 client connection ended");
-                    }
-                });
-                sender
-            }
+            None => match Box::pin(new_h1(key.addr, dial)).await {
+                Ok(s) => s,
+                Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+            },
         };
         if sender.ready().await.is_err() {
             return Err(SendError::Connect(ConnectFailure::Closed, Box::new(req)));
@@ -352,29 +336,10 @@ impl Pool {
             match guard.as_ref() {
                 Some((id, s)) if !s.is_closed() => (*id, s.clone()),
                 _ => {
-                    let io = match dial().await {
-                        Ok(io) => io,
-                        Err(e) => return Err(SendError::Connect(e.into(), Box::new(req))),
+                    let sender = match Box::pin(self.new_h2(key.addr, dial)).await {
+                        Ok(s) => s,
+                        Err(e) => return Err(SendError::Connect(e, Box::new(req))),
                     };
-                    let mut builder = http2::Builder::new(TokioExecutor::new());
-                    builder.timer(TokioTimer::new());
-                    self.config.h2.client(&mut builder);
-                    let handshake = builder.handshake(TokioIo::new(io)).await;
-                    let (sender, conn) = match handshake {
-                        Ok(h) => h,
-                        Err(e) => {
-                            return Err(SendError::Connect(
-                                ConnectFailure::Handshake(e),
-                                Box::new(req),
-                            ));
-                        }
-                    };
-                    let addr = key.addr;
-                    tokio::spawn(async move {
-                        if let Err(e) = conn.await {
-                            debug!(%addr, error = %e, "HTTP/2 client connection ended");
-                        }
-                    });
                     let id = self
                         .next_h2
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -401,6 +366,28 @@ impl Pool {
                 Err(err)
             }
         }
+    }
+
+    /// A new HTTP/2 connection to `addr` through `dial`, its connection task spawned.
+    async fn new_h2<D: FnOnce() -> DialFuture>(
+        &self,
+        addr: SocketAddr,
+        dial: D,
+    ) -> Result<http2::SendRequest<Body>, ConnectFailure> {
+        let io = dial().await?;
+        let mut builder = http2::Builder::new(TokioExecutor::new());
+        builder.timer(TokioTimer::new());
+        self.config.h2.client(&mut builder);
+        let (sender, conn) = builder
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(ConnectFailure::Handshake)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%addr, error = %e, "HTTP/2 client connection ended");
+            }
+        });
+        Ok(sender)
     }
 
     /// Takes `io`, an HTTP/1 connection to `key` dialled for another purpose (detection's
@@ -454,6 +441,24 @@ impl Pool {
 }
 
 /// Empties `slot` if it still holds connection `id`.
+/// A new HTTP/1 connection to `addr` through `dial`, its connection task spawned.
+async fn new_h1<D: FnOnce() -> DialFuture>(
+    addr: SocketAddr,
+    dial: D,
+) -> Result<http1::SendRequest<Body>, ConnectFailure> {
+    let io = dial().await?;
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(ConnectFailure::Handshake)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(%addr, error = %e, "HTTP/1 client connection ended");
+        }
+    });
+    Ok(sender)
+}
+
 async fn retire(slot: &H2Slot, id: u64) {
     let mut guard = slot.lock().await;
     if guard.as_ref().is_some_and(|(held, _)| *held == id) {

@@ -33,6 +33,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use remora_runtime::drain::Drain;
+use remora_runtime::wake::OnWake;
 use tokio::sync::Notify;
 use tracing::debug;
 
@@ -262,13 +263,14 @@ pub async fn serve<H, F>(
         }
     });
     let io = TokioIo::new(io);
-    // A handler's CloseConnection or the process's drain: close gracefully.
-    let stop = async {
+    // A handler's CloseConnection or the process's drain: close gracefully. The watchers are
+    // polled only when they fire, not on each of the connection's wakeups (`OnWake`).
+    let stop = OnWake::new(async move {
         tokio::select! {
             _ = close.notified() => {}
             _ = drain.signaled() => {}
         }
-    };
+    });
     let res = match protocol {
         Protocol::Http1 => {
             let conn = hyper::server::conn::http1::Builder::new()
@@ -280,6 +282,8 @@ pub async fn serve<H, F>(
                 .with_upgrades();
             tokio::pin!(conn);
             let head = heads.clone();
+            let overdue = OnWake::new(async move { head.overdue(HEADER_READ_TIMEOUT).await });
+            tokio::pin!(overdue);
             tokio::select! {
                 res = conn.as_mut() => res,
                 _ = stop => {
@@ -287,10 +291,10 @@ pub async fn serve<H, F>(
                     // A head being read still has its deadline.
                     tokio::select! {
                         res = conn => res,
-                        _ = head.overdue(HEADER_READ_TIMEOUT) => return,
+                        _ = overdue => return,
                     }
                 }
-                _ = head.overdue(HEADER_READ_TIMEOUT) => {
+                _ = &mut overdue => {
                     debug!("no whole request head within {HEADER_READ_TIMEOUT:?} of its first byte; closing");
                     return;
                 }

@@ -41,7 +41,9 @@ impl HttpOutbound {
     ) -> Response<Body> {
         req.headers_mut().remove(PROXY_AUTHORIZATION);
         if req.method() == Method::CONNECT {
-            return self.connect(req).await;
+            // Boxed: the tunnel's dial is rare, and its state would otherwise enlarge every
+            // request's future.
+            return Box::pin(self.connect(req)).await;
         }
         if req.version() < Version::HTTP_2
             && let Err(why) = to_origin_form(&mut req)

@@ -478,8 +478,14 @@ impl HttpOutbound {
         loop {
             done.addr = Some(dest.addr);
             done.ep = dest.endpoint.clone();
-            let send = self.send_once(dest.addr, dest.endpoint.clone(), req);
-            let sent = match race(send, &mut ended, &mut ended_at, deadlines).await {
+            // Pinned here and raced by reference (moved into `race`, it would be stored twice
+            // in this future: as its argument and as its pinned local), in a block of its own so
+            // that its state is gone before the repick below.
+            let raced = {
+                let send = std::pin::pin!(self.send_once(dest.addr, dest.endpoint.clone(), req));
+                race(send, &mut ended, &mut ended_at, deadlines).await
+            };
+            let sent = match raced {
                 Ok(s) => s,
                 Err(d) => {
                     if let Some(p) = dest.picked.take() {
@@ -954,13 +960,12 @@ enum Event {
 
 /// Awaits `send` until its deadline: the request timeout, and once the request ended, the
 /// attempt's timeout (else the response timeout) counted from its end, if sooner.
-async fn race(
-    send: impl std::future::Future<Output = Sent>,
+async fn race<F: std::future::Future<Output = Sent>>(
+    mut send: std::pin::Pin<&mut F>,
     ended: &mut Option<oneshot::Receiver<Instant>>,
     ended_at: &mut Option<Instant>,
     d: Deadlines,
 ) -> Result<Sent, Deadline> {
-    tokio::pin!(send);
     let after_end = |t: Instant| -> Option<(Instant, Deadline)> {
         match (d.headers, d.response) {
             (Some(h), _) => Some((t + h, Deadline::Headers(h))),
@@ -990,7 +995,7 @@ async fn race(
             };
             tokio::select! {
                 biased;
-                sent = &mut send => Event::Sent(sent),
+                sent = send.as_mut() => Event::Sent(sent),
                 t = end, if waiting => Event::RequestEnded(t),
                 () = sleep => Event::Timeout,
             }
