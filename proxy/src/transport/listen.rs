@@ -183,7 +183,11 @@ where
                         },
                     };
                     ctx.opts.apply(&stream);
-                    let work = handle(stream, client);
+                    // Boxed once, here: a connection's future is several KiB, and moved by
+                    // value through the tracker, tokio's spawn and its task cell (whose every
+                    // change of stage writes the whole cell) it was copied ~20 times per
+                    // connection.
+                    let work = Box::pin(handle(stream, client));
                     drain.spawn(async move {
                         work.await;
                         drop((permit, slot));
