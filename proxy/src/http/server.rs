@@ -238,7 +238,7 @@ pub async fn serve<H, F>(
             Some(gate) => gate.try_acquire().map(Some).map_err(|r| gate.refusal(r)),
             None => Ok(None),
         }
-        .map(|permit| (permit, Box::pin(handle(req))));
+        .map(|permit| (permit, boxed_in_place(|| handle(req))));
         let (closing, seen, draining) = (closing.clone(), seen.clone(), draining.clone());
         async move {
             let mut rsp = match admitted {
@@ -321,6 +321,12 @@ pub async fn serve<H, F>(
     if let Err(e) = res {
         debug!(error = %e, "HTTP connection ended with an error");
     }
+}
+
+/// `make()`'s future, written straight into its box: built on the stack and then moved there
+/// (`Box::pin(make())`), the routing future, several KiB, was copied whole on every request.
+fn boxed_in_place<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
 /// The request heads of an HTTP/1 connection: the moment the current one began (its first
