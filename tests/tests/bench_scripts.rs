@@ -216,3 +216,61 @@ fn the_mesh_load_report_has_linkerd2_proxy_when_the_run_had_it() {
     assert_eq!(svg.matches("<polyline").count(), 6, "{svg}");
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// `benches/instr.sh` against a stand-in for valgrind that reports, for each run, a count that is
+/// linear in the requests asked for (`REMORA_BENCH_REQUESTS`), steeper through the pair than
+/// direct and steeper again with policies: the script must pass each kind's settings to the
+/// bench and turn the four counts into the proxies' cost per request.
+#[test]
+fn instr_sh_passes_each_kind_on_and_subtracts_client_and_app() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("remora-instr-sh-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let valgrind = dir.join("valgrind");
+    // pair: 1 000 000 + 300 n (+ 50 n with policies); direct: 900 000 + 100 n. Kinds other than
+    // h1 would not count.
+    std::fs::write(
+        &valgrind,
+        r#"#!/usr/bin/env bash
+[ "$REMORA_BENCH_KIND" = h1 ] || { echo "unexpected kind $REMORA_BENCH_KIND" >&2; exit 1; }
+n=$REMORA_BENCH_REQUESTS
+case "$REMORA_BENCH_PATH" in
+  pair) total=$((1000000 + 300 * n)); [ -n "${REMORA_BENCH_POLICY:-}" ] && total=$((total + 50 * n)) ;;
+  direct) total=$((900000 + 100 * n)) ;;
+  *) exit 1 ;;
+esac
+echo "==1== Collected : $total"
+"#,
+    )
+    .unwrap();
+    std::fs::set_permissions(&valgrind, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg(repo().join("benches/instr.sh"))
+        .env("PATH", path)
+        .env("BENCH", "/bin/true")
+        .env("KINDS", "h1 h1_policy")
+        .env("N1", "10")
+        .env("N2", "110")
+        .output()
+        .expect("run instr.sh");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "instr.sh failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("h1: 200 instructions per request in the proxies (pair 300, client and app alone 100; n = 10 and 110)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("h1_policy: 250 instructions per request in the proxies (pair 350,"),
+        "{stdout}"
+    );
+}
