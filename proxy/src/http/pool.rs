@@ -404,15 +404,9 @@ impl Pool {
         if self.h1.lock().map_or(true, |m| full(&m)) {
             return false;
         }
-        let Ok((sender, conn)) = http1::Builder::new().handshake(TokioIo::new(io)).await else {
+        let Ok(sender) = handshake_h1(key.addr, io).await else {
             return false;
         };
-        let addr = key.addr;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(%addr, error = %e, "HTTP/1 client connection ended");
-            }
-        });
         match self.h1.lock() {
             Ok(mut map) if !full(&map) => {
                 map.entry(key.clone())
@@ -440,17 +434,23 @@ impl Pool {
     }
 }
 
-/// Empties `slot` if it still holds connection `id`.
 /// A new HTTP/1 connection to `addr` through `dial`, its connection task spawned.
 async fn new_h1<D: FnOnce() -> DialFuture>(
     addr: SocketAddr,
     dial: D,
 ) -> Result<http1::SendRequest<Body>, ConnectFailure> {
     let io = dial().await?;
-    let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(io))
+    handshake_h1(addr, io)
         .await
-        .map_err(ConnectFailure::Handshake)?;
+        .map_err(ConnectFailure::Handshake)
+}
+
+/// An HTTP/1 client connection to `addr` on `io`, its connection task spawned.
+async fn handshake_h1(
+    addr: SocketAddr,
+    io: BoxIo,
+) -> Result<http1::SendRequest<Body>, hyper::Error> {
+    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {
             debug!(%addr, error = %e, "HTTP/1 client connection ended");
@@ -459,6 +459,7 @@ async fn new_h1<D: FnOnce() -> DialFuture>(
     Ok(sender)
 }
 
+/// Empties `slot` if it still holds connection `id`.
 async fn retire(slot: &H2Slot, id: u64) {
     let mut guard = slot.lock().await;
     if guard.as_ref().is_some_and(|(held, _)| *held == id) {
