@@ -22,7 +22,7 @@ use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::policy::watch::StreamLimits;
+use crate::policy::watch::{StreamLimits, within};
 
 use super::profile::Profile;
 use super::{Endpoint, Resolution};
@@ -32,17 +32,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// After (re)connecting, messages arriving within this of each other form the initial snapshot.
 const SNAPSHOT_QUIET: Duration = Duration::from_millis(100);
 
-/// `fut` within `deadline` (`None`: without one); `None` when the deadline passed.
-async fn within<T>(deadline: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
-    match deadline {
-        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
-        None => Some(fut.await),
-    }
-}
-
 /// Logs why a watched stream is being replaced.
 fn replacing(what: &str, limits: StreamLimits, opened: Instant) {
-    if limits.lifetime.is_some_and(|l| opened.elapsed() >= l) {
+    if limits.outlived(opened) {
         debug!("{what}: replacing the stream at the end of its lifetime");
     } else {
         warn!("{what}: the control plane went silent; replacing the stream");

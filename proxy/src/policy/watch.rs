@@ -57,6 +57,20 @@ impl StreamLimits {
         .flatten()
         .min()
     }
+
+    /// Whether a stream opened at `opened` has reached its lifetime (else a missed deadline
+    /// means the control plane went silent).
+    pub fn outlived(&self, opened: Instant) -> bool {
+        self.lifetime.is_some_and(|l| opened.elapsed() >= l)
+    }
+}
+
+/// `fut` within `deadline` (`None`: without one); `None` when the deadline passed.
+pub async fn within<T>(deadline: Option<Instant>, fut: impl Future<Output = T>) -> Option<T> {
+    match deadline {
+        Some(d) => tokio::time::timeout_at(d, fut).await.ok(),
+        None => Some(fut.await),
+    }
 }
 
 /// What the key's stream yields, one message at a time.
@@ -313,15 +327,9 @@ async fn one_stream<S: Source>(
     // The call itself is watched too: a control plane that accepts it and never answers
     // (no response headers) must not wedge the key (its first message is due by then).
     let opened = Instant::now();
-    let called = match limits.deadline(opened, false) {
-        Some(d) => match tokio::time::timeout_at(d, source.open(key)).await {
-            Ok(c) => c,
-            Err(_) => {
-                warn!(%key, "{what}: the control plane never answered the call; replacing it");
-                return Ended::Retry;
-            }
-        },
-        None => source.open(key).await,
+    let Some(called) = within(limits.deadline(opened, false), source.open(key)).await else {
+        warn!(%key, "{what}: the control plane never answered the call; replacing it");
+        return Ended::Retry;
     };
     let mut stream = match called {
         Ok(s) => s,
@@ -329,20 +337,14 @@ async fn one_stream<S: Source>(
     };
     let mut first = true;
     loop {
-        let next = match limits.deadline(opened, !first) {
-            Some(d) => match tokio::time::timeout_at(d, stream.next()).await {
-                Ok(n) => n,
-                Err(_) => {
-                    let lived = opened.elapsed();
-                    if limits.lifetime.is_some_and(|l| lived >= l) {
-                        debug!(%key, ?lived, "{what}: replacing the stream at the end of its lifetime");
-                    } else {
-                        warn!(%key, first, "{what}: the control plane went silent; replacing the stream");
-                    }
-                    return Ended::Retry;
-                }
-            },
-            None => stream.next().await,
+        let Some(next) = within(limits.deadline(opened, !first), stream.next()).await else {
+            if limits.outlived(opened) {
+                let lived = opened.elapsed();
+                debug!(%key, ?lived, "{what}: replacing the stream at the end of its lifetime");
+            } else {
+                warn!(%key, first, "{what}: the control plane went silent; replacing the stream");
+            }
+            return Ended::Retry;
         };
         match next {
             Ok(Some(msg)) => {
