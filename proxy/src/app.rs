@@ -286,7 +286,7 @@ impl Proxy {
             LocalIps::fixed(&cfg.inbound_ips)
         };
         let own = OwnAddrs::new(own_listeners, pod_ips);
-        let own_ips = own.ips.clone();
+        let local_peers = own.local_peers();
         let inputs = Arc::new(ProxyInputs {
             own,
             tls: tls.clone(),
@@ -321,7 +321,7 @@ impl Proxy {
                 InFlight::with_share(
                     cfg.inbound_max_in_flight,
                     cfg.inbound_peer_share,
-                    Box::new(move |ip| ip.is_loopback() || own_ips.contains(ip)),
+                    local_peers,
                     self.http_metrics.clone(),
                 ),
                 InFlight::new(cfg.outbound_max_in_flight, self.http_metrics.clone()),
@@ -386,11 +386,10 @@ impl Proxy {
             cfg.inbound_max_connections,
             cfg.sockets.inbound_accept,
         );
-        let own_ips = inputs.own.ips.clone();
         inbound_accept.peers = PeerShare::new(
             cfg.inbound_max_connections,
             cfg.inbound_peer_share,
-            Box::new(move |ip| ip.is_loopback() || own_ips.contains(ip)),
+            inputs.own.local_peers(),
         );
         let inbound = Inbound::new(
             self.inbound,

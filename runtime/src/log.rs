@@ -81,6 +81,39 @@ impl LogLevel {
     }
 }
 
+/// At most one log line per period: [`Throttle::ready`] says yes to the first call and then
+/// once the period has passed since the last yes. Lock-free, for lines a flood of refusals
+/// would otherwise repeat.
+#[derive(Debug)]
+pub struct Throttle {
+    every: std::time::Duration,
+    epoch: std::time::Instant,
+    /// When `ready` last said yes, in milliseconds since `epoch` plus one (0: never).
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    pub fn new(every: std::time::Duration) -> Self {
+        Throttle {
+            every,
+            epoch: std::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Whether to log now.
+    pub fn ready(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.epoch.elapsed().as_millis() as u64 + 1;
+        let last = self.last_ms.load(Relaxed);
+        (last == 0 || now.saturating_sub(last) >= self.every.as_millis() as u64)
+            && self
+                .last_ms
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+    }
+}
+
 /// The `log` crate's cap for a `tracing` level hint (no hint: everything may pass).
 fn log_level(hint: Option<tracing_subscriber::filter::LevelFilter>) -> log::LevelFilter {
     use tracing_subscriber::filter::LevelFilter as L;
@@ -135,6 +168,18 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn a_throttle_says_yes_once_per_period() {
+        let t = Throttle::new(std::time::Duration::from_secs(3600));
+        assert!(t.ready(), "the first line");
+        assert!(!t.ready(), "within the period");
+        let every = Throttle::new(std::time::Duration::ZERO);
+        assert!(
+            every.ready() && every.ready(),
+            "a zero period never holds a line back"
+        );
+    }
 
     #[test]
     fn set_replaces_a_valid_filter_and_keeps_the_old_one_otherwise() {

@@ -5,7 +5,7 @@
 //! answered 503 at once (never handed to the app or a target) with an `l5d-proxy-error` that
 //! starts with [`NOT_PROCESSED`], so a peer's outbound may send it to another endpoint; it is
 //! counted in `http_proxy_errors_total{reason="in_flight_limit"}` and logged at most once per
-//! [`LOG_EVERY`].
+//! [`LOG_EVERY`] (the listeners' period for their refusals too).
 //!
 //! The inbound's servers also give each client address at most a share of the cap
 //! (`REMORA_INBOUND_PEER_CONNECTION_SHARE`, the share it has of the connection slots), so one
@@ -20,10 +20,9 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Response;
@@ -32,13 +31,12 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Frame, SizeHint};
 use remora_metrics::http::HttpMetrics;
 use remora_metrics::tcp::Direction;
+use remora_runtime::log::Throttle;
 use tracing::warn;
 
 use super::{Body, BoxError};
 use crate::error::{ErrorReason, NOT_PROCESSED, empty_response, error_response};
-
-/// How often a refusal is logged, at most.
-pub const LOG_EVERY: Duration = Duration::from_secs(10);
+use crate::transport::listen::{Exempt, LOG_EVERY, share_of};
 
 /// The reason label of a refusal at the proxy's cap.
 pub const REASON: &str = "in_flight_limit";
@@ -47,9 +45,6 @@ pub const PEER_REASON: &str = "peer_in_flight_limit";
 
 /// The table of addresses is swept for entries nobody holds from this size on.
 const SWEEP_AT: usize = 64;
-
-/// Whether an address is exempt from the per-address share.
-pub type Exempt = Box<dyn Fn(IpAddr) -> bool + Send + Sync>;
 
 /// The cap, shared by every HTTP server of one proxy.
 #[derive(Clone, Debug)]
@@ -67,9 +62,7 @@ struct Inner {
     /// The table's size after its last sweep.
     swept_to: AtomicUsize,
     metrics: HttpMetrics,
-    epoch: Instant,
-    /// When a refusal was last logged, in milliseconds since `epoch` plus one (0: never).
-    logged_ms: AtomicU64,
+    logged: Throttle,
 }
 
 /// The cap as one direction's HTTP servers apply it.
@@ -188,9 +181,7 @@ impl InFlight {
     /// (rounded up, at least one; 1: no share) unless `exempt`.
     pub fn with_share(limit: usize, share: f64, exempt: Exempt, metrics: HttpMetrics) -> Self {
         let limit = limit.max(1);
-        let peer_limit = (share < 1.0)
-            .then(|| ((limit as f64 * share).ceil() as usize).clamp(1, limit))
-            .map(|max| (max, exempt));
+        let peer_limit = share_of(limit, share).map(|max| (max, exempt));
         InFlight {
             inner: Arc::new(Inner {
                 limit,
@@ -199,8 +190,7 @@ impl InFlight {
                 peers: Mutex::new(HashMap::new()),
                 swept_to: AtomicUsize::new(0),
                 metrics,
-                epoch: Instant::now(),
-                logged_ms: AtomicU64::new(0),
+                logged: Throttle::new(LOG_EVERY),
             }),
         }
     }
@@ -262,15 +252,7 @@ impl InFlight {
         inner
             .metrics
             .error(direction, StatusCode::SERVICE_UNAVAILABLE.as_u16(), reason);
-        let now = inner.epoch.elapsed().as_millis() as u64 + 1;
-        let last = inner.logged_ms.load(Ordering::Relaxed);
-        let every = LOG_EVERY.as_millis() as u64;
-        if (last == 0 || now.saturating_sub(last) >= every)
-            && inner
-                .logged_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if inner.logged.ready() {
             warn!(
                 direction = direction.as_str(),
                 limit = inner.limit,

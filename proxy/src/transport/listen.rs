@@ -12,11 +12,12 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use remora_metrics::tcp::{Direction, RefuseReason, TcpMetrics};
 use remora_runtime::drain::Drain;
 use remora_runtime::listen::accept_loop;
+use remora_runtime::log::Throttle;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tracing::warn;
@@ -48,7 +49,13 @@ pub struct PeerShare {
     max: usize,
     exempt: Exempt,
     held: Mutex<HashMap<IpAddr, usize>>,
-    logged: Mutex<Option<Instant>>,
+    logged: Throttle,
+}
+
+/// One address's part of `total` for a `share` above 0 and below 1: rounded up, at least one;
+/// `None` for a share of 1 or more (no share).
+pub fn share_of(total: usize, share: f64) -> Option<usize> {
+    (share < 1.0).then(|| ((total as f64 * share).ceil() as usize).clamp(1, total.max(1)))
 }
 
 impl std::fmt::Debug for PeerShare {
@@ -82,15 +89,12 @@ impl PeerShare {
     /// At most `share` (above 0, up to 1) of `slots` per address, and at least one; `exempt`
     /// addresses have no share. `None` when the share is all the slots.
     pub fn new(slots: usize, share: f64, exempt: Exempt) -> Option<Arc<Self>> {
-        if share >= 1.0 {
-            return None;
-        }
-        let max = ((slots as f64 * share).ceil() as usize).clamp(1, slots.max(1));
+        let max = share_of(slots, share)?;
         Some(Arc::new(PeerShare {
             max,
             exempt,
             held: Mutex::new(HashMap::new()),
-            logged: Mutex::new(None),
+            logged: Throttle::new(LOG_EVERY),
         }))
     }
 
@@ -102,7 +106,7 @@ impl PeerShare {
     /// A slot for a connection from `ip`, unless it holds its share already. Exempt addresses
     /// always get one (checked only at the share: the check may read the interfaces).
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<PeerSlot> {
-        let ip = canonical(ip);
+        let ip = ip.to_canonical();
         let over = {
             let mut held = self.held.lock().ok()?;
             let n = held.entry(ip).or_insert(0);
@@ -127,27 +131,15 @@ impl PeerShare {
     }
 
     fn log_refusal(&self, ip: IpAddr) {
-        let Ok(mut logged) = self.logged.lock() else {
-            return;
-        };
-        if logged.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+        if !self.logged.ready() {
             return;
         }
-        *logged = Some(Instant::now());
         warn!(
             client = %ip,
             max = self.max,
             "a client address holds its share of the connection slots; refusing its new \
              connections (logged once per {LOG_EVERY:?})"
         );
-    }
-}
-
-/// An IPv4-mapped IPv6 address (a dual-stack socket's IPv4 peer) as the IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-        v4 => v4,
     }
 }
 

@@ -8,7 +8,8 @@ use crate::transport::orig_dst::LocalIps;
 #[derive(Debug)]
 pub struct OwnAddrs {
     listeners: Vec<SocketAddr>,
-    /// Shared: the connection and in-flight shares' exemptions read them too.
+    /// Shared: the connection and in-flight shares' exemptions ([`OwnAddrs::local_peers`])
+    /// read them too.
     pub ips: std::sync::Arc<LocalIps>,
 }
 
@@ -18,6 +19,13 @@ impl OwnAddrs {
             listeners,
             ips: std::sync::Arc::new(ips),
         }
+    }
+
+    /// Loopback and the pod's own addresses: the peers no per-address share binds (the
+    /// inbound's connection share and its in-flight share).
+    pub fn local_peers(&self) -> crate::transport::listen::Exempt {
+        let ips = self.ips.clone();
+        Box::new(move |ip| ip.is_loopback() || ips.contains(ip))
     }
 
     /// Whether a connection to `addr` would reach one of this proxy's listeners.
