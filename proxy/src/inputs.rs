@@ -68,7 +68,8 @@ pub struct ProxyInputs {
     pub tracer: Option<crate::trace::Tracer>,
     /// The process's drain: HTTP connections are told to close when it starts.
     pub drain: remora_runtime::drain::Drain,
-    /// The caps on HTTP requests in flight: the inbound's, the outbound's.
+    /// The caps on HTTP requests in flight: the inbound's, the outbound's (by direction:
+    /// [`ProxyInputs::in_flight`]).
     pub in_flight: [crate::http::inflight::InFlight; 2],
     /// Inbound: opaque connections on which no byte moved either way this long are closed.
     pub first_byte_timeout: Option<Duration>,
@@ -93,12 +94,17 @@ impl ProxyInputs {
     }
 
     /// The cap on HTTP requests in flight of one direction's servers.
-    pub fn gate(&self, direction: Direction) -> crate::http::inflight::Gate {
-        let cap = match direction {
+    pub fn in_flight(&self, direction: Direction) -> &crate::http::inflight::InFlight {
+        match direction {
             Direction::Inbound => &self.in_flight[0],
             Direction::Outbound => &self.in_flight[1],
-        };
-        cap.gate(direction)
+        }
+    }
+
+    /// [`in_flight`](Self::in_flight)`(direction)` as that direction's servers apply it, with
+    /// no share per client address.
+    pub fn gate(&self, direction: Direction) -> crate::http::inflight::Gate {
+        self.in_flight(direction).gate(direction)
     }
 
     /// How the HTTP client pools keep and open connections.

@@ -649,7 +649,9 @@ async fn serve_app_with(
                 None,
             ));
             let http = http.clone();
-            let gate = ctx.inputs.in_flight[0]
+            let gate = ctx
+                .inputs
+                .in_flight(Direction::Inbound)
                 .gate_for(admitted.policy.client.addr, admitted.client_id.is_some());
             let conn = Arc::new(InboundConn::new(
                 app,
