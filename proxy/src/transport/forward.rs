@@ -533,40 +533,25 @@ mod tests {
     async fn first_byte_timeout_closes_only_silent_connections() {
         let mut reg = Registry::default();
         let m = TcpMetrics::register(&mut reg);
+        // A client and a server end, and the forwarding between them with a 5 s first-byte
+        // timeout.
+        let relay = || {
+            let (client, proxy_src) = tokio::io::duplex(64);
+            let (proxy_dst, server) = tokio::io::duplex(64);
+            let (s, d) = sides(&m);
+            let forwarding = tokio::spawn(async move {
+                let a = Activity::new();
+                let mut src = Counted::new(proxy_src, s, Some(a.clone()));
+                let mut dst = Counted::new(proxy_dst, d, Some(a.clone()));
+                let first_byte = Some(Duration::from_secs(5));
+                forward_with(&mut src, &mut dst, None, first_byte, Some(&a)).await
+            });
+            (client, server, forwarding)
+        };
         // Silent both ways: closed after the first-byte timeout.
-        let (_client, proxy_src) = tokio::io::duplex(64);
-        let (proxy_dst, _server) = tokio::io::duplex(64);
-        let (s, d) = sides(&m);
-        let silent = tokio::spawn(async move {
-            let a = Activity::new();
-            let mut src = Counted::new(proxy_src, s, Some(a.clone()));
-            let mut dst = Counted::new(proxy_dst, d, Some(a.clone()));
-            forward_with(
-                &mut src,
-                &mut dst,
-                None,
-                Some(Duration::from_secs(5)),
-                Some(&a),
-            )
-            .await
-        });
+        let (_client, _server, silent) = relay();
         // The server speaks first, once: open long after the timeout.
-        let (mut client, proxy_src) = tokio::io::duplex(64);
-        let (proxy_dst, mut server) = tokio::io::duplex(64);
-        let (s, d) = sides(&m);
-        let spoken = tokio::spawn(async move {
-            let a = Activity::new();
-            let mut src = Counted::new(proxy_src, s, Some(a.clone()));
-            let mut dst = Counted::new(proxy_dst, d, Some(a.clone()));
-            forward_with(
-                &mut src,
-                &mut dst,
-                None,
-                Some(Duration::from_secs(5)),
-                Some(&a),
-            )
-            .await
-        });
+        let (mut client, mut server, spoken) = relay();
         tokio::time::sleep(Duration::from_secs(1)).await;
         server.write_all(b"220 hello").await.unwrap();
         let mut buf = [0u8; 9];
