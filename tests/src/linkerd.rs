@@ -1194,17 +1194,28 @@ fn following_endpoints(state: Arc<Mutex<State>>, path: String) -> Stream<dst::Up
                 }
             }
             last = now;
-            let Some(ch) = changes.as_mut() else {
-                tx.closed().await;
+            if !changed(&mut changes, &tx).await {
                 return;
-            };
-            tokio::select! {
-                r = ch.changed() => if r.is_err() { return },
-                _ = tx.closed() => return,
             }
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// Waits for the next change of the control plane's state: false once the client left (or,
+/// for a state that never changes, only then).
+async fn changed<T>(
+    changes: &mut Option<tokio::sync::watch::Receiver<u64>>,
+    tx: &tokio::sync::mpsc::Sender<T>,
+) -> bool {
+    let Some(ch) = changes.as_mut() else {
+        tx.closed().await;
+        return false;
+    };
+    tokio::select! {
+        r = ch.changed() => r.is_ok(),
+        _ = tx.closed() => false,
+    }
 }
 
 /// A stream that sends `current()` now and again whenever it changes, until the client
@@ -1233,13 +1244,8 @@ where
                 }
                 last = Some(now);
             }
-            let Some(ch) = changes.as_mut() else {
-                tx.closed().await;
+            if !changed(&mut changes, &tx).await {
                 return;
-            };
-            tokio::select! {
-                r = ch.changed() => if r.is_err() { return },
-                _ = tx.closed() => return,
             }
         }
     });

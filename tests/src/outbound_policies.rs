@@ -389,42 +389,17 @@ impl PolicyMesh {
     /// `GET path` from the client's app to the parent's virtual IP, with `headers`, on a new
     /// connection.
     pub async fn get(&self, path: &str, headers: &[(&'static str, &str)]) -> Result<Reply, String> {
-        let mut req = crate::http::get(&format!("web.shop.svc.cluster.local:{PORT}"), path);
-        for (k, v) in headers {
-            req.headers_mut()
-                .insert(*k, v.parse().map_err(|_| "header value".to_string())?);
-        }
-        self.send(req).await
+        get_from(&self.client, path, headers).await
     }
 
     /// Sends `req` from the client's app to the parent's virtual IP on a new connection.
     pub async fn send(&self, req: http::Request<crate::http::Body>) -> Result<Reply, String> {
-        let call = async {
-            let mut conn = http1(&self.client.pod.ns, vip()).await;
-            send1(&mut conn, req).await
-        };
-        tokio::time::timeout(Duration::from_secs(15), call)
-            .await
-            .map_err(|_| "no answer within 15 s".to_string())?
-            .map_err(|e| e.to_string())
+        send_from(&self.client, req).await
     }
 
     /// Who answered (`x-server`), or the status and `l5d-proxy-error` of a proxy's answer.
     pub async fn who(&self, path: &str, headers: &[(&'static str, &str)]) -> String {
-        match self.get(path, headers).await {
-            Ok(r) => match r.headers.get("x-server") {
-                Some(s) => s.to_str().unwrap_or_default().to_string(),
-                None => format!(
-                    "{} {}",
-                    r.status,
-                    r.headers
-                        .get("l5d-proxy-error")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or_default()
-                ),
-            },
-            Err(e) => e,
-        }
+        who_from(&self.client, path, headers).await
     }
 
     /// Waits (up to 20 s) until `GET path` with `headers` is answered by `server`.
@@ -462,5 +437,54 @@ pub fn forward(addr: SocketAddr) -> pb::Backend {
             weight: 1,
             ..Default::default()
         })),
+    }
+}
+
+/// `GET path` from `client`'s app to the parent's virtual IP, with `headers`, on a new
+/// connection.
+pub async fn get_from(
+    client: &Workload,
+    path: &str,
+    headers: &[(&'static str, &str)],
+) -> Result<Reply, String> {
+    let mut req = crate::http::get(&format!("web.shop.svc.cluster.local:{PORT}"), path);
+    for (k, v) in headers {
+        req.headers_mut()
+            .insert(*k, v.parse().map_err(|_| "header value".to_string())?);
+    }
+    send_from(client, req).await
+}
+
+/// Sends `req` from `client`'s app to the parent's virtual IP on a new connection.
+pub async fn send_from(
+    client: &Workload,
+    req: http::Request<crate::http::Body>,
+) -> Result<Reply, String> {
+    let call = async {
+        let mut conn = http1(&client.pod.ns, vip()).await;
+        send1(&mut conn, req).await
+    };
+    tokio::time::timeout(Duration::from_secs(15), call)
+        .await
+        .map_err(|_| "no answer within 15 s".to_string())?
+        .map_err(|e| e.to_string())
+}
+
+/// Who answered `GET path` from `client` (`x-server`), or the status and `l5d-proxy-error` of a
+/// proxy's answer, or what went wrong.
+pub async fn who_from(client: &Workload, path: &str, headers: &[(&'static str, &str)]) -> String {
+    match get_from(client, path, headers).await {
+        Ok(r) => match r.headers.get("x-server") {
+            Some(s) => s.to_str().unwrap_or_default().to_string(),
+            None => format!(
+                "{} {}",
+                r.status,
+                r.headers
+                    .get("l5d-proxy-error")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+            ),
+        },
+        Err(e) => e,
     }
 }

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 use remora_tests::Net;
 use remora_tests::apps::test_server;
 use remora_tests::eventually;
-use remora_tests::http::{http1, send1};
 use remora_tests::linkerd::{Endpoint, LinkerdPlane, Mode, Workload, WorkloadSpec};
 use remora_tests::outbound_policies::*;
 
@@ -41,34 +40,45 @@ fn endpoint(w: &Workload, sa: &str) -> Endpoint {
 /// Who answered `GET /echo` (with `headers`) on a new connection to the virtual IP: the
 /// server's name, or what went wrong.
 async fn who(client: &Workload, headers: &[(&'static str, &str)]) -> String {
-    let mut req = remora_tests::http::get(&format!("web.shop.svc.cluster.local:{PORT}"), "/echo");
-    for (k, v) in headers {
-        req.headers_mut().insert(*k, v.parse().unwrap());
-    }
-    let call = async {
-        let mut conn = http1(&client.pod.ns, vip()).await;
-        send1(&mut conn, req).await
-    };
-    match tokio::time::timeout(Duration::from_secs(15), call).await {
-        Ok(Ok(r)) => match r.headers.get("x-server") {
-            Some(s) => s.to_str().unwrap_or_default().to_string(),
-            None => format!(
-                "{} {}",
-                r.status,
-                r.headers
-                    .get("l5d-proxy-error")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-            ),
-        },
-        Ok(Err(e)) => e.to_string(),
-        Err(_) => "no answer within 15 s".to_string(),
-    }
+    who_from(client, "/echo", headers).await
 }
 
 /// Requests for `phase` (at least `min`, then until `cond` holds, within `limit`), each with
 /// and without the canary header; every answer must be `want` (canary: `want_canary`).
 /// Returns how many were sent and whether `cond` came to hold.
+/// Puts replica 0 in `mode` and serves through the client while it does: every answer is still
+/// the last good state, and the proxy must ask the replica again (at least two more `Get` and
+/// two more `Watch` calls). Returns the requests served and the calls the proxy made.
+async fn keeps_asking(
+    plane: &LinkerdPlane,
+    client: &Workload,
+    mode: Mode,
+    what: &str,
+) -> (usize, (usize, usize)) {
+    let calls = || (plane.calls(0, "Get"), plane.calls(0, "Watch"));
+    plane.set_mode(0, mode);
+    let before = calls();
+    let (sent, asked) = serve_through(
+        client,
+        what,
+        Duration::from_secs(6),
+        Duration::from_secs(40),
+        ("web-a", "web-a"),
+        || async {
+            let now = calls();
+            now.0 >= before.0 + 2 && now.1 >= before.1 + 2
+        },
+    )
+    .await;
+    let made = (calls().0 - before.0, calls().1 - before.1);
+    assert!(
+        asked,
+        "the proxy stopped asking the {what}: Get, Watch calls {made:?}\n{}",
+        client.pod.proxy().log()
+    );
+    (sent, made)
+}
+
 async fn serve_through<F, Fut>(
     client: &Workload,
     phase: &str,
@@ -171,50 +181,10 @@ async fn heal(program: Option<std::path::PathBuf>) {
 
     // 1. The replica accepts every call and never answers: the proxy keeps asking (its
     // watchdogs replace the calls), and serves what it knew.
-    let calls = |plane: &LinkerdPlane, i| (plane.calls(i, "Get"), plane.calls(i, "Watch"));
-    plane.set_mode(0, Mode::Silent);
-    let before = calls(&plane, 0);
-    let (silent_sent, asked) = serve_through(
-        &client,
-        "silent plane",
-        Duration::from_secs(6),
-        Duration::from_secs(40),
-        ("web-a", "web-a"),
-        || async {
-            let now = calls(&plane, 0);
-            now.0 >= before.0 + 2 && now.1 >= before.1 + 2
-        },
-    )
-    .await;
-    let silent = (calls(&plane, 0).0 - before.0, calls(&plane, 0).1 - before.1);
-    assert!(
-        asked,
-        "the proxy stopped asking a silent plane: Get, Watch calls {silent:?}\n{}",
-        client.pod.proxy().log()
-    );
-
+    let (silent_sent, silent) = keeps_asking(&plane, &client, Mode::Silent, "silent plane").await;
     // 2. It answers every call with an empty stream (OK, no message): nothing is wiped, and
     // the proxy keeps asking.
-    plane.set_mode(0, Mode::Empty);
-    let before = calls(&plane, 0);
-    let (empty_sent, asked) = serve_through(
-        &client,
-        "empty plane",
-        Duration::from_secs(6),
-        Duration::from_secs(40),
-        ("web-a", "web-a"),
-        || async {
-            let now = calls(&plane, 0);
-            now.0 >= before.0 + 2 && now.1 >= before.1 + 2
-        },
-    )
-    .await;
-    let empty = (calls(&plane, 0).0 - before.0, calls(&plane, 0).1 - before.1);
-    assert!(
-        asked,
-        "the proxy stopped asking a plane that answers empty: Get, Watch calls {empty:?}\n{}",
-        client.pod.proxy().log()
-    );
+    let (empty_sent, empty) = keeps_asking(&plane, &client, Mode::Empty, "empty plane").await;
 
     // 3. A healthy replica at a new address replaces it; DNS names only the new one.
     let fresh = plane.add_replica(&net).await;
