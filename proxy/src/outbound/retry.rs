@@ -108,7 +108,7 @@ pub(super) enum Outcome {
 }
 
 impl Outcome {
-    fn of(sent: &Sent) -> Self {
+    pub(super) fn of(sent: &Sent) -> Self {
         match &sent.result {
             Err(SendError::Connect(..)) => Outcome::NotSent,
             Err(e) if e.never_processed() => Outcome::Refused,

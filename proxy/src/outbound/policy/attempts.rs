@@ -52,12 +52,11 @@ use super::{
 use crate::discovery::balance::{Accrual, Transition, xorshift};
 use crate::discovery::{Pick, Resolution, Target};
 use crate::error::{self, ProxyError, RouteError};
-use crate::http::L5D_PROXY_ERROR;
 use crate::http::pool::SendError;
 use crate::http::{Body, describe, orig_proto, watch_errors};
 use crate::outbound::connect::{Destination, report as log_transition};
 use crate::outbound::http::{Dispatched, HttpOutbound};
-use crate::outbound::retry::{MAX_ATTEMPTS, Sent, clean};
+use crate::outbound::retry::{MAX_ATTEMPTS, Outcome as SendOutcome, Sent, clean};
 
 /// Sends of one attempt at most when no connection takes the request.
 pub const MAX_CONNECT_ATTEMPTS: u32 = 3;
@@ -186,6 +185,19 @@ struct Answer {
     deferred: Option<Deferred>,
 }
 
+impl Answer {
+    /// Drops an answer the client will not get (the request goes again): its backend sees it
+    /// end with its status.
+    fn discard(self) {
+        let outcome = Outcome {
+            http_status: Some(self.status),
+            grpc_status: self.grpc_status,
+            error: None,
+        };
+        self.backend.done(outcome, self.request_end.elapsed());
+    }
+}
+
 /// An attempt's result, and whether the route may retry it.
 struct Attempt {
     ended: Ended,
@@ -201,23 +213,6 @@ impl Attempt {
             ended: Ended::Failed(Failure::Route(e)),
             retryable,
             unprocessed: None,
-        }
-    }
-}
-
-/// Whether an attempt's send says the peer never processed the request: a refused or cut
-/// stream (not a failed connect: [`HttpOutbound::send_attempt`] resends those), or a meshed
-/// peer's never-processed `l5d-proxy-error`.
-fn never_processed(sent: &Sent) -> bool {
-    match &sent.result {
-        Err(SendError::Connect(..)) => false,
-        Err(e) => e.never_processed(),
-        Ok(rsp) => {
-            sent.meshed
-                && rsp
-                    .headers()
-                    .get(L5D_PROXY_ERROR)
-                    .is_some_and(error::never_processed)
         }
     }
 }
@@ -628,12 +623,7 @@ impl HttpOutbound {
                 && (!peer_answered || self.elsewhere(&rule.distribution, failed))
             {
                 if let Ended::Response(ans) = a.ended {
-                    let outcome = Outcome {
-                        http_status: Some(ans.status),
-                        grpc_status: ans.grpc_status,
-                        error: None,
-                    };
-                    ans.backend.done(outcome, ans.request_end.elapsed());
+                    ans.discard();
                 }
                 resends += 1;
                 avoid = Some(failed);
@@ -660,14 +650,8 @@ impl HttpOutbound {
                 self.ctx.inputs.http_metrics.budget_exhausted();
                 return finish(a.ended);
             }
-            // The answer is dropped: its backend saw it end.
             if let Ended::Response(ans) = a.ended {
-                let outcome = Outcome {
-                    http_status: Some(ans.status),
-                    grpc_status: ans.grpc_status,
-                    error: None,
-                };
-                ans.backend.done(outcome, ans.request_end.elapsed());
+                ans.discard();
             }
             if let Some(b) = policy.backoff {
                 let u = (self.draw() >> 11) as f64 / (1u64 << 53) as f64;
@@ -753,7 +737,9 @@ impl HttpOutbound {
             }
         };
         let addr = dest.addr;
-        let unprocessed = never_processed(&sent).then_some(addr);
+        // Refused or cut, or a meshed peer's never-processed `l5d-proxy-error` (a failed
+        // connect is resent by `send_attempt`).
+        let unprocessed = (SendOutcome::of(&sent) == SendOutcome::Refused).then_some(addr);
         let rsp = match sent.result {
             Ok(rsp) => clean(rsp, sent.meshed, sent.upgraded),
             Err(e) => {
