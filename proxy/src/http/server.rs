@@ -281,8 +281,7 @@ pub async fn serve<H, F>(
                 .serve_connection(io, service)
                 .with_upgrades();
             tokio::pin!(conn);
-            let head = heads.clone();
-            let overdue = OnWake::new(async move { head.overdue(HEADER_READ_TIMEOUT).await });
+            let overdue = OnWake::new(heads.overdue(HEADER_READ_TIMEOUT));
             tokio::pin!(overdue);
             tokio::select! {
                 res = conn.as_mut() => res,
@@ -347,6 +346,10 @@ impl Heads {
 
     /// Bytes arrived: between requests, a head begins.
     fn bytes(&self) {
+        // Most reads are of a head already begun or of a body: no clock for those.
+        if self.started_ms.load(Ordering::Relaxed) != IDLE {
+            return;
+        }
         let now = self.epoch().elapsed().as_millis() as u64 + 1;
         if self
             .started_ms
