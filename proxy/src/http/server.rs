@@ -45,6 +45,10 @@ use crate::transport::io::BoxIo;
 /// How long an HTTP/1 request head may take to arrive, from its first byte.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// hyper's own limit on the header fields of an HTTP/1 head (`DEFAULT_MAX_HEADERS` in its
+/// `proto/h1/role.rs`).
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// Limits on what a client may send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -62,7 +66,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_head: 64 * 1024,
-            max_headers: 100,
+            max_headers: HYPER_MAX_HEADERS,
             max_streams: 2048,
             h2: Http2Params::default(),
         }
@@ -273,13 +277,18 @@ pub async fn serve<H, F>(
     });
     let res = match protocol {
         Protocol::Http1 => {
-            let conn = hyper::server::conn::http1::Builder::new()
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(None)
-                .max_buf_size(limits.max_head.max(8192))
-                .max_headers(limits.max_headers)
-                .serve_connection(io, service)
-                .with_upgrades();
+                .max_buf_size(limits.max_head.max(8192));
+            // hyper parses into an uninitialised array of its default size, but into a vector
+            // it fills (`SmallVec::from_elem`, ~1.9 k instructions a request) once any limit is
+            // set, even its own: set ours only when it differs.
+            if limits.max_headers != HYPER_MAX_HEADERS {
+                builder.max_headers(limits.max_headers);
+            }
+            let conn = builder.serve_connection(io, service).with_upgrades();
             tokio::pin!(conn);
             let overdue = OnWake::new(heads.overdue(HEADER_READ_TIMEOUT));
             tokio::pin!(overdue);
@@ -463,11 +472,16 @@ mod tests {
 
     /// As [`server`], draining with `drain`; a request to `/slow` is answered after 200 ms.
     fn draining_server(protocol: Protocol, drain: Drain) -> tokio::io::DuplexStream {
+        limited_server(protocol, Limits::default(), drain)
+    }
+
+    /// As [`draining_server`], under `limits`.
+    fn limited_server(protocol: Protocol, limits: Limits, drain: Drain) -> tokio::io::DuplexStream {
         let (client, server) = tokio::io::duplex(64 * 1024);
         tokio::spawn(serve(
             Box::new(server),
             protocol,
-            Limits::default(),
+            limits,
             drain,
             Some(crate::testing::inputs().gate(Direction::Inbound)),
             |req: Request<Incoming>| async move {
@@ -613,6 +627,44 @@ mod tests {
         c.write_all(b"GET /c HTTP/1.1\r\nhost:").await.unwrap();
         tokio::time::sleep(HEADER_READ_TIMEOUT + Duration::from_secs(1)).await;
         assert_eq!(c.read(&mut buf).await.unwrap(), 0, "closed");
+    }
+
+    /// The status an HTTP/1 request with `fields` header fields gets from a server with `limits`.
+    async fn status_with_fields(limits: Limits, fields: usize) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = limited_server(Protocol::Http1, limits, Drain::new());
+        let mut head = String::from("GET /a HTTP/1.1\r\nhost: a\r\n");
+        for i in 1..fields {
+            head.push_str(&format!("x-{i}: {i}\r\n"));
+        }
+        head.push_str("\r\n");
+        c.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("answered")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n.min(12)]).into_owned()
+    }
+
+    #[tokio::test]
+    async fn an_http1_head_with_more_header_fields_than_the_limit_is_refused() {
+        // The default (hyper's own, set by not setting it) and a configured limit.
+        let default = Limits::default();
+        assert_eq!(status_with_fields(default, 100).await, "HTTP/1.1 200");
+        assert_eq!(status_with_fields(default, 101).await, "HTTP/1.1 431");
+        let ten = Limits {
+            max_headers: 10,
+            ..default
+        };
+        assert_eq!(status_with_fields(ten, 10).await, "HTTP/1.1 200");
+        assert_eq!(status_with_fields(ten, 11).await, "HTTP/1.1 431");
+        let more = Limits {
+            max_headers: 200,
+            ..default
+        };
+        assert_eq!(status_with_fields(more, 200).await, "HTTP/1.1 200");
+        assert_eq!(status_with_fields(more, 201).await, "HTTP/1.1 431");
     }
 
     #[tokio::test]
