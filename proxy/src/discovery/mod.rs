@@ -327,7 +327,8 @@ impl ResolverConfig {
 pub struct Resolver {
     client: DestinationClient<Instrumented>,
     config: ResolverConfig,
-    cache: Mutex<HashMap<String, Entry>>,
+    /// foldhash: looked up on every request; capped by `max_entries`.
+    cache: Mutex<foldhash::HashMap<String, Entry>>,
     /// Endpoints that left a target's set (pools close their connections to them).
     removed: tokio::sync::broadcast::Sender<SocketAddr>,
 }
@@ -347,7 +348,7 @@ impl Resolver {
         let resolver = Arc::new(Resolver {
             client: DestinationClient::new(channel),
             config,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(foldhash::HashMap::default()),
             removed: tokio::sync::broadcast::channel(REMOVED_QUEUE).0,
         });
         tokio::spawn(sweep(Arc::downgrade(&resolver)));
@@ -470,7 +471,7 @@ impl Entry {
     }
 }
 
-fn evict_oldest(cache: &mut HashMap<String, Entry>) {
+fn evict_oldest(cache: &mut foldhash::HashMap<String, Entry>) {
     let oldest = cache
         .iter()
         .min_by_key(|(_, e)| {

@@ -10,7 +10,7 @@
 //! caller may send it elsewhere. [`Pool::forget`] closes the connections to an address that
 //! discovery removed, so a recycled address gets a fresh connection.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -160,6 +160,8 @@ type H2Slot = Arc<tokio::sync::Mutex<Option<(u64, http2::SendRequest<Body>)>>>;
 
 #[derive(Debug)]
 pub struct Pool {
+    // foldhash maps (looked up on every request): the keys are endpoints that discovery, with
+    // its caps, gave, and idle ones are dropped.
     h1: Mutex<HashMap<Key, Vec<IdleH1>>>,
     h2: Mutex<HashMap<Key, (H2Slot, Instant)>>,
     idle_timeout: Duration,
