@@ -74,13 +74,20 @@ pub fn ensure_absolute<B>(req: &mut http::Request<B>, fallback: std::net::Socket
 }
 
 /// A request body that notes whether reading it failed (a malformed body from the client, as
-/// opposed to a failure of the peer).
-pub fn watch_errors<B>(body: B) -> (Body, std::sync::Arc<std::sync::atomic::AtomicBool>)
+/// opposed to a failure of the peer). A body already at its end (most requests) cannot fail: it
+/// becomes an empty body, which costs no allocation (a zero-sized box), and no flag is made.
+pub fn watch_errors<B>(body: B) -> (Body, BodyFailed)
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
     use std::sync::atomic::{AtomicBool, Ordering};
+    if body.is_end_stream() {
+        return (
+            boxed(http_body_util::Empty::<Bytes>::new()),
+            BodyFailed(None),
+        );
+    }
     let failed = std::sync::Arc::new(AtomicBool::new(false));
     let flag = failed.clone();
     let body = body
@@ -89,7 +96,19 @@ where
             e.into()
         })
         .boxed_unsync();
-    (body, failed)
+    (body, BodyFailed(Some(failed)))
+}
+
+/// Whether reading a body [`watch_errors`] watches has failed.
+#[derive(Clone, Debug)]
+pub struct BodyFailed(Option<std::sync::Arc<std::sync::atomic::AtomicBool>>);
+
+impl BodyFailed {
+    pub fn get(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+    }
 }
 
 /// Describes an error with its causes.

@@ -42,6 +42,9 @@ pub struct InboundConn {
     pub app: SocketAddr,
     /// The mTLS peer's identity.
     pub client: Option<Name>,
+    /// `client` as the `l5d-client-id` value every request to the app carries (built once; a
+    /// clone shares its bytes).
+    client_id: Option<HeaderValue>,
     /// The port's policy, checked per request.
     pub policy: ConnPolicy,
     /// The connection's metric labels (inbound, the app's address, TLS, `client_id`).
@@ -59,9 +62,13 @@ impl InboundConn {
         policy: ConnPolicy,
         labels: TargetLabels,
     ) -> Self {
+        let client_id = client
+            .as_ref()
+            .and_then(|id| HeaderValue::from_str(id.as_str()).ok());
         InboundConn {
             app,
             client,
+            client_id,
             policy,
             labels,
             last: Mutex::new(None),
@@ -147,7 +154,7 @@ impl HttpInbound {
             Ok(permit) => {
                 let matched = span.as_ref().map(|_| permit.route.clone());
                 let route = conn.route(&self.ctx.inputs.http_metrics.golden, permit);
-                let rsp = self.handle(conn.app, conn.client.as_ref(), req).await;
+                let rsp = self.handle(conn.app, conn.client_id.as_ref(), req).await;
                 (rsp, Some(route), matched)
             }
             // As in linkerd2-proxy, what the policy answers is not in the golden metrics
@@ -198,22 +205,24 @@ impl HttpInbound {
         })
     }
 
-    /// Handles one request for the app at `app`, from a peer identified as `client` (if it
-    /// authenticated with mTLS).
+    /// Handles one request for the app at `app`, from a peer whose identity is `client_id` (the
+    /// `l5d-client-id` value, if it authenticated with mTLS).
     pub async fn handle(
         &self,
         app: SocketAddr,
-        client: Option<&Name>,
+        client_id: Option<&HeaderValue>,
         mut req: Request<Incoming>,
     ) -> Response<Body> {
         let headers = req.headers_mut();
-        headers.remove(L5D_CLIENT_ID);
-        if let Some(id) = client
-            && let Ok(v) = HeaderValue::from_str(id.as_str())
-        {
-            headers.insert(L5D_CLIENT_ID, v);
+        match client_id {
+            Some(v) => {
+                headers.insert(L5D_CLIENT_ID, v.clone());
+            }
+            None => {
+                headers.remove(L5D_CLIENT_ID);
+            }
         }
-        let annotate = client.is_some();
+        let annotate = client_id.is_some();
         if is_upgrade(&req) {
             let io = match self.dial(app).await {
                 Ok(io) => io,
@@ -255,9 +264,7 @@ impl HttpInbound {
                 let (parts, body) = rsp.into_parts();
                 Response::from_parts(parts, boxed(body))
             }
-            Err(_) if body_failed.load(std::sync::atomic::Ordering::Relaxed) => {
-                self.fail(ProxyError::MalformedBody, annotate)
-            }
+            Err(_) if body_failed.get() => self.fail(ProxyError::MalformedBody, annotate),
             Err(e) => {
                 let detail = describe(&e);
                 // linkerd2-proxy answers a connect timeout 504, any other failure 502.

@@ -14,7 +14,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -33,8 +32,8 @@ use crate::discovery::{Endpoint, Hint, Pick};
 use crate::error::{ProxyError, RemoteClose};
 use crate::http::pool::{Key, Kind, SendError};
 use crate::http::{
-    Body, BoxError, L5D_PROXY_CONNECTION, L5D_PROXY_ERROR, boxed, describe, ensure_absolute,
-    orig_proto, strip_hop_by_hop, watch_errors,
+    Body, BodyFailed, BoxError, L5D_PROXY_CONNECTION, L5D_PROXY_ERROR, boxed, describe,
+    ensure_absolute, orig_proto, strip_hop_by_hop, watch_errors,
 };
 use crate::transport::header::SessionProtocol;
 
@@ -330,11 +329,11 @@ impl HttpOutbound {
         &self,
         sent: Sent,
         addr: SocketAddr,
-        body_failed: &AtomicBool,
+        body_failed: &BodyFailed,
     ) -> Response<Body> {
         match sent.result {
             Ok(rsp) => clean(rsp, sent.meshed, sent.upgraded),
-            Err(_) if body_failed.load(Ordering::Relaxed) => self.fail(ProxyError::MalformedBody),
+            Err(_) if body_failed.get() => self.fail(ProxyError::MalformedBody),
             Err(SendError::Connect(failure, _)) => self.fail(ProxyError::Connect { addr, failure }),
             Err(e) => self.fail(ProxyError::Upstream {
                 addr,

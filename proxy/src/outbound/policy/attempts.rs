@@ -28,7 +28,6 @@
 use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -846,7 +845,7 @@ impl HttpOutbound {
         route_m: &RouteHandle,
         ended: Ended,
         stream: &Stream,
-        body_failed: &std::sync::atomic::AtomicBool,
+        body_failed: &crate::http::BodyFailed,
     ) -> Response<Body> {
         match ended {
             Ended::Response(a) => {
@@ -874,7 +873,7 @@ impl HttpOutbound {
                         cx.grpc_request,
                         true,
                     ),
-                    Failure::Proxy(_, _) if body_failed.load(Ordering::Relaxed) => {
+                    Failure::Proxy(_, _) if body_failed.get() => {
                         self.fail(ProxyError::MalformedBody)
                     }
                     Failure::Proxy(e, _) => self.fail(e),
