@@ -8,7 +8,9 @@
 #
 # A kind ending in `_policy` (`h1_policy`) runs with both proxies following the control plane's
 # policies (REMORA_BENCH_POLICY: outbound policy routes, inbound servers and authorizations), as
-# under Linkerd's control plane.
+# under Linkerd's control plane. A kind ending in `_log` (`h1_log`) installs the proxies' logging
+# with the filter Linkerd's injector gives a proxy by default (REMORA_BENCH_LOG; LOG_FILTER
+# overrides it); the other kinds install none.
 #
 # Prints one line per kind: instructions per request for the pair (both proxies), and for the
 # client and app alone. BENCH=<path> counts a given http_pair binary (an earlier commit's).
@@ -27,10 +29,17 @@ for l in sys.stdin:
         print(m["executable"])' | tail -1)
 fi
 [ -x "$BENCH" ] || { echo "no http_pair bench binary" >&2; exit 1; }
+LOG_FILTER=${LOG_FILTER:-"warn,remora=info,hickory=error"}
 instr() {  # kind path n → total instructions
-  local kind=${1%_policy} policy=()
-  [ "$kind" != "$1" ] && policy=(REMORA_BENCH_POLICY=1)
-  env "${policy[@]}" REMORA_BENCH_REQUESTS="$3" REMORA_BENCH_KIND="$kind" REMORA_BENCH_PATH="$2" \
+  local kind=$1 extra=()
+  while :; do
+    case $kind in
+      *_policy) extra+=(REMORA_BENCH_POLICY=1) kind=${kind%_policy} ;;
+      *_log) extra+=(REMORA_BENCH_LOG="$LOG_FILTER") kind=${kind%_log} ;;
+      *) break ;;
+    esac
+  done
+  env "${extra[@]}" REMORA_BENCH_REQUESTS="$3" REMORA_BENCH_KIND="$kind" REMORA_BENCH_PATH="$2" \
     REMORA_LOG=off valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BENCH" 2>&1 |
     awk '/Collected :/ {print $NF}'
 }

@@ -17,7 +17,9 @@
 //! `(pair(n2) - pair(n1) - (direct(n2) - direct(n1))) / (n2 - n1)` instructions: everything
 //! else (setup, warm-up, the client and the app) cancels out. With `REMORA_BENCH_POLICY` set,
 //! both proxies also follow the control plane's policies (outbound routes, inbound servers and
-//! authorizations), as they do under Linkerd's control plane. `benches/instr.sh` runs it.
+//! authorizations), as they do under Linkerd's control plane. `REMORA_BENCH_LOG=<filter>`
+//! installs the proxies' logging under that filter (none is installed otherwise).
+//! `benches/instr.sh` runs it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -397,6 +399,15 @@ fn main() {
     {
         let kind = std::env::var("REMORA_BENCH_KIND").unwrap_or_else(|_| "h1".into());
         let path = std::env::var("REMORA_BENCH_PATH").unwrap_or_else(|_| "pair".into());
+        // The proxies' logging, as `remora proxy` installs it, under this filter (Linkerd's
+        // injector default maps to `warn,remora=info,hickory=error`); none by default.
+        if let Ok(filter) = std::env::var("REMORA_BENCH_LOG") {
+            let config = remora_runtime::log::LogConfig {
+                filter,
+                format: remora_runtime::log::LogFormat::Plain,
+            };
+            remora_runtime::log::init(&config).expect("a valid REMORA_BENCH_LOG filter");
+        }
         count(n, &kind, &path);
         return;
     }

@@ -219,23 +219,29 @@ fn the_mesh_load_report_has_linkerd2_proxy_when_the_run_had_it() {
 
 /// `benches/instr.sh` against a stand-in for valgrind that reports, for each run, a count that is
 /// linear in the requests asked for (`REMORA_BENCH_REQUESTS`), steeper through the pair than
-/// direct and steeper again with policies: the script must pass each kind's settings to the
-/// bench and turn the four counts into the proxies' cost per request.
+/// direct and steeper again with policies or logging (under Linkerd's default filter): the script
+/// must pass each kind's settings to the bench and turn the four counts into the proxies' cost
+/// per request.
 #[test]
 fn instr_sh_passes_each_kind_on_and_subtracts_client_and_app() {
     use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("remora-instr-sh-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let valgrind = dir.join("valgrind");
-    // pair: 1 000 000 + 300 n (+ 50 n with policies); direct: 900 000 + 100 n. Kinds other than
-    // h1 would not count.
+    // pair: 1 000 000 + 300 n (+ 50 n with policies, + 7 n logging); direct: 900 000 + 100 n.
+    // Kinds other than h1, or another filter, would not count.
     std::fs::write(
         &valgrind,
         r#"#!/usr/bin/env bash
 [ "$REMORA_BENCH_KIND" = h1 ] || { echo "unexpected kind $REMORA_BENCH_KIND" >&2; exit 1; }
 n=$REMORA_BENCH_REQUESTS
 case "$REMORA_BENCH_PATH" in
-  pair) total=$((1000000 + 300 * n)); [ -n "${REMORA_BENCH_POLICY:-}" ] && total=$((total + 50 * n)) ;;
+  pair) total=$((1000000 + 300 * n)); [ -n "${REMORA_BENCH_POLICY:-}" ] && total=$((total + 50 * n))
+    case "${REMORA_BENCH_LOG-unset}" in
+      unset) ;;
+      warn,remora=info,hickory=error) total=$((total + 7 * n)) ;;
+      *) echo "unexpected filter $REMORA_BENCH_LOG" >&2; exit 1 ;;
+    esac ;;
   direct) total=$((900000 + 100 * n)) ;;
   *) exit 1 ;;
 esac
@@ -253,7 +259,7 @@ echo "==1== Collected : $total"
         .arg(repo().join("benches/instr.sh"))
         .env("PATH", path)
         .env("BENCH", "/bin/true")
-        .env("KINDS", "h1 h1_policy")
+        .env("KINDS", "h1 h1_policy h1_log h1_policy_log")
         .env("N1", "10")
         .env("N2", "110")
         .output()
@@ -271,6 +277,14 @@ echo "==1== Collected : $total"
     );
     assert!(
         stdout.contains("h1_policy: 250 instructions per request in the proxies (pair 350,"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("h1_log: 207 instructions per request in the proxies (pair 307,"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("h1_policy_log: 257 instructions per request in the proxies (pair 357,"),
         "{stdout}"
     );
 }
