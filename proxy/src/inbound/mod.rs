@@ -178,7 +178,12 @@ impl Inbound {
         tokio::spawn(async move { ports.announce(pod, ANNOUNCE_WAIT).await });
         serve(self.listeners, self.accept, move |stream, client| {
             let http = http.clone();
-            async move { handle(&http, stream).await }.instrument(info_span!("inbound", %client))
+            // One span per connection, the app recorded on it when known (as the outbound's).
+            async move { handle(&http, stream).await }.instrument(info_span!(
+                "inbound",
+                %client,
+                app = tracing::field::Empty
+            ))
         })
         .await
     }
@@ -278,9 +283,8 @@ async fn handle(http: &Arc<HttpInbound>, stream: TcpStream) {
     };
     match decide(orig, &ctx.inputs.own) {
         Decision::Forward(app) => {
-            redirected(http, stream, app)
-                .instrument(info_span!("app", %app))
-                .await
+            tracing::Span::current().record("app", tracing::field::display(app));
+            redirected(http, stream, app).await
         }
         Decision::Direct => direct::serve(http, stream).await,
         Decision::Refuse(reason) => {
