@@ -5,7 +5,9 @@
 //! re-resolved every [`REFRESH`] and at once after a failure, and requests are spread over every
 //! address it returns, skipping for a while one that just failed. A controller pod that goes
 //! away or moves is followed without a restart; what is in flight on it fails and is retried by
-//! the caller on another.
+//! the caller on another. A caller waiting out a backoff after a failure waits on [`Moved`]
+//! too: when the name's addresses change (a replica replaced), it retries at once, on the new
+//! one.
 //!
 //! TLS: plaintext only on loopback; otherwise TLS 1.3 verifying the control plane's identity
 //! (`*_SVC_NAME`, also the SNI; never the DNS name) against the trust anchors, presenting
@@ -282,11 +284,73 @@ impl ControlChannel {
         Self::new(&ControlAddr::Socket(addr), ChannelTls::Plaintext)
     }
 
+    /// Fires when the addresses this channel uses change (never for a fixed address).
+    pub fn moved(&self) -> Moved {
+        match &self.inner {
+            Inner::One(_) => Moved::never(),
+            Inner::Many(p) => Moved::of(p.endpoints.clone()),
+        }
+    }
+
     /// The addresses currently in use (for tests and debugging).
     pub fn addresses(&self) -> Vec<SocketAddr> {
         match &self.inner {
             Inner::One(_) => Vec::new(),
             Inner::Many(p) => p.endpoints.borrow().iter().map(|m| m.addr).collect(),
+        }
+    }
+}
+
+/// Whether a control plane's addresses changed since the last look: after a failure, a
+/// client that would wait out its backoff retries at once when the plane has moved (the backoff
+/// grown against the old replica says nothing about the new one).
+#[derive(Clone, Debug)]
+pub struct Moved {
+    addrs: Option<watch::Receiver<Arc<Vec<Member>>>>,
+    /// Whether the name had resolved: its first addresses are where the plane is, not a move.
+    resolved: bool,
+}
+
+impl Moved {
+    /// For a fixed address, or a source with no channel (tests): never fires.
+    pub fn never() -> Self {
+        Moved {
+            addrs: None,
+            resolved: false,
+        }
+    }
+
+    fn of(mut addrs: watch::Receiver<Arc<Vec<Member>>>) -> Self {
+        let resolved = !addrs.borrow_and_update().is_empty();
+        Moved {
+            addrs: Some(addrs),
+            resolved,
+        }
+    }
+
+    /// Resolves when the addresses change (at once if they changed since the last call).
+    pub async fn changed(&mut self) {
+        if let Some(rx) = &mut self.addrs {
+            // The resolver publishes only non-empty sets, each different from the last.
+            while rx.changed().await.is_ok() {
+                if std::mem::replace(&mut self.resolved, true) {
+                    return;
+                }
+            }
+        }
+        // A fixed address, or a channel gone: nothing will move.
+        std::future::pending::<()>().await
+    }
+
+    /// Waits out `backoff`'s next wait, or until the addresses change; then the backoff starts
+    /// over (the next failure waits its minimum).
+    pub async fn or_backoff(&mut self, backoff: &mut crate::backoff::Backoff) {
+        tokio::select! {
+            () = backoff.wait() => {}
+            () = self.changed() => {
+                debug!("the control plane's addresses changed; retrying now");
+                backoff.reset();
+            }
         }
     }
 }
@@ -488,6 +552,11 @@ pub struct Instrumented {
 }
 
 impl Instrumented {
+    /// See [`ControlChannel::moved`].
+    pub fn moved(&self) -> Moved {
+        self.inner.moved()
+    }
+
     pub fn new(
         inner: ControlChannel,
         service: &'static str,
@@ -639,6 +708,55 @@ mod tests {
                 .iter()
                 .all(|a| a.ip().is_loopback() && a.port() == 1)
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backoff_ends_early_and_starts_over_when_the_addresses_change() {
+        use crate::backoff::Backoff;
+        let (tx, rx) = watch::channel(Arc::new(Vec::new()));
+        let mut moved = Moved::of(rx);
+        let addrs = || {
+            let channel = endpoint("http", SocketAddr::from(([127, 0, 0, 1], 1)))
+                .unwrap()
+                .connect_lazy();
+            let member = |port| Member {
+                addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                channel: channel.clone(),
+                quarantined: Arc::default(),
+            };
+            (Arc::new(vec![member(1)]), Arc::new(vec![member(2)]))
+        };
+        let (first, second) = addrs();
+        let (min, max) = (Duration::from_millis(200), Duration::from_secs(5));
+        let mut backoff = Backoff::new(min, max);
+        for _ in 0..6 {
+            backoff.next_wait();
+        }
+        assert_eq!(backoff.peek(), max);
+        // Unchanged, or resolved for the first time: the whole wait.
+        let start = Instant::now();
+        let first_resolution = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tx.send_replace(first);
+        };
+        tokio::join!(moved.or_backoff(&mut backoff), first_resolution);
+        assert_eq!(start.elapsed(), max);
+        // The addresses change a second into the wait: it ends then, and starts over.
+        let start = Instant::now();
+        let change = async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tx.send_replace(second);
+        };
+        tokio::join!(moved.or_backoff(&mut backoff), change);
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        assert_eq!(backoff.peek(), min);
+        // A change seen is not seen again, and a fixed address never moves.
+        let start = Instant::now();
+        moved.or_backoff(&mut backoff).await;
+        assert_eq!(start.elapsed(), min);
+        let start = Instant::now();
+        Moved::never().or_backoff(&mut backoff).await;
+        assert_eq!(start.elapsed(), min * 2);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use linkerd2_proxy_api::destination as pb;
 use linkerd2_proxy_api::destination::destination_client::DestinationClient;
 use pb::update::Update as U;
 use remora_runtime::Backoff;
-use remora_runtime::channel::Instrumented;
+use remora_runtime::channel::{Instrumented, Moved};
 use tokio::sync::{broadcast, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -99,6 +99,7 @@ fn publish(
 
 pub(super) async fn follow_endpoints(
     mut client: DestinationClient<Instrumented>,
+    mut moved: Moved,
     req: pb::GetDestination,
     tx: watch::Sender<Resolution>,
     limits: StreamLimits,
@@ -110,7 +111,7 @@ pub(super) async fn follow_endpoints(
         let Some(called) = within(limits.deadline(opened, false), client.get(req.clone())).await
         else {
             replacing("discovery", limits, opened);
-            backoff.wait().await;
+            moved.or_backoff(&mut backoff).await;
             continue;
         };
         let mut stream = match called {
@@ -129,7 +130,7 @@ pub(super) async fn follow_endpoints(
                     }
                     false
                 });
-                backoff.wait().await;
+                moved.or_backoff(&mut backoff).await;
                 continue;
             }
         };
@@ -183,12 +184,13 @@ pub(super) async fn follow_endpoints(
                 }
             }
         }
-        backoff.wait().await;
+        moved.or_backoff(&mut backoff).await;
     }
 }
 
 pub(super) async fn follow_profile(
     mut client: DestinationClient<Instrumented>,
+    mut moved: Moved,
     req: pb::GetDestination,
     tx: watch::Sender<Option<Arc<Profile>>>,
     limits: StreamLimits,
@@ -203,7 +205,7 @@ pub(super) async fn follow_profile(
         .await
         else {
             replacing("profile", limits, opened);
-            backoff.wait().await;
+            moved.or_backoff(&mut backoff).await;
             continue;
         };
         match called {
@@ -238,6 +240,6 @@ pub(super) async fn follow_profile(
             }
             Err(status) => debug!(error = %status, "profile unavailable"),
         }
-        backoff.wait().await;
+        moved.or_backoff(&mut backoff).await;
     }
 }

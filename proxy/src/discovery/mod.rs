@@ -32,7 +32,7 @@ use linkerd2_proxy_api::destination as pb;
 use linkerd2_proxy_api::destination::destination_client::DestinationClient;
 use remora_identity::Name;
 use remora_metrics::labels::DstLabels;
-use remora_runtime::channel::Instrumented;
+use remora_runtime::channel::{Instrumented, Moved};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -326,6 +326,8 @@ impl ResolverConfig {
 #[derive(Debug)]
 pub struct Resolver {
     client: DestinationClient<Instrumented>,
+    /// The destination service's addresses changed: streams waiting out a backoff retry now.
+    moved: Moved,
     config: ResolverConfig,
     /// foldhash: looked up on every request; capped by `max_entries`.
     cache: Mutex<foldhash::HashMap<String, Entry>>,
@@ -346,6 +348,7 @@ fn seed(path: &str) -> u64 {
 impl Resolver {
     pub fn new(channel: Instrumented, config: ResolverConfig) -> Arc<Self> {
         let resolver = Arc::new(Resolver {
+            moved: channel.moved(),
             client: DestinationClient::new(channel),
             config,
             cache: Mutex::new(foldhash::HashMap::default()),
@@ -403,6 +406,7 @@ impl Resolver {
         let get = tokio::spawn(
             follow_endpoints(
                 self.client.clone(),
+                self.moved.clone(),
                 req.clone(),
                 etx,
                 self.config.streams,
@@ -412,8 +416,14 @@ impl Resolver {
         );
         // Outside the profile scope no profile is asked for: the target has none.
         let (profile, no_profile) = if self.config.profiles.wants(path) {
-            let task =
-                follow_profile(self.client.clone(), req, ptx, self.config.streams).instrument(span);
+            let task = follow_profile(
+                self.client.clone(),
+                self.moved.clone(),
+                req,
+                ptx,
+                self.config.streams,
+            )
+            .instrument(span);
             (Some(tokio::spawn(task)), None)
         } else {
             (None, Some(ptx))

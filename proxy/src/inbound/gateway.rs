@@ -292,6 +292,7 @@ pub async fn watch_exports(
                 continue;
             }
         };
+        let mut moved = channel.moved();
         let mut client = pb::exports_client::ExportsClient::new(channel);
         let req = pb::WatchRequest {
             cluster: String::new(),
@@ -322,7 +323,7 @@ pub async fn watch_exports(
                 warn!(code = ?status.code(), error = %status.message(), "gateway: cannot watch the cluster's exports");
             }
         }
-        backoff.wait().await;
+        moved.or_backoff(&mut backoff).await;
     }
 }
 

@@ -23,6 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use remora_runtime::Backoff;
+use remora_runtime::channel::Moved;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -117,6 +118,11 @@ pub trait Source: Send + Sync + 'static {
     /// it has) rather than being retried with backoff. By default `NotFound`, `Unimplemented`,
     /// `InvalidArgument` and `FailedPrecondition` are final; linkerd2-proxy's inbound retries
     /// `NotFound` and `Unimplemented`.
+    /// Fires when the control plane's addresses change: a stream waiting out a backoff retries
+    /// at once (by default, never).
+    fn moved(&self) -> Moved {
+        Moved::never()
+    }
     fn is_final(&self, code: tonic::Code) -> bool {
         matches!(
             code,
@@ -299,6 +305,7 @@ async fn follow<S: Source>(
     limits: StreamLimits,
 ) {
     let mut backoff = Backoff::new(BACKOFF_MIN, BACKOFF_MAX).with_jitter(0.1);
+    let mut moved = source.moved();
     let mut last = None;
     loop {
         match one_stream(&*source, &key, &tx, limits, &mut backoff, &mut last).await {
@@ -307,7 +314,7 @@ async fn follow<S: Source>(
                 tx.send_modify(|_| {});
                 return;
             }
-            Ended::Retry => backoff.wait().await,
+            Ended::Retry => moved.or_backoff(&mut backoff).await,
         }
         if tx.is_closed() {
             return;

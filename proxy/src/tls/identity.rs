@@ -33,7 +33,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use remora_runtime::Backoff;
 use remora_runtime::channel::{
-    ChannelError, ChannelTls, ControlAddr, ControlChannel, Instrumented,
+    ChannelError, ChannelTls, ControlAddr, ControlChannel, Instrumented, Moved,
 };
 
 const BACKOFF_START: Duration = Duration::from_millis(500);
@@ -122,6 +122,7 @@ pub fn spawn(
             config,
             key,
             csr,
+            moved: channel.moved(),
             client: IdentityClient::new(Instrumented::new(channel, "identity", client_metrics)),
             alpn,
             metrics,
@@ -137,6 +138,8 @@ struct Renewer {
     key: KeyPair,
     csr: Vec<u8>,
     client: IdentityClient<Instrumented>,
+    /// The identity service's addresses changed: a failed renewal retries at once.
+    moved: Moved,
     alpn: Alpn,
     metrics: IdentityMetrics,
     tx: watch::Sender<Option<Arc<Creds>>>,
@@ -243,7 +246,7 @@ async fn renew(mut r: Renewer) {
             Err(e) => {
                 r.metrics.failed();
                 warn!(error = %e, retry_in = ?backoff.peek(), "certificate request failed; keeping the current certificate");
-                backoff.wait().await;
+                r.moved.or_backoff(&mut backoff).await;
             }
         }
     }

@@ -5,7 +5,7 @@
 use linkerd2_proxy_api::inbound::inbound_server_policies_client::InboundServerPoliciesClient;
 use linkerd2_proxy_api::inbound::{PortSpec, Server};
 use remora_metrics::inbound_policy::InboundPolicyMetrics;
-use remora_runtime::channel::Instrumented;
+use remora_runtime::channel::{Instrumented, Moved};
 
 use super::server::ServerPolicy;
 use crate::policy::watch::{OpenFuture, Source, Stream};
@@ -14,6 +14,7 @@ use crate::policy::watch::{OpenFuture, Source, Stream};
 #[derive(Debug)]
 pub struct WatchPort {
     client: InboundServerPoliciesClient<Instrumented>,
+    moved: Moved,
     workload: String,
     metrics: InboundPolicyMetrics,
 }
@@ -21,6 +22,7 @@ pub struct WatchPort {
 impl WatchPort {
     pub fn new(channel: Instrumented, workload: String, metrics: InboundPolicyMetrics) -> Self {
         WatchPort {
+            moved: channel.moved(),
             client: InboundServerPoliciesClient::new(channel),
             workload,
             metrics,
@@ -35,6 +37,10 @@ impl Source for WatchPort {
 
     fn what(&self) -> &'static str {
         "inbound policy"
+    }
+
+    fn moved(&self) -> Moved {
+        self.moved.clone()
     }
 
     fn open(&self, port: &u16) -> OpenFuture<Server> {

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use linkerd2_proxy_api::outbound as pb;
 use linkerd2_proxy_api::outbound::outbound_policies_client::OutboundPoliciesClient;
-use remora_runtime::channel::Instrumented;
+use remora_runtime::channel::{Instrumented, Moved};
 use tokio::sync::watch;
 use tracing::debug;
 
@@ -49,6 +49,7 @@ pub type PolicyRx = watch::Receiver<Arc<TargetPolicy>>;
 
 struct Src {
     client: OutboundPoliciesClient<Instrumented>,
+    moved: Moved,
     workload: String,
     /// Whether the last stream to the policy service opened (or was answered).
     healthy: Arc<AtomicBool>,
@@ -91,6 +92,10 @@ impl Source for Src {
 
     fn what(&self) -> &'static str {
         "outbound policy"
+    }
+
+    fn moved(&self) -> Moved {
+        self.moved.clone()
     }
 
     fn open(&self, key: &PolicyTarget) -> OpenFuture<pb::OutboundPolicy> {
@@ -166,6 +171,7 @@ impl PolicyClient {
     pub fn new(service: &PolicyService, wait: Duration) -> Self {
         let healthy = Arc::new(AtomicBool::new(true));
         let src = Src {
+            moved: service.channel.moved(),
             client: OutboundPoliciesClient::new(service.channel.clone()),
             workload: service.workload.clone(),
             healthy: healthy.clone(),
