@@ -186,6 +186,46 @@ fn attached<R>(route: &Route<R>, svc: &Service, port: u16) -> bool {
         })
 }
 
+/// A rule's backends as the `distribution` of its route type (HTTP's and gRPC's have the same
+/// shape in different message types; the caller imports that type's `distribution`,
+/// `RouteBackend` and `WeightedRouteBackend`): the parent's own backend when the rule names
+/// none, else each named backend by weight, a missing one answering 500 through `$fail`.
+macro_rules! distribution {
+    ($this:expr, $rule:expr, $default:expr, $port:expr, $filter:ident, $fail:ident) => {
+        match $rule.backends.is_empty() {
+            true => distribution::Kind::FirstAvailable(distribution::FirstAvailable {
+                backends: vec![RouteBackend {
+                    backend: Some($default.clone()),
+                    filters: Vec::new(),
+                    ..Default::default()
+                }],
+            }),
+            false => distribution::Kind::RandomAvailable(distribution::RandomAvailable {
+                backends: $rule
+                    .backends
+                    .iter()
+                    .map(|b| {
+                        let (backend, missing) = $this.backend(b, $port);
+                        let mut filters: Vec<_> =
+                            b.filters.iter().filter_map(proto::$filter).collect();
+                        if let Some(message) = missing {
+                            filters = vec![$fail(500, message)];
+                        }
+                        WeightedRouteBackend {
+                            weight: b.weight,
+                            backend: Some(RouteBackend {
+                                backend: Some(backend),
+                                filters,
+                                ..Default::default()
+                            }),
+                        }
+                    })
+                    .collect(),
+            }),
+        }
+    };
+}
+
 impl Builder<'_> {
     fn port_policy(&self, svc: &Service, port: u16, opaque: bool) -> pb::OutboundPolicy {
         use pb::proxy_protocol::{Detect, Grpc, Http1, Http2, Kind, Opaque};
@@ -270,40 +310,7 @@ impl Builder<'_> {
             .rules
             .iter()
             .map(|rule| {
-                let dist = match rule.backends.is_empty() {
-                    true => distribution::Kind::FirstAvailable(distribution::FirstAvailable {
-                        backends: vec![RouteBackend {
-                            backend: Some(default.clone()),
-                            filters: Vec::new(),
-                            ..Default::default()
-                        }],
-                    }),
-                    false => distribution::Kind::RandomAvailable(distribution::RandomAvailable {
-                        backends: rule
-                            .backends
-                            .iter()
-                            .map(|b| {
-                                let (backend, missing) = self.backend(b, port);
-                                let mut filters: Vec<_> = b
-                                    .filters
-                                    .iter()
-                                    .filter_map(proto::outbound_http_filter)
-                                    .collect();
-                                if let Some(message) = missing {
-                                    filters = vec![failure(500, message)];
-                                }
-                                WeightedRouteBackend {
-                                    weight: b.weight,
-                                    backend: Some(RouteBackend {
-                                        backend: Some(backend),
-                                        filters,
-                                        ..Default::default()
-                                    }),
-                                }
-                            })
-                            .collect(),
-                    }),
-                };
+                let dist = distribution!(self, rule, default, port, outbound_http_filter, failure);
                 #[allow(deprecated)]
                 Rule {
                     matches: match rule.matches.is_empty() {
@@ -344,40 +351,14 @@ impl Builder<'_> {
             .rules
             .iter()
             .map(|rule| {
-                let dist = match rule.backends.is_empty() {
-                    true => distribution::Kind::FirstAvailable(distribution::FirstAvailable {
-                        backends: vec![RouteBackend {
-                            backend: Some(default.clone()),
-                            filters: Vec::new(),
-                            ..Default::default()
-                        }],
-                    }),
-                    false => distribution::Kind::RandomAvailable(distribution::RandomAvailable {
-                        backends: rule
-                            .backends
-                            .iter()
-                            .map(|b| {
-                                let (backend, missing) = self.backend(b, port);
-                                let mut filters: Vec<_> = b
-                                    .filters
-                                    .iter()
-                                    .filter_map(proto::outbound_grpc_filter)
-                                    .collect();
-                                if let Some(message) = missing {
-                                    filters = vec![grpc_failure(500, message)];
-                                }
-                                WeightedRouteBackend {
-                                    weight: b.weight,
-                                    backend: Some(RouteBackend {
-                                        backend: Some(backend),
-                                        filters,
-                                        ..Default::default()
-                                    }),
-                                }
-                            })
-                            .collect(),
-                    }),
-                };
+                let dist = distribution!(
+                    self,
+                    rule,
+                    default,
+                    port,
+                    outbound_grpc_filter,
+                    grpc_failure
+                );
                 #[allow(deprecated)]
                 Rule {
                     matches: rule.matches.clone(),

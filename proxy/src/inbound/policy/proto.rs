@@ -215,68 +215,45 @@ fn route_name(m: &Option<linkerd2_proxy_api::meta::Metadata>) -> String {
         .map_or_else(|| "(unnamed)".to_string(), |m| m.to_string())
 }
 
-fn http_route(r: &pb::HttpRoute, server: &[Authz]) -> Result<HttpRoute, InvalidRoute> {
-    let route = route_info(&r.metadata, &r.authorizations, server)?;
-    let hosts = r
-        .hosts
-        .iter()
-        .map(route_pb::host)
-        .collect::<Result<_, _>>()?;
-    let rules = r
-        .rules
-        .iter()
-        .map(|rule| {
-            Ok(Rule {
-                matches: rule
-                    .matches
-                    .iter()
-                    .map(route_pb::http)
-                    .collect::<Result<_, _>>()?,
-                policy: rule
-                    .filters
-                    .iter()
-                    .map(filter::proto::http)
-                    .collect::<Result<_, _>>()?,
+/// Compiles an inbound route: HTTP's and gRPC's have the same shape in different message types,
+/// which share no trait; `$matches` and `$filter` compile their parts.
+macro_rules! route {
+    ($r:expr, $server:expr, $matches:path, $filter:path) => {{
+        let r = $r;
+        let route = route_info(&r.metadata, &r.authorizations, $server)?;
+        let hosts = r
+            .hosts
+            .iter()
+            .map(route_pb::host)
+            .collect::<Result<_, _>>()?;
+        let rules = r
+            .rules
+            .iter()
+            .map(|rule| {
+                Ok(Rule {
+                    matches: rule
+                        .matches
+                        .iter()
+                        .map($matches)
+                        .collect::<Result<_, _>>()?,
+                    policy: rule.filters.iter().map($filter).collect::<Result<_, _>>()?,
+                })
             })
+            .collect::<Result<_, InvalidRoute>>()?;
+        Ok(Route {
+            hosts,
+            rules,
+            route,
         })
-        .collect::<Result<_, InvalidRoute>>()?;
-    Ok(Route {
-        hosts,
-        rules,
-        route,
-    })
+    }};
+}
+
+fn http_route(r: &pb::HttpRoute, server: &[Authz]) -> Result<HttpRoute, InvalidRoute> {
+    route!(r, server, route_pb::http, filter::proto::http)
 }
 
 fn grpc_route(r: &pb::GrpcRoute, server: &[Authz]) -> Result<GrpcRoute, InvalidRoute> {
-    let route = route_info(&r.metadata, &r.authorizations, server)?;
-    let hosts = r
-        .hosts
-        .iter()
-        .map(route_pb::host)
-        .collect::<Result<_, _>>()?;
-    let rules = r
-        .rules
-        .iter()
-        .map(|rule| {
-            Ok(Rule {
-                matches: rule
-                    .matches
-                    .iter()
-                    .map(route_pb::grpc)
-                    .collect::<Result<_, _>>()?,
-                policy: rule
-                    .filters
-                    .iter()
-                    .map(filter::proto::grpc)
-                    .collect::<Result<_, _>>()?,
-            })
-        })
-        .collect::<Result<_, InvalidRoute>>()?;
-    Ok(Route {
-        hosts,
-        rules,
-        route,
-    })
+    route!(r, server, route_pb::grpc, filter::proto::grpc)
 }
 
 /// The route a server without routes has: every request, `Default{"default"}`.

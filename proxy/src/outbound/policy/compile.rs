@@ -553,100 +553,79 @@ fn grpc_retry(r: pb::grpc_route::Retry) -> Result<Retry> {
     })
 }
 
-fn http_routes(routes: Vec<pb::HttpRoute>, a: Option<pb::FailureAccrual>) -> Result<HttpRoutes> {
-    let routes = routes
-        .into_iter()
-        .map(|r| {
-            let meta = object(r.metadata.as_ref(), "route metadata")?;
-            let rules = r
-                .rules
-                .into_iter()
-                .map(|rule| {
-                    #[allow(deprecated)]
-                    let legacy = rule.request_timeout;
-                    let matches = rule
-                        .matches
-                        .iter()
-                        .map(|m| route::proto::http(m).map_err(|e| e.to_string()))
-                        .collect::<Result<_>>()?;
-                    Ok(Rule {
-                        matches,
-                        policy: RulePolicy {
-                            filters: rule
-                                .filters
-                                .into_iter()
-                                .map(http_filter)
-                                .collect::<Result<_>>()?,
-                            distribution: distribution!(rule.backends, http_route, http_filter),
-                            timeouts: timeouts(rule.timeouts, legacy)?,
-                            retry: rule.retry.map(http_retry).transpose()?,
-                            allow_l5d_request_headers: rule.allow_l5d_request_headers,
-                            budget: budget(),
-                            metrics: OnceLock::new(),
-                        },
+/// Compiles a protocol's routes: HTTP's and gRPC's have the same shape in different message
+/// types (`pb::$m`), which share no trait; `$matches`, `$filter` and `$retry` compile their
+/// parts.
+macro_rules! routes {
+    ($routes:expr, $accrual:expr, $m:ident, $matches:path, $filter:path, $retry:path) => {{
+        let routes = $routes
+            .into_iter()
+            .map(|r| {
+                let meta = object(r.metadata.as_ref(), "route metadata")?;
+                let rules = r
+                    .rules
+                    .into_iter()
+                    .map(|rule| {
+                        #[allow(deprecated)]
+                        let legacy = rule.request_timeout;
+                        let matches = rule
+                            .matches
+                            .iter()
+                            .map(|m| $matches(m).map_err(|e| e.to_string()))
+                            .collect::<Result<_>>()?;
+                        Ok(Rule {
+                            matches,
+                            policy: RulePolicy {
+                                filters: rule
+                                    .filters
+                                    .into_iter()
+                                    .map($filter)
+                                    .collect::<Result<_>>()?,
+                                distribution: distribution!(rule.backends, $m, $filter),
+                                timeouts: timeouts(rule.timeouts, legacy)?,
+                                retry: rule.retry.map($retry).transpose()?,
+                                allow_l5d_request_headers: rule.allow_l5d_request_headers,
+                                budget: budget(),
+                                metrics: OnceLock::new(),
+                            },
+                        })
                     })
+                    .collect::<Result<_>>()
+                    .map_err(|e: String| format!("route {meta}: {e}"))?;
+                Ok(Route {
+                    hosts: hosts(&r.hosts)?,
+                    rules,
+                    route: meta,
                 })
-                .collect::<Result<_>>()
-                .map_err(|e: String| format!("route {meta}: {e}"))?;
-            Ok(Route {
-                hosts: hosts(&r.hosts)?,
-                rules,
-                route: meta,
             })
+            .collect::<Result<_>>()?;
+        Ok(Routes {
+            routes,
+            accrual: accrual($accrual)?,
         })
-        .collect::<Result<_>>()?;
-    Ok(Routes {
+    }};
+}
+
+fn http_routes(routes: Vec<pb::HttpRoute>, a: Option<pb::FailureAccrual>) -> Result<HttpRoutes> {
+    routes!(
         routes,
-        accrual: accrual(a)?,
-    })
+        a,
+        http_route,
+        route::proto::http,
+        http_filter,
+        http_retry
+    )
 }
 
 fn grpc_routes(routes: Vec<pb::GrpcRoute>, a: Option<pb::FailureAccrual>) -> Result<GrpcRoutes> {
-    let routes = routes
-        .into_iter()
-        .map(|r| {
-            let meta = object(r.metadata.as_ref(), "route metadata")?;
-            let rules = r
-                .rules
-                .into_iter()
-                .map(|rule| {
-                    #[allow(deprecated)]
-                    let legacy = rule.request_timeout;
-                    let matches = rule
-                        .matches
-                        .iter()
-                        .map(|m| route::proto::grpc(m).map_err(|e| e.to_string()))
-                        .collect::<Result<_>>()?;
-                    Ok(Rule {
-                        matches,
-                        policy: RulePolicy {
-                            filters: rule
-                                .filters
-                                .into_iter()
-                                .map(grpc_filter)
-                                .collect::<Result<_>>()?,
-                            distribution: distribution!(rule.backends, grpc_route, grpc_filter),
-                            timeouts: timeouts(rule.timeouts, legacy)?,
-                            retry: rule.retry.map(grpc_retry).transpose()?,
-                            allow_l5d_request_headers: rule.allow_l5d_request_headers,
-                            budget: budget(),
-                            metrics: OnceLock::new(),
-                        },
-                    })
-                })
-                .collect::<Result<_>>()
-                .map_err(|e: String| format!("route {meta}: {e}"))?;
-            Ok(Route {
-                hosts: hosts(&r.hosts)?,
-                rules,
-                route: meta,
-            })
-        })
-        .collect::<Result<_>>()?;
-    Ok(Routes {
+    routes!(
         routes,
-        accrual: accrual(a)?,
-    })
+        a,
+        grpc_route,
+        route::proto::grpc,
+        grpc_filter,
+        grpc_retry
+    )
 }
 
 fn opaque_routes(o: pb::proxy_protocol::Opaque) -> Result<OpaqueRoutes> {
