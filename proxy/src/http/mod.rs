@@ -18,6 +18,7 @@
 //! - [`record`]: golden metrics and the access log per request.
 
 pub mod detect;
+pub mod h2client;
 pub mod inflight;
 pub mod orig_proto;
 pub mod pool;

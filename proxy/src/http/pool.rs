@@ -21,12 +21,12 @@ use tokio::time::Instant;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
 use remora_identity::Name;
 use tracing::debug;
 
-use super::Body;
+use super::{Body, h2client};
 use crate::tls::mtls::DialError;
 use crate::transport::io::BoxIo;
 
@@ -79,6 +79,9 @@ pub enum ConnectFailure {
     /// The HTTP handshake on a new connection failed.
     #[error("HTTP handshake: {0}")]
     Handshake(hyper::Error),
+    /// The HTTP/2 handshake on a new connection failed.
+    #[error("HTTP/2 handshake: {0}")]
+    H2Handshake(h2::Error),
     /// The connection closed before it could take the request.
     #[error("the connection closed before the request was sent")]
     Closed,
@@ -93,6 +96,9 @@ pub enum SendError {
     /// The connection failed while the request was in flight.
     #[error("{0}")]
     Http(#[from] hyper::Error),
+    /// The HTTP/2 stream or connection failed while the request was in flight.
+    #[error("{0}")]
+    H2(#[from] h2::Error),
 }
 
 impl SendError {
@@ -104,6 +110,7 @@ impl SendError {
         match self {
             SendError::Connect(..) => true,
             SendError::Http(e) => refused(e),
+            SendError::H2(e) => refused_h2(e),
         }
     }
 }
@@ -123,17 +130,7 @@ pub fn refused(e: &hyper::Error) -> bool {
     for _ in 0..16 {
         let Some(c) = cause else { break };
         if let Some(h2e) = c.downcast_ref::<h2::Error>() {
-            if h2e.reason() == Some(h2::Reason::REFUSED_STREAM) {
-                return true;
-            }
-            // A graceful GOAWAY fails only the streams past its last stream id.
-            if h2e.is_go_away() && h2e.is_remote() && h2e.reason() == Some(h2::Reason::NO_ERROR) {
-                return true;
-            }
-            if let Some(io) = h2e.get_io() {
-                return closed(io);
-            }
-            return false;
+            return refused_h2(h2e);
         }
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
             return closed(io);
@@ -141,6 +138,19 @@ pub fn refused(e: &hyper::Error) -> bool {
         cause = c.source();
     }
     false
+}
+
+/// Whether an HTTP/2 error means the peer never processed the request: it refused the stream,
+/// or a graceful GOAWAY excluded it (such a GOAWAY fails only the streams past its last stream
+/// id), or the connection closed under it.
+fn refused_h2(e: &h2::Error) -> bool {
+    if e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+        return true;
+    }
+    if e.is_go_away() && e.is_remote() && e.reason() == Some(h2::Reason::NO_ERROR) {
+        return true;
+    }
+    e.get_io().is_some_and(closed)
 }
 
 /// The connection closed under the request.
@@ -152,11 +162,47 @@ fn closed(e: &std::io::Error) -> bool {
     )
 }
 
+/// A response body from a pooled connection.
+#[derive(Debug)]
+pub enum PoolBody {
+    H1(Incoming),
+    H2(h2client::ClientBody),
+}
+
+impl hyper::body::Body for PoolBody {
+    type Data = bytes::Bytes;
+    type Error = super::BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            PoolBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(super::BoxError::from),
+            PoolBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(super::BoxError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            PoolBody::H1(b) => b.is_end_stream(),
+            PoolBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            PoolBody::H1(b) => b.size_hint(),
+            PoolBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// An HTTP/1 connection and when it was last used.
 type IdleH1 = (http1::SendRequest<Body>, Instant);
 /// The HTTP/2 connection of a key, numbered so that a failed request retires only the
 /// connection it failed on.
-type H2Slot = Arc<tokio::sync::Mutex<Option<(u64, http2::SendRequest<Body>)>>>;
+type H2Slot = Arc<tokio::sync::Mutex<Option<(u64, h2client::SendRequest)>>>;
 
 #[derive(Debug)]
 pub struct Pool {
@@ -250,13 +296,13 @@ impl Pool {
         key: &Key,
         dial: D,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, SendError>
+    ) -> Result<Response<PoolBody>, SendError>
     where
         D: FnOnce() -> DialFuture,
     {
         match key.kind {
-            Kind::Http1 => self.send_h1(key, dial, req).await,
-            Kind::Http2 => self.send_h2(key, dial, req).await,
+            Kind::Http1 => Ok(self.send_h1(key, dial, req).await?.map(PoolBody::H1)),
+            Kind::Http2 => Ok(self.send_h2(key, dial, req).await?.map(PoolBody::H2)),
         }
     }
 
@@ -316,7 +362,7 @@ impl Pool {
         key: &Key,
         dial: D,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<Response<h2client::ClientBody>, SendError> {
         let slot = match self.h2.lock() {
             // Looked up by reference first: the key (and its identity) is cloned only when a
             // new peer is added, not per request.
@@ -333,7 +379,7 @@ impl Pool {
             },
             Err(_) => return Err(SendError::Connect(ConnectFailure::Closed, Box::new(req))),
         };
-        let (id, mut sender) = {
+        let (id, sender) = {
             let mut guard = slot.lock().await;
             match guard.as_ref() {
                 Some((id, s)) if !s.is_closed() => (*id, s.clone()),
@@ -350,17 +396,15 @@ impl Pool {
                 }
             }
         };
-        if sender.ready().await.is_err() {
-            retire(&slot, id).await;
-            return Err(SendError::Connect(ConnectFailure::Closed, Box::new(req)));
-        }
-        match sender.try_send_request(req).await {
+        match sender.send(req).await {
             Ok(rsp) => Ok(rsp),
-            Err(mut e) => {
+            Err(e) => {
                 // Refused, past a GOAWAY or cut: this connection takes no more requests.
-                let err = match e.take_message() {
-                    Some(req) => SendError::Connect(ConnectFailure::Closed, Box::new(req)),
-                    None => SendError::Http(e.into_error()),
+                let err = match e {
+                    h2client::SendFailure::Closed(req) => {
+                        SendError::Connect(ConnectFailure::Closed, req)
+                    }
+                    h2client::SendFailure::H2(e) => SendError::H2(e),
                 };
                 if err.never_processed() {
                     retire(&slot, id).await;
@@ -375,21 +419,11 @@ impl Pool {
         &self,
         addr: SocketAddr,
         dial: D,
-    ) -> Result<http2::SendRequest<Body>, ConnectFailure> {
+    ) -> Result<h2client::SendRequest, ConnectFailure> {
         let io = dial().await?;
-        let mut builder = http2::Builder::new(TokioExecutor::new());
-        builder.timer(TokioTimer::new());
-        self.config.h2.client(&mut builder);
-        let (sender, conn) = builder
-            .handshake(TokioIo::new(io))
+        h2client::handshake(addr, io, &self.config.h2)
             .await
-            .map_err(ConnectFailure::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(%addr, error = %e, "HTTP/2 client connection ended");
-            }
-        });
-        Ok(sender)
+            .map_err(ConnectFailure::H2Handshake)
     }
 
     /// Takes `io`, an HTTP/1 connection to `key` dialled for another purpose (detection's

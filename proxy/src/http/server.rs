@@ -145,7 +145,7 @@ impl Http2Params {
     }
 
     /// The windows, when both are set and adaptive flow control is not on.
-    fn windows(&self) -> Option<(u32, u32)> {
+    pub(crate) fn windows(&self) -> Option<(u32, u32)> {
         if self.adaptive_flow_control == Some(true) {
             return None;
         }

@@ -20,7 +20,6 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
-use hyper::body::Incoming;
 use tracing::debug;
 
 use super::connect::{Destination, report};
@@ -30,7 +29,7 @@ use crate::discovery::budget::RetryBudget;
 use crate::discovery::profile::Route;
 use crate::discovery::{Endpoint, Hint, Pick};
 use crate::error::{ProxyError, RemoteClose};
-use crate::http::pool::{Key, Kind, SendError};
+use crate::http::pool::{Key, Kind, PoolBody, SendError};
 use crate::http::{
     Body, BodyFailed, BoxError, L5D_PROXY_CONNECTION, L5D_PROXY_ERROR, boxed, describe,
     ensure_absolute, orig_proto, strip_hop_by_hop, watch_errors,
@@ -86,7 +85,7 @@ impl Attempts {
 /// One attempt's result, and how it was sent.
 #[derive(Debug)]
 pub(super) struct Sent {
-    pub result: Result<Response<Incoming>, SendError>,
+    pub result: Result<Response<PoolBody>, SendError>,
     /// Sent to a meshed peer (identity and HTTP/2 hint): its `l5d-proxy-*` headers are ours.
     pub meshed: bool,
     /// An HTTP/1 request carried as HTTP/2 with `l5d-orig-proto`.

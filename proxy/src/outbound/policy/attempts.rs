@@ -756,6 +756,13 @@ impl HttpOutbound {
                             detail: describe(&h),
                         },
                     ),
+                    SendError::H2(h) => (
+                        body::stream_error(&h),
+                        ProxyError::Upstream {
+                            addr,
+                            detail: describe(&h),
+                        },
+                    ),
                 };
                 let outcome = Outcome {
                     error: Some(label),

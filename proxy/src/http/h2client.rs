@@ -1,0 +1,615 @@
+//! HTTP/2 client connections on the `h2` crate, without hyper's client dispatch.
+//!
+//! hyper's HTTP/2 client passes each request to its connection's task through a channel, and
+//! spawns a task per request that waits for the response head and passes it back through
+//! another: ~7 k instructions per request through a proxy pair (BENCHMARKS.md, "Instructions
+//! per request"). Here the request's own task opens the stream and awaits its response; the
+//! connection's task drives the connection and nothing else. As hyper's client does:
+//! - a request body still open when its head is sent is piped by a task of its own, which
+//!   resets the stream (CANCEL) if the response is dropped before the body is done;
+//! - `content-length` is set from a body's exact size when the request has none;
+//! - server push is refused;
+//! - with adaptive windows (the default), the connection's and streams' receive windows grow
+//!   from an estimate of the bandwidth-delay product, sampled with PINGs while data arrives
+//!   ([`Bdp`]).
+//!
+//! Connection-specific headers are the caller's to remove (`super::strip_hop_by_hop`): `h2`
+//! refuses a request that carries them, before anything is sent.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
+use hyper::body::{Body as _, Frame, SizeHint};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::server::Http2Params;
+use super::{Body, BoxError};
+use crate::transport::io::BoxIo;
+
+/// hyper's client defaults, kept so that the switch changes no setting on the wire.
+const MAX_FRAME_SIZE: u32 = 16 * 1024;
+const MAX_SEND_BUF: usize = 1024 * 1024;
+const MAX_HEADER_LIST: u32 = 16 * 1024;
+const INITIAL_MAX_SEND_STREAMS: usize = 100;
+const MAX_LOCAL_ERROR_RESETS: usize = 1024;
+/// The spec's initial window: where adaptive windows start.
+const SPEC_WINDOW: u32 = 65_535;
+/// Adaptive windows grow to this at most.
+const MAX_WINDOW: u32 = 16 * 1024 * 1024;
+
+/// The sending half of a client connection (cheap to clone).
+#[derive(Clone, Debug)]
+pub struct SendRequest {
+    tx: h2::client::SendRequest<Bytes>,
+    closed: Arc<AtomicBool>,
+    bdp: Option<Arc<Bdp>>,
+}
+
+/// Why a request failed on a connection.
+#[derive(Debug)]
+pub enum SendFailure {
+    /// The connection was gone before the request was sent: it is handed back.
+    Closed(Box<Request<Body>>),
+    /// The stream or the connection failed after the request was handed to it.
+    H2(h2::Error),
+}
+
+/// The HTTP/2 client handshake on `io`; spawns the connection's task.
+pub async fn handshake(
+    addr: std::net::SocketAddr,
+    io: BoxIo,
+    params: &Http2Params,
+) -> Result<SendRequest, h2::Error> {
+    let mut b = h2::client::Builder::new();
+    b.initial_max_send_streams(INITIAL_MAX_SEND_STREAMS)
+        .max_header_list_size(MAX_HEADER_LIST)
+        .max_send_buffer_size(MAX_SEND_BUF)
+        .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
+        .max_frame_size(MAX_FRAME_SIZE)
+        .enable_push(false);
+    let adaptive = match params.windows() {
+        Some((stream, conn)) => {
+            b.initial_window_size(stream)
+                .initial_connection_window_size(conn);
+            false
+        }
+        None => {
+            b.initial_window_size(SPEC_WINDOW)
+                .initial_connection_window_size(SPEC_WINDOW);
+            true
+        }
+    };
+    let (tx, mut conn) = b.handshake::<_, Bytes>(io).await?;
+    let closed = Arc::new(AtomicBool::new(false));
+    let bdp = match (adaptive, conn.ping_pong()) {
+        (true, Some(pings)) => Some(Arc::new(Bdp::new(pings))),
+        _ => None,
+    };
+    let (done, estimator) = (closed.clone(), bdp.clone());
+    tokio::spawn(async move {
+        let ended = poll_fn(|cx| {
+            if let Some(bdp) = &estimator
+                && let Some(window) = bdp.poll_pong(cx)
+            {
+                conn.set_target_window_size(window);
+                if let Err(e) = conn.set_initial_window_size(window) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+            Pin::new(&mut conn).poll(cx)
+        })
+        .await;
+        done.store(true, Ordering::Release);
+        if let Err(e) = ended {
+            debug!(%addr, error = %e, "HTTP/2 client connection ended");
+        }
+    });
+    Ok(SendRequest { tx, closed, bdp })
+}
+
+impl SendRequest {
+    /// Whether the connection has ended (it takes no more requests).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Sends `req` and waits for its response head.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<ClientBody>, SendFailure> {
+        let Ok(mut tx) = self.tx.clone().ready().await else {
+            return Err(SendFailure::Closed(Box::new(req)));
+        };
+        let (mut parts, body) = req.into_parts();
+        let eos = body.is_end_stream();
+        // A length of 0 is written only for methods whose requests have a defined payload.
+        if let Some(len) = body.size_hint().exact()
+            && (len != 0 || !matches!(parts.method, Method::GET | Method::HEAD | Method::DELETE))
+            && parts.method != Method::CONNECT
+            && !parts.headers.contains_key(CONTENT_LENGTH)
+        {
+            parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        let head = Request::from_parts(parts, ());
+        let (response, stream) = tx.send_request(head, eos).map_err(SendFailure::H2)?;
+        let cancel = if eos {
+            None
+        } else {
+            let (cancel, cancelled) = tokio::sync::oneshot::channel();
+            tokio::spawn(pipe(body, stream, cancelled));
+            Some(cancel)
+        };
+        let rsp = response.await.map_err(SendFailure::H2)?;
+        let (parts, recv) = rsp.into_parts();
+        // An empty body without a length is known to be empty.
+        let length = content_length(&parts.headers).or(recv.is_end_stream().then_some(0));
+        let body = ClientBody {
+            recv,
+            data_done: false,
+            length,
+            bdp: self.bdp.clone(),
+            _cancel: cancel,
+        };
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Sends `body` on `stream`; resets the stream if the response is dropped first (`cancelled`
+/// fires or closes), if the peer resets it, or if the body fails. `h2` buffers each chunk and
+/// sends it as the peer's windows open; the next chunk is read only once the stream has
+/// capacity again (that is the back-pressure on the body).
+async fn pipe(
+    mut body: Body,
+    mut stream: h2::SendStream<Bytes>,
+    mut cancelled: tokio::sync::oneshot::Receiver<()>,
+) {
+    let sent = async {
+        loop {
+            let next = poll_fn(|cx| {
+                if let Poll::Ready(reason) = stream.poll_reset(cx) {
+                    debug!(?reason, "the peer reset a request body being sent");
+                    return Poll::Ready(Err(()));
+                }
+                Pin::new(&mut body).poll_frame(cx).map(Ok)
+            })
+            .await?;
+            let Some(frame) = next else {
+                return stream.send_data(Bytes::new(), true).map_err(|_| ());
+            };
+            let frame = frame.map_err(|e| debug!(error = %e, "request body failed"))?;
+            let frame = match frame.into_data() {
+                Ok(data) => {
+                    let last = body.is_end_stream();
+                    stream.send_data(data, last).map_err(|_| ())?;
+                    if last {
+                        return Ok(());
+                    }
+                    // Wait for the stream to drain below its window before reading more.
+                    stream.reserve_capacity(1);
+                    while stream.capacity() == 0 {
+                        match poll_fn(|cx| stream.poll_capacity(cx)).await {
+                            Some(Ok(_)) => {}
+                            _ => return Err(()),
+                        }
+                    }
+                    continue;
+                }
+                Err(frame) => frame,
+            };
+            if let Ok(trailers) = frame.into_trailers() {
+                stream.reserve_capacity(0);
+                return stream.send_trailers(trailers).map_err(|_| ());
+            }
+        }
+    };
+    let reset = tokio::select! {
+        sent = sent => sent.is_err(),
+        _ = &mut cancelled => true,
+    };
+    if reset {
+        stream.send_reset(h2::Reason::CANCEL);
+    }
+}
+
+/// A response body from the peer; releases flow-control capacity as data is read.
+#[derive(Debug)]
+pub struct ClientBody {
+    recv: h2::RecvStream,
+    data_done: bool,
+    length: Option<u64>,
+    bdp: Option<Arc<Bdp>>,
+    /// Dropped with the body: the request body's pipe, if any, stops.
+    _cancel: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl hyper::body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = h2::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        let this = &mut *self;
+        if !this.data_done {
+            match this.recv.poll_data(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    let n = data.len();
+                    let _ = this.recv.flow_control().release_capacity(n);
+                    if let Some(bdp) = &this.bdp {
+                        bdp.record(n);
+                    }
+                    if let Some(left) = &mut this.length {
+                        *left = left.saturating_sub(n as u64);
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                // A reset with NO_ERROR after the data is the peer closing its side cleanly.
+                Poll::Ready(Some(Err(e))) if e.reason() == Some(h2::Reason::NO_ERROR) => {
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => this.data_done = true,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        match this.recv.poll_trailers(cx) {
+            Poll::Ready(Ok(Some(t))) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
+            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.recv.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.length {
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
+    }
+}
+
+/// Adaptive windows: while data arrives, one PING at a time measures the round trip and the
+/// bytes received during it (a sample of the bandwidth-delay product). A sample that fills two
+/// thirds of the window doubles it (up to [`MAX_WINDOW`]), since the window then limits the
+/// transfer; samples well below it space the pings out, up to one every 10 s.
+#[derive(Debug)]
+struct Bdp {
+    state: Mutex<BdpState>,
+}
+
+#[derive(Debug)]
+struct BdpState {
+    pings: h2::PingPong,
+    window: u32,
+    /// Bytes received since the ping in flight was sent.
+    bytes: usize,
+    /// When the ping in flight was sent.
+    sent: Option<Instant>,
+    /// No ping before then.
+    next: Instant,
+    gap: Duration,
+}
+
+impl Bdp {
+    const MIN_GAP: Duration = Duration::from_millis(100);
+    const MAX_GAP: Duration = Duration::from_secs(10);
+
+    fn new(pings: h2::PingPong) -> Self {
+        Bdp {
+            state: Mutex::new(BdpState {
+                pings,
+                window: SPEC_WINDOW,
+                bytes: 0,
+                sent: None,
+                next: Instant::now(),
+                gap: Self::MIN_GAP,
+            }),
+        }
+    }
+
+    /// `n` bytes of data arrived: counted, and a ping sent if none is in flight and it is time.
+    fn record(&self, n: usize) {
+        let Ok(mut s) = self.state.lock() else { return };
+        if s.window >= MAX_WINDOW {
+            return;
+        }
+        s.bytes += n;
+        if s.sent.is_none() {
+            let now = Instant::now();
+            if now >= s.next && s.pings.send_ping(h2::Ping::opaque()).is_ok() {
+                s.sent = Some(now);
+                s.bytes = n;
+            }
+        }
+    }
+
+    /// On the connection's task: a new window when a pong says the window limits the peer.
+    fn poll_pong(&self, cx: &mut Context<'_>) -> Option<u32> {
+        let mut s = self.state.lock().ok()?;
+        let sent = s.sent?;
+        match s.pings.poll_pong(cx) {
+            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Err(_)) => {
+                s.sent = None;
+                return None;
+            }
+            Poll::Pending => return None,
+        }
+        let now = Instant::now();
+        let (bytes, window) = (s.bytes, s.window);
+        s.sent = None;
+        s.bytes = 0;
+        let grown = if bytes as u64 * 3 >= u64::from(window) * 2 {
+            s.gap = Self::MIN_GAP;
+            s.window = u32::try_from(bytes.saturating_mul(2))
+                .unwrap_or(MAX_WINDOW)
+                .clamp(window, MAX_WINDOW);
+            (s.window > window).then_some(s.window)
+        } else {
+            s.gap = (s.gap * 2).min(Self::MAX_GAP);
+            None
+        };
+        s.next = now + s.gap.max(now - sent);
+        grown
+    }
+}
+
+/// For the pool's errors: the `h2` error under a request that failed.
+pub fn h2_cause(e: &SendFailure) -> Option<&h2::Error> {
+    match e {
+        SendFailure::H2(e) => Some(e),
+        SendFailure::Closed(_) => None,
+    }
+}
+
+/// A response body type-erased as the proxy's.
+pub fn boxed_body(b: ClientBody) -> Body {
+    use http_body_util::BodyExt;
+    b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Empty, StreamBody};
+    use std::net::SocketAddr;
+
+    const ADDR: SocketAddr =
+        SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);
+
+    /// A client connection to an `h2` server on the other end of a pipe, which `serve` answers.
+    async fn client<F, Fut>(params: Http2Params, serve: F) -> SendRequest
+    where
+        F: Fn(Request<h2::RecvStream>, h2::server::SendResponse<Bytes>) -> Fut
+            + Send
+            + Sync
+            + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let (c, s) = tokio::io::duplex(1024 * 1024);
+        tokio::spawn(async move {
+            let mut conn = h2::server::handshake(s).await.unwrap();
+            let serve = Arc::new(serve);
+            while let Some(Ok((req, rsp))) = conn.accept().await {
+                tokio::spawn(serve(req, rsp));
+            }
+        });
+        handshake(ADDR, Box::new(c), &params).await.unwrap()
+    }
+
+    fn within<F: std::future::Future>(f: F) -> tokio::time::Timeout<F> {
+        tokio::time::timeout(Duration::from_secs(20), f)
+    }
+
+    #[tokio::test]
+    async fn a_streamed_request_body_and_its_trailers_go_and_come_back() {
+        // The server echoes the body and the trailers.
+        let tx = client(Http2Params::default(), |req, mut rsp| async move {
+            let mut recv = req.into_body();
+            let mut send = rsp.send_response(Response::new(()), false).unwrap();
+            while let Some(data) = recv.data().await {
+                let data = data.unwrap();
+                let _ = recv.flow_control().release_capacity(data.len());
+                send.send_data(data, false).unwrap();
+            }
+            let trailers = recv.trailers().await.unwrap().unwrap_or_default();
+            send.send_trailers(trailers).unwrap();
+        })
+        .await;
+        let (frames, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
+        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed_unsync();
+        let req = Request::post("http://a/echo").body(body).unwrap();
+        let feed = async {
+            for chunk in ["one ", "two ", "three"] {
+                frames
+                    .send(Ok(Frame::data(Bytes::from(chunk))))
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let mut t = HeaderMap::new();
+            t.insert("grpc-status", HeaderValue::from_static("0"));
+            frames.send(Ok(Frame::trailers(t))).await.unwrap();
+        };
+        let (rsp, ()) = tokio::join!(within(tx.send(req)), feed);
+        let rsp = rsp.expect("answered").unwrap();
+        let collected = within(rsp.into_body().collect()).await.unwrap().unwrap();
+        assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+        assert_eq!(collected.to_bytes(), "one two three");
+    }
+
+    #[tokio::test]
+    async fn an_upload_larger_than_the_windows_arrives_whole() {
+        // The server counts what it reads, slowly at first, and answers the total.
+        let tx = client(Http2Params::default(), |req, mut rsp| async move {
+            let mut recv = req.into_body();
+            let mut total = 0usize;
+            while let Some(data) = recv.data().await {
+                let data = data.unwrap();
+                total += data.len();
+                if total < 256 * 1024 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                let _ = recv.flow_control().release_capacity(data.len());
+            }
+            let mut send = rsp.send_response(Response::new(()), false).unwrap();
+            send.send_data(Bytes::from(total.to_string()), true)
+                .unwrap();
+        })
+        .await;
+        let (frames, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(2);
+        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed_unsync();
+        let feed = async move {
+            for _ in 0..64 {
+                let chunk = Bytes::from(vec![7u8; 64 * 1024]);
+                frames.send(Ok(Frame::data(chunk))).await.unwrap();
+            }
+        };
+        let req = Request::post("http://a/upload").body(body).unwrap();
+        let (rsp, ()) = tokio::join!(within(tx.send(req)), feed);
+        let rsp = rsp.expect("answered").unwrap();
+        let got = within(rsp.into_body().collect()).await.unwrap().unwrap();
+        assert_eq!(got.to_bytes(), (64 * 64 * 1024).to_string());
+    }
+
+    #[tokio::test]
+    async fn a_dropped_response_resets_a_request_body_still_being_sent() {
+        let (reset_tx, reset_rx) = tokio::sync::oneshot::channel::<Option<h2::Reason>>();
+        let reset_tx = Arc::new(Mutex::new(Some(reset_tx)));
+        let tx = client(Http2Params::default(), move |req, mut rsp| {
+            let reset_tx = reset_tx.clone();
+            async move {
+                let mut recv = req.into_body();
+                let _send = rsp.send_response(Response::new(()), false).unwrap();
+                let reason = loop {
+                    match recv.data().await {
+                        Some(Ok(d)) => {
+                            let _ = recv.flow_control().release_capacity(d.len());
+                        }
+                        Some(Err(e)) => break e.reason(),
+                        None => break None,
+                    }
+                };
+                if let Some(t) = reset_tx.lock().unwrap().take() {
+                    let _ = t.send(reason);
+                }
+            }
+        })
+        .await;
+        // A body that sends one chunk and then never ends.
+        let (frames, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        frames
+            .send(Ok(Frame::data(Bytes::from("x"))))
+            .await
+            .unwrap();
+        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed_unsync();
+        let rsp = within(tx.send(Request::post("http://a/").body(body).unwrap()))
+            .await
+            .expect("answered")
+            .unwrap();
+        drop(rsp);
+        let reason = within(reset_rx)
+            .await
+            .expect("the server saw the stream end")
+            .unwrap();
+        assert_eq!(reason, Some(h2::Reason::CANCEL));
+        drop(frames);
+    }
+
+    /// The largest send capacity the server is granted while it sends `total` bytes to a client
+    /// with `params`, which reads them all.
+    async fn largest_grant(params: Http2Params, total: usize) -> usize {
+        let (grant_tx, grant_rx) = tokio::sync::oneshot::channel::<usize>();
+        let grant_tx = Arc::new(Mutex::new(Some(grant_tx)));
+        let tx = client(params, move |_req, mut rsp| {
+            let grant_tx = grant_tx.clone();
+            async move {
+                let mut send = rsp.send_response(Response::new(()), false).unwrap();
+                let (mut left, mut largest) = (total, 0);
+                while left > 0 {
+                    send.reserve_capacity(left);
+                    let Some(Ok(n)) = poll_fn(|cx| send.poll_capacity(cx)).await else {
+                        break;
+                    };
+                    largest = largest.max(n);
+                    let n = n.min(left);
+                    left -= n;
+                    send.send_data(Bytes::from(vec![0u8; n]), left == 0)
+                        .unwrap();
+                }
+                if let Some(t) = grant_tx.lock().unwrap().take() {
+                    let _ = t.send(largest);
+                }
+            }
+        })
+        .await;
+        let req = Request::get("http://a/").body(super::super::boxed(Empty::<Bytes>::new()));
+        let rsp = within(tx.send(req.unwrap()))
+            .await
+            .expect("answered")
+            .unwrap();
+        let got = within(rsp.into_body().collect()).await.unwrap().unwrap();
+        assert_eq!(got.to_bytes().len(), total);
+        within(grant_rx).await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn adaptive_windows_grow_past_the_initial_window_and_fixed_ones_do_not() {
+        let adaptive = largest_grant(Http2Params::default(), 16 * 1024 * 1024).await;
+        assert!(adaptive > SPEC_WINDOW as usize, "largest grant {adaptive}");
+        let fixed = Http2Params::parse(
+            "initial_stream_window_size=65535,initial_connection_window_size=65535",
+        )
+        .unwrap();
+        let fixed = largest_grant(fixed, 4 * 1024 * 1024).await;
+        assert!(fixed <= SPEC_WINDOW as usize, "largest grant {fixed}");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_ends_is_closed_and_hands_requests_back() {
+        let (c, s) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(async move {
+            let mut conn = h2::server::handshake(s).await.unwrap();
+            // Answer nothing; go away at once.
+            conn.graceful_shutdown();
+            let _ = poll_fn(|cx| conn.poll_closed(cx)).await;
+        });
+        let tx = handshake(ADDR, Box::new(c), &Http2Params::default())
+            .await
+            .unwrap();
+        within(server).await.unwrap().unwrap();
+        let closed = within(async {
+            while !tx.is_closed() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(closed.is_ok(), "the client never saw its connection end");
+        let req = Request::get("http://a/").body(super::super::boxed(Empty::<Bytes>::new()));
+        match tx.send(req.unwrap()).await {
+            Err(SendFailure::Closed(req)) => assert_eq!(req.uri(), "http://a/"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
