@@ -5,8 +5,12 @@
 //! another: ~7 k instructions per request through a proxy pair (BENCHMARKS.md, "Instructions
 //! per request"). Here the request's own task opens the stream and awaits its response; the
 //! connection's task drives the connection and nothing else. As hyper's client does:
+//! - requests wait their turn on one sending handle, so that at most one stream at a time is
+//!   queued inside `h2` past the peer's stream limit (one that gives up while queued never
+//!   reaches the peer);
 //! - a request body still open when its head is sent is piped by a task of its own, which
-//!   resets the stream (CANCEL) if the response is dropped before the body is done;
+//!   resets the stream (CANCEL) if the response is dropped before its end, and otherwise
+//!   sends the body in full, end of stream and trailers without waiting for window;
 //! - `content-length` is set from a body's exact size when the request has none;
 //! - server push is refused;
 //! - with adaptive windows (the default), the connection's and streams' receive windows grow
@@ -48,7 +52,11 @@ const MAX_WINDOW: u32 = 16 * 1024 * 1024;
 /// The sending half of a client connection (cheap to clone).
 #[derive(Clone, Debug)]
 pub struct SendRequest {
-    tx: h2::client::SendRequest<Bytes>,
+    /// One handle for every request: `h2` keeps one stream of each handle pending open (past
+    /// the peer's stream limit) and a handle waits for it, so requests queue here, where one
+    /// that gives up leaves the queue, not in `h2`, where a stream given up would still be
+    /// opened and then reset (a burst of those looks like a rapid-reset attack to a server).
+    tx: Arc<tokio::sync::Mutex<h2::client::SendRequest<Bytes>>>,
     closed: Arc<AtomicBool>,
     bdp: Option<Arc<Bdp>>,
 }
@@ -100,8 +108,10 @@ pub async fn handshake(
                 && let Some(window) = bdp.poll_pong(cx)
             {
                 conn.set_target_window_size(window);
+                // Refused while our last SETTINGS is unacknowledged: the streams keep their
+                // windows until the next growth.
                 if let Err(e) = conn.set_initial_window_size(window) {
-                    return Poll::Ready(Err(e));
+                    debug!(%addr, error = %e, window, "stream windows not grown");
                 }
             }
             Pin::new(&mut conn).poll(cx)
@@ -112,7 +122,11 @@ pub async fn handshake(
             debug!(%addr, error = %e, "HTTP/2 client connection ended");
         }
     });
-    Ok(SendRequest { tx, closed, bdp })
+    Ok(SendRequest {
+        tx: Arc::new(tokio::sync::Mutex::new(tx)),
+        closed,
+        bdp,
+    })
 }
 
 impl SendRequest {
@@ -123,9 +137,10 @@ impl SendRequest {
 
     /// Sends `req` and waits for its response head.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<ClientBody>, SendFailure> {
-        let Ok(mut tx) = self.tx.clone().ready().await else {
+        let mut tx = self.tx.lock().await;
+        if poll_fn(|cx| tx.poll_ready(cx)).await.is_err() {
             return Err(SendFailure::Closed(Box::new(req)));
-        };
+        }
         let (mut parts, body) = req.into_parts();
         let eos = body.is_end_stream();
         // A length of 0 is written only for methods whose requests have a defined payload.
@@ -138,12 +153,13 @@ impl SendRequest {
         }
         let head = Request::from_parts(parts, ());
         let (response, stream) = tx.send_request(head, eos).map_err(SendFailure::H2)?;
+        drop(tx);
         let cancel = if eos {
             None
         } else {
             let (cancel, cancelled) = tokio::sync::oneshot::channel();
             tokio::spawn(pipe(body, stream, cancelled));
-            Some(cancel)
+            Some(Cancel(Some(cancel)))
         };
         let rsp = response.await.map_err(SendFailure::H2)?;
         let (parts, recv) = rsp.into_parts();
@@ -154,7 +170,7 @@ impl SendRequest {
             data_done: false,
             length,
             bdp: self.bdp.clone(),
-            _cancel: cancel,
+            cancel,
         };
         Ok(Response::from_parts(parts, body))
     }
@@ -170,60 +186,75 @@ fn content_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// Sends `body` on `stream`; resets the stream if the response is dropped first (`cancelled`
-/// fires or closes), if the peer resets it, or if the body fails. `h2` buffers each chunk and
-/// sends it as the peer's windows open; the next chunk is read only once the stream has
-/// capacity again (that is the back-pressure on the body).
+/// Sends `body` on `stream`, and resets the stream (CANCEL) if the body fails, the peer resets
+/// the stream, or `cancelled` fires (the response was dropped before its end). A sender dropped
+/// without firing means the response ended: the body is still sent in full.
 async fn pipe(
     mut body: Body,
     mut stream: h2::SendStream<Bytes>,
     mut cancelled: tokio::sync::oneshot::Receiver<()>,
 ) {
-    let sent = async {
-        loop {
-            let next = poll_fn(|cx| {
-                if let Poll::Ready(reason) = stream.poll_reset(cx) {
-                    debug!(?reason, "the peer reset a request body being sent");
-                    return Poll::Ready(Err(()));
-                }
-                Pin::new(&mut body).poll_frame(cx).map(Ok)
-            })
-            .await?;
-            let Some(frame) = next else {
-                return stream.send_data(Bytes::new(), true).map_err(|_| ());
-            };
-            let frame = frame.map_err(|e| debug!(error = %e, "request body failed"))?;
-            let frame = match frame.into_data() {
-                Ok(data) => {
-                    let last = body.is_end_stream();
-                    stream.send_data(data, last).map_err(|_| ())?;
-                    if last {
-                        return Ok(());
-                    }
-                    // Wait for the stream to drain below its window before reading more.
-                    stream.reserve_capacity(1);
-                    while stream.capacity() == 0 {
-                        match poll_fn(|cx| stream.poll_capacity(cx)).await {
-                            Some(Ok(_)) => {}
-                            _ => return Err(()),
-                        }
-                    }
-                    continue;
-                }
-                Err(frame) => frame,
-            };
-            if let Ok(trailers) = frame.into_trailers() {
-                stream.reserve_capacity(0);
-                return stream.send_trailers(trailers).map_err(|_| ());
-            }
+    let reset = {
+        let mut sent = std::pin::pin!(send_body(&mut body, &mut stream));
+        tokio::select! {
+            sent = &mut sent => sent.is_err(),
+            cancel = &mut cancelled => match cancel {
+                Ok(()) => true,
+                Err(_) => sent.await.is_err(),
+            },
         }
-    };
-    let reset = tokio::select! {
-        sent = sent => sent.is_err(),
-        _ = &mut cancelled => true,
     };
     if reset {
         stream.send_reset(h2::Reason::CANCEL);
+    }
+}
+
+/// Sends each frame of `body` as it comes. A data chunk waits for the stream to have some
+/// send capacity (back-pressure on the body: `h2` buffers the chunk and sends it as the
+/// windows open); the end of the body and its trailers never wait.
+async fn send_body(body: &mut Body, stream: &mut h2::SendStream<Bytes>) -> Result<(), ()> {
+    loop {
+        let next = poll_fn(|cx| match stream.poll_reset(cx) {
+            Poll::Ready(reason) => {
+                debug!(?reason, "the peer reset a request body being sent");
+                Poll::Ready(Err(()))
+            }
+            Poll::Pending => Pin::new(&mut *body).poll_frame(cx).map(Ok),
+        })
+        .await?;
+        let Some(frame) = next else {
+            return stream.send_data(Bytes::new(), true).map_err(|_| ());
+        };
+        let frame = frame.map_err(|e| debug!(error = %e, "request body failed"))?;
+        let frame = match frame.into_data() {
+            Ok(data) => {
+                let last = body.is_end_stream();
+                if !data.is_empty() {
+                    stream.reserve_capacity(1);
+                    // `poll_capacity` reports increases only: look first.
+                    while stream.capacity() == 0 {
+                        let granted = poll_fn(|cx| match stream.poll_reset(cx) {
+                            Poll::Ready(_) => Poll::Ready(None),
+                            Poll::Pending => stream.poll_capacity(cx),
+                        })
+                        .await;
+                        if !matches!(granted, Some(Ok(_))) {
+                            return Err(());
+                        }
+                    }
+                }
+                stream.send_data(data, last).map_err(|_| ())?;
+                if last {
+                    return Ok(());
+                }
+                continue;
+            }
+            Err(frame) => frame,
+        };
+        if let Ok(trailers) = frame.into_trailers() {
+            stream.reserve_capacity(0);
+            return stream.send_trailers(trailers).map_err(|_| ());
+        }
     }
 }
 
@@ -234,8 +265,41 @@ pub struct ClientBody {
     data_done: bool,
     length: Option<u64>,
     bdp: Option<Arc<Bdp>>,
-    /// Dropped with the body: the request body's pipe, if any, stops.
-    _cancel: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The request body's pipe, if any: stopped if this body is dropped before its end.
+    cancel: Option<Cancel>,
+}
+
+/// Stops a request body's pipe when dropped, unless defused (the response ended: a server may
+/// answer in full and still read the rest of the request).
+#[derive(Debug)]
+struct Cancel(Option<tokio::sync::oneshot::Sender<()>>);
+
+impl Cancel {
+    fn defuse(&mut self) {
+        // Dropped unsent: the pipe carries on.
+        self.0 = None;
+    }
+}
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl ClientBody {
+    /// The response is complete: its request body, if still being sent, goes on.
+    fn ended(
+        &mut self,
+        last: Option<Result<Frame<Bytes>, h2::Error>>,
+    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
+        if let Some(c) = &mut self.cancel {
+            c.defuse();
+        }
+        Poll::Ready(last)
+    }
 }
 
 impl hyper::body::Body for ClientBody {
@@ -262,7 +326,7 @@ impl hyper::body::Body for ClientBody {
                 }
                 // A reset with NO_ERROR after the data is the peer closing its side cleanly.
                 Poll::Ready(Some(Err(e))) if e.reason() == Some(h2::Reason::NO_ERROR) => {
-                    return Poll::Ready(None);
+                    return this.ended(None);
                 }
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => this.data_done = true,
@@ -270,8 +334,9 @@ impl hyper::body::Body for ClientBody {
             }
         }
         match this.recv.poll_trailers(cx) {
-            Poll::Ready(Ok(Some(t))) => Poll::Ready(Some(Ok(Frame::trailers(t)))),
-            Poll::Ready(Ok(None)) => Poll::Ready(None),
+            Poll::Ready(Ok(Some(t))) => this.ended(Some(Ok(Frame::trailers(t)))),
+            Poll::Ready(Ok(None)) => this.ended(None),
+            Poll::Ready(Err(e)) if e.reason() == Some(h2::Reason::NO_ERROR) => this.ended(None),
             Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
             Poll::Pending => Poll::Pending,
         }
@@ -491,6 +556,143 @@ mod tests {
         let rsp = rsp.expect("answered").unwrap();
         let got = within(rsp.into_body().collect()).await.unwrap().unwrap();
         assert_eq!(got.to_bytes(), (64 * 64 * 1024).to_string());
+    }
+
+    #[tokio::test]
+    async fn the_end_of_a_body_does_not_wait_for_window() {
+        // The server gives no window back until the request has ended.
+        let tx = client(Http2Params::default(), |req, mut rsp| async move {
+            let mut recv = req.into_body();
+            let mut total = 0usize;
+            while let Some(data) = recv.data().await {
+                total += data.unwrap().len();
+            }
+            let mut send = rsp.send_response(Response::new(()), false).unwrap();
+            send.send_data(Bytes::from(total.to_string()), true)
+                .unwrap();
+        })
+        .await;
+        // One chunk that fills the stream's window exactly, then the end.
+        let (frames, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(2);
+        frames
+            .send(Ok(Frame::data(Bytes::from(vec![1u8; 65_535]))))
+            .await
+            .unwrap();
+        drop(frames);
+        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed_unsync();
+        let rsp = within(tx.send(Request::post("http://a/").body(body).unwrap()))
+            .await
+            .expect("answered")
+            .unwrap();
+        let got = within(rsp.into_body().collect()).await.unwrap().unwrap();
+        assert_eq!(got.to_bytes(), "65535");
+    }
+
+    #[tokio::test]
+    async fn requests_that_give_up_past_the_stream_limit_never_reach_the_server() {
+        // One stream at a time; the first request is slow.
+        let (c, s) = tokio::io::duplex(1024 * 1024);
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = seen.clone();
+        tokio::spawn(async move {
+            let mut conn = h2::server::Builder::new()
+                .max_concurrent_streams(1)
+                .handshake::<_, Bytes>(s)
+                .await
+                .unwrap();
+            while let Some(Ok((_req, mut rsp))) = conn.accept().await {
+                let slow = counted.fetch_add(1, Ordering::Relaxed) == 0;
+                tokio::spawn(async move {
+                    if slow {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    let _ = rsp.send_response(Response::new(()), true);
+                });
+            }
+        });
+        let tx = handshake(ADDR, Box::new(c), &Http2Params::default())
+            .await
+            .unwrap();
+        let get = || {
+            Request::get("http://a/")
+                .body(super::super::boxed(Empty::<Bytes>::new()))
+                .unwrap()
+        };
+        let first = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(get()).await.map(|r| r.status()) }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Forty that give up after 5 ms, while the first holds the only stream.
+        for _ in 0..40 {
+            let _ = tokio::time::timeout(Duration::from_millis(5), tx.send(get())).await;
+        }
+        let last = within(tx.send(get())).await.expect("answered");
+        assert_eq!(last.map(|r| r.status()).ok(), Some(http::StatusCode::OK));
+        assert_eq!(
+            first.await.unwrap().ok(),
+            Some(http::StatusCode::OK),
+            "the slow request"
+        );
+        // The first, the last, and at most the one that was queued inside h2 when it gave up.
+        let n = seen.load(Ordering::Relaxed);
+        assert!(n <= 3, "the server saw {n} streams");
+    }
+
+    #[tokio::test]
+    async fn a_response_that_ends_first_lets_the_upload_finish() {
+        // The server answers in full after the first chunk, then reads the rest.
+        let (total_tx, total_rx) = tokio::sync::oneshot::channel::<Result<usize, String>>();
+        let total_tx = Arc::new(Mutex::new(Some(total_tx)));
+        let tx = client(Http2Params::default(), move |req, mut rsp| {
+            let total_tx = total_tx.clone();
+            async move {
+                let mut recv = req.into_body();
+                let mut total = 0usize;
+                let mut answered = false;
+                let outcome = loop {
+                    match recv.data().await {
+                        Some(Ok(d)) => {
+                            total += d.len();
+                            let _ = recv.flow_control().release_capacity(d.len());
+                            if !answered {
+                                answered = true;
+                                let mut send = rsp.send_response(Response::new(()), false).unwrap();
+                                send.send_data(Bytes::from("done"), true).unwrap();
+                            }
+                        }
+                        Some(Err(e)) => break Err(e.to_string()),
+                        None => break Ok(total),
+                    }
+                };
+                if let Some(t) = total_tx.lock().unwrap().take() {
+                    let _ = t.send(outcome);
+                }
+            }
+        })
+        .await;
+        let (frames, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        frames
+            .send(Ok(Frame::data(Bytes::from("a"))))
+            .await
+            .unwrap();
+        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed_unsync();
+        let rsp = within(tx.send(Request::post("http://a/").body(body).unwrap()))
+            .await
+            .expect("answered")
+            .unwrap();
+        let got = within(rsp.into_body().collect()).await.unwrap().unwrap();
+        assert_eq!(got.to_bytes(), "done");
+        // The response is over and dropped; the rest of the upload still goes.
+        for _ in 0..3 {
+            frames
+                .send(Ok(Frame::data(Bytes::from("bc"))))
+                .await
+                .unwrap();
+        }
+        drop(frames);
+        let total = within(total_rx).await.expect("the upload ended").unwrap();
+        assert_eq!(total, Ok(7));
     }
 
     #[tokio::test]

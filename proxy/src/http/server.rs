@@ -182,19 +182,6 @@ impl Http2Params {
             b.max_send_buf_size(n);
         }
     }
-
-    /// Applies the client settings (the windows; adaptive otherwise).
-    pub fn client<E: Clone>(&self, b: &mut hyper::client::conn::http2::Builder<E>) {
-        match self.windows() {
-            Some((stream, conn)) => {
-                b.initial_stream_window_size(stream)
-                    .initial_connection_window_size(conn);
-            }
-            None => {
-                b.adaptive_window(true);
-            }
-        }
-    }
 }
 
 /// Set on a response (`extensions_mut().insert(CloseConnection)`) to close the connection that
