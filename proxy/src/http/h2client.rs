@@ -34,8 +34,9 @@ use hyper::body::{Body as _, Frame, SizeHint};
 use tokio::time::Instant;
 use tracing::debug;
 
+use super::Body;
+use super::pool::{ConnectFailure, SendError};
 use super::server::Http2Params;
-use super::{Body, BoxError};
 use crate::transport::io::BoxIo;
 
 /// hyper's client defaults, kept so that the switch changes no setting on the wire.
@@ -59,15 +60,6 @@ pub struct SendRequest {
     tx: Arc<tokio::sync::Mutex<h2::client::SendRequest<Bytes>>>,
     closed: Arc<AtomicBool>,
     bdp: Option<Arc<Bdp>>,
-}
-
-/// Why a request failed on a connection.
-#[derive(Debug)]
-pub enum SendFailure {
-    /// The connection was gone before the request was sent: it is handed back.
-    Closed(Box<Request<Body>>),
-    /// The stream or the connection failed after the request was handed to it.
-    H2(h2::Error),
 }
 
 /// The HTTP/2 client handshake on `io`; spawns the connection's task.
@@ -135,11 +127,12 @@ impl SendRequest {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Sends `req` and waits for its response head.
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<ClientBody>, SendFailure> {
+    /// Sends `req` and waits for its response head. A request the connection was gone for is
+    /// handed back (`SendError::Connect`).
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<ClientBody>, SendError> {
         let mut tx = self.tx.lock().await;
         if poll_fn(|cx| tx.poll_ready(cx)).await.is_err() {
-            return Err(SendFailure::Closed(Box::new(req)));
+            return Err(SendError::Connect(ConnectFailure::Closed, Box::new(req)));
         }
         let (mut parts, body) = req.into_parts();
         let eos = body.is_end_stream();
@@ -152,7 +145,7 @@ impl SendRequest {
             parts.headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
         }
         let head = Request::from_parts(parts, ());
-        let (response, stream) = tx.send_request(head, eos).map_err(SendFailure::H2)?;
+        let (response, stream) = tx.send_request(head, eos).map_err(SendError::H2)?;
         drop(tx);
         let cancel = if eos {
             None
@@ -161,7 +154,7 @@ impl SendRequest {
             tokio::spawn(pipe(body, stream, cancelled));
             Some(Cancel(Some(cancel)))
         };
-        let rsp = response.await.map_err(SendFailure::H2)?;
+        let rsp = response.await.map_err(SendError::H2)?;
         let (parts, recv) = rsp.into_parts();
         // An empty body without a length is known to be empty.
         let length = content_length(&parts.headers).or(recv.is_end_stream().then_some(0));
@@ -440,22 +433,9 @@ impl Bdp {
     }
 }
 
-/// For the pool's errors: the `h2` error under a request that failed.
-pub fn h2_cause(e: &SendFailure) -> Option<&h2::Error> {
-    match e {
-        SendFailure::H2(e) => Some(e),
-        SendFailure::Closed(_) => None,
-    }
-}
-
-/// A response body type-erased as the proxy's.
-pub fn boxed_body(b: ClientBody) -> Body {
-    use http_body_util::BodyExt;
-    b.map_err(|e| -> BoxError { Box::new(e) }).boxed_unsync()
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::BoxError;
     use super::*;
     use http_body_util::{BodyExt, Empty, StreamBody};
     use std::net::SocketAddr;
@@ -487,6 +467,41 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(20), f)
     }
 
+    /// A request body fed through the returned sender (`cap` frames buffered).
+    fn streamed(
+        cap: usize,
+    ) -> (
+        tokio::sync::mpsc::Sender<Result<Frame<Bytes>, BoxError>>,
+        Body,
+    ) {
+        let (frames, rx) = tokio::sync::mpsc::channel(cap);
+        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed_unsync();
+        (frames, body)
+    }
+
+    fn get() -> Request<Body> {
+        Request::get("http://a/")
+            .body(super::super::boxed(Empty::<Bytes>::new()))
+            .unwrap()
+    }
+
+    /// What a server handler reports once, from whichever of its clones gets there first.
+    #[derive(Clone)]
+    struct Once<T>(Arc<Mutex<Option<tokio::sync::oneshot::Sender<T>>>>);
+
+    impl<T> Once<T> {
+        fn send(&self, v: T) {
+            if let Some(t) = self.0.lock().unwrap().take() {
+                let _ = t.send(v);
+            }
+        }
+    }
+
+    fn once<T>() -> (Once<T>, tokio::sync::oneshot::Receiver<T>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (Once(Arc::new(Mutex::new(Some(tx)))), rx)
+    }
+
     #[tokio::test]
     async fn a_streamed_request_body_and_its_trailers_go_and_come_back() {
         // The server echoes the body and the trailers.
@@ -502,8 +517,7 @@ mod tests {
             send.send_trailers(trailers).unwrap();
         })
         .await;
-        let (frames, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(4);
-        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed_unsync();
+        let (frames, body) = streamed(4);
         let req = Request::post("http://a/echo").body(body).unwrap();
         let feed = async {
             for chunk in ["one ", "two ", "three"] {
@@ -543,8 +557,7 @@ mod tests {
                 .unwrap();
         })
         .await;
-        let (frames, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(2);
-        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed_unsync();
+        let (frames, body) = streamed(2);
         let feed = async move {
             for _ in 0..64 {
                 let chunk = Bytes::from(vec![7u8; 64 * 1024]);
@@ -573,13 +586,12 @@ mod tests {
         })
         .await;
         // One chunk that fills the stream's window exactly, then the end.
-        let (frames, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(2);
+        let (frames, body) = streamed(2);
         frames
             .send(Ok(Frame::data(Bytes::from(vec![1u8; 65_535]))))
             .await
             .unwrap();
         drop(frames);
-        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed_unsync();
         let rsp = within(tx.send(Request::post("http://a/").body(body).unwrap()))
             .await
             .expect("answered")
@@ -613,11 +625,6 @@ mod tests {
         let tx = handshake(ADDR, Box::new(c), &Http2Params::default())
             .await
             .unwrap();
-        let get = || {
-            Request::get("http://a/")
-                .body(super::super::boxed(Empty::<Bytes>::new()))
-                .unwrap()
-        };
         let first = tokio::spawn({
             let tx = tx.clone();
             async move { tx.send(get()).await.map(|r| r.status()) }
@@ -642,8 +649,7 @@ mod tests {
     #[tokio::test]
     async fn a_response_that_ends_first_lets_the_upload_finish() {
         // The server answers in full after the first chunk, then reads the rest.
-        let (total_tx, total_rx) = tokio::sync::oneshot::channel::<Result<usize, String>>();
-        let total_tx = Arc::new(Mutex::new(Some(total_tx)));
+        let (total_tx, total_rx) = once::<Result<usize, String>>();
         let tx = client(Http2Params::default(), move |req, mut rsp| {
             let total_tx = total_tx.clone();
             async move {
@@ -665,18 +671,15 @@ mod tests {
                         None => break Ok(total),
                     }
                 };
-                if let Some(t) = total_tx.lock().unwrap().take() {
-                    let _ = t.send(outcome);
-                }
+                total_tx.send(outcome);
             }
         })
         .await;
-        let (frames, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let (frames, body) = streamed(1);
         frames
             .send(Ok(Frame::data(Bytes::from("a"))))
             .await
             .unwrap();
-        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed_unsync();
         let rsp = within(tx.send(Request::post("http://a/").body(body).unwrap()))
             .await
             .expect("answered")
@@ -697,8 +700,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_dropped_response_resets_a_request_body_still_being_sent() {
-        let (reset_tx, reset_rx) = tokio::sync::oneshot::channel::<Option<h2::Reason>>();
-        let reset_tx = Arc::new(Mutex::new(Some(reset_tx)));
+        let (reset_tx, reset_rx) = once::<Option<h2::Reason>>();
         let tx = client(Http2Params::default(), move |req, mut rsp| {
             let reset_tx = reset_tx.clone();
             async move {
@@ -713,19 +715,16 @@ mod tests {
                         None => break None,
                     }
                 };
-                if let Some(t) = reset_tx.lock().unwrap().take() {
-                    let _ = t.send(reason);
-                }
+                reset_tx.send(reason);
             }
         })
         .await;
         // A body that sends one chunk and then never ends.
-        let (frames, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BoxError>>(1);
+        let (frames, body) = streamed(1);
         frames
             .send(Ok(Frame::data(Bytes::from("x"))))
             .await
             .unwrap();
-        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed_unsync();
         let rsp = within(tx.send(Request::post("http://a/").body(body).unwrap()))
             .await
             .expect("answered")
@@ -742,8 +741,7 @@ mod tests {
     /// The largest send capacity the server is granted while it sends `total` bytes to a client
     /// with `params`, which reads them all.
     async fn largest_grant(params: Http2Params, total: usize) -> usize {
-        let (grant_tx, grant_rx) = tokio::sync::oneshot::channel::<usize>();
-        let grant_tx = Arc::new(Mutex::new(Some(grant_tx)));
+        let (grant_tx, grant_rx) = once::<usize>();
         let tx = client(params, move |_req, mut rsp| {
             let grant_tx = grant_tx.clone();
             async move {
@@ -760,17 +758,11 @@ mod tests {
                     send.send_data(Bytes::from(vec![0u8; n]), left == 0)
                         .unwrap();
                 }
-                if let Some(t) = grant_tx.lock().unwrap().take() {
-                    let _ = t.send(largest);
-                }
+                grant_tx.send(largest);
             }
         })
         .await;
-        let req = Request::get("http://a/").body(super::super::boxed(Empty::<Bytes>::new()));
-        let rsp = within(tx.send(req.unwrap()))
-            .await
-            .expect("answered")
-            .unwrap();
+        let rsp = within(tx.send(get())).await.expect("answered").unwrap();
         let got = within(rsp.into_body().collect()).await.unwrap().unwrap();
         assert_eq!(got.to_bytes().len(), total);
         within(grant_rx).await.unwrap().unwrap()
@@ -808,9 +800,10 @@ mod tests {
         })
         .await;
         assert!(closed.is_ok(), "the client never saw its connection end");
-        let req = Request::get("http://a/").body(super::super::boxed(Empty::<Bytes>::new()));
-        match tx.send(req.unwrap()).await {
-            Err(SendFailure::Closed(req)) => assert_eq!(req.uri(), "http://a/"),
+        match tx.send(get()).await {
+            Err(SendError::Connect(ConnectFailure::Closed, req)) => {
+                assert_eq!(req.uri(), "http://a/")
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -398,14 +398,8 @@ impl Pool {
         };
         match sender.send(req).await {
             Ok(rsp) => Ok(rsp),
-            Err(e) => {
+            Err(err) => {
                 // Refused, past a GOAWAY or cut: this connection takes no more requests.
-                let err = match e {
-                    h2client::SendFailure::Closed(req) => {
-                        SendError::Connect(ConnectFailure::Closed, req)
-                    }
-                    h2client::SendFailure::H2(e) => SendError::H2(e),
-                };
                 if err.never_processed() {
                     retire(&slot, id).await;
                 }
