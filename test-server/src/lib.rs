@@ -170,7 +170,7 @@ impl TestServer {
             move |req| {
                 let server = server.clone();
                 let reset = reset_signal.clone();
-                async move { server.handle(req, reset).await }
+                async move { server.handle(req, reset).await.map(Into::into) }
             },
         );
         tokio::select! {

@@ -475,7 +475,9 @@ mod tests {
         Body,
     ) {
         let (frames, rx) = tokio::sync::mpsc::channel(cap);
-        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)).boxed_unsync();
+        let body = super::super::boxed(StreamBody::new(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ));
         (frames, body)
     }
 

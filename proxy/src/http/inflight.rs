@@ -15,7 +15,7 @@
 //! Loopback and the pod's own addresses are exempt, as from the connection share.
 //!
 //! A permit is an atomic increment and decrement of one or two counters (and of their `Arc`s):
-//! no lock, no allocation besides the response body's wrapper.
+//! no lock, no allocation.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -27,7 +27,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http::Response;
 use http::StatusCode;
-use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Frame, SizeHint};
 use remora_metrics::http::HttpMetrics;
 use remora_metrics::tcp::Direction;
@@ -277,22 +276,40 @@ impl InFlight {
 }
 
 /// Makes `rsp`'s body hold `permit` until it ends or is dropped.
-pub fn hold(rsp: Response<Body>, permit: Permit) -> Response<Body> {
-    rsp.map(|body| {
-        UnsyncBoxBody::new(Held {
-            body,
-            permit: Some(permit),
-        })
+pub fn hold<B>(rsp: Response<B>, permit: Permit) -> Response<Held<B>> {
+    rsp.map(|body| Held {
+        body,
+        permit: Some(permit),
     })
 }
 
-/// A response body holding its request's permit.
-struct Held {
-    body: Body,
+/// A response body holding its request's permit, if it took one. The HTTP server's response
+/// body (`crate::http::server::serve`): not boxed, so holding a permit costs no allocation.
+pub struct Held<B> {
+    body: B,
     permit: Option<Permit>,
 }
 
-impl hyper::body::Body for Held {
+impl<B> std::fmt::Debug for Held<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("permit", &self.permit.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> Held<B> {
+    /// `body`, holding no permit.
+    pub fn free(body: B) -> Self {
+        Held { body, permit: None }
+    }
+}
+
+impl<B> hyper::body::Body for Held<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = BoxError;
 
@@ -304,7 +321,7 @@ impl hyper::body::Body for Held {
         if let Poll::Ready(None | Some(Err(_))) = polled {
             self.permit = None;
         }
-        polled
+        polled.map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -32,8 +32,77 @@ use http_body_util::BodyExt;
 use http_body_util::combinators::UnsyncBoxBody;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body of every request and response the proxy handles.
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The body of every request and response the proxy handles. What most messages carry goes
+/// unboxed: nothing, or the response of a pooled client connection (an HTTP/1 or HTTP/2
+/// body as the client gives it); any other body is boxed ([`boxed`]). A response crossing a
+/// proxy is then wrapped twice (its golden metrics, its request's permit: `record::Recorded`,
+/// `inflight::Held`) and boxed never.
+#[derive(Default)]
+pub enum Body {
+    /// No bytes.
+    #[default]
+    Empty,
+    /// A pooled client connection's response.
+    Pool(pool::PoolBody),
+    /// Any other body.
+    Boxed(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl Body {
+    /// A body with no bytes.
+    pub const fn empty() -> Self {
+        Body::Empty
+    }
+}
+
+impl std::fmt::Debug for Body {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Body::Empty => "Body::Empty",
+            Body::Pool(_) => "Body::Pool",
+            Body::Boxed(_) => "Body::Boxed",
+        })
+    }
+}
+
+impl From<pool::PoolBody> for Body {
+    fn from(b: pool::PoolBody) -> Self {
+        Body::Pool(b)
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Body::Empty => std::task::Poll::Ready(None),
+            Body::Pool(b) => std::pin::Pin::new(b).poll_frame(cx),
+            Body::Boxed(b) => std::pin::Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Pool(b) => b.is_end_stream(),
+            Body::Boxed(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Body::Empty => hyper::body::SizeHint::with_exact(0),
+            Body::Pool(b) => b.size_hint(),
+            Body::Boxed(b) => b.size_hint(),
+        }
+    }
+}
 
 pub const L5D_PROXY_ERROR: HeaderName = HeaderName::from_static("l5d-proxy-error");
 pub const L5D_PROXY_CONNECTION: HeaderName = HeaderName::from_static("l5d-proxy-connection");
@@ -46,7 +115,7 @@ where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    body.map_err(Into::into).boxed_unsync()
+    Body::Boxed(body.map_err(Into::into).boxed_unsync())
 }
 
 /// HTTP/2 needs an absolute URI: fills in the scheme and an authority (from `Host`, else
@@ -76,7 +145,7 @@ pub fn ensure_absolute<B>(req: &mut http::Request<B>, fallback: std::net::Socket
 
 /// A request body that notes whether reading it failed (a malformed body from the client, as
 /// opposed to a failure of the peer). A body already at its end (most requests) cannot fail: it
-/// becomes an empty body, which costs no allocation (a zero-sized box), and no flag is made.
+/// becomes [`Body::Empty`], and no flag is made.
 pub fn watch_errors<B>(body: B) -> (Body, BodyFailed)
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -84,10 +153,7 @@ where
 {
     use std::sync::atomic::{AtomicBool, Ordering};
     if body.is_end_stream() {
-        return (
-            boxed(http_body_util::Empty::<Bytes>::new()),
-            BodyFailed(None),
-        );
+        return (Body::Empty, BodyFailed(None));
     }
     let failed = std::sync::Arc::new(AtomicBool::new(false));
     let flag = failed.clone();
@@ -97,7 +163,7 @@ where
             e.into()
         })
         .boxed_unsync();
-    (body, BodyFailed(Some(failed)))
+    (Body::Boxed(body), BodyFailed(Some(failed)))
 }
 
 /// Whether reading a body [`watch_errors`] watches has failed.

@@ -544,7 +544,7 @@ mod tests {
                     drain,
                     None,
                     |_req| async {
-                        http::Response::new(crate::http::boxed(Empty::<bytes::Bytes>::new()))
+                        http::Response::new(crate::http::boxed(Empty::<bytes::Bytes>::new()).into())
                     },
                 ));
                 Ok(Box::new(client) as BoxIo)

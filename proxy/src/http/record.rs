@@ -122,7 +122,7 @@ pub fn finish(
     start: Instant,
     mut rsp: Response<Body>,
     access: Option<Box<AccessEntry>>,
-) -> Response<Body> {
+) -> Response<Recorded> {
     let status = rsp.status().as_u16();
     if let Some(route) = &route {
         route.request();
@@ -136,17 +136,15 @@ pub fn finish(
             .remove::<ErrorReason>()
             .map_or("", |e| e.0),
     };
-    rsp.map(|inner| {
-        boxed(Recorded {
-            inner,
-            pending: Some(Pending {
-                route,
-                key,
-                start,
-                bytes: 0,
-                access,
-            }),
-        })
+    rsp.map(|inner| Recorded {
+        inner,
+        pending: Some(Pending {
+            route,
+            key,
+            start,
+            bytes: 0,
+            access,
+        }),
     })
 }
 
@@ -178,10 +176,37 @@ impl Pending {
     }
 }
 
-/// A response body that records its response when it ends.
-struct Recorded {
+/// A response body that records its response when it ends ([`finish`]); from a [`Body`], one
+/// that records nothing. Not boxed again: the HTTP server takes it as it is
+/// (`crate::http::server::serve`), so a response from a pooled connection crosses a proxy
+/// unboxed (see [`Body`]).
+pub struct Recorded {
     inner: Body,
     pending: Option<Pending>,
+}
+
+impl std::fmt::Debug for Recorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Recorded")
+            .field("pending", &self.pending.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<Body> for Recorded {
+    fn from(inner: Body) -> Self {
+        Recorded {
+            inner,
+            pending: None,
+        }
+    }
+}
+
+impl Recorded {
+    /// The body as a [`Body`] (boxed), still recording at its end.
+    pub fn boxed(self) -> Body {
+        boxed(self)
+    }
 }
 
 impl hyper::body::Body for Recorded {

@@ -37,9 +37,9 @@ use remora_runtime::wake::OnWake;
 use tokio::sync::Notify;
 use tracing::debug;
 
-use super::Body;
 use super::detect::Protocol;
-use super::inflight::{Gate, hold};
+use super::inflight::{Gate, Held, hold};
+use super::record::Recorded;
 use crate::transport::io::BoxIo;
 
 /// How long an HTTP/1 request head may take to arrive, from its first byte.
@@ -195,6 +195,10 @@ pub struct CloseConnection;
 /// With a `gate`, each request takes a permit of its cap on requests in flight
 /// (`super::inflight`), held by its response body; without one it is answered 503 and
 /// `handle` never sees it.
+///
+/// A handler answers with the proxy's recording body ([`Recorded`]; any
+/// [`Body`](super::Body) converts into one that records nothing), which goes out as it is, in
+/// the permit's wrapper ([`Held`]): no box per layer.
 pub async fn serve<H, F>(
     io: BoxIo,
     protocol: Protocol,
@@ -204,7 +208,7 @@ pub async fn serve<H, F>(
     handle: H,
 ) where
     H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
-    F: Future<Output = Response<Body>> + Send + 'static,
+    F: Future<Output = Response<Recorded>> + Send + 'static,
 {
     let close = Arc::new(Notify::new());
     let closing = close.clone();
@@ -226,7 +230,10 @@ pub async fn serve<H, F>(
         // the next request's first byte.
         seen.busy();
         let admitted = match &gate {
-            Some(gate) => gate.try_acquire().map(Some).map_err(|r| gate.refusal(r)),
+            Some(gate) => gate
+                .try_acquire()
+                .map(Some)
+                .map_err(|r| gate.refusal(r).map(|b| Held::free(Recorded::from(b)))),
             None => Ok(None),
         }
         .map(|permit| (permit, boxed_in_place(|| handle(req))));
@@ -234,7 +241,7 @@ pub async fn serve<H, F>(
         async move {
             let mut rsp = match admitted {
                 Ok((Some(permit), rsp)) => hold(rsp.await, permit),
-                Ok((None, rsp)) => rsp.await,
+                Ok((None, rsp)) => rsp.await.map(Held::free),
                 Err(refused) => refused,
             };
             seen.idle();
@@ -475,7 +482,7 @@ mod tests {
                 if req.uri().path() == "/slow" {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                let mut rsp = Response::new(super::super::boxed(Empty::<Bytes>::new()));
+                let mut rsp = Response::new(super::super::boxed(Empty::<Bytes>::new()).into());
                 if req.uri().path() == "/close" {
                     rsp.extensions_mut().insert(CloseConnection);
                 }
@@ -571,9 +578,9 @@ mod tests {
                     .await
                     .map(|b| b.to_bytes().len())
                     .unwrap_or(0);
-                Response::new(super::super::boxed(http_body_util::Full::new(Bytes::from(
-                    n.to_string(),
-                ))))
+                let body =
+                    super::super::boxed(http_body_util::Full::new(Bytes::from(n.to_string())));
+                Response::new(body.into())
             },
         ));
         let mut c = client;

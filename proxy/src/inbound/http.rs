@@ -23,11 +23,10 @@ use super::policy::ConnPolicy;
 use super::policy::conn::Permit;
 use crate::error::{self, ProxyError};
 use crate::http::pool::{ConnectFailure, DialFuture, Key, Kind, Pool, SendError};
-use crate::http::record::{self, AccessEntry};
+use crate::http::record::{self, AccessEntry, Recorded};
 use crate::http::upgrade::{is_upgrade, tunnel};
 use crate::http::{
-    Body, L5D_CLIENT_ID, boxed, describe, ensure_absolute, orig_proto, strip_hop_by_hop,
-    watch_errors,
+    Body, L5D_CLIENT_ID, describe, ensure_absolute, orig_proto, strip_hop_by_hop, watch_errors,
 };
 use crate::outbound::http::authority;
 use crate::tls::mtls::{DialError, no_tls};
@@ -127,7 +126,11 @@ impl HttpInbound {
 
     /// Serves one request of `conn`: policy, the app, and the request's golden metrics and
     /// access log line.
-    pub async fn serve(&self, conn: &InboundConn, mut req: Request<Incoming>) -> Response<Body> {
+    pub async fn serve(
+        &self,
+        conn: &InboundConn,
+        mut req: Request<Incoming>,
+    ) -> Response<Recorded> {
         let start = Instant::now();
         let mut span = self
             .ctx
@@ -262,7 +265,7 @@ impl HttpInbound {
                     *rsp.version_mut() = Version::HTTP_2;
                 }
                 let (parts, body) = rsp.into_parts();
-                Response::from_parts(parts, boxed(body))
+                Response::from_parts(parts, body.into())
             }
             Err(_) if body_failed.get() => self.fail(ProxyError::MalformedBody, annotate),
             Err(e) => {

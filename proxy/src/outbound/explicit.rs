@@ -12,7 +12,6 @@
 
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Method, Request, Response, Version, header};
-use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::{Instrument, debug, info, info_span};
@@ -20,7 +19,8 @@ use tracing::{Instrument, debug, info, info_span};
 use super::http::HttpOutbound;
 use super::policy::http::ConnPolicies;
 use crate::error::ProxyError;
-use crate::http::{Body, boxed};
+use crate::http::Body;
+use crate::http::record::Recorded;
 use crate::transport::forward::{Activity, Ended, forward};
 
 /// `Proxy-Authorization` is for the proxy the client thinks it talks to; never forwarded.
@@ -28,7 +28,7 @@ const PROXY_AUTHORIZATION: header::HeaderName = header::PROXY_AUTHORIZATION;
 
 impl HttpOutbound {
     /// Handles one request of an explicit connection.
-    pub async fn handle_explicit(&self, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle_explicit(&self, req: Request<Incoming>) -> Response<Recorded> {
         self.handle_explicit_with(&ConnPolicies::None, req).await
     }
 
@@ -38,17 +38,17 @@ impl HttpOutbound {
         &self,
         policies: &ConnPolicies,
         mut req: Request<Incoming>,
-    ) -> Response<Body> {
+    ) -> Response<Recorded> {
         req.headers_mut().remove(PROXY_AUTHORIZATION);
         if req.method() == Method::CONNECT {
             // Boxed: the tunnel's dial is rare, and its state would otherwise enlarge every
             // request's future.
-            return Box::pin(self.connect(req)).await;
+            return Box::pin(self.connect(req)).await.map(Recorded::from);
         }
         if req.version() < Version::HTTP_2
             && let Err(why) = to_origin_form(&mut req)
         {
-            return self.fail(ProxyError::BadRequest(why));
+            return self.fail(ProxyError::BadRequest(why)).map(Recorded::from);
         }
         self.handle_with(None, policies, req).await
     }
@@ -105,7 +105,7 @@ impl HttpOutbound {
             }
             .instrument(span),
         );
-        Response::new(boxed(Empty::new()))
+        Response::new(Body::empty())
     }
 }
 

@@ -30,7 +30,7 @@ use crate::discovery::{Endpoint, Pick, Resolution, Target};
 use crate::error::{self, ProxyError, RemoteClose};
 use crate::http::Body;
 use crate::http::pool::{DialFuture, Pool};
-use crate::http::record::{self, AccessEntry};
+use crate::http::record::{self, AccessEntry, Recorded};
 use crate::http::server::CloseConnection;
 use crate::http::upgrade::{is_upgrade, tunnel};
 use crate::inputs::Discovery;
@@ -324,7 +324,11 @@ impl HttpOutbound {
 
     /// Handles one request of a connection whose original destination is `orig` (`None` for an
     /// explicit connection, whose requests name their target).
-    pub async fn handle(&self, orig: Option<SocketAddr>, req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(
+        &self,
+        orig: Option<SocketAddr>,
+        req: Request<Incoming>,
+    ) -> Response<Recorded> {
         self.handle_with(orig, &ConnPolicies::None, req).await
     }
 
@@ -335,7 +339,7 @@ impl HttpOutbound {
         orig: Option<SocketAddr>,
         policies: &ConnPolicies,
         mut req: Request<Incoming>,
-    ) -> Response<Body> {
+    ) -> Response<Recorded> {
         let start = Instant::now();
         let mut overridden = false;
         let authority = if self.ctx.config.ingress {
@@ -345,7 +349,7 @@ impl HttpOutbound {
                     Some(target)
                 }
                 Ok(None) => authority(&req),
-                Err(e) => return self.fail(e),
+                Err(e) => return self.fail(e).map(Recorded::from),
             }
         } else {
             authority(&req)
@@ -510,7 +514,7 @@ fn close_after_remote(
 mod tests {
     use super::*;
 
-    fn peer_response(close: &str) -> Response<http_body_util::Full<bytes::Bytes>> {
+    fn peer_response(close: &str) -> Response<Body> {
         Response::builder()
             .status(502)
             .header(
@@ -518,7 +522,9 @@ mod tests {
                 "the app at 10.0.0.5:8080: refused",
             )
             .header(crate::http::L5D_PROXY_CONNECTION, close)
-            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .body(crate::http::boxed(http_body_util::Full::new(
+                bytes::Bytes::new(),
+            )))
             .unwrap()
     }
 

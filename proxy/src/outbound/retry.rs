@@ -198,7 +198,7 @@ impl HttpOutbound {
         // An empty body is replayed as it is; for a retryable route, a body small enough is
         // buffered so the request can be sent again.
         let replay = if body.is_end_stream() || body.size_hint().exact() == Some(0) {
-            body = boxed(http_body_util::Empty::<Bytes>::new());
+            body = Body::empty();
             Some(Bytes::new())
         } else if retryable && body.size_hint().exact().is_some_and(|n| n <= MAX_REPLAY) {
             match body.collect().await {
@@ -356,11 +356,11 @@ impl HttpOutbound {
 /// proxies, as linkerd2-proxy removes them from every response), `l5d-orig-proto` undone,
 /// hop-by-hop headers removed. A meshed peer's `l5d-proxy-connection: close` marks the response
 /// with [`RemoteClose`] (the handler decides whether the app's connection closes).
-pub(super) fn clean<B>(mut rsp: Response<B>, meshed: bool, upgraded: bool) -> Response<Body>
-where
-    B: hyper::body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+pub(super) fn clean<B: Into<Body>>(
+    mut rsp: Response<B>,
+    meshed: bool,
+    upgraded: bool,
+) -> Response<Body> {
     if let Some(e) = rsp.headers_mut().remove(L5D_PROXY_ERROR) {
         debug!(error = %String::from_utf8_lossy(e.as_bytes()), "remote proxy error");
     }
@@ -373,7 +373,7 @@ where
     }
     strip_hop_by_hop(rsp.headers_mut());
     let (parts, body) = rsp.into_parts();
-    let mut rsp = Response::from_parts(parts, boxed(body));
+    let mut rsp = Response::from_parts(parts, body.into());
     if close && meshed {
         rsp.extensions_mut().insert(RemoteClose);
     }
