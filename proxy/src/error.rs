@@ -266,7 +266,7 @@ pub fn respond(
 /// A response the proxy makes itself with no body (`content-length: 0`), carrying
 /// `l5d-proxy-error: detail` when `annotate`.
 pub fn empty_response(status: StatusCode, detail: &str, annotate: bool) -> Response<Body> {
-    let mut rsp = Response::new(Body::empty());
+    let mut rsp = Response::new(Body::Empty);
     *rsp.status_mut() = status;
     let headers = rsp.headers_mut();
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
@@ -442,7 +442,7 @@ pub fn respond_route(
         );
     }
     metrics.error(Direction::Outbound, status.as_u16(), err.reason());
-    let mut rsp = Response::new(Body::empty());
+    let mut rsp = Response::new(Body::Empty);
     *rsp.status_mut() = status;
     let headers = rsp.headers_mut();
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
@@ -568,7 +568,7 @@ pub fn respond_refusal(
     if !redirect {
         metrics.error(Direction::Inbound, status.as_u16(), refusal.reason());
     }
-    let mut rsp = Response::new(Body::empty());
+    let mut rsp = Response::new(Body::Empty);
     *rsp.status_mut() = status;
     let headers = rsp.headers_mut();
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));

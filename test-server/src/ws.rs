@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use remora_proxy::http::{Body, boxed};
+use remora_proxy::http::Body;
 
 const GUID: &str = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 const MAX_FRAME: u64 = 1 << 20;
@@ -53,7 +53,7 @@ pub fn handle(mut req: Request<Incoming>) -> Response<Body> {
             let _ = echo(TokioIo::new(upgraded)).await;
         }
     });
-    let mut rsp = Response::new(boxed(http_body_util::Empty::<bytes::Bytes>::new()));
+    let mut rsp = Response::new(Body::Empty);
     *rsp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = rsp.headers_mut();
     h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));

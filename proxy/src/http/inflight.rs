@@ -307,8 +307,7 @@ impl<B> Held<B> {
 
 impl<B> hyper::body::Body for Held<B>
 where
-    B: hyper::body::Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
+    B: hyper::body::Body<Data = Bytes, Error = BoxError> + Unpin,
 {
     type Data = Bytes;
     type Error = BoxError;
@@ -321,7 +320,7 @@ where
         if let Poll::Ready(None | Some(Err(_))) = polled {
             self.permit = None;
         }
-        polled.map_err(Into::into)
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

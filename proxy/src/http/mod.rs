@@ -35,25 +35,18 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body of every request and response the proxy handles. What most messages carry goes
 /// unboxed: nothing, or the response of a pooled client connection (an HTTP/1 or HTTP/2
-/// body as the client gives it); any other body is boxed ([`boxed`]). A response crossing a
-/// proxy is then wrapped twice (its golden metrics, its request's permit: `record::Recorded`,
-/// `inflight::Held`) and boxed never.
+/// body as the client gives it); any other body is boxed ([`boxed`]). Such a response crosses
+/// a proxy in two wrappers (its golden metrics, its request's permit: `record::Recorded`,
+/// `inflight::Held`) and no box.
 #[derive(Default)]
 pub enum Body {
-    /// No bytes.
+    /// No bytes (also the default: `tonic::Status::into_http` asks for one).
     #[default]
     Empty,
     /// A pooled client connection's response.
     Pool(pool::PoolBody),
     /// Any other body.
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
-}
-
-impl Body {
-    /// A body with no bytes.
-    pub const fn empty() -> Self {
-        Body::Empty
-    }
 }
 
 impl std::fmt::Debug for Body {

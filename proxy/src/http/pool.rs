@@ -543,9 +543,7 @@ mod tests {
                     Default::default(),
                     drain,
                     None,
-                    |_req| async {
-                        http::Response::new(crate::http::boxed(Empty::<bytes::Bytes>::new()).into())
-                    },
+                    |_req| async { http::Response::new(crate::http::Body::Empty.into()) },
                 ));
                 Ok(Box::new(client) as BoxIo)
             })

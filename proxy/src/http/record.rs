@@ -19,7 +19,7 @@ use remora_metrics::golden::{ResponseKey, RouteHandle};
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::{Body, BoxError, boxed};
+use super::{Body, BoxError};
 use crate::error::ErrorReason;
 
 /// Lines waiting for the writer at most; beyond, lines are dropped and counted.
@@ -199,13 +199,6 @@ impl From<Body> for Recorded {
             inner,
             pending: None,
         }
-    }
-}
-
-impl Recorded {
-    /// The body as a [`Body`] (boxed), still recording at its end.
-    pub fn boxed(self) -> Body {
-        boxed(self)
     }
 }
 

@@ -482,7 +482,7 @@ mod tests {
                 if req.uri().path() == "/slow" {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
-                let mut rsp = Response::new(super::super::boxed(Empty::<Bytes>::new()).into());
+                let mut rsp = Response::new(super::super::Body::Empty.into());
                 if req.uri().path() == "/close" {
                     rsp.extensions_mut().insert(CloseConnection);
                 }

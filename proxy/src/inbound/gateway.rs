@@ -44,7 +44,7 @@ use crate::discovery::Pick;
 use crate::error::{self, ProxyError};
 use crate::http::Body;
 use crate::http::detect::Protocol;
-use crate::http::record::{self, Recorded};
+use crate::http::record;
 use crate::outbound::connect::{Connector, Destination};
 use crate::outbound::http::HttpOutbound;
 use crate::tls::mtls::LocalTls;
@@ -203,7 +203,11 @@ impl Gateway {
         // Route to the named service, whatever authority the caller's app used.
         set_authority(&mut req, target);
         debug!(%target, "gateway request");
-        self.outbound.handle(None, req).await.map(Recorded::boxed)
+        // Boxed: the gateway records its own side around the outbound's recording body.
+        self.outbound
+            .handle(None, req)
+            .await
+            .map(crate::http::boxed)
     }
 
     /// Opaque bytes to one of the target's pods, over mTLS with its identity.

@@ -105,7 +105,7 @@ impl HttpOutbound {
             }
             .instrument(span),
         );
-        Response::new(Body::empty())
+        Response::new(Body::Empty)
     }
 }
 

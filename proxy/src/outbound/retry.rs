@@ -198,7 +198,7 @@ impl HttpOutbound {
         // An empty body is replayed as it is; for a retryable route, a body small enough is
         // buffered so the request can be sent again.
         let replay = if body.is_end_stream() || body.size_hint().exact() == Some(0) {
-            body = Body::empty();
+            body = Body::Empty;
             Some(Bytes::new())
         } else if retryable && body.size_hint().exact().is_some_and(|n| n <= MAX_REPLAY) {
             match body.collect().await {

@@ -572,7 +572,7 @@ impl HttpOutbound {
                 Err(b) => (None, Some(b)),
             },
             None if empty => {
-                let none = crate::http::Body::empty();
+                let none = crate::http::Body::Empty;
                 match Replay::new(none, 0) {
                     Ok(rp) => (Some(rp), None),
                     Err(b) => (None, Some(b)),
@@ -595,7 +595,7 @@ impl HttpOutbound {
             let body = match (&replay, first_body.take()) {
                 (Some(rp), _) => rp.body(),
                 (None, Some(b)) => b,
-                (None, None) => crate::http::Body::empty(),
+                (None, None) => crate::http::Body::Empty,
             };
             let req = match (parts.take(), &head) {
                 (Some(p), _) => Request::from_parts(p, body),
