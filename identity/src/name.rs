@@ -3,10 +3,12 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
-/// A validated DNS-like name, stored lowercased without a trailing dot.
+/// A validated DNS-like name, stored lowercased without a trailing dot. Shared, not copied, when
+/// cloned: a proxy clones its peers' names on every request (pool keys, metric labels).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Name(String);
+pub struct Name(Arc<str>);
 
 /// Why a string is not a name.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -74,7 +76,7 @@ impl FromStr for Name {
         if trimmed.parse::<std::net::Ipv4Addr>().is_ok() {
             return Err(bad("an IP address is not a name"));
         }
-        Ok(Name(trimmed.to_ascii_lowercase()))
+        Ok(Name(trimmed.to_ascii_lowercase().into()))
     }
 }
 
@@ -107,7 +109,7 @@ impl WorkloadId {
 
     /// The identity as a name.
     pub fn name(&self) -> Name {
-        Name(self.to_string())
+        Name(self.to_string().into())
     }
 }
 
@@ -122,7 +124,7 @@ impl FromStr for WorkloadId {
 impl TryFrom<Name> for WorkloadId {
     type Error = NameError;
     fn try_from(name: Name) -> Result<Self, NameError> {
-        let not = || NameError::NotWorkload(name.0.clone());
+        let not = || NameError::NotWorkload(name.0.to_string());
         let (left, right) = name.0.split_once(MIDDLE).ok_or_else(not)?;
         let (service_account, namespace) = left.split_once('.').ok_or_else(not)?;
         if namespace.contains('.') {

@@ -20,6 +20,7 @@
 pub mod detect;
 pub mod h2client;
 pub mod inflight;
+pub mod memo;
 pub mod orig_proto;
 pub mod pool;
 pub mod record;
@@ -101,6 +102,13 @@ pub const L5D_PROXY_ERROR: HeaderName = HeaderName::from_static("l5d-proxy-error
 pub const L5D_PROXY_CONNECTION: HeaderName = HeaderName::from_static("l5d-proxy-connection");
 pub const L5D_CLIENT_ID: HeaderName = HeaderName::from_static("l5d-client-id");
 pub const L5D_ORIG_PROTO: HeaderName = HeaderName::from_static("l5d-orig-proto");
+pub const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// The `grpc-status` of a header map (a response's headers or trailers). Looked up by a
+/// constant name: a `&str` key is parsed and checked on every call.
+pub fn grpc_status(h: &HeaderMap) -> Option<u16> {
+    h.get(GRPC_STATUS)?.to_str().ok()?.trim().parse().ok()
+}
 
 /// Boxes any body.
 pub fn boxed<B>(body: B) -> Body

@@ -8,6 +8,7 @@ use http::uri::{Authority, Scheme, Uri};
 use http::{Request, Response, Version};
 
 use super::L5D_ORIG_PROTO;
+use super::memo::Memo;
 
 const ABSOLUTE: &str = "; absolute-form";
 
@@ -48,6 +49,11 @@ pub fn upgrade<B>(req: &mut Request<B>) {
 /// Inbound: if the request came upgraded, restores it to HTTP/1 for the app. Returns whether it
 /// did (the response must then be marked).
 pub fn downgrade<B>(req: &mut Request<B>) -> bool {
+    downgrade_with(req, &Memo::default())
+}
+
+/// As [`downgrade`], through the connection's memo of its last `Host` value.
+pub fn downgrade_with<B>(req: &mut Request<B>, hosts: &Memo<HeaderValue>) -> bool {
     let Some(orig) = req.headers_mut().remove(L5D_ORIG_PROTO) else {
         return false;
     };
@@ -58,9 +64,9 @@ pub fn downgrade<B>(req: &mut Request<B>) -> bool {
     } else {
         Version::HTTP_11
     };
-    if let Some(authority) = req.uri().authority().cloned()
+    if let Some(authority) = req.uri().authority()
         && !req.headers().contains_key(header::HOST)
-        && let Ok(v) = HeaderValue::from_str(authority.as_str())
+        && let Some(v) = hosts.get(authority.as_str(), |a| HeaderValue::from_str(a).ok())
     {
         req.headers_mut().insert(header::HOST, v);
     }

@@ -13,13 +13,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use http::{HeaderMap, Response};
+use http::Response;
 use hyper::body::{Frame, SizeHint};
 use remora_metrics::golden::{ResponseKey, RouteHandle};
 use tokio::time::Instant;
 use tracing::warn;
 
-use super::{Body, BoxError};
+use super::{Body, BoxError, grpc_status};
 use crate::error::ErrorReason;
 
 /// Lines waiting for the writer at most; beyond, lines are dropped and counted.
@@ -146,13 +146,6 @@ pub fn finish(
             access,
         }),
     })
-}
-
-fn grpc_status(headers: &HeaderMap) -> Option<u16> {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
 }
 
 struct Pending {

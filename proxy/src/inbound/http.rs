@@ -22,6 +22,7 @@ use super::InboundCtx;
 use super::policy::ConnPolicy;
 use super::policy::conn::Permit;
 use crate::error::{self, ProxyError};
+use crate::http::memo::Memo;
 use crate::http::pool::{ConnectFailure, DialFuture, Key, Kind, Pool, SendError};
 use crate::http::record::{self, AccessEntry, Recorded};
 use crate::http::upgrade::{is_upgrade, tunnel};
@@ -52,6 +53,8 @@ pub struct InboundConn {
     /// route under the same authorization, so most find their label set without building a
     /// key.
     last: Mutex<Option<(Permit, RouteHandle)>>,
+    /// The `Host` value an upgraded request's authority last gave (`crate::http::memo`).
+    hosts: Memo<HeaderValue>,
 }
 
 impl InboundConn {
@@ -71,6 +74,7 @@ impl InboundConn {
             policy,
             labels,
             last: Mutex::new(None),
+            hosts: Memo::default(),
         }
     }
 
@@ -157,7 +161,7 @@ impl HttpInbound {
             Ok(permit) => {
                 let matched = span.as_ref().map(|_| permit.route.clone());
                 let route = conn.route(&self.ctx.inputs.http_metrics.golden, permit);
-                let rsp = self.handle(conn.app, conn.client_id.as_ref(), req).await;
+                let rsp = self.handle(conn, req).await;
                 (rsp, Some(route), matched)
             }
             // As in linkerd2-proxy, what the policy answers is not in the golden metrics
@@ -208,14 +212,10 @@ impl HttpInbound {
         })
     }
 
-    /// Handles one request for the app at `app`, from a peer whose identity is `client_id` (the
-    /// `l5d-client-id` value, if it authenticated with mTLS).
-    pub async fn handle(
-        &self,
-        app: SocketAddr,
-        client_id: Option<&HeaderValue>,
-        mut req: Request<Incoming>,
-    ) -> Response<Body> {
+    /// Handles one request of `conn` for its app, from a peer whose identity is
+    /// `conn.client_id` (the `l5d-client-id` value, if it authenticated with mTLS).
+    pub async fn handle(&self, conn: &InboundConn, mut req: Request<Incoming>) -> Response<Body> {
+        let (app, client_id) = (conn.app, conn.client_id.as_ref());
         let headers = req.headers_mut();
         match client_id {
             Some(v) => {
@@ -239,7 +239,7 @@ impl HttpInbound {
                 Err(e) => self.fail(ProxyError::Upgrade(e), annotate),
             };
         }
-        let downgraded = orig_proto::downgrade(&mut req);
+        let downgraded = orig_proto::downgrade_with(&mut req, &conn.hosts);
         strip_hop_by_hop(req.headers_mut());
         let kind = if req.version() == Version::HTTP_2 {
             Kind::Http2

@@ -16,10 +16,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::{Instrument, debug, info, info_span};
 
-use super::http::HttpOutbound;
+use super::http::{ConnMemo, HttpOutbound};
 use super::policy::http::ConnPolicies;
 use crate::error::ProxyError;
 use crate::http::Body;
+use crate::http::memo::Memo;
 use crate::http::record::Recorded;
 use crate::transport::forward::{Activity, Ended, forward};
 
@@ -29,14 +30,16 @@ const PROXY_AUTHORIZATION: header::HeaderName = header::PROXY_AUTHORIZATION;
 impl HttpOutbound {
     /// Handles one request of an explicit connection.
     pub async fn handle_explicit(&self, req: Request<Incoming>) -> Response<Recorded> {
-        self.handle_explicit_with(&ConnPolicies::None, req).await
+        self.handle_explicit_with(&ConnPolicies::None, &ConnMemo::default(), req)
+            .await
     }
 
     /// As [`handle_explicit`](Self::handle_explicit), routing by the outbound policy of the
-    /// target each request names, when it has one.
+    /// target each request names, when it has one; `memo` is the connection's.
     pub async fn handle_explicit_with(
         &self,
         policies: &ConnPolicies,
+        memo: &ConnMemo,
         mut req: Request<Incoming>,
     ) -> Response<Recorded> {
         req.headers_mut().remove(PROXY_AUTHORIZATION);
@@ -46,11 +49,11 @@ impl HttpOutbound {
             return Box::pin(self.connect(req)).await.map(Recorded::from);
         }
         if req.version() < Version::HTTP_2
-            && let Err(why) = to_origin_form(&mut req)
+            && let Err(why) = to_origin_form_with(&mut req, &memo.host)
         {
             return self.fail(ProxyError::BadRequest(why)).map(Recorded::from);
         }
-        self.handle_with(None, policies, req).await
+        self.handle_with(None, policies, memo, req).await
     }
 
     /// `CONNECT host:port`: an opaque tunnel to the target through the normal outbound dial.
@@ -112,6 +115,14 @@ impl HttpOutbound {
 /// Turns an HTTP/1 absolute-form proxy request into the origin-form request its target expects,
 /// with `Host` set from the URI (RFC 9112 §3.2.2: the URI's authority wins over `Host`).
 pub fn to_origin_form<B>(req: &mut Request<B>) -> Result<(), &'static str> {
+    to_origin_form_with(req, &Memo::default())
+}
+
+/// As [`to_origin_form`], through the connection's memo of its last `Host` value.
+fn to_origin_form_with<B>(
+    req: &mut Request<B>,
+    hosts: &Memo<HeaderValue>,
+) -> Result<(), &'static str> {
     let uri = req.uri();
     match uri.scheme_str() {
         Some("http") => {}
@@ -129,11 +140,12 @@ pub fn to_origin_form<B>(req: &mut Request<B>) -> Result<(), &'static str> {
         return Err("the request URI has no authority");
     };
     // Userinfo is never sent on (RFC 9110 §4.2.4).
-    let host = authority
-        .as_str()
-        .rsplit_once('@')
-        .map_or(authority.as_str(), |(_, h)| h);
-    let host = HeaderValue::from_str(host).map_err(|_| "the request URI's host is invalid")?;
+    let host = hosts
+        .get(authority.as_str(), |a| {
+            let host = a.rsplit_once('@').map_or(a, |(_, h)| h);
+            HeaderValue::from_str(host).ok()
+        })
+        .ok_or("the request URI's host is invalid")?;
     // An absolute URI's path may be empty (`http://h:80`, `http://h:80?q`, `http://h:80#f`):
     // origin form needs `/` there (RFC 9112 §3.2.1). An empty `PathAndQuery` shows as "/"
     // but becomes an empty request target once alone in a `Uri`, so "/" is rebuilt.
@@ -173,6 +185,25 @@ mod tests {
         to_origin_form(&mut r).unwrap();
         assert_eq!(r.uri(), "/");
         assert_eq!(r.headers()["host"], "web");
+    }
+
+    #[test]
+    fn a_connections_requests_get_the_host_each_names() {
+        // One memo, as on one client connection: a repeated authority reuses its value, a
+        // new one replaces it, userinfo never reaches `Host`.
+        let hosts = Memo::default();
+        for (uri, want) in [
+            ("http://web:8080/a", "web:8080"),
+            ("http://web:8080/b", "web:8080"),
+            ("http://user:pw@web:8080/", "web:8080"),
+            ("http://api/", "api"),
+            ("http://web:8080/c", "web:8080"),
+        ] {
+            let mut r = req(uri, Some("stale"));
+            to_origin_form_with(&mut r, &hosts).unwrap();
+            assert_eq!(r.headers()["host"], want, "{uri}");
+            assert_eq!(r.headers().get_all("host").iter().count(), 1, "{uri}");
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
-use http::{Request, Response, header};
+use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use remora_metrics::labels::TargetLabels;
 use remora_metrics::tcp::{Direction, Tls};
@@ -29,6 +29,7 @@ use super::retry::Attempts;
 use crate::discovery::{Endpoint, Pick, Resolution, Target};
 use crate::error::{self, ProxyError, RemoteClose};
 use crate::http::Body;
+use crate::http::memo::Memo;
 use crate::http::pool::{DialFuture, Pool};
 use crate::http::record::{self, AccessEntry, Recorded};
 use crate::http::server::CloseConnection;
@@ -54,12 +55,29 @@ fn literal(authority: &str) -> Option<SocketAddr> {
 
 /// The request's authority as `host:port` (port 80 when absent).
 pub fn authority<B>(req: &Request<B>) -> Option<Arc<str>> {
+    authority_with(req, &Memo::default())
+}
+
+/// As [`authority`], through the connection's memo of its last one.
+fn authority_with<B>(req: &Request<B>, memo: &Memo<Arc<str>>) -> Option<Arc<str>> {
     let raw = match req.uri().authority() {
         Some(a) => a.as_str(),
         None => req.headers().get(header::HOST)?.to_str().ok()?,
     };
-    let raw = raw.rsplit_once('@').map_or(raw, |(_, h)| h);
-    Some(with_port(raw))
+    memo.get(raw, |raw| {
+        let raw = raw.rsplit_once('@').map_or(raw, |(_, h)| h);
+        Some(with_port(raw))
+    })
+}
+
+/// What the requests of one client connection keep for the next: what it made of the last
+/// authority (see `crate::http::memo`).
+#[derive(Debug, Default)]
+pub struct ConnMemo {
+    /// The authority as `host:port`.
+    pub(super) authority: Memo<Arc<str>>,
+    /// An explicit request's `Host` value, from its absolute URI's authority.
+    pub(super) host: Memo<HeaderValue>,
 }
 
 /// Ingress mode's routing header: the `host:port` a request is for, whatever its authority.
@@ -329,15 +347,17 @@ impl HttpOutbound {
         orig: Option<SocketAddr>,
         req: Request<Incoming>,
     ) -> Response<Recorded> {
-        self.handle_with(orig, &ConnPolicies::None, req).await
+        self.handle_with(orig, &ConnPolicies::None, &ConnMemo::default(), req)
+            .await
     }
 
     /// As [`handle`](Self::handle), routing by the outbound policy `policies` finds for the
-    /// request, if any.
+    /// request, if any; `memo` is the connection's.
     pub async fn handle_with(
         &self,
         orig: Option<SocketAddr>,
         policies: &ConnPolicies,
+        memo: &ConnMemo,
         mut req: Request<Incoming>,
     ) -> Response<Recorded> {
         let start = Instant::now();
@@ -348,11 +368,11 @@ impl HttpOutbound {
                     overridden = true;
                     Some(target)
                 }
-                Ok(None) => authority(&req),
+                Ok(None) => authority_with(&req, &memo.authority),
                 Err(e) => return self.fail(e).map(Recorded::from),
             }
         } else {
-            authority(&req)
+            authority_with(&req, &memo.authority)
         };
         let policy = match policies {
             ConnPolicies::None => None,
@@ -581,6 +601,38 @@ mod tests {
     }
 
     #[test]
+    fn each_proxy_header_is_removed_alone_and_the_apps_headers_stay() {
+        use super::super::retry::clean;
+        use crate::http::{L5D_PROXY_CONNECTION, L5D_PROXY_ERROR};
+        let with = |headers: &[(&http::HeaderName, &str)]| {
+            let mut rsp = Response::new(Body::Empty);
+            for (name, value) in headers {
+                rsp.headers_mut()
+                    .append((*name).clone(), value.parse().unwrap());
+            }
+            rsp.headers_mut()
+                .insert("l5d-app-header", "kept".parse().unwrap());
+            rsp.headers_mut()
+                .insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
+            rsp
+        };
+        for headers in [
+            &[(&L5D_PROXY_ERROR, "refused")][..],
+            &[(&L5D_PROXY_CONNECTION, "close")][..],
+            &[][..],
+        ] {
+            let rsp = clean(with(headers), true, false);
+            assert!(rsp.headers().get(L5D_PROXY_ERROR).is_none());
+            assert!(rsp.headers().get(L5D_PROXY_CONNECTION).is_none());
+            assert_eq!(rsp.headers()["l5d-app-header"], "kept");
+            assert_eq!(rsp.headers()[header::CONTENT_TYPE], "text/plain");
+            assert_eq!(rsp.headers().len(), 2);
+            let closed = headers.iter().any(|(n, _)| **n == L5D_PROXY_CONNECTION);
+            assert_eq!(rsp.extensions().get::<RemoteClose>().is_some(), closed);
+        }
+    }
+
+    #[test]
     fn authorities_get_a_port() {
         assert_eq!(
             &*with_port("web.shop.svc.cluster.local"),
@@ -595,6 +647,32 @@ mod tests {
             .body(())
             .unwrap();
         assert_eq!(&*authority(&req).unwrap(), "a.b:9");
+    }
+
+    #[test]
+    fn a_connections_requests_get_the_authority_each_names() {
+        // One memo, as on one client connection: the URI's authority wins over `Host`.
+        let memo = Memo::default();
+        for (uri, host, want) in [
+            ("/", Some("web"), "web:80"),
+            ("/", Some("web"), "web:80"),
+            ("http://api:8080/", Some("web"), "api:8080"),
+            ("/", Some("user@web:81"), "web:81"),
+            ("/", Some("web"), "web:80"),
+        ] {
+            let mut b = Request::builder().uri(uri);
+            if let Some(h) = host {
+                b = b.header("host", h);
+            }
+            let req = b.body(()).unwrap();
+            assert_eq!(
+                authority_with(&req, &memo).as_deref(),
+                Some(want),
+                "{uri} {host:?}"
+            );
+        }
+        let none = Request::builder().uri("/").body(()).unwrap();
+        assert_eq!(authority_with(&none, &memo), None);
     }
 
     #[test]

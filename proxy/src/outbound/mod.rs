@@ -47,7 +47,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use self::connect::{Connection, Connector, Destination};
-use self::http::HttpOutbound;
+use self::http::{ConnMemo, HttpOutbound};
 use self::policy::client::ConnPolicy;
 use self::policy::http::{ConnPolicies, LastTarget};
 use self::policy::{OutboundPolicy, PolicyClient, PolicyTarget, Protocol as PolicyProtocol};
@@ -666,6 +666,7 @@ async fn serve_http(
     let http = http.clone();
     let drain = ctx.inputs.drain.clone();
     let gate = ctx.inputs.gate(Direction::Outbound);
+    let memo = Arc::new(ConnMemo::default());
     crate::http::server::serve(
         io,
         protocol,
@@ -673,11 +674,11 @@ async fn serve_http(
         drain,
         Some(gate),
         move |req| {
-            let (http, policies) = (http.clone(), policies.clone());
+            let (http, policies, memo) = (http.clone(), policies.clone(), memo.clone());
             async move {
                 match dst {
-                    Some(dst) => http.handle_with(Some(dst), &policies, req).await,
-                    None => http.handle_explicit_with(&policies, req).await,
+                    Some(dst) => http.handle_with(Some(dst), &policies, &memo, req).await,
+                    None => http.handle_explicit_with(&policies, &memo, req).await,
                 }
             }
         },

@@ -361,13 +361,22 @@ pub(super) fn clean<B: Into<Body>>(
     meshed: bool,
     upgraded: bool,
 ) -> Response<Body> {
-    if let Some(e) = rsp.headers_mut().remove(L5D_PROXY_ERROR) {
-        debug!(error = %String::from_utf8_lossy(e.as_bytes()), "remote proxy error");
+    // Most responses carry neither: one pass over the names present is cheaper than two
+    // hashed removals (BENCHMARKS.md, "Instructions per request").
+    let mut close = false;
+    if rsp
+        .headers()
+        .keys()
+        .any(|k| k.as_str().starts_with("l5d-proxy-"))
+    {
+        if let Some(e) = rsp.headers_mut().remove(L5D_PROXY_ERROR) {
+            debug!(error = %String::from_utf8_lossy(e.as_bytes()), "remote proxy error");
+        }
+        close = rsp
+            .headers_mut()
+            .remove(L5D_PROXY_CONNECTION)
+            .is_some_and(|v| v == "close");
     }
-    let close = rsp
-        .headers_mut()
-        .remove(L5D_PROXY_CONNECTION)
-        .is_some_and(|v| v == "close");
     if upgraded {
         orig_proto::unmark(&mut rsp);
     }

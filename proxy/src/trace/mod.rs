@@ -287,7 +287,7 @@ impl ActiveSpan {
         );
         if let Some(code) = rsp
             .headers()
-            .get("grpc-status")
+            .get(crate::http::GRPC_STATUS)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<i64>().ok())
         {

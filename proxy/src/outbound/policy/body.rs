@@ -346,10 +346,7 @@ pub fn grpc_success(code: Option<u16>, status: u16) -> bool {
     }
 }
 
-/// The `grpc-status` of a header map.
-pub fn grpc_status(h: &HeaderMap) -> Option<u16> {
-    h.get("grpc-status")?.to_str().ok()?.trim().parse().ok()
-}
+pub use crate::http::grpc_status;
 
 /// The response body the app reads.
 pub struct RouteBody {
