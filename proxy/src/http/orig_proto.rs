@@ -31,7 +31,9 @@ pub fn upgrade<B>(req: &mut Request<B>) {
             .and_then(|h| h.to_str().ok())
             .and_then(|h| h.parse::<Authority>().ok());
         if let Some(authority) = host {
-            let mut parts = req.uri().clone().into_parts();
+            // Taken, not cloned: with a scheme, an authority and a path the parts always make
+            // a URI.
+            let mut parts = std::mem::take(req.uri_mut()).into_parts();
             parts.scheme = Some(Scheme::HTTP);
             parts.authority = Some(authority);
             if parts.path_and_query.is_none() {
@@ -65,10 +67,10 @@ pub fn downgrade_with<B>(req: &mut Request<B>, hosts: &Memo<HeaderValue>) -> boo
         Version::HTTP_11
     };
     if let Some(authority) = req.uri().authority()
-        && !req.headers().contains_key(header::HOST)
         && let Some(v) = hosts.get(authority.as_str(), |a| HeaderValue::from_str(a).ok())
+        && let header::Entry::Vacant(host) = req.headers_mut().entry(header::HOST)
     {
-        req.headers_mut().insert(header::HOST, v);
+        host.insert(v);
     }
     if !absolute {
         let pq = req
@@ -76,9 +78,7 @@ pub fn downgrade_with<B>(req: &mut Request<B>, hosts: &Memo<HeaderValue>) -> boo
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-        if let Ok(uri) = Uri::builder().path_and_query(pq).build() {
-            *req.uri_mut() = uri;
-        }
+        *req.uri_mut() = Uri::from(pq);
     }
     true
 }

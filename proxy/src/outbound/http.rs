@@ -10,6 +10,7 @@
 //!        ─► golden metrics and the access log (crate::http::record)
 //! ```
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
@@ -277,21 +278,26 @@ impl HttpOutbound {
         authority: Option<&str>,
     ) -> Result<Destination, ProxyError> {
         // An explicit request naming an IP literal is addressed to it, as a redirected one is.
-        let orig = orig.or_else(|| authority.and_then(literal));
-        // By authority first (a name, not an IP literal), then by the original destination.
-        let by_name = authority.filter(|a| literal(a).is_none());
+        let authority_addr = authority.and_then(literal);
+        let orig = orig.or(authority_addr);
+        // By authority first (a name, not an IP literal), then by the original destination
+        // (written out only when the name did not resolve: most requests stop at their name).
+        let by_name = authority.filter(|_| authority_addr.is_none());
         if let Some(d) = &self.ctx.inputs.discovery {
-            let orig_target = orig.map(|o| o.to_string());
-            for target in by_name.into_iter().chain(orig_target.as_deref()) {
-                let mut resolved = d.resolver.resolve(target);
-                if let Some(dest) = self.split(d, target, &resolved).await {
+            let (mut name, mut addr) = (by_name.map(Cow::Borrowed), orig);
+            while let Some(target) = name
+                .take()
+                .or_else(|| addr.take().map(|o| Cow::Owned(o.to_string())))
+            {
+                let mut resolved = d.resolver.resolve(&target);
+                if let Some(dest) = self.split(d, &target, &resolved).await {
                     return dest;
                 }
                 match resolved.pick(d.timeout).await {
                     Pick::Endpoint(ep, picked) => {
                         return Ok(Destination::picked(ep, picked, Some(resolved)));
                     }
-                    Pick::NoEndpoints => return Err(ProxyError::NoEndpoints(target.to_string())),
+                    Pick::NoEndpoints => return Err(ProxyError::NoEndpoints(target.into_owned())),
                     Pick::AsIs => continue,
                 }
             }
