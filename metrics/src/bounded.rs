@@ -84,6 +84,13 @@ impl<K: Hash + Eq + Clone, V> Store<K, V> {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// Marks `slot` used now: a holder that reuses a slot without [`get`](Self::get) (a
+    /// connection's last one) calls this when it lets go, so the slot's idle time counts from
+    /// its last use.
+    pub fn touch(&self, slot: &Slot<V>) {
+        slot.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
     /// The metrics of `key`, created if needed (or the overflow set's, at the cap).
     pub fn get(&self, key: &K) -> Arc<Slot<V>> {
         let now = self.now_ms();

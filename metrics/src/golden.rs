@@ -8,7 +8,7 @@
 //! atomic adds: no allocation, no string formatting.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use prometheus_client::collector::Collector;
@@ -154,6 +154,60 @@ impl RouteHandle {
     }
 }
 
+/// One connection's last golden-metrics handle and what it was for (`K`): most requests of a
+/// connection go to the same target under the same labels, and then find their metrics by a
+/// comparison instead of hashing a label set under the store's lock. A handle given back (its
+/// connection closed, or a request needed another) marks its label set used at that moment, so
+/// the idle sweep counts from the last request, not from the first.
+#[derive(Debug)]
+pub struct LastRoute<K>(Mutex<Option<Kept<K>>>);
+
+#[derive(Debug)]
+struct Kept<K> {
+    key: K,
+    route: RouteHandle,
+    golden: HttpGolden,
+}
+
+impl<K> Drop for Kept<K> {
+    fn drop(&mut self) {
+        self.golden.store.touch(&self.route.0);
+    }
+}
+
+impl<K> Default for LastRoute<K> {
+    fn default() -> Self {
+        LastRoute(Mutex::new(None))
+    }
+}
+
+impl<K> LastRoute<K> {
+    /// The handle kept when `same(kept, &key)`; else `route(&key)` (a handle from `golden`),
+    /// kept for `key`.
+    pub fn get(
+        &self,
+        golden: &HttpGolden,
+        key: K,
+        same: impl FnOnce(&K, &K) -> bool,
+        route: impl FnOnce(&K) -> RouteHandle,
+    ) -> RouteHandle {
+        // Nothing panics while the lock is held, so a poisoned lock holds a whole entry.
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(k) = &*last
+            && same(&k.key, &key)
+        {
+            return k.route.clone();
+        }
+        let route = route(&key);
+        *last = Some(Kept {
+            key,
+            route: route.clone(),
+            golden: golden.clone(),
+        });
+        route
+    }
+}
+
 /// The golden HTTP families of one proxy (both directions).
 #[derive(Clone, Debug)]
 pub struct HttpGolden {
@@ -289,6 +343,44 @@ mod tests {
             ]))),
             ..TargetLabels::new(Direction::Outbound)
         }
+    }
+
+    #[test]
+    fn a_connections_last_route_is_reused_and_marked_used_when_given_back() {
+        let idle = Duration::from_millis(500);
+        let golden = HttpGolden::standalone(Limits {
+            max_series: 100,
+            idle,
+        });
+        let last = LastRoute::default();
+        let made = std::cell::Cell::new(0);
+        let get = |authority| {
+            last.get(
+                &golden,
+                labels(authority),
+                |a, b| a == b,
+                |l| {
+                    made.set(made.get() + 1);
+                    golden.route(l)
+                },
+            )
+        };
+        for a in ["web:80", "web:80", "api:80", "api:80", "api:80"] {
+            get(a).request();
+        }
+        assert_eq!(made.get(), 2, "one lookup per run of the same labels");
+        assert_eq!(golden.store.len(), 2);
+        // api's handle is kept past the idle time; web's, given back, was marked used when it
+        // was, and goes once idle for longer than that.
+        std::thread::sleep(idle + Duration::from_millis(200));
+        golden.store.sweep();
+        assert_eq!(golden.store.len(), 1, "the kept one stays");
+        drop(last);
+        golden.store.sweep();
+        assert_eq!(golden.store.len(), 1, "given back just now: used just now");
+        std::thread::sleep(idle + Duration::from_millis(200));
+        golden.store.sweep();
+        assert_eq!(golden.store.len(), 0);
     }
 
     #[test]

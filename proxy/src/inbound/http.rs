@@ -7,13 +7,11 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use std::sync::Mutex;
-
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use remora_identity::Name;
-use remora_metrics::golden::{HttpGolden, RouteHandle};
+use remora_metrics::golden::{HttpGolden, LastRoute, RouteHandle};
 use remora_metrics::labels::{PolicyLabels, TargetLabels};
 use remora_metrics::tcp::{Direction, Peer, TcpLabels, Tls};
 use tokio::time::Instant;
@@ -52,7 +50,7 @@ pub struct InboundConn {
     /// The last request's permit and its metrics: most requests of a connection take the same
     /// route under the same authorization, so most find their label set without building a
     /// key.
-    last: Mutex<Option<(Permit, RouteHandle)>>,
+    last: LastRoute<Permit>,
     /// The `Host` value an upgraded request's authority last gave (`crate::http::memo`).
     hosts: Memo<HeaderValue>,
 }
@@ -73,7 +71,7 @@ impl InboundConn {
             client_id,
             policy,
             labels,
-            last: Mutex::new(None),
+            last: LastRoute::default(),
             hosts: Memo::default(),
         }
     }
@@ -82,31 +80,22 @@ impl InboundConn {
     /// labels them: the target, the client's TLS, the server, route and authorization (no
     /// `authority`).
     fn route(&self, golden: &HttpGolden, permit: Permit) -> RouteHandle {
-        let same = |a: &Permit| {
-            Arc::ptr_eq(&a.server, &permit.server)
-                && Arc::ptr_eq(&a.route, &permit.route)
-                && Arc::ptr_eq(&a.authz, &permit.authz)
+        let same = |a: &Permit, b: &Permit| {
+            Arc::ptr_eq(&a.server, &b.server)
+                && Arc::ptr_eq(&a.route, &b.route)
+                && Arc::ptr_eq(&a.authz, &b.authz)
         };
-        let mut last = self.last.lock().ok();
-        if let Some((p, route)) = last.as_deref().and_then(Option::as_ref)
-            && same(p)
-        {
-            return route.clone();
-        }
-        let labels = TargetLabels {
-            policy: Some(Arc::new(PolicyLabels {
-                server: permit.server.clone(),
-                port: self.policy.target.port(),
-                route: permit.route.clone(),
-                authz: permit.authz.clone(),
-            })),
-            ..self.labels.clone()
-        };
-        let route = golden.route(&labels);
-        if let Some(last) = last.as_deref_mut() {
-            *last = Some((permit, route.clone()));
-        }
-        route
+        self.last.get(golden, permit, same, |permit| {
+            golden.route(&TargetLabels {
+                policy: Some(Arc::new(PolicyLabels {
+                    server: permit.server.clone(),
+                    port: self.policy.target.port(),
+                    route: permit.route.clone(),
+                    authz: permit.authz.clone(),
+                })),
+                ..self.labels.clone()
+            })
+        })
     }
 }
 

@@ -17,6 +17,7 @@ use std::sync::atomic::AtomicU64;
 
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
+use remora_metrics::golden::LastRoute;
 use remora_metrics::labels::TargetLabels;
 use remora_metrics::tcp::{Direction, Tls};
 use tokio::time::Instant;
@@ -79,6 +80,8 @@ pub struct ConnMemo {
     pub(super) authority: Memo<Arc<str>>,
     /// An explicit request's `Host` value, from its absolute URI's authority.
     pub(super) host: Memo<HeaderValue>,
+    /// The last request's label set and its golden metrics.
+    route: LastRoute<TargetLabels>,
 }
 
 /// Ingress mode's routing header: the `host:port` a request is for, whatever its authority.
@@ -445,13 +448,16 @@ impl HttpOutbound {
             dst: ep.map(|e| e.dst_labels.clone()),
             ..TargetLabels::new(Direction::Outbound)
         };
-        let route = inputs.http_metrics.golden.route(&labels);
+        let golden = &inputs.http_metrics.golden;
+        let route = memo
+            .route
+            .get(golden, labels, |a, b| a == b, |l| golden.route(l));
         if let Some(a) = access.as_mut() {
             a.endpoint = done.addr;
             a.attempts = done.attempts;
         }
         if let Some(mut span) = span {
-            if let Some(id) = &labels.peer_id {
+            if let Some(id) = ep.and_then(|e| e.server_id.as_deref()) {
                 span.set_str("l5d.server_id", id);
             }
             if let Some(addr) = done.addr {
