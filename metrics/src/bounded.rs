@@ -91,6 +91,11 @@ impl<K: Hash + Eq + Clone, V> Store<K, V> {
         slot.last_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
+    /// Whether `slot` is the overflow label set's (what [`get`](Self::get) gives at the cap).
+    pub fn is_overflow(&self, slot: &Arc<Slot<V>>) -> bool {
+        Arc::ptr_eq(slot, &self.overflow)
+    }
+
     /// The metrics of `key`, created if needed (or the overflow set's, at the cap).
     pub fn get(&self, key: &K) -> Arc<Slot<V>> {
         let now = self.now_ms();

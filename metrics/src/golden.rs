@@ -154,11 +154,12 @@ impl RouteHandle {
     }
 }
 
-/// One connection's last golden-metrics handle and what it was for (`K`): most requests of a
-/// connection go to the same target under the same labels, and then find their metrics by a
-/// comparison instead of hashing a label set under the store's lock. A handle given back (its
-/// connection closed, or a request needed another) marks its label set used at that moment, so
-/// the idle sweep counts from the last request, not from the first.
+/// One connection's last golden-metrics handle and what it was for (`K`, the inbound's permit):
+/// most requests of an inbound connection take the same route under the same authorization,
+/// and then find their metrics by a comparison instead of building and hashing a label set
+/// under the store's lock. A handle given back (its connection closed, or a request needed
+/// another) marks its label set used at that moment, so the idle sweep counts from the last
+/// request, not from the first; the overflow set's handle is never kept.
 #[derive(Debug)]
 pub struct LastRoute<K>(Mutex<Option<Kept<K>>>);
 
@@ -199,7 +200,9 @@ impl<K> LastRoute<K> {
             return k.route.clone();
         }
         let route = route(&key);
-        *last = Some(Kept {
+        // The overflow set's handle is not kept: the next request asks the store again, and
+        // gets its own label set once there is room.
+        *last = (!golden.store.is_overflow(&route.0)).then(|| Kept {
             key,
             route: route.clone(),
             golden: golden.clone(),
@@ -381,6 +384,37 @@ mod tests {
         std::thread::sleep(idle + Duration::from_millis(200));
         golden.store.sweep();
         assert_eq!(golden.store.len(), 0);
+    }
+
+    #[test]
+    fn the_overflow_sets_handle_is_not_kept() {
+        let golden = HttpGolden::standalone(Limits {
+            max_series: 1,
+            idle: Duration::ZERO,
+        });
+        let full = golden.route(&labels("other:80"));
+        let last = LastRoute::default();
+        let made = std::cell::Cell::new(0);
+        let get = || {
+            last.get(
+                &golden,
+                labels("web:80"),
+                |a, b| a == b,
+                |l| {
+                    made.set(made.get() + 1);
+                    golden.route(l)
+                },
+            )
+        };
+        assert!(golden.store.is_overflow(&get().0));
+        assert!(golden.store.is_overflow(&get().0));
+        assert_eq!(made.get(), 2, "asked again, not kept");
+        // Room again: the connection's next request gets its own label set, and keeps it.
+        drop(full);
+        golden.store.sweep();
+        assert!(!golden.store.is_overflow(&get().0));
+        assert!(!golden.store.is_overflow(&get().0));
+        assert_eq!(made.get(), 3);
     }
 
     #[test]

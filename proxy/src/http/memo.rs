@@ -10,7 +10,7 @@ use std::sync::{Mutex, PoisonError};
 
 /// The longest key kept, bytes: kept inline, so a connection that sends one request (or whose
 /// authority changes every request) pays no allocation for the memo. Longer keys are not kept.
-pub const MAX_KEY: usize = 96;
+pub const MAX_KEY: usize = 64;
 
 /// The value derived from one connection's last authority.
 #[derive(Debug)]

@@ -17,7 +17,6 @@ use std::sync::atomic::AtomicU64;
 
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
-use remora_metrics::golden::LastRoute;
 use remora_metrics::labels::TargetLabels;
 use remora_metrics::tcp::{Direction, Tls};
 use tokio::time::Instant;
@@ -80,8 +79,6 @@ pub struct ConnMemo {
     pub(super) authority: Memo<Arc<str>>,
     /// An explicit request's `Host` value, from its absolute URI's authority.
     pub(super) host: Memo<HeaderValue>,
-    /// The last request's label set and its golden metrics.
-    route: LastRoute<TargetLabels>,
 }
 
 /// Ingress mode's routing header: the `host:port` a request is for, whatever its authority.
@@ -448,10 +445,9 @@ impl HttpOutbound {
             dst: ep.map(|e| e.dst_labels.clone()),
             ..TargetLabels::new(Direction::Outbound)
         };
-        let golden = &inputs.http_metrics.golden;
-        let route = memo
-            .route
-            .get(golden, labels, |a, b| a == b, |l| golden.route(l));
+        // Looked up for every request, not kept per connection as the inbound's is: the label
+        // set names the endpoint, which the balancer changes from request to request.
+        let route = inputs.http_metrics.golden.route(&labels);
         if let Some(a) = access.as_mut() {
             a.endpoint = done.addr;
             a.attempts = done.attempts;
