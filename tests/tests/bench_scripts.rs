@@ -288,3 +288,83 @@ echo "==1== Collected : $total"
         "{stdout}"
     );
 }
+
+/// `REPEAT=3` runs each kind's four counts three times and adds the median and spread: a
+/// stand-in for valgrind whose direct counts drift from run to run (as timers make them) must
+/// give three per-run lines and a median line over them.
+#[test]
+fn instr_sh_repeats_and_reports_the_median() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("remora-instr-repeat-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let valgrind = dir.join("valgrind");
+    // pair: 1 000 000 + 300 n; direct: 900 000 + (100 + 10 k) n on its k-th n = 110 run
+    // (k = 0, 1, 2), so the proxies' share is 200, 190, 180 per request.
+    std::fs::write(
+        &valgrind,
+        format!(
+            r#"#!/usr/bin/env bash
+n=$REMORA_BENCH_REQUESTS
+case "$REMORA_BENCH_PATH" in
+  pair) total=$((1000000 + 300 * n)) ;;
+  direct)
+    slope=100
+    if [ "$n" = 110 ]; then
+      k=$(cat "{dir}/k" 2>/dev/null || echo 0); echo $((k + 1)) > "{dir}/k"
+      slope=$((100 + 10 * k))
+    fi
+    total=$((900000 + slope * n - (slope - 100) * 10)) ;;
+  *) exit 1 ;;
+esac
+echo "==1== Collected : $total"
+"#,
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&valgrind, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg(repo().join("benches/instr.sh"))
+        .env("PATH", path)
+        .env("BENCH", "/bin/true")
+        .env("KINDS", "h1")
+        .env("REPEAT", "3")
+        .env("N1", "10")
+        .env("N2", "110")
+        .output()
+        .expect("run instr.sh");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "instr.sh failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for per_run in [
+        "h1: 200 instructions",
+        "h1: 190 instructions",
+        "h1: 180 instructions",
+    ] {
+        assert!(stdout.contains(per_run), "{per_run}: {stdout}");
+    }
+    assert!(
+        stdout.contains(
+            "h1: median 190 instructions per request in the proxies (min 180, max 200; \
+             pair median 300, client and app alone median 110; 3 runs)"
+        ),
+        "{stdout}"
+    );
+    // A count that is not one is refused before any run.
+    let out = Command::new("bash")
+        .arg(repo().join("benches/instr.sh"))
+        .env("BENCH", "/bin/true")
+        .env("REPEAT", "0")
+        .output()
+        .expect("run instr.sh");
+    assert_eq!(out.status.code(), Some(64));
+}
