@@ -348,6 +348,24 @@ mod tests {
         }
     }
 
+    /// `last`'s handle for `authority`'s labels, counting in `made` the store lookups it makes.
+    fn kept(
+        last: &LastRoute<TargetLabels>,
+        golden: &HttpGolden,
+        made: &std::cell::Cell<u32>,
+        authority: &str,
+    ) -> RouteHandle {
+        last.get(
+            golden,
+            labels(authority),
+            |a, b| a == b,
+            |l| {
+                made.set(made.get() + 1);
+                golden.route(l)
+            },
+        )
+    }
+
     #[test]
     fn a_connections_last_route_is_reused_and_marked_used_when_given_back() {
         let idle = Duration::from_millis(500);
@@ -357,17 +375,7 @@ mod tests {
         });
         let last = LastRoute::default();
         let made = std::cell::Cell::new(0);
-        let get = |authority| {
-            last.get(
-                &golden,
-                labels(authority),
-                |a, b| a == b,
-                |l| {
-                    made.set(made.get() + 1);
-                    golden.route(l)
-                },
-            )
-        };
+        let get = |authority| kept(&last, &golden, &made, authority);
         for a in ["web:80", "web:80", "api:80", "api:80", "api:80"] {
             get(a).request();
         }
@@ -395,17 +403,7 @@ mod tests {
         let full = golden.route(&labels("other:80"));
         let last = LastRoute::default();
         let made = std::cell::Cell::new(0);
-        let get = || {
-            last.get(
-                &golden,
-                labels("web:80"),
-                |a, b| a == b,
-                |l| {
-                    made.set(made.get() + 1);
-                    golden.route(l)
-                },
-            )
-        };
+        let get = || kept(&last, &golden, &made, "web:80");
         assert!(golden.store.is_overflow(&get().0));
         assert!(golden.store.is_overflow(&get().0));
         assert_eq!(made.get(), 2, "asked again, not kept");

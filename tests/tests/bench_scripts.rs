@@ -217,6 +217,42 @@ fn the_mesh_load_report_has_linkerd2_proxy_when_the_run_had_it() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// Runs `benches/instr.sh` with `env`, a stand-in `valgrind` (the script `valgrind`, which may
+/// name its own directory as `{dir}`) first on the PATH, and `BENCH=/bin/true`: its stdout,
+/// after checking that it succeeded.
+fn instr_sh(name: &str, valgrind: &str, env: &[(&str, &str)]) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("remora-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let stand_in = dir.join("valgrind");
+    std::fs::write(
+        &stand_in,
+        valgrind.replace("{dir}", &dir.display().to_string()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new("bash")
+        .arg(repo().join("benches/instr.sh"))
+        .env("PATH", path)
+        .env("BENCH", "/bin/true")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run instr.sh");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "instr.sh failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// `benches/instr.sh` against a stand-in for valgrind that reports, for each run, a count that is
 /// linear in the requests asked for (`REMORA_BENCH_REQUESTS`), steeper through the pair than
 /// direct and steeper again with policies or logging (under Linkerd's default filter): the script
@@ -224,14 +260,10 @@ fn the_mesh_load_report_has_linkerd2_proxy_when_the_run_had_it() {
 /// per request.
 #[test]
 fn instr_sh_passes_each_kind_on_and_subtracts_client_and_app() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("remora-instr-sh-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let valgrind = dir.join("valgrind");
     // pair: 1 000 000 + 300 n (+ 50 n with policies, + 7 n logging); direct: 900 000 + 100 n.
     // Kinds other than h1, or another filter, would not count.
-    std::fs::write(
-        &valgrind,
+    let stdout = instr_sh(
+        "instr-sh",
         r#"#!/usr/bin/env bash
 [ "$REMORA_BENCH_KIND" = h1 ] || { echo "unexpected kind $REMORA_BENCH_KIND" >&2; exit 1; }
 n=$REMORA_BENCH_REQUESTS
@@ -247,29 +279,11 @@ case "$REMORA_BENCH_PATH" in
 esac
 echo "==1== Collected : $total"
 "#,
-    )
-    .unwrap();
-    std::fs::set_permissions(&valgrind, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let out = Command::new("bash")
-        .arg(repo().join("benches/instr.sh"))
-        .env("PATH", path)
-        .env("BENCH", "/bin/true")
-        .env("KINDS", "h1 h1_policy h1_log h1_policy_log")
-        .env("N1", "10")
-        .env("N2", "110")
-        .output()
-        .expect("run instr.sh");
-    let _ = std::fs::remove_dir_all(&dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "instr.sh failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+        &[
+            ("KINDS", "h1 h1_policy h1_log h1_policy_log"),
+            ("N1", "10"),
+            ("N2", "110"),
+        ],
     );
     assert!(
         stdout.contains("h1: 200 instructions per request in the proxies (pair 300, client and app alone 100; n = 10 and 110)"),
@@ -294,16 +308,11 @@ echo "==1== Collected : $total"
 /// give three per-run lines and a median line over them.
 #[test]
 fn instr_sh_repeats_and_reports_the_median() {
-    use std::os::unix::fs::PermissionsExt;
-    let dir = std::env::temp_dir().join(format!("remora-instr-repeat-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let valgrind = dir.join("valgrind");
     // pair: 1 000 000 + 300 n; direct: 900 000 + (100 + 10 k) n on its k-th n = 110 run
     // (k = 0, 1, 2), so the proxies' share is 200, 190, 180 per request.
-    std::fs::write(
-        &valgrind,
-        format!(
-            r#"#!/usr/bin/env bash
+    let stdout = instr_sh(
+        "instr-repeat",
+        r#"#!/usr/bin/env bash
 n=$REMORA_BENCH_REQUESTS
 case "$REMORA_BENCH_PATH" in
   pair) total=$((1000000 + 300 * n)) ;;
@@ -318,32 +327,12 @@ case "$REMORA_BENCH_PATH" in
 esac
 echo "==1== Collected : $total"
 "#,
-            dir = dir.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&valgrind, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let path = format!(
-        "{}:{}",
-        dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let out = Command::new("bash")
-        .arg(repo().join("benches/instr.sh"))
-        .env("PATH", path)
-        .env("BENCH", "/bin/true")
-        .env("KINDS", "h1")
-        .env("REPEAT", "3")
-        .env("N1", "10")
-        .env("N2", "110")
-        .output()
-        .expect("run instr.sh");
-    let _ = std::fs::remove_dir_all(&dir);
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "instr.sh failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+        &[
+            ("KINDS", "h1"),
+            ("REPEAT", "3"),
+            ("N1", "10"),
+            ("N2", "110"),
+        ],
     );
     for per_run in [
         "h1: 200 instructions",

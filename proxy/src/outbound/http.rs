@@ -284,11 +284,9 @@ impl HttpOutbound {
         // (written out only when the name did not resolve: most requests stop at their name).
         let by_name = authority.filter(|_| authority_addr.is_none());
         if let Some(d) = &self.ctx.inputs.discovery {
-            let (mut name, mut addr) = (by_name.map(Cow::Borrowed), orig);
-            while let Some(target) = name
-                .take()
-                .or_else(|| addr.take().map(|o| Cow::Owned(o.to_string())))
-            {
+            let targets = (by_name.map(Cow::Borrowed).into_iter())
+                .chain(orig.into_iter().map(|o| Cow::Owned(o.to_string())));
+            for target in targets {
                 let mut resolved = d.resolver.resolve(&target);
                 if let Some(dest) = self.split(d, &target, &resolved).await {
                     return dest;

@@ -52,7 +52,7 @@ use crate::discovery::balance::{Accrual, Transition, xorshift};
 use crate::discovery::{Pick, Resolution, Target};
 use crate::error::{self, ProxyError, RouteError};
 use crate::http::pool::SendError;
-use crate::http::{Body, describe, orig_proto, watch_errors};
+use crate::http::{Body, describe, grpc_status, orig_proto, watch_errors};
 use crate::outbound::connect::{Destination, report as log_transition};
 use crate::outbound::http::{Dispatched, HttpOutbound};
 use crate::outbound::retry::{MAX_ATTEMPTS, Outcome as SendOutcome, Sent, clean};
@@ -271,8 +271,7 @@ fn route_outcome(e: &RouteError) -> Outcome {
 /// Whether a result calls for a retry under `retry`.
 fn retryable(retry: &Retry, rsp: &Response<Body>, trailers: Option<&HeaderMap>) -> bool {
     if let Some(codes) = &retry.grpc {
-        let code =
-            body::grpc_status(rsp.headers()).or_else(|| trailers.and_then(body::grpc_status));
+        let code = grpc_status(rsp.headers()).or_else(|| trailers.and_then(grpc_status));
         if code.is_some_and(|c| codes.contains(c)) {
             return true;
         }
@@ -799,7 +798,7 @@ impl HttpOutbound {
     ) -> Attempt {
         let addr = dest.addr;
         let status = rsp.status().as_u16();
-        let header_code = body::grpc_status(rsp.headers());
+        let header_code = grpc_status(rsp.headers());
         // A gRPC status in the trailers of a short response decides a retry too.
         let mut trailers = None;
         if retry.is_some_and(|r| r.grpc.is_some()) && header_code.is_none() {
@@ -808,7 +807,7 @@ impl HttpOutbound {
             trailers = t;
             rsp = Response::from_parts(parts, b);
         }
-        let code = header_code.or_else(|| trailers.as_ref().and_then(body::grpc_status));
+        let code = header_code.or_else(|| trailers.as_ref().and_then(grpc_status));
         let again = retry.is_some_and(|r| retryable(r, &rsp, trailers.as_ref()));
         // The endpoint's outcome: the status now, or the gRPC status at the response's end.
         let deferred = match dest.picked.take() {

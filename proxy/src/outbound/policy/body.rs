@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 
 use crate::discovery::balance::Picked;
-use crate::http::{Body, BoxError};
+use crate::http::{Body, BoxError, grpc_status};
 
 /// When a policy-routed stream last moved a frame, either way (for the idle timeout).
 #[derive(Debug)]
@@ -345,8 +345,6 @@ pub fn grpc_success(code: Option<u16>, status: u16) -> bool {
         None => status < 500,
     }
 }
-
-pub use crate::http::grpc_status;
 
 /// The response body the app reads.
 pub struct RouteBody {
