@@ -18,6 +18,7 @@
 //! - [`record`]: golden metrics and the access log per request.
 
 pub mod detect;
+pub mod h1client;
 pub mod h2client;
 pub mod inflight;
 pub mod memo;

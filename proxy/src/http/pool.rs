@@ -20,12 +20,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use remora_identity::Name;
-use tracing::debug;
 
+use super::h1client::{self, Idle};
 use super::{Body, h2client};
 use crate::tls::mtls::DialError;
 use crate::transport::io::BoxIo;
@@ -76,9 +73,6 @@ pub type DialFuture = Pin<Box<dyn Future<Output = Result<BoxIo, DialError>> + Se
 pub enum ConnectFailure {
     #[error(transparent)]
     Dial(#[from] DialError),
-    /// The HTTP handshake on a new connection failed.
-    #[error("HTTP handshake: {0}")]
-    Handshake(hyper::Error),
     /// The HTTP/2 handshake on a new connection failed.
     #[error("HTTP/2 handshake: {0}")]
     H2Handshake(h2::Error),
@@ -93,9 +87,9 @@ pub enum SendError {
     /// No connection could take the request: it was never sent, and is handed back.
     #[error("{0}")]
     Connect(ConnectFailure, Box<Request<Body>>),
-    /// The connection failed while the request was in flight.
+    /// The HTTP/1 connection failed while the request was in flight.
     #[error("{0}")]
-    Http(#[from] hyper::Error),
+    H1(#[from] h1client::Error),
     /// The HTTP/2 stream or connection failed while the request was in flight.
     #[error("{0}")]
     H2(#[from] h2::Error),
@@ -109,35 +103,10 @@ impl SendError {
     pub fn never_processed(&self) -> bool {
         match self {
             SendError::Connect(..) => true,
-            SendError::Http(e) => refused(e),
+            SendError::H1(e) => e.never_processed(),
             SendError::H2(e) => refused_h2(e),
         }
     }
-}
-
-/// Whether a hyper client error means the peer never processed the request (see
-/// [`SendError::never_processed`]). A response head that arrived is never such an error: hyper
-/// answers `send_request` with it.
-pub fn refused(e: &hyper::Error) -> bool {
-    if e.is_canceled() || e.is_incomplete_message() {
-        return true;
-    }
-    if e.is_parse() || e.is_user() || e.is_timeout() {
-        return false;
-    }
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    // Bounded: an error chain is finite, and a handful deep at most.
-    for _ in 0..16 {
-        let Some(c) = cause else { break };
-        if let Some(h2e) = c.downcast_ref::<h2::Error>() {
-            return refused_h2(h2e);
-        }
-        if let Some(io) = c.downcast_ref::<std::io::Error>() {
-            return closed(io);
-        }
-        cause = c.source();
-    }
-    false
 }
 
 /// Whether an HTTP/2 error means the peer never processed the request: it refused the stream,
@@ -165,7 +134,7 @@ fn closed(e: &std::io::Error) -> bool {
 /// A response body from a pooled connection.
 #[derive(Debug)]
 pub enum PoolBody {
-    H1(Incoming),
+    H1(h1client::ResponseBody),
     H2(h2client::ClientBody),
 }
 
@@ -198,8 +167,6 @@ impl hyper::body::Body for PoolBody {
     }
 }
 
-/// An HTTP/1 connection and when it was last used.
-type IdleH1 = (http1::SendRequest<Body>, Instant);
 /// The HTTP/2 connection of a key, numbered so that a failed request retires only the
 /// connection it failed on.
 type H2Slot = Arc<tokio::sync::Mutex<Option<(u64, h2client::SendRequest)>>>;
@@ -208,7 +175,7 @@ type H2Slot = Arc<tokio::sync::Mutex<Option<(u64, h2client::SendRequest)>>>;
 pub struct Pool {
     // foldhash maps (looked up on every request): the keys are endpoints that discovery, with
     // its caps, gave, and idle ones are dropped.
-    h1: Mutex<HashMap<Key, Vec<IdleH1>>>,
+    h1: Mutex<HashMap<Key, Arc<Idle>>>,
     h2: Mutex<HashMap<Key, (H2Slot, Instant)>>,
     idle_timeout: Duration,
     config: PoolConfig,
@@ -245,12 +212,11 @@ impl Pool {
     pub fn evict_idle(&self) {
         let now = Instant::now();
         if let Ok(mut map) = self.h1.lock() {
-            for conns in map.values_mut() {
-                conns.retain(|(c, used)| {
-                    !c.is_closed() && now.duration_since(*used) < self.idle_timeout
-                });
+            for idle in map.values() {
+                idle.evict(now, self.idle_timeout);
             }
-            map.retain(|_, conns| !conns.is_empty());
+            // A list a response body will give its connection back to is kept.
+            map.retain(|_, idle| !idle.is_empty() || Arc::strong_count(idle) > 1);
         }
         if let Ok(mut map) = self.h2.lock() {
             map.retain(|_, (_, used)| now.duration_since(*used) < self.idle_timeout);
@@ -261,7 +227,12 @@ impl Pool {
     /// on them finish; the next request to `addr`, if any, dials afresh.
     pub fn forget(&self, addr: SocketAddr) {
         if let Ok(mut map) = self.h1.lock() {
-            map.retain(|k, _| k.addr != addr);
+            map.retain(|k, idle| {
+                if k.addr == addr {
+                    idle.forget();
+                }
+                k.addr != addr
+            });
         }
         if let Ok(mut map) = self.h2.lock() {
             map.retain(|k, _| k.addr != addr);
@@ -306,12 +277,16 @@ impl Pool {
         }
     }
 
-    fn idle_h1(&self, key: &Key) -> Option<http1::SendRequest<Body>> {
+    /// The idle list of `key`, made when it has none.
+    fn idle_h1(&self, key: &Key) -> Option<Arc<Idle>> {
         let mut map = self.h1.lock().ok()?;
-        let conns = map.get_mut(key)?;
-        conns.retain(|(c, _)| !c.is_closed());
-        let i = conns.iter().position(|(c, _)| c.is_ready())?;
-        Some(conns.swap_remove(i).0)
+        // Looked up by reference first: the key is cloned only for a new peer.
+        if let Some(idle) = map.get(key) {
+            return Some(idle.clone());
+        }
+        let idle = Arc::new(Idle::new(self.config.max_idle_h1));
+        map.insert(key.clone(), idle.clone());
+        Some(idle)
     }
 
     async fn send_h1<D: FnOnce() -> DialFuture>(
@@ -319,42 +294,20 @@ impl Pool {
         key: &Key,
         dial: D,
         req: Request<Body>,
-    ) -> Result<Response<Incoming>, SendError> {
-        // A new connection's dial and handshake are boxed: their state stays out of every
-        // request's future, which is most of the time sent on a pooled connection.
-        let mut sender = match self.idle_h1(key) {
-            Some(s) => s,
-            None => match Box::pin(new_h1(key.addr, dial)).await {
-                Ok(s) => s,
-                Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+    ) -> Result<Response<h1client::ResponseBody>, SendError> {
+        let Some(idle) = self.idle_h1(key) else {
+            return Err(SendError::Connect(ConnectFailure::Closed, Box::new(req)));
+        };
+        // A new connection's dial is boxed: its state stays out of every request's future,
+        // which is most of the time sent on a pooled connection.
+        let conn = match idle.take() {
+            Some(conn) => conn,
+            None => match Box::pin(dial()).await {
+                Ok(io) => h1client::Conn::new(key.addr, io),
+                Err(e) => return Err(SendError::Connect(e.into(), Box::new(req))),
             },
         };
-        if sender.ready().await.is_err() {
-            return Err(SendError::Connect(ConnectFailure::Closed, Box::new(req)));
-        }
-        let rsp = match sender.try_send_request(req).await {
-            Ok(rsp) => rsp,
-            // The connection closed before the request went out: it is handed back.
-            Err(mut e) => {
-                return Err(match e.take_message() {
-                    Some(req) => SendError::Connect(ConnectFailure::Closed, Box::new(req)),
-                    None => SendError::Http(e.into_error()),
-                });
-            }
-        };
-        // A peer that answers `connection: close` (a draining one) is not asked again.
-        let closing = rsp
-            .headers()
-            .get(http::header::CONNECTION)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
-        // Back to the pool: it is ready again once this response's body is done.
-        if !closing && let Ok(mut map) = self.h1.lock() {
-            let conns = map.entry(key.clone()).or_default();
-            if conns.len() < self.config.max_idle_h1 && !sender.is_closed() {
-                conns.push((sender, Instant::now()));
-            }
-        }
-        Ok(rsp)
+        conn.send(req, idle).await
     }
 
     async fn send_h2<D: FnOnce() -> DialFuture>(
@@ -422,29 +375,14 @@ impl Pool {
 
     /// Takes `io`, an HTTP/1 connection to `key` dialled for another purpose (detection's
     /// early dial, `transport/early.rs`), as an idle connection of the pool: the next request
-    /// for `key` uses it. Dropped when the pool holds enough idle ones, or the handshake fails.
+    /// for `key` uses it. Dropped when the pool holds enough idle ones.
     pub async fn adopt_h1(&self, key: &Key, io: BoxIo) -> bool {
         if key.kind != Kind::Http1 {
             return false;
         }
-        let full = |map: &HashMap<Key, Vec<IdleH1>>| {
-            map.get(key)
-                .is_some_and(|c| c.len() >= self.config.max_idle_h1)
-        };
-        if self.h1.lock().map_or(true, |m| full(&m)) {
-            return false;
-        }
-        let Ok(sender) = handshake_h1(key.addr, io).await else {
-            return false;
-        };
-        match self.h1.lock() {
-            Ok(mut map) if !full(&map) => {
-                map.entry(key.clone())
-                    .or_default()
-                    .push((sender, Instant::now()));
-                true
-            }
-            _ => false,
+        match self.idle_h1(key) {
+            Some(idle) => idle.put(h1client::Conn::new(key.addr, io)),
+            None => false,
         }
     }
 
@@ -453,40 +391,11 @@ impl Pool {
         let h1 = self
             .h1
             .lock()
-            .map(|m| {
-                m.values()
-                    .map(|v| v.iter().filter(|(c, _)| !c.is_closed()).count())
-                    .sum()
-            })
+            .map(|m| m.values().map(|idle| idle.len()).sum())
             .unwrap_or(0);
         let h2 = self.h2.lock().map(|m| m.len()).unwrap_or(0);
         h1 + h2
     }
-}
-
-/// A new HTTP/1 connection to `addr` through `dial`, its connection task spawned.
-async fn new_h1<D: FnOnce() -> DialFuture>(
-    addr: SocketAddr,
-    dial: D,
-) -> Result<http1::SendRequest<Body>, ConnectFailure> {
-    let io = dial().await?;
-    handshake_h1(addr, io)
-        .await
-        .map_err(ConnectFailure::Handshake)
-}
-
-/// An HTTP/1 client connection to `addr` on `io`, its connection task spawned.
-async fn handshake_h1(
-    addr: SocketAddr,
-    io: BoxIo,
-) -> Result<http1::SendRequest<Body>, hyper::Error> {
-    let (sender, conn) = http1::Builder::new().handshake(TokioIo::new(io)).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            debug!(%addr, error = %e, "HTTP/1 client connection ended");
-        }
-    });
-    Ok(sender)
 }
 
 /// Empties `slot` if it still holds connection `id`.
@@ -501,6 +410,7 @@ async fn retire(slot: &H2Slot, id: u64) {
 mod tests {
     use super::*;
     use http_body_util::Empty;
+    use hyper_util::rt::TokioIo;
 
     /// A pool whose connections go to an in-memory HTTP/1 server.
     fn dial_memory() -> DialFuture {
@@ -608,6 +518,72 @@ mod tests {
         assert_eq!(pool.open_connections(), 1, "another address is kept");
         pool.forget(key.addr);
         assert_eq!(pool.open_connections(), 0);
+    }
+
+    /// Dials an in-memory HTTP/1 server that answers one request and then closes without
+    /// saying so (as an app whose keep-alive timeout passed), reporting each close on `closed`.
+    fn dial_one_shot(
+        dials: &Arc<std::sync::atomic::AtomicUsize>,
+        closed: &tokio::sync::mpsc::UnboundedSender<()>,
+    ) -> impl FnOnce() -> DialFuture + use<> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (dials, closed) = (dials.clone(), closed.clone());
+        move || {
+            dials.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Box::pin(async move {
+                let (client, mut server) = tokio::io::duplex(64 * 1024);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.ends_with(b"\r\n\r\n") {
+                        match server.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let _ = server
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await;
+                    drop(server);
+                    let _ = closed.send(());
+                });
+                Ok(Box::new(client) as BoxIo)
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_http1_connection_its_app_closed_is_not_used_again() {
+        use http_body_util::BodyExt;
+        let pool = Pool::new(Duration::from_secs(90));
+        let key = Key {
+            addr: "10.0.0.5:80".parse().unwrap(),
+            kind: Kind::Http1,
+            identity: None,
+        };
+        let dials = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        for i in 0..3 {
+            let rsp = pool
+                .send(&key, dial_one_shot(&dials, &closed_tx), req())
+                .await
+                .unwrap_or_else(|e| panic!("request {i}: {e}"));
+            let body = rsp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"ok");
+            // Kept: the app did not say it would close.
+            assert_eq!(pool.open_connections(), 1);
+            tokio::time::timeout(Duration::from_secs(10), closed.recv())
+                .await
+                .expect("the app closes its connection")
+                .unwrap();
+        }
+        assert_eq!(
+            dials.load(std::sync::atomic::Ordering::Relaxed),
+            3,
+            "each closed connection was dropped when next handed out, and a new one dialled"
+        );
+        pool.evict_idle();
+        assert_eq!(pool.open_connections(), 0, "the closed one is evicted");
     }
 
     #[tokio::test(start_paused = true)]

@@ -748,7 +748,7 @@ impl HttpOutbound {
                     SendError::Connect(failure, _) => {
                         (StreamError::Io, ProxyError::Connect { addr, failure })
                     }
-                    SendError::Http(h) => (
+                    SendError::H1(h) => (
                         body::stream_error(&h),
                         ProxyError::Upstream {
                             addr,

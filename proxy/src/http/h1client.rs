@@ -1,0 +1,1424 @@
+//! HTTP/1 client connections without hyper's client dispatch.
+//!
+//! hyper's HTTP/1 client hands each request to a connection task through a channel and the
+//! response back through a oneshot, so every request wakes two tasks and crosses two queues:
+//! ~14 k instructions per request through a proxy pair, with its parsing (BENCHMARKS.md, stop
+//! 38). Here the request's own task writes the request and reads the response, and the response
+//! body owns the connection until its end, when it goes back to its pool's idle list
+//! ([`Idle`]). What hyper's client does, this does the same way:
+//! - the request's framing follows hyper's client (`set_length`): a `content-length` the
+//!   request carries is kept, a body of known size gets one, a body of unknown size is sent
+//!   chunked, except for `GET`, `HEAD` and `CONNECT` (and HTTP/1.0), which are sent without
+//!   a body; request trailers are not sent (the caller removes the `Trailer` header that would
+//!   declare them, `super::strip_hop_by_hop`);
+//! - the request body is sent while the response arrives: an app may answer before it has read
+//!   the whole request. If it stops reading, the response is still read, and the connection is
+//!   not reused;
+//! - informational responses (`100 Continue`, `103 Early Hints`) are skipped; a `101` to a
+//!   request that did not ask to upgrade is an error (upgrades take their own connection,
+//!   `super::upgrade`);
+//! - the response's framing follows RFC 9112 §6.3: no body for `HEAD`, 204 and 304; chunked
+//!   when the last transfer coding is `chunked`; else `content-length`, whose values must
+//!   agree; else to the end of the connection. Chunked trailers become a trailers frame;
+//! - a response head is at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] fields (hyper's client
+//!   limits); a chunk-size line at most [`MAX_CHUNK_LINE`] bytes;
+//! - the connection is reused only when both messages ended cleanly, the response allows it
+//!   (`connection: close`, HTTP/1.0 without `keep-alive`, a body read to the end of the
+//!   connection do not), and no byte follows the response.
+//!
+//! A connection with no task notices no close while idle: [`Idle::take`] polls the one it
+//! hands out, without waiting, and drops it when the peer closed it or wrote to it unasked.
+
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
+use hyper::body::{Body as _, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Instant;
+use tracing::debug;
+
+use super::Body;
+use super::pool::SendError;
+use crate::transport::io::BoxIo;
+
+/// The largest response head (and chunked trailer section), bytes: hyper's client default
+/// (`8192 + 4096 * 100`).
+pub const MAX_HEAD: usize = 8192 + 4096 * 100;
+/// The most header fields in a response head: hyper's client default.
+pub const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line, with its extensions, bytes.
+pub const MAX_CHUNK_LINE: usize = 4096;
+/// A read asks for at least this much room, and starts at [`READ_MIN`]; a read that fills it
+/// doubles it up to [`READ_MAX`] (a large body is read in larger pieces).
+const READ_MIN: usize = 8 * 1024;
+const READ_MAX: usize = 64 * 1024;
+/// Request body data up to this size is copied behind the head (one write for both); larger
+/// pieces are written from their own buffer.
+const COPY_MAX: usize = 8 * 1024;
+/// A connection's write buffer is kept between requests up to this capacity.
+const KEEP_WRITE_BUF: usize = 16 * 1024;
+
+/// Why an HTTP/1 exchange failed once its request was handed to the connection.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The connection closed, or was reset, before any byte of the response: the peer did not
+    /// answer the request (it may not have processed it).
+    #[error("the connection closed before the response began")]
+    Closed,
+    #[error("connection: {0}")]
+    Io(#[source] io::Error),
+    #[error("invalid response head: {0}")]
+    Parse(httparse::Error),
+    #[error("response head larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("invalid response: {0}")]
+    Invalid(&'static str),
+    #[error("the connection closed before the response's end")]
+    IncompleteBody,
+    #[error("request body: {0}")]
+    RequestBody(#[source] super::BoxError),
+    #[error("request body does not match its content-length")]
+    RequestLength,
+}
+
+impl Error {
+    /// Whether the peer never answered: the connection ended before any byte of the response.
+    pub fn never_processed(&self) -> bool {
+        matches!(self, Error::Closed)
+    }
+}
+
+/// An idle HTTP/1 client connection.
+pub struct Conn {
+    io: BoxIo,
+    addr: SocketAddr,
+    rbuf: BytesMut,
+    read_size: usize,
+    out: Out,
+    /// The exchange in progress may leave the connection open for another.
+    keep_alive: bool,
+    /// Some byte of the exchange's response arrived.
+    answered: bool,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("addr", &self.addr)
+            .field("buffered", &self.rbuf.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// A connection to `addr` on `io`, which nothing has been sent on. Boxed for its whole
+    /// life: it moves between the idle list and response bodies, which stay small.
+    pub fn new(addr: SocketAddr, io: BoxIo) -> Box<Conn> {
+        Box::new(Conn {
+            io,
+            addr,
+            rbuf: BytesMut::new(),
+            read_size: READ_MIN,
+            out: Out::default(),
+            keep_alive: true,
+            answered: false,
+        })
+    }
+
+    /// Whether an idle connection can take a request: the peer has neither closed it nor sent
+    /// anything since its last response. Polled without waiting (no task watches an idle
+    /// connection).
+    fn is_usable(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut buf = ReadBuf::new(&mut byte);
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut buf),
+            Poll::Pending
+        )
+    }
+
+    /// Sends `req` and waits for its response's head. The body, once ended cleanly, puts the
+    /// connection back in `idle`.
+    pub async fn send(
+        mut self: Box<Self>,
+        req: Request<Body>,
+        idle: Arc<Idle>,
+    ) -> Result<Response<ResponseBody>, SendError> {
+        let (mut parts, body) = req.into_parts();
+        let framing = request_framing(&mut parts, &body);
+        let head_only = parts.method == Method::HEAD;
+        self.out.buf.clear();
+        self.out.pos = 0;
+        encode_head(&parts, &mut self.out.buf);
+        let mut og = Outgoing {
+            body,
+            left: framing,
+            done: framing == Some(0),
+            sent: false,
+            failed: false,
+            dirty: false,
+        };
+        self.keep_alive = parts.version != Version::HTTP_10;
+        self.answered = false;
+        // Driven together: the request (head and body) goes out while the response's head is
+        // awaited.
+        let head = poll_fn(|cx| self.poll_head(cx, &mut og)).await;
+        let (rsp, framing) = match head {
+            Ok(head) => head,
+            Err(e) => return Err(SendError::H1(e)),
+        };
+        let framing = if head_only {
+            Framing::Length(0)
+        } else {
+            framing
+        };
+        if rsp.version() == Version::HTTP_10 {
+            self.keep_alive &= has_token(rsp.headers(), "keep-alive");
+        } else {
+            self.keep_alive &= !has_token(rsp.headers(), "close");
+        }
+        if framing == Framing::Eof {
+            self.keep_alive = false;
+        }
+        let mut body = ResponseBody {
+            conn: Some(self),
+            // Boxed: a request body still being sent past the response's head is rare, and
+            // a body type cannot hold itself inline (`Body` holds response bodies).
+            og: (!og.sent).then(|| Box::new(og)),
+            framing,
+            idle: Some(idle),
+        };
+        body.settle().map_err(SendError::H1)?;
+        body.finish_if_done();
+        Ok(rsp.map(|()| body))
+    }
+}
+
+/// A key's idle connections, shared by the pool and the response bodies that will give their
+/// connection back.
+#[derive(Debug)]
+pub struct Idle {
+    conns: Mutex<Vec<(Box<Conn>, Instant)>>,
+    max: usize,
+    /// Set when the pool forgets the address: connections given back are closed instead.
+    forgotten: AtomicBool,
+}
+
+impl Idle {
+    pub fn new(max: usize) -> Idle {
+        Idle {
+            conns: Mutex::new(Vec::new()),
+            max,
+            forgotten: AtomicBool::new(false),
+        }
+    }
+
+    /// The most recently used connection the peer has not closed; the closed ones are dropped.
+    pub fn take(&self) -> Option<Box<Conn>> {
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        // Bounded by the list, which is at most `max` long.
+        while let Some((mut conn, _)) = conns.pop() {
+            if conn.is_usable() {
+                return Some(conn);
+            }
+            debug!(addr = %conn.addr, "idle HTTP/1 connection closed by its peer");
+        }
+        None
+    }
+
+    /// Gives back a connection whose exchange ended cleanly: kept unless the list is full or
+    /// the pool forgot its address.
+    pub fn put(&self, mut conn: Box<Conn>) -> bool {
+        if self.forgotten.load(Ordering::Relaxed) {
+            return false;
+        }
+        if conn.out.buf.capacity() > KEEP_WRITE_BUF {
+            conn.out.buf = Vec::new();
+        }
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        if conns.len() >= self.max {
+            return false;
+        }
+        conns.push((conn, Instant::now()));
+        true
+    }
+
+    /// Closes the connections idle `timeout` or longer, and those the peer closed.
+    pub fn evict(&self, now: Instant, timeout: Duration) {
+        let mut conns = self.conns.lock().unwrap_or_else(PoisonError::into_inner);
+        conns.retain_mut(|(c, used)| now.duration_since(*used) < timeout && c.is_usable());
+    }
+
+    /// Closes every connection, now and as they are given back.
+    pub fn forget(&self) {
+        self.forgotten.store(true, Ordering::Relaxed);
+        self.conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.conns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// What is left to write: buffered bytes, then a large piece of body data, then a tail.
+#[derive(Debug, Default)]
+struct Out {
+    buf: Vec<u8>,
+    pos: usize,
+    big: Bytes,
+    tail: &'static [u8],
+}
+
+impl Out {
+    fn is_empty(&self) -> bool {
+        self.pos == self.buf.len() && self.big.is_empty() && self.tail.is_empty()
+    }
+
+    fn poll_drain(&mut self, io: &mut BoxIo, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // Bounded: every write takes at least one byte, or fails.
+        while !self.is_empty() {
+            let slices = [
+                io::IoSlice::new(&self.buf[self.pos..]),
+                io::IoSlice::new(&self.big),
+                io::IoSlice::new(self.tail),
+            ];
+            let mut n = ready!(Pin::new(&mut *io).poll_write_vectored(cx, &slices))?;
+            if n == 0 {
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            }
+            let from_buf = n.min(self.buf.len() - self.pos);
+            self.pos += from_buf;
+            n -= from_buf;
+            let from_big = n.min(self.big.len());
+            self.big.advance(from_big);
+            n -= from_big;
+            self.tail = &self.tail[n.min(self.tail.len())..];
+        }
+        self.buf.clear();
+        self.pos = 0;
+        Poll::Ready(Ok(()))
+    }
+
+    /// Queues one piece of body data, chunked or not.
+    fn data(&mut self, data: Bytes, chunked: bool) {
+        if chunked {
+            use std::io::Write as _;
+            let _ = write!(self.buf, "{:X}\r\n", data.len());
+        }
+        if data.len() <= COPY_MAX {
+            self.buf.extend_from_slice(&data);
+            if chunked {
+                self.buf.extend_from_slice(b"\r\n");
+            }
+        } else {
+            self.big = data;
+            self.tail = if chunked { b"\r\n" } else { b"" };
+        }
+    }
+}
+
+/// The request body still to send.
+struct Outgoing {
+    body: Body,
+    /// Bytes left by its `content-length`, or `None` when chunked.
+    left: Option<u64>,
+    /// The body's last byte is queued.
+    done: bool,
+    /// All of the request is written and flushed.
+    sent: bool,
+    /// The peer stopped reading it: the rest is dropped, and the connection not reused.
+    failed: bool,
+    /// Written since the last flush.
+    dirty: bool,
+}
+
+impl Outgoing {
+    /// Encodes a frame of the body (`None`: its end).
+    fn take(&mut self, frame: Option<Frame<Bytes>>, out: &mut Out) -> Result<(), Error> {
+        let Some(frame) = frame else {
+            match self.left {
+                None => out.buf.extend_from_slice(b"0\r\n\r\n"),
+                Some(0) => {}
+                Some(_) => return Err(Error::RequestLength),
+            }
+            self.done = true;
+            return Ok(());
+        };
+        // Trailers are not sent (see the module's notes).
+        let Ok(data) = frame.into_data() else {
+            return Ok(());
+        };
+        if data.is_empty() {
+            return Ok(());
+        }
+        match &mut self.left {
+            None => out.data(data, true),
+            Some(left) => {
+                let len = data.len() as u64;
+                if len > *left {
+                    return Err(Error::RequestLength);
+                }
+                *left -= len;
+                out.data(data, false);
+                // The length is reached: the body's end is not awaited.
+                self.done = *left == 0;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A connection carrying one exchange.
+impl Conn {
+    /// Writes what the request body has ready; `Ready(Ok)` once it is all written and flushed.
+    fn poll_send(&mut self, cx: &mut Context<'_>, og: &mut Outgoing) -> Poll<Result<(), Error>> {
+        let conn = self;
+        // Bounded: each turn writes what was queued, or returns.
+        loop {
+            let mut waiting = false;
+            while !og.done && conn.out.big.is_empty() && conn.out.buf.len() < COPY_MAX {
+                match Pin::new(&mut og.body).poll_frame(cx) {
+                    Poll::Pending => {
+                        waiting = true;
+                        break;
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Error::RequestBody(e))),
+                    Poll::Ready(Some(Ok(frame))) => og.take(Some(frame), &mut conn.out)?,
+                    Poll::Ready(None) => og.take(None, &mut conn.out)?,
+                }
+            }
+            if !conn.out.is_empty() {
+                ready!(conn.out.poll_drain(&mut conn.io, cx)).map_err(Error::Io)?;
+                og.dirty = true;
+                continue;
+            }
+            if og.dirty {
+                ready!(Pin::new(&mut conn.io).poll_flush(cx)).map_err(Error::Io)?;
+                og.dirty = false;
+            }
+            return if og.done {
+                Poll::Ready(Ok(()))
+            } else {
+                debug_assert!(waiting);
+                Poll::Pending
+            };
+        }
+    }
+
+    /// Drives the request out; if its writing fails, the response is still awaited.
+    fn poll_request(&mut self, cx: &mut Context<'_>, og: &mut Outgoing) -> Result<(), Error> {
+        if og.sent || og.failed {
+            return Ok(());
+        }
+        match self.poll_send(cx, og) {
+            Poll::Ready(Err(Error::Io(e))) => {
+                // The peer may have answered and stopped reading: its answer is still read.
+                debug!(addr = %self.addr, error = %e, "HTTP/1 request not sent in full");
+                og.failed = true;
+                self.keep_alive = false;
+                Ok(())
+            }
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Ready(Ok(())) => {
+                og.sent = true;
+                Ok(())
+            }
+            Poll::Pending => Ok(()),
+        }
+    }
+
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+        og: &mut Outgoing,
+    ) -> Poll<Result<(Response<()>, Framing), Error>> {
+        self.poll_request(cx, og)?;
+        // Bounded: each turn parses a head (informational ones are skipped) or reads bytes;
+        // the buffer is bounded by `MAX_HEAD`.
+        loop {
+            if !self.rbuf.is_empty() {
+                match parse_head(&mut self.rbuf)? {
+                    Some(Head::Informational) => continue,
+                    Some(Head::Final(rsp, framing)) => return Poll::Ready(Ok((rsp, framing))),
+                    None if self.rbuf.len() >= MAX_HEAD => {
+                        return Poll::Ready(Err(Error::HeadTooLarge));
+                    }
+                    None => {}
+                }
+            }
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) if self.answered => {
+                    return Poll::Ready(Err(Error::Invalid("truncated head")));
+                }
+                Ok(0) => return Poll::Ready(Err(Error::Closed)),
+                Ok(_) => self.answered = true,
+                Err(e) if !self.answered && closed(&e) => return Poll::Ready(Err(Error::Closed)),
+                Err(e) => return Poll::Ready(Err(Error::Io(e))),
+            }
+        }
+    }
+
+    /// Reads what the peer has sent into the read buffer: the count read, 0 at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let conn = self;
+        if conn.rbuf.capacity() - conn.rbuf.len() < conn.read_size / 2 {
+            conn.rbuf.reserve(conn.read_size);
+        }
+        let room = conn.rbuf.capacity() - conn.rbuf.len();
+        let n = ready!(tokio_util::io::poll_read_buf(
+            Pin::new(&mut conn.io),
+            cx,
+            &mut conn.rbuf
+        ))?;
+        if n == room && conn.read_size < READ_MAX {
+            conn.read_size *= 2;
+        }
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// A response head, parsed.
+enum Head {
+    Informational,
+    Final(Response<()>, Framing),
+}
+
+/// How a response body ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    /// After this many more bytes.
+    Length(u64),
+    Chunked(Chunk),
+    /// At the end of the connection.
+    Eof,
+    /// Ended.
+    Done,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    /// A chunk-size line is next.
+    Size,
+    /// This many bytes of chunk data, then CRLF.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// The trailer section after the last chunk.
+    Trailers,
+}
+
+/// Parses a response head from the front of `buf`, which it then drops: `None` when the head
+/// is not all there yet.
+fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let mut rsp = httparse::Response::new(&mut []);
+    let (len, code, version, count) = match httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut rsp, buf, &mut headers)
+    {
+        Ok(httparse::Status::Complete(len)) => {
+            let base = buf.as_ptr() as usize;
+            for (span, h) in spans.iter_mut().zip(rsp.headers.iter()) {
+                let name = h.name.as_ptr() as usize - base;
+                let value = h.value.as_ptr() as usize - base;
+                // Offsets within a head of at most `MAX_HEAD` bytes fit.
+                *span = (
+                    name as u32,
+                    (name + h.name.len()) as u32,
+                    value as u32,
+                    (value + h.value.len()) as u32,
+                );
+            }
+            (len, rsp.code, rsp.version, rsp.headers.len())
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(Error::Invalid("too many header fields"));
+        }
+        Err(e) => return Err(Error::Parse(e)),
+    };
+    let code = code.unwrap_or(0);
+    let head = buf.split_to(len).freeze();
+    if (100..200).contains(&code) {
+        if code == 101 {
+            return Err(Error::Invalid(
+                "101 to a request that did not ask to upgrade",
+            ));
+        }
+        return Ok(Some(Head::Informational));
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| Error::Invalid("status code"))?;
+    let mut map = HeaderMap::with_capacity(count);
+    for &(ns, ne, vs, ve) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+            .map_err(|_| Error::Invalid("header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+            .map_err(|_| Error::Invalid("header value"))?;
+        map.append(name, value);
+    }
+    let framing = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        Framing::Length(0)
+    } else {
+        response_framing(&map)?
+    };
+    let mut rsp = Response::new(());
+    *rsp.status_mut() = status;
+    *rsp.version_mut() = if version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    *rsp.headers_mut() = map;
+    Ok(Some(Head::Final(rsp, framing)))
+}
+
+/// How a response's body is framed (RFC 9112 §6.3), but for `HEAD`, 204 and 304.
+fn response_framing(headers: &HeaderMap) -> Result<Framing, Error> {
+    if let Some(last) = headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+    {
+        let chunked = last
+            .as_bytes()
+            .rsplit(|&b| b == b',')
+            .next()
+            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        return Ok(if chunked {
+            Framing::Chunked(Chunk::Size)
+        } else {
+            Framing::Eof
+        });
+    }
+    match content_length(headers) {
+        Ok(Some(n)) => Ok(Framing::Length(n)),
+        Ok(None) => Ok(Framing::Eof),
+        Err(()) => Err(Error::Invalid("content-length")),
+    }
+}
+
+/// The `content-length` of a message: every value (and every item of a list) must agree.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for item in value.as_bytes().split(|&b| b == b',') {
+            let item = item.trim_ascii();
+            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
+                return Err(());
+            }
+            let n = item.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            if length.is_some_and(|l| l != n) {
+                return Err(());
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length)
+}
+
+/// Whether a `Connection` header names `token`.
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// Sets a request's framing headers as hyper's client does: the bytes its body has, by
+/// `content-length` (`Some`), or chunked (`None`).
+fn request_framing(parts: &mut http::request::Parts, body: &Body) -> Option<u64> {
+    let headers = &mut parts.headers;
+    if body.is_end_stream() {
+        headers.remove(header::TRANSFER_ENCODING);
+        return Some(0);
+    }
+    let existing = content_length(headers).ok().flatten();
+    let exact = body.size_hint().exact();
+    let set_length = |headers: &mut HeaderMap, n: u64| {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+        Some(n)
+    };
+    if parts.version == Version::HTTP_10 {
+        headers.remove(header::TRANSFER_ENCODING);
+        return match (existing, exact) {
+            (Some(n), _) => Some(n),
+            (None, Some(n)) => set_length(headers, n),
+            // HTTP/1.0 has no chunked coding: a body of unknown size is not sent.
+            (None, None) => Some(0),
+        };
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        return None;
+    }
+    match (existing, exact) {
+        (Some(n), _) => Some(n),
+        (None, Some(n)) => set_length(headers, n),
+        (None, None) if matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT) => {
+            Some(0)
+        }
+        (None, None) => {
+            headers.remove(header::CONTENT_LENGTH);
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+            None
+        }
+    }
+}
+
+/// Writes a request head: its line in origin form (absolute form when the URI has a scheme,
+/// authority form for `CONNECT`), its fields as they are.
+fn encode_head(parts: &http::request::Parts, out: &mut Vec<u8>) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let uri = &parts.uri;
+    if parts.method == Method::CONNECT
+        && let Some(authority) = uri.authority()
+    {
+        out.extend_from_slice(authority.as_str().as_bytes());
+    } else if uri.scheme().is_some() {
+        use std::io::Write as _;
+        let _ = write!(out, "{uri}");
+    } else {
+        let pq = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        out.extend_from_slice(if pq.is_empty() { b"/" } else { pq.as_bytes() });
+    }
+    out.extend_from_slice(if parts.version == Version::HTTP_10 {
+        b" HTTP/1.0\r\n"
+    } else {
+        b" HTTP/1.1\r\n"
+    });
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Whether an I/O error means the peer closed or reset the connection.
+fn closed(e: &io::Error) -> bool {
+    use std::io::ErrorKind as K;
+    matches!(
+        e.kind(),
+        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
+    )
+}
+
+/// A response body read from its connection; the connection goes back to its idle list when
+/// both messages ended cleanly, and is closed when the body is dropped before its end.
+pub struct ResponseBody {
+    /// Until the body ends (or fails).
+    conn: Option<Box<Conn>>,
+    /// The request body, while still being sent.
+    og: Option<Box<Outgoing>>,
+    framing: Framing,
+    idle: Option<Arc<Idle>>,
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("framing", &self.framing)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResponseBody {
+    /// Advances the chunked decoder over what is buffered, short of data and trailers: so that
+    /// the end of the body is seen with its last data, not one read later.
+    fn settle(&mut self) -> Result<(), Error> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(());
+        };
+        let buf = &mut conn.rbuf;
+        // Bounded: each turn consumes buffered bytes or returns.
+        loop {
+            match self.framing {
+                Framing::Length(0) => self.framing = Framing::Done,
+                Framing::Chunked(Chunk::DataEnd) if buf.len() >= 2 => {
+                    if &buf[..2] != b"\r\n" {
+                        return Err(Error::Invalid("chunk data longer than its size"));
+                    }
+                    buf.advance(2);
+                    self.framing = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Size) if !buf.is_empty() => {
+                    match httparse::parse_chunk_size(buf) {
+                        Ok(httparse::Status::Complete((n, size))) => {
+                            buf.advance(n);
+                            self.framing = Framing::Chunked(if size == 0 {
+                                Chunk::Trailers
+                            } else {
+                                Chunk::Data(size)
+                            });
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
+                            return Err(Error::Invalid("chunk-size line too long"));
+                        }
+                        Ok(httparse::Status::Partial) => return Ok(()),
+                        Err(_) => return Err(Error::Invalid("chunk size")),
+                    }
+                }
+                // The common trailer section: none.
+                Framing::Chunked(Chunk::Trailers) if buf.starts_with(b"\r\n") => {
+                    buf.advance(2);
+                    self.framing = Framing::Done;
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Gives the connection back once both messages ended cleanly; else closes it.
+    fn finish_if_done(&mut self) {
+        if self.framing != Framing::Done {
+            return;
+        }
+        let Some(conn) = self.conn.take() else {
+            return;
+        };
+        let sent = self.og.as_ref().is_none_or(|og| og.sent);
+        if conn.keep_alive
+            && sent
+            && conn.rbuf.is_empty()
+            && let Some(idle) = self.idle.take()
+        {
+            idle.put(conn);
+        }
+        self.og = None;
+    }
+
+    /// One step of the body from what is buffered: `None` when more must be read.
+    fn decode(&mut self) -> Result<Option<Frame<Bytes>>, Error> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(None);
+        };
+        let buf = &mut conn.rbuf;
+        match &mut self.framing {
+            Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) if !buf.is_empty() => {
+                let n = (*left).min(buf.len() as u64);
+                *left -= n;
+                let data = buf.split_to(n as usize).freeze();
+                if let Framing::Chunked(Chunk::Data(0)) = self.framing {
+                    self.framing = Framing::Chunked(Chunk::DataEnd);
+                }
+                Ok(Some(Frame::data(data)))
+            }
+            Framing::Eof if !buf.is_empty() => Ok(Some(Frame::data(buf.split().freeze()))),
+            Framing::Chunked(Chunk::Trailers) if !buf.is_empty() => {
+                let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                match httparse::parse_headers(buf, &mut fields) {
+                    Ok(httparse::Status::Complete((len, parsed))) => {
+                        let mut trailers = HeaderMap::with_capacity(parsed.len());
+                        for f in parsed.iter() {
+                            let name = HeaderName::from_bytes(f.name.as_bytes())
+                                .map_err(|_| Error::Invalid("trailer name"))?;
+                            let value = HeaderValue::from_bytes(f.value)
+                                .map_err(|_| Error::Invalid("trailer value"))?;
+                            trailers.append(name, value);
+                        }
+                        buf.advance(len);
+                        self.framing = Framing::Done;
+                        Ok(Some(Frame::trailers(trailers)))
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+                        Err(Error::Invalid("trailer section too large"))
+                    }
+                    Ok(httparse::Status::Partial) => Ok(None),
+                    Err(httparse::Error::TooManyHeaders) => {
+                        Err(Error::Invalid("too many trailer fields"))
+                    }
+                    Err(e) => Err(Error::Parse(e)),
+                }
+            }
+            _ => Ok(None),
+        }
+    }
+
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        if let (Some(conn), Some(og)) = (self.conn.as_mut(), self.og.as_mut()) {
+            conn.poll_request(cx, og)?;
+        }
+        // Bounded: each turn yields a frame, ends, or reads more bytes.
+        loop {
+            self.settle()?;
+            self.finish_if_done();
+            if self.framing == Framing::Done {
+                return Poll::Ready(None);
+            }
+            if let Some(frame) = self.decode()? {
+                self.settle()?;
+                self.finish_if_done();
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                // Only an ended body gives its connection up.
+                return Poll::Ready(None);
+            };
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if self.framing == Framing::Eof => self.framing = Framing::Done,
+                Ok(0) => return Poll::Ready(Some(Err(Error::IncompleteBody))),
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(Error::Io(e)))),
+            }
+        }
+    }
+}
+
+impl hyper::body::Body for ResponseBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = self.get_mut();
+        match this.poll_next(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                // The connection is in an unknown state: closed.
+                this.conn = None;
+                this.framing = Framing::Done;
+                Poll::Ready(Some(Err(e)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+
+    const ADDR: &str = "10.0.0.1:80";
+
+    fn pair() -> (Box<Conn>, DuplexStream) {
+        let (client, server) = tokio::io::duplex(256 * 1024);
+        (Conn::new(ADDR.parse().unwrap(), Box::new(client)), server)
+    }
+
+    fn get(path: &str) -> Request<Body> {
+        let mut req = Request::get(path).body(Body::Empty).unwrap();
+        req.headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("app"));
+        req
+    }
+
+    /// Reads one request head (and whatever of its body came with it) from the peer's side.
+    async fn read_head(server: &mut DuplexStream) -> (String, Vec<u8>) {
+        let mut buf = Vec::new();
+        for _ in 0..1000 {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let rest = buf.split_off(end + 4);
+                return (String::from_utf8(buf).unwrap(), rest);
+            }
+            let mut chunk = [0u8; 4096];
+            let n = server.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the client closed before a whole head");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        panic!("no request head");
+    }
+
+    /// Reads from the peer's side until `buf` ends with `suffix`.
+    async fn read_until(server: &mut DuplexStream, buf: &mut Vec<u8>, suffix: &[u8]) {
+        for _ in 0..1000 {
+            if buf.ends_with(suffix) {
+                return;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = server.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the client closed early");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        panic!("never read {suffix:?}");
+    }
+
+    async fn send(conn: Box<Conn>, req: Request<Body>, idle: &Arc<Idle>) -> Response<ResponseBody> {
+        conn.send(req, idle.clone()).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_content_length_response_is_read_and_its_connection_reused() {
+        let (conn, mut server) = pair();
+        let idle = Arc::new(Idle::new(4));
+        let peer = tokio::spawn(async move {
+            for i in 0..2 {
+                let (head, rest) = read_head(&mut server).await;
+                assert!(
+                    head.starts_with(&format!("GET /r{i}?q=1 HTTP/1.1\r\n")),
+                    "{head}"
+                );
+                assert!(head.contains("host: app\r\n"), "{head}");
+                assert!(
+                    !head.contains("content-length"),
+                    "a GET has no body: {head}"
+                );
+                assert!(rest.is_empty());
+                server
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello")
+                    .await
+                    .unwrap();
+            }
+            server
+        });
+        let rsp = send(conn, get("/r0?q=1"), &idle).await;
+        assert_eq!(rsp.status(), 200);
+        assert_eq!(rsp.version(), Version::HTTP_11);
+        assert_eq!(rsp.headers()["x-a"], "b");
+        assert_eq!(rsp.body().size_hint().exact(), Some(5));
+        let body = rsp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"hello");
+        assert_eq!(idle.len(), 1, "given back at the body's end");
+        let conn = idle.take().expect("the connection is reused");
+        let rsp = send(conn, get("/r1?q=1"), &idle).await;
+        let body = rsp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"hello");
+        peer.await.unwrap();
+        assert_eq!(idle.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_last_data_of_a_body_ends_it_and_gives_the_connection_back() {
+        let (conn, mut server) = pair();
+        let idle = Arc::new(Idle::new(4));
+        let peer = tokio::spawn(async move {
+            read_head(&mut server).await;
+            server
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+                )
+                .await
+                .unwrap();
+            server
+        });
+        let mut body = send(conn, get("/"), &idle).await.into_body();
+        let server = peer.await.unwrap();
+        let frame = body.frame().await.unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "abc");
+        // A server sending the data with its end of stream never polls again.
+        assert!(body.is_end_stream());
+        assert_eq!(idle.len(), 1);
+        drop(server);
+    }
+
+    #[tokio::test]
+    async fn a_chunked_response_with_trailers_is_decoded() {
+        let (conn, mut server) = pair();
+        let idle = Arc::new(Idle::new(4));
+        let peer = tokio::spawn(async move {
+            read_head(&mut server).await;
+            // Sent in pieces that split the chunk-size lines and the trailers.
+            for piece in [
+                &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"[..],
+                b"4;ext=1\r",
+                b"\nwiki\r\n5\r\npedia\r\n",
+                b"E\r\n in\r\n\r\nchunks.\r\n0\r\ngrpc-sta",
+                b"tus: 0\r\nx-t: 1\r\n\r\n",
+            ] {
+                server.write_all(piece).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+            server
+        });
+        let rsp = send(conn, get("/"), &idle).await;
+        let collected = rsp.into_body().collect().await.unwrap();
+        let trailers = collected.trailers().cloned().expect("trailers");
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(trailers["x-t"], "1");
+        assert_eq!(&collected.to_bytes()[..], b"wikipedia in\r\n\r\nchunks.");
+        peer.await.unwrap();
+        assert_eq!(idle.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn connection_close_http10_and_close_delimited_responses_are_not_reused() {
+        let cases: [&[u8]; 3] = [
+            b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
+            b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\n\r\nok",
+        ];
+        for response in cases {
+            let (conn, mut server) = pair();
+            let idle = Arc::new(Idle::new(4));
+            let peer = tokio::spawn(async move {
+                read_head(&mut server).await;
+                server.write_all(response).await.unwrap();
+                // The close-delimited body ends with the connection.
+                drop(server);
+            });
+            let rsp = send(conn, get("/"), &idle).await;
+            let body = rsp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"ok");
+            peer.await.unwrap();
+            assert_eq!(idle.len(), 0, "{:?}", String::from_utf8_lossy(response));
+        }
+    }
+
+    #[tokio::test]
+    async fn an_http10_response_with_keep_alive_is_reused() {
+        let (conn, mut server) = pair();
+        let idle = Arc::new(Idle::new(4));
+        let peer = tokio::spawn(async move {
+            read_head(&mut server).await;
+            server
+                .write_all(
+                    b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 0\r\n\r\n",
+                )
+                .await
+                .unwrap();
+            server
+        });
+        let rsp = send(conn, get("/"), &idle).await;
+        assert_eq!(rsp.version(), Version::HTTP_10);
+        assert!(rsp.body().is_end_stream());
+        let _server = peer.await.unwrap();
+        assert_eq!(idle.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn head_204_and_304_responses_have_no_body() {
+        for (method, response) in [
+            (
+                Method::HEAD,
+                &b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n"[..],
+            ),
+            (
+                Method::GET,
+                b"HTTP/1.1 204 No Content\r\ncontent-length: 10\r\n\r\n",
+            ),
+            (
+                Method::GET,
+                b"HTTP/1.1 304 Not Modified\r\ntransfer-encoding: chunked\r\n\r\n",
+            ),
+        ] {
+            let (conn, mut server) = pair();
+            let idle = Arc::new(Idle::new(4));
+            let peer = tokio::spawn(async move {
+                read_head(&mut server).await;
+                server.write_all(response).await.unwrap();
+                server
+            });
+            let mut req = get("/");
+            *req.method_mut() = method;
+            let rsp = send(conn, req, &idle).await;
+            assert!(rsp.body().is_end_stream());
+            let body = rsp.into_body().collect().await.unwrap().to_bytes();
+            assert!(body.is_empty());
+            let _server = peer.await.unwrap();
+            assert_eq!(idle.len(), 1, "{:?}", String::from_utf8_lossy(response));
+        }
+    }
+
+    #[tokio::test]
+    async fn informational_responses_are_skipped_and_101_refused() {
+        let (conn, mut server) = pair();
+        let idle = Arc::new(Idle::new(4));
+        let peer = tokio::spawn(async move {
+            read_head(&mut server).await;
+            server
+                .write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            server
+        });
+        let rsp = send(conn, get("/"), &idle).await;
+        assert_eq!(rsp.status(), 201);
+        assert!(!rsp.headers().contains_key("link"));
+        let _server = peer.await.unwrap();
+
+        let (conn, mut server) = pair();
+        let peer = tokio::spawn(async move {
+            read_head(&mut server).await;
+            server
+                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n")
+                .await
+                .unwrap();
+            server
+        });
+        let err = conn.send(get("/"), idle.clone()).await.unwrap_err();
+        assert!(matches!(err, SendError::H1(Error::Invalid(_))), "{err}");
+        assert!(!err.never_processed());
+        let _server = peer.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn bad_response_heads_are_errors() {
+        let big = format!("HTTP/1.1 200 OK\r\nx: {}\r\n", "a".repeat(MAX_HEAD + 10));
+        let many: String = std::iter::once("HTTP/1.1 200 OK\r\n".to_string())
+            .chain((0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")))
+            .chain(std::iter::once("\r\n".to_string()))
+            .collect();
+        let cases: Vec<Vec<u8>> = vec![
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nab".to_vec(),
+            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\ncontent-length: 1, 2\r\n\r\n".to_vec(),
+            b"HTTP/1.1 2000 OK\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n".to_vec(),
+            b"NOTHTTP\r\n\r\n".to_vec(),
+            big.into_bytes(),
+            many.into_bytes(),
+        ];
+        for response in cases {
+            let (conn, mut server) = pair();
+            let idle = Arc::new(Idle::new(4));
+            let shown = String::from_utf8_lossy(&response[..response.len().min(60)]).to_string();
+            let peer = tokio::spawn(async move {
+                read_head(&mut server).await;
+                // The client may give up before reading it all.
+                let _ = server.write_all(&response).await;
+                server
+            });
+            let err = conn.send(get("/"), idle.clone()).await.unwrap_err();
+            assert!(matches!(err, SendError::H1(_)), "{shown}: {err}");
+            assert!(!err.never_processed(), "{shown}: {err}");
+            drop(peer.await.unwrap());
+            assert_eq!(idle.len(), 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_close_before_any_response_byte_is_never_processed_and_a_short_body_an_error() {
+        let (conn, mut server) = pair();
+        let idle = Arc::new(Idle::new(4));
+        let peer = tokio::spawn(async move {
+            read_head(&mut server).await;
+            drop(server);
+        });
+        let err = conn.send(get("/"), idle.clone()).await.unwrap_err();
+        assert!(err.never_processed(), "{err}");
+        peer.await.unwrap();
+
+        let (conn, mut server) = pair();
+        let peer = tokio::spawn(async move {
+            read_head(&mut server).await;
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort")
+                .await
+                .unwrap();
+            drop(server);
+        });
+        let rsp = send(conn, get("/"), &idle).await;
+        let err = rsp.into_body().collect().await.unwrap_err();
+        assert!(matches!(err, Error::IncompleteBody), "{err}");
+        peer.await.unwrap();
+        assert_eq!(idle.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_overlong_chunk_size_line_is_an_error() {
+        let (conn, mut server) = pair();
+        let idle = Arc::new(Idle::new(4));
+        let peer = tokio::spawn(async move {
+            read_head(&mut server).await;
+            let mut response = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1;".to_vec();
+            response.extend(std::iter::repeat_n(b'x', MAX_CHUNK_LINE + 10));
+            let _ = server.write_all(&response).await;
+            server
+        });
+        // Found with the head, when it came with it, or while the body is read.
+        let err = match conn.send(get("/"), idle.clone()).await {
+            Err(SendError::H1(e)) => e,
+            Err(e) => panic!("{e}"),
+            Ok(rsp) => rsp.into_body().collect().await.unwrap_err(),
+        };
+        assert!(matches!(err, Error::Invalid(_)), "{err}");
+        drop(peer.await.unwrap());
+        assert_eq!(idle.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn request_bodies_are_framed_as_hyper_frames_them() {
+        // Known size: content-length, the data behind the head.
+        let (conn, mut server) = pair();
+        let idle = Arc::new(Idle::new(4));
+        let peer = tokio::spawn(async move {
+            let (head, mut rest) = read_head(&mut server).await;
+            assert!(head.starts_with("POST /p HTTP/1.1\r\n"), "{head}");
+            assert!(head.contains("content-length: 4\r\n"), "{head}");
+            read_until(&mut server, &mut rest, b"data").await;
+            assert_eq!(rest, b"data");
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            server
+        });
+        let req = Request::post("/p")
+            .body(crate::http::boxed(Full::new(Bytes::from_static(b"data"))))
+            .unwrap();
+        let rsp = send(conn, req, &idle).await;
+        assert_eq!(rsp.status(), 200);
+        let _server = peer.await.unwrap();
+        assert_eq!(idle.len(), 1);
+
+        // Unknown size: chunked, a large piece from its own buffer.
+        let (conn, mut server) = pair();
+        let large = Bytes::from(vec![b'z'; COPY_MAX * 2]);
+        let expect = {
+            let mut e = b"2\r\nab\r\n".to_vec();
+            e.extend_from_slice(format!("{:X}\r\n", large.len()).as_bytes());
+            e.extend_from_slice(&large);
+            e.extend_from_slice(b"\r\n0\r\n\r\n");
+            e
+        };
+        let peer = tokio::spawn(async move {
+            let (head, mut rest) = read_head(&mut server).await;
+            assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+            assert!(!head.contains("content-length"), "{head}");
+            read_until(&mut server, &mut rest, b"0\r\n\r\n").await;
+            assert_eq!(rest, expect);
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            server
+        });
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = vec![
+            Ok(Frame::data(Bytes::from_static(b"ab"))),
+            Ok(Frame::data(large)),
+            Ok(Frame::trailers(HeaderMap::new())),
+        ];
+        let req = Request::put("/c")
+            .body(crate::http::boxed(StreamBody::new(tokio_stream::iter(
+                frames,
+            ))))
+            .unwrap();
+        let rsp = send(conn, req, &idle).await;
+        assert_eq!(rsp.status(), 200);
+        let _server = peer.await.unwrap();
+        assert_eq!(idle.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_body_longer_than_its_content_length_is_refused() {
+        let (conn, _server) = pair();
+        let idle = Arc::new(Idle::new(4));
+        let mut req = Request::post("/p")
+            .body(crate::http::boxed(Full::new(Bytes::from_static(
+                b"too long",
+            ))))
+            .unwrap();
+        req.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        let err = conn.send(req, idle).await.unwrap_err();
+        assert!(matches!(err, SendError::H1(Error::RequestLength)), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_request_body_ends_is_read_and_the_connection_dropped() {
+        let (conn, mut server) = pair();
+        let idle = Arc::new(Idle::new(4));
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(4);
+        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let req = Request::post("/upload")
+            .body(crate::http::boxed(body))
+            .unwrap();
+        tx.send(Ok(Frame::data(Bytes::from_static(b"part"))))
+            .await
+            .unwrap();
+        let peer = tokio::spawn(async move {
+            let (head, mut rest) = read_head(&mut server).await;
+            assert!(head.contains("transfer-encoding: chunked"), "{head}");
+            read_until(&mut server, &mut rest, b"4\r\npart\r\n").await;
+            server
+                .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 3\r\n\r\nbig")
+                .await
+                .unwrap();
+            server
+        });
+        let rsp = send(conn, req, &idle).await;
+        assert_eq!(rsp.status(), 413);
+        let body = rsp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"big");
+        assert_eq!(
+            idle.len(),
+            0,
+            "the request never ended: the connection is not reused"
+        );
+        drop(tx);
+        drop(peer.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_its_peer_closed_or_wrote_to_is_not_handed_out() {
+        let idle = Idle::new(4);
+        let (conn, server) = pair();
+        assert!(idle.put(conn));
+        drop(server);
+        let (conn, mut server) = pair();
+        assert!(idle.put(conn));
+        server
+            .write_all(b"HTTP/1.1 408 Timeout\r\n\r\n")
+            .await
+            .unwrap();
+        let (conn, _open) = pair();
+        assert!(idle.put(conn));
+        assert_eq!(idle.len(), 3);
+        // The newest is handed out first.
+        assert!(idle.take().is_some());
+        assert!(
+            idle.take().is_none(),
+            "the closed and the written-to are dropped"
+        );
+        assert_eq!(idle.len(), 0);
+
+        let full = Idle::new(1);
+        assert!(full.put(pair().0));
+        assert!(!full.put(pair().0), "a full list closes what is given back");
+        full.forget();
+        assert!(
+            !full.put(pair().0),
+            "a forgotten list closes what is given back"
+        );
+        assert_eq!(full.len(), 0);
+    }
+}
