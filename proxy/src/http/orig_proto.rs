@@ -14,6 +14,12 @@ const ABSOLUTE: &str = "; absolute-form";
 
 /// Outbound: turns an HTTP/1 request into HTTP/2 for a meshed peer.
 pub fn upgrade<B>(req: &mut Request<B>) {
+    upgrade_with(req, &Memo::default());
+}
+
+/// As [`upgrade`], through the client connection's memo of the authority its last `Host`
+/// made.
+pub fn upgrade_with<B>(req: &mut Request<B>, hosts: &Memo<Authority>) {
     let absolute = req.uri().scheme().is_some();
     let value = match (req.version(), absolute) {
         (Version::HTTP_10, false) => "HTTP/1.0",
@@ -29,7 +35,7 @@ pub fn upgrade<B>(req: &mut Request<B>) {
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .and_then(|h| h.parse::<Authority>().ok());
+            .and_then(|h| hosts.get(h, |h| h.parse::<Authority>().ok()));
         if let Some(authority) = host {
             // Taken, not cloned: with a scheme, an authority and a path the parts always make
             // a URI.
@@ -122,6 +128,27 @@ mod tests {
         assert_eq!(req.uri(), "/items?x=1");
         assert_eq!(req.headers()["host"], "web.shop.svc.cluster.local:8080");
         assert!(req.headers().get(L5D_ORIG_PROTO).is_none());
+    }
+
+    #[test]
+    fn one_connections_upgrades_share_the_authority_its_host_made() {
+        let memo = Memo::default();
+        let upgraded = |host: &str| {
+            let mut req = Request::builder()
+                .uri("/p")
+                .header("host", host)
+                .body(())
+                .unwrap();
+            upgrade_with(&mut req, &memo);
+            assert!(!req.headers().contains_key(header::HOST));
+            req.uri().clone()
+        };
+        assert_eq!(upgraded("a.ns.svc:8080"), "http://a.ns.svc:8080/p");
+        assert_eq!(upgraded("a.ns.svc:8080"), "http://a.ns.svc:8080/p");
+        // Another host is parsed afresh, not given the kept one.
+        assert_eq!(upgraded("b.ns.svc"), "http://b.ns.svc/p");
+        // A host that is no authority gives none, and the URI stays as it was.
+        assert_eq!(upgraded("bad host"), "/p");
     }
 
     #[test]

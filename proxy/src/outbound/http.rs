@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use http::uri::Authority;
 use http::{HeaderValue, Request, Response, header};
 use hyper::body::Incoming;
 use remora_metrics::labels::TargetLabels;
@@ -79,6 +80,9 @@ pub struct ConnMemo {
     pub(super) authority: Memo<Arc<str>>,
     /// An explicit request's `Host` value, from its absolute URI's authority.
     pub(super) host: Memo<HeaderValue>,
+    /// The authority an HTTP/1 request upgraded for a meshed peer takes from its `Host`
+    /// (`orig_proto::upgrade_with`).
+    pub(super) upgraded: Memo<Authority>,
 }
 
 /// Ingress mode's routing header: the `host:port` a request is for, whatever its authority.
@@ -162,7 +166,9 @@ fn forget_removed(pool: &Arc<Pool>, mut removed: tokio::sync::broadcast::Receive
 
 /// Where a request went, as far as it got: the last attempt's endpoint and the attempt count.
 #[derive(Debug, Default)]
-pub(super) struct Dispatched {
+pub(super) struct Dispatched<'a> {
+    /// The client connection's memo, when the request came on one.
+    pub memo: Option<&'a ConnMemo>,
     pub addr: Option<SocketAddr>,
     pub ep: Option<Arc<Endpoint>>,
     pub attempts: u32,
@@ -411,6 +417,7 @@ impl HttpOutbound {
             })
         });
         let mut done = Dispatched {
+            memo: Some(memo),
             traced: span.is_some(),
             ..Dispatched::default()
         };
@@ -474,7 +481,7 @@ impl HttpOutbound {
         orig: Option<SocketAddr>,
         authority: Option<&str>,
         req: Request<Incoming>,
-        done: &mut Dispatched,
+        done: &mut Dispatched<'_>,
     ) -> Response<Body> {
         let dest = match orig {
             // A CONNECT that was redirected here is for the upstream proxy the app dialled.
@@ -521,7 +528,7 @@ fn close_after_remote(
     mut rsp: Response<Body>,
     orig: Option<SocketAddr>,
     authority: Option<&str>,
-    done: &Dispatched,
+    done: &Dispatched<'_>,
 ) -> Response<Body> {
     if rsp.extensions_mut().remove::<RemoteClose>().is_none() {
         return rsp;
@@ -554,7 +561,7 @@ mod tests {
             .unwrap()
     }
 
-    fn dispatched(addr: &str) -> Dispatched {
+    fn dispatched(addr: &str) -> Dispatched<'static> {
         Dispatched {
             addr: Some(addr.parse().unwrap()),
             attempts: 1,

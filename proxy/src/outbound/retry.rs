@@ -23,7 +23,7 @@ use hyper::body::Body as _;
 use tracing::debug;
 
 use super::connect::{Destination, report};
-use super::http::{Dispatched, HttpOutbound};
+use super::http::{ConnMemo, Dispatched, HttpOutbound};
 use crate::discovery::balance::Transition;
 use crate::discovery::budget::RetryBudget;
 use crate::discovery::profile::Route;
@@ -162,7 +162,7 @@ impl HttpOutbound {
         &self,
         req: Request<B>,
         a: Attempts,
-        done: &mut Dispatched,
+        done: &mut Dispatched<'_>,
     ) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -186,7 +186,7 @@ impl HttpOutbound {
         &self,
         req: Request<B>,
         a: Attempts,
-        done: &mut Dispatched,
+        done: &mut Dispatched<'_>,
     ) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -228,7 +228,9 @@ impl HttpOutbound {
             done.addr = Some(dest.addr);
             done.ep = dest.endpoint.clone();
             done.attempts = attempt;
-            let sent = self.send_once(dest.addr, dest.endpoint.clone(), req).await;
+            let sent = self
+                .send_once(dest.addr, dest.endpoint.clone(), done.memo, req)
+                .await;
             if let Some(p) = dest.picked.take() {
                 let success = matches!(&sent.result, Ok(r) if !r.status().is_server_error());
                 self.report(p.finish(success), dest.addr);
@@ -285,11 +287,13 @@ impl HttpOutbound {
         }
     }
 
-    /// Sends one attempt to `addr` (as `ep`), upgrading HTTP/1 for a meshed peer.
+    /// Sends one attempt to `addr` (as `ep`), upgrading HTTP/1 for a meshed peer (through
+    /// `memo`, the client connection's, when there is one).
     pub(super) async fn send_once(
         &self,
         addr: SocketAddr,
         ep: Option<Arc<Endpoint>>,
+        memo: Option<&ConnMemo>,
         mut req: Request<Body>,
     ) -> Sent {
         let meshed = ep
@@ -299,7 +303,10 @@ impl HttpOutbound {
         let h2 = meshed || req.version() == http::Version::HTTP_2;
         let upgraded = meshed && req.version() != http::Version::HTTP_2;
         if upgraded {
-            orig_proto::upgrade(&mut req);
+            match memo {
+                Some(m) => orig_proto::upgrade_with(&mut req, &m.upgraded),
+                None => orig_proto::upgrade(&mut req),
+            }
         }
         let kind = if h2 { Kind::Http2 } else { Kind::Http1 };
         if kind == Kind::Http2 {

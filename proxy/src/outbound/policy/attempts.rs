@@ -463,7 +463,7 @@ impl HttpOutbound {
         deadlines: Deadlines,
         ended: oneshot::Receiver<Instant>,
         accrual: Accrual,
-        done: &mut Dispatched,
+        done: &mut Dispatched<'_>,
     ) -> (Result<(Sent, Destination), Deadline>, Option<Instant>) {
         let mut ended = Some(ended);
         let mut ended_at = None;
@@ -475,7 +475,12 @@ impl HttpOutbound {
             // in this future: as its argument and as its pinned local), in a block of its own so
             // that its state is gone before the repick below.
             let raced = {
-                let send = std::pin::pin!(self.send_once(dest.addr, dest.endpoint.clone(), req));
+                let send = std::pin::pin!(self.send_once(
+                    dest.addr,
+                    dest.endpoint.clone(),
+                    done.memo,
+                    req
+                ));
                 race(send, &mut ended, &mut ended_at, deadlines).await
             };
             let sent = match raced {
@@ -534,7 +539,7 @@ impl HttpOutbound {
         &self,
         cx: RuleCtx<'_, F>,
         mut req: Request<B>,
-        done: &mut Dispatched,
+        done: &mut Dispatched<'_>,
     ) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -680,7 +685,7 @@ impl HttpOutbound {
         per_try: Option<Duration>,
         retry: Option<&Retry>,
         avoid: Option<SocketAddr>,
-        done: &mut Dispatched,
+        done: &mut Dispatched<'_>,
     ) -> Attempt {
         let rule = cx.rule;
         let mut draw = || self.draw();

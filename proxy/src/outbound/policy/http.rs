@@ -113,7 +113,7 @@ impl HttpOutbound {
         &self,
         policy: &Arc<OutboundPolicy>,
         req: Request<B>,
-        done: &mut Dispatched,
+        done: &mut Dispatched<'_>,
     ) -> Result<Response<Body>, Request<B>>
     where
         B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,

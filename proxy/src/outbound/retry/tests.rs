@@ -143,7 +143,7 @@ async fn send(
     router: &HttpOutbound,
     target: &Target,
     req: Request<Full<Bytes>>,
-) -> (StatusCode, Dispatched) {
+) -> (StatusCode, Dispatched<'static>) {
     let first = match target.clone().pick(Duration::from_secs(1)).await {
         Pick::Endpoint(ep, picked) => Destination::picked(ep, picked, Some(target.clone())),
         other => panic!("no endpoint: {other:?}"),

@@ -163,7 +163,7 @@ async fn send(
     router: &HttpOutbound,
     policy: &Arc<OutboundPolicy>,
     req: Request<Full<Bytes>>,
-) -> (StatusCode, ::http::HeaderMap, Dispatched) {
+) -> (StatusCode, ::http::HeaderMap, Dispatched<'static>) {
     let mut done = Dispatched::default();
     let rsp = match router.route_by_policy(policy, req, &mut done).await {
         Ok(r) => r,
