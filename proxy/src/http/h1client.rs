@@ -13,15 +13,22 @@
 //!   declare them, `super::strip_hop_by_hop`);
 //! - the request body is sent while the response arrives: an app may answer before it has read
 //!   the whole request. If it stops reading, the response is still read, and the connection is
-//!   not reused;
+//!   not reused. Unlike hyper's client, whose connection task sends on regardless, the rest of
+//!   the request body is sent only while its response body is read, and is cut off (the
+//!   connection closed) when the response ends first;
 //! - informational responses (`100 Continue`, `103 Early Hints`) are skipped; a `101` to a
 //!   request that did not ask to upgrade is an error (upgrades take their own connection,
 //!   `super::upgrade`);
 //! - the response's framing follows RFC 9112 §6.3: no body for `HEAD`, 204 and 304; chunked
 //!   when the last transfer coding is `chunked`; else `content-length`, whose values must
-//!   agree; else to the end of the connection. Chunked trailers become a trailers frame;
-//! - a response head is at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] fields (hyper's client
-//!   limits); a chunk-size line at most [`MAX_CHUNK_LINE`] bytes;
+//!   agree; else to the end of the connection. A transfer coding in an HTTP/1.0 response is
+//!   refused; beside a `content-length`, it wins, the `content-length` is removed and the
+//!   connection closed after the response. Chunk-size lines are read as strictly as hyper
+//!   reads them (a hex digit first, no bare LF); chunked trailers become a trailers frame. A
+//!   reason phrase other than the status's own is kept (`hyper::ext::ReasonPhrase`);
+//! - a response head is at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] fields, a trailer
+//!   section [`MAX_TRAILERS`] bytes, a body's chunk extensions [`MAX_CHUNK_EXTENSIONS`] bytes
+//!   (hyper's client limits); a chunk-size line at most [`MAX_CHUNK_LINE`] bytes;
 //! - the connection is reused only when both messages ended cleanly, the response allows it
 //!   (`connection: close`, HTTP/1.0 without `keep-alive`, a body read to the end of the
 //!   connection do not), and no byte follows the response.
@@ -58,6 +65,10 @@ pub const MAX_HEAD: usize = 8192 + 4096 * 100;
 pub const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line, with its extensions, bytes.
 pub const MAX_CHUNK_LINE: usize = 4096;
+/// The most chunk-extension bytes in one body, and the largest trailer section: hyper's
+/// limits.
+pub const MAX_CHUNK_EXTENSIONS: usize = 16 * 1024;
+pub const MAX_TRAILERS: usize = 16 * 1024;
 /// A read asks for at least this much room, and starts at [`READ_MIN`]; a read that fills it
 /// doubles it up to [`READ_MAX`] (a large body is read in larger pieces).
 const READ_MIN: usize = 8 * 1024;
@@ -187,7 +198,8 @@ impl Conn {
             framing
         };
         if rsp.version() == Version::HTTP_10 {
-            self.keep_alive &= has_token(rsp.headers(), "keep-alive");
+            self.keep_alive &=
+                has_token(rsp.headers(), "keep-alive") && !has_token(rsp.headers(), "close");
         } else {
             self.keep_alive &= !has_token(rsp.headers(), "close");
         }
@@ -200,6 +212,7 @@ impl Conn {
             // a body type cannot hold itself inline (`Body` holds response bodies).
             og: (!og.sent).then(|| Box::new(og)),
             framing,
+            extensions: 0,
             idle: Some(idle),
         };
         body.settle().map_err(SendError::H1)?;
@@ -323,8 +336,10 @@ impl Out {
         Poll::Ready(Ok(()))
     }
 
-    /// Queues one piece of body data, chunked or not.
+    /// Queues one piece of body data, chunked or not, behind what `buf` holds (a large piece
+    /// and its tail must have gone out).
     fn data(&mut self, data: Bytes, chunked: bool) {
+        debug_assert!(self.big.is_empty() && self.tail.is_empty());
         if chunked {
             use std::io::Write as _;
             let _ = write!(self.buf, "{:X}\r\n", data.len());
@@ -400,7 +415,12 @@ impl Conn {
         // Bounded: each turn writes what was queued, or returns.
         loop {
             let mut waiting = false;
-            while !og.done && conn.out.big.is_empty() && conn.out.buf.len() < COPY_MAX {
+            // Nothing is queued behind a large piece or its tail: they go out first.
+            while !og.done
+                && conn.out.big.is_empty()
+                && conn.out.tail.is_empty()
+                && conn.out.buf.len() < COPY_MAX
+            {
                 match Pin::new(&mut og.body).poll_frame(cx) {
                     Poll::Pending => {
                         waiting = true;
@@ -463,7 +483,10 @@ impl Conn {
             if !self.rbuf.is_empty() {
                 match parse_head(&mut self.rbuf)? {
                     Some(Head::Informational) => continue,
-                    Some(Head::Final(rsp, framing)) => return Poll::Ready(Ok((rsp, framing))),
+                    Some(Head::Final(rsp, framing, close)) => {
+                        self.keep_alive &= !close;
+                        return Poll::Ready(Ok((rsp, framing)));
+                    }
                     None if self.rbuf.len() >= MAX_HEAD => {
                         return Poll::Ready(Err(Error::HeadTooLarge));
                     }
@@ -504,7 +527,8 @@ impl Conn {
 /// A response head, parsed.
 enum Head {
     Informational,
-    Final(Response<()>, Framing),
+    /// With whether the connection must close after it.
+    Final(Response<()>, Framing, bool),
 }
 
 /// How a response body ends.
@@ -537,7 +561,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let mut rsp = httparse::Response::new(&mut []);
-    let (len, code, version, count) = match httparse::ParserConfig::default()
+    let (len, code, version, count, reason) = match httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut rsp, buf, &mut headers)
     {
         Ok(httparse::Status::Complete(len)) => {
@@ -553,7 +577,11 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
                     (value + h.value.len()) as u32,
                 );
             }
-            (len, rsp.code, rsp.version, rsp.headers.len())
+            let reason = rsp.reason.filter(|r| !r.is_empty()).map(|r| {
+                let start = r.as_ptr() as usize - base;
+                start..start + r.len()
+            });
+            (len, rsp.code, rsp.version, rsp.headers.len(), reason)
         }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => {
@@ -580,12 +608,28 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
             .map_err(|_| Error::Invalid("header value"))?;
         map.append(name, value);
     }
+    let chunked_or_coded = map.contains_key(header::TRANSFER_ENCODING);
+    if chunked_or_coded && version == Some(0) {
+        // RFC 9112 §6.1: faulty framing (hyper's client refuses it too).
+        return Err(Error::Invalid("transfer-encoding in an HTTP/1.0 response"));
+    }
+    // RFC 9112 §6.3: with a transfer coding, a content-length is not the body's, and is not
+    // passed on; the connection is closed after the response.
+    let close = chunked_or_coded && map.remove(header::CONTENT_LENGTH).is_some();
     let framing = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         Framing::Length(0)
     } else {
         response_framing(&map)?
     };
     let mut rsp = Response::new(());
+    // A reason phrase other than the status's own is kept as hyper's client keeps it, for an
+    // HTTP/1 server to write back.
+    if let Some(reason) = reason
+        && status.canonical_reason().map(str::as_bytes) != Some(&head[reason.clone()])
+        && let Ok(phrase) = hyper::ext::ReasonPhrase::try_from(head.slice(reason))
+    {
+        rsp.extensions_mut().insert(phrase);
+    }
     *rsp.status_mut() = status;
     *rsp.version_mut() = if version == Some(0) {
         Version::HTTP_10
@@ -593,7 +637,7 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
         Version::HTTP_11
     };
     *rsp.headers_mut() = map;
-    Ok(Some(Head::Final(rsp, framing)))
+    Ok(Some(Head::Final(rsp, framing, close)))
 }
 
 /// How a response's body is framed (RFC 9112 §6.3), but for `HEAD`, 204 and 304.
@@ -728,6 +772,52 @@ fn encode_head(parts: &http::request::Parts, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// A chunk-size line: its length with its CRLF, the size, and its extensions' length.
+struct ChunkLine {
+    len: usize,
+    size: u64,
+    extensions: usize,
+}
+
+/// Parses the chunk-size line at the front of `buf` (RFC 9112 §7.1): `None` when it is not all
+/// there yet. Stricter than `httparse::parse_chunk_size`, as hyper's decoder is: at least one
+/// hex digit, at most 16, and no bare LF before the CRLF.
+fn chunk_size(buf: &[u8]) -> Result<Option<ChunkLine>, Error> {
+    let window = &buf[..buf.len().min(MAX_CHUNK_LINE)];
+    let Some(lf) = window.iter().position(|&b| b == b'\n') else {
+        return if buf.len() >= MAX_CHUNK_LINE {
+            Err(Error::Invalid("chunk-size line too long"))
+        } else {
+            Ok(None)
+        };
+    };
+    let Some(line) = window[..lf].strip_suffix(b"\r") else {
+        return Err(Error::Invalid("chunk-size line without CRLF"));
+    };
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err(Error::Invalid("chunk size"));
+    }
+    let size = line[..digits].iter().fold(0u64, |n, &d| {
+        // A hex digit, checked above.
+        (n << 4) | u64::from((d as char).to_digit(16).unwrap_or(0))
+    });
+    let rest = &line[digits..];
+    // Whitespace may precede the extensions (RFC 9112 §7.1.1, BWS); nothing else but them.
+    let ext = &rest[rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count()..];
+    if !(ext.is_empty() || ext[0] == b';') || ext.contains(&b'\r') {
+        return Err(Error::Invalid("chunk size"));
+    }
+    Ok(Some(ChunkLine {
+        len: lf + 1,
+        size,
+        extensions: rest.len(),
+    }))
+}
+
 /// Whether an I/O error means the peer closed or reset the connection.
 fn closed(e: &io::Error) -> bool {
     use std::io::ErrorKind as K;
@@ -745,6 +835,8 @@ pub struct ResponseBody {
     /// The request body, while still being sent.
     og: Option<Box<Outgoing>>,
     framing: Framing,
+    /// Chunk-extension bytes so far (bounded by [`MAX_CHUNK_EXTENSIONS`]).
+    extensions: usize,
     idle: Option<Arc<Idle>>,
 }
 
@@ -776,21 +868,19 @@ impl ResponseBody {
                     self.framing = Framing::Chunked(Chunk::Size);
                 }
                 Framing::Chunked(Chunk::Size) if !buf.is_empty() => {
-                    match httparse::parse_chunk_size(buf) {
-                        Ok(httparse::Status::Complete((n, size))) => {
-                            buf.advance(n);
-                            self.framing = Framing::Chunked(if size == 0 {
-                                Chunk::Trailers
-                            } else {
-                                Chunk::Data(size)
-                            });
-                        }
-                        Ok(httparse::Status::Partial) if buf.len() > MAX_CHUNK_LINE => {
-                            return Err(Error::Invalid("chunk-size line too long"));
-                        }
-                        Ok(httparse::Status::Partial) => return Ok(()),
-                        Err(_) => return Err(Error::Invalid("chunk size")),
+                    let Some(line) = chunk_size(buf)? else {
+                        return Ok(());
+                    };
+                    self.extensions += line.extensions;
+                    if self.extensions > MAX_CHUNK_EXTENSIONS {
+                        return Err(Error::Invalid("chunk extensions too long"));
                     }
+                    buf.advance(line.len);
+                    self.framing = Framing::Chunked(if line.size == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(line.size)
+                    });
                 }
                 // The common trailer section: none.
                 Framing::Chunked(Chunk::Trailers) if buf.starts_with(b"\r\n") => {
@@ -854,7 +944,7 @@ impl ResponseBody {
                         self.framing = Framing::Done;
                         Ok(Some(Frame::trailers(trailers)))
                     }
-                    Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => {
+                    Ok(httparse::Status::Partial) if buf.len() >= MAX_TRAILERS => {
                         Err(Error::Invalid("trailer section too large"))
                     }
                     Ok(httparse::Status::Partial) => Ok(None),
@@ -969,7 +1059,8 @@ mod tests {
 
     /// Reads from the peer's side until `buf` ends with `suffix`.
     async fn read_until(server: &mut DuplexStream, buf: &mut Vec<u8>, suffix: &[u8]) {
-        for _ in 0..1000 {
+        // Bounded; room for a body written a few bytes at a time.
+        for _ in 0..100_000 {
             if buf.ends_with(suffix) {
                 return;
             }
@@ -1080,10 +1171,13 @@ mod tests {
 
     #[tokio::test]
     async fn connection_close_http10_and_close_delimited_responses_are_not_reused() {
-        let cases: [&[u8]; 3] = [
+        let cases: [&[u8]; 5] = [
             b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok",
             b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok",
             b"HTTP/1.1 200 OK\r\n\r\nok",
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive, close\r\ncontent-length: 2\r\n\r\nok",
+            // A transfer coding and a content-length: not the body's length, not passed on.
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 9\r\n\r\n2\r\nok\r\n0\r\n\r\n",
         ];
         for response in cases {
             let (conn, mut server) = pair();
@@ -1095,6 +1189,10 @@ mod tests {
                 drop(server);
             });
             let rsp = send(conn, get("/"), &idle).await;
+            assert!(
+                !rsp.headers().contains_key(header::CONTENT_LENGTH)
+                    || !rsp.headers().contains_key(header::TRANSFER_ENCODING)
+            );
             let body = rsp.into_body().collect().await.unwrap().to_bytes();
             assert_eq!(&body[..], b"ok");
             peer.await.unwrap();
@@ -1203,6 +1301,7 @@ mod tests {
             b"HTTP/1.1 2000 OK\r\n\r\n".to_vec(),
             b"HTTP/1.1 200 OK\r\nbad header\r\n\r\n".to_vec(),
             b"NOTHTTP\r\n\r\n".to_vec(),
+            b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec(),
             big.into_bytes(),
             many.into_bytes(),
         ];
@@ -1420,5 +1519,178 @@ mod tests {
             "a forgotten list closes what is given back"
         );
         assert_eq!(full.len(), 0);
+    }
+
+    /// Bodies whose chunk framing hyper's decoder refuses, and so does this one.
+    #[tokio::test]
+    async fn loose_chunk_framing_is_an_error() {
+        let mut many_extensions = Vec::new();
+        for _ in 0..8 {
+            many_extensions.extend_from_slice(b"1;");
+            many_extensions.extend(std::iter::repeat_n(b'e', 3000));
+            many_extensions.extend_from_slice(b"\r\nx\r\n");
+        }
+        many_extensions.extend_from_slice(b"0\r\n\r\n");
+        let cases: Vec<Vec<u8>> = vec![
+            // No size digit: an empty line after the chunk's CRLF.
+            b"3\r\nabc\r\n\r\n\r\n".to_vec(),
+            b" 3\r\nabc\r\n0\r\n\r\n".to_vec(),
+            // A bare LF inside the extensions.
+            b"3;x\nfoo\r\nabc\r\n0\r\n\r\n".to_vec(),
+            b"3 x\r\nabc\r\n0\r\n\r\n".to_vec(),
+            b"11111111111111111\r\n".to_vec(),
+            many_extensions,
+        ];
+        for chunks in cases {
+            let (conn, mut server) = pair();
+            let idle = Arc::new(Idle::new(4));
+            let shown = String::from_utf8_lossy(&chunks[..chunks.len().min(40)]).to_string();
+            let peer = tokio::spawn(async move {
+                read_head(&mut server).await;
+                let mut response =
+                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+                response.extend_from_slice(&chunks);
+                let _ = server.write_all(&response).await;
+                server
+            });
+            let err = match conn.send(get("/"), idle.clone()).await {
+                Err(SendError::H1(e)) => e,
+                Err(e) => panic!("{shown}: {e}"),
+                Ok(rsp) => match rsp.into_body().collect().await {
+                    Err(e) => e,
+                    Ok(c) => panic!("{shown}: accepted as {:?}", c.to_bytes()),
+                },
+            };
+            assert!(matches!(err, Error::Invalid(_)), "{shown}: {err}");
+            drop(peer.await.unwrap());
+            assert_eq!(idle.len(), 0, "{shown}");
+        }
+        // Whitespace before the extensions is allowed (RFC 9112 §7.1.1).
+        assert_eq!(
+            chunk_size(b"a \t;x=1\r\n")
+                .unwrap()
+                .map(|l| (l.len, l.size)),
+            Some((9, 10))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reason_phrase_of_its_own_is_kept() {
+        let (conn, mut server) = pair();
+        let idle = Arc::new(Idle::new(4));
+        let peer = tokio::spawn(async move {
+            for response in [
+                &b"HTTP/1.1 200 Alright\r\ncontent-length: 0\r\n\r\n"[..],
+                b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            ] {
+                read_head(&mut server).await;
+                server.write_all(response).await.unwrap();
+            }
+            server
+        });
+        let rsp = send(conn, get("/"), &idle).await;
+        let phrase = rsp
+            .extensions()
+            .get::<hyper::ext::ReasonPhrase>()
+            .expect("kept");
+        assert_eq!(phrase.as_bytes(), b"Alright");
+        drop(rsp);
+        let rsp = send(idle.take().unwrap(), get("/"), &idle).await;
+        assert!(
+            rsp.extensions().get::<hyper::ext::ReasonPhrase>().is_none(),
+            "the canonical one is not"
+        );
+        drop(peer.await.unwrap());
+    }
+
+    /// Writes one slice per call, and only every other call (the first returns Pending).
+    struct Stutter {
+        inner: DuplexStream,
+        pending: bool,
+    }
+
+    impl crate::transport::io::Io for Stutter {
+        fn reset(&self) {}
+    }
+
+    impl AsyncRead for Stutter {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Stutter {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.pending = !self.pending;
+            if self.pending {
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            // At most 7 bytes a write: short writes end inside data and tails alike.
+            let n = buf.len().min(7);
+            Pin::new(&mut self.inner).poll_write(cx, &buf[..n])
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.inner).poll_shutdown(cx)
+        }
+    }
+
+    #[tokio::test]
+    async fn short_writes_keep_a_chunked_body_in_order() {
+        let (client, mut server) = tokio::io::duplex(256 * 1024);
+        let conn = Conn::new(
+            ADDR.parse().unwrap(),
+            Box::new(Stutter {
+                inner: client,
+                pending: false,
+            }),
+        );
+        let idle = Arc::new(Idle::new(4));
+        let large = |b: u8| Bytes::from(vec![b; COPY_MAX + 3]);
+        let pieces = [
+            large(b'x'),
+            Bytes::from_static(b"ab"),
+            large(b'y'),
+            large(b'z'),
+        ];
+        let mut expect = Vec::new();
+        for p in &pieces {
+            expect.extend_from_slice(format!("{:X}\r\n", p.len()).as_bytes());
+            expect.extend_from_slice(p);
+            expect.extend_from_slice(b"\r\n");
+        }
+        expect.extend_from_slice(b"0\r\n\r\n");
+        let peer = tokio::spawn(async move {
+            let (_, mut rest) = read_head(&mut server).await;
+            read_until(&mut server, &mut rest, b"0\r\n\r\n").await;
+            assert!(rest == expect, "the chunked body arrived out of order");
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            server
+        });
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> =
+            pieces.into_iter().map(|p| Ok(Frame::data(p))).collect();
+        let req = Request::put("/c")
+            .body(crate::http::boxed(StreamBody::new(tokio_stream::iter(
+                frames,
+            ))))
+            .unwrap();
+        assert_eq!(send(conn, req, &idle).await.status(), 200);
+        drop(peer.await.unwrap());
     }
 }
