@@ -55,7 +55,7 @@ use tokio::time::Instant;
 use tracing::debug;
 
 use super::Body;
-use super::pool::SendError;
+use super::pool::{SendError, closed};
 use crate::transport::io::BoxIo;
 
 /// The largest response head (and chunked trailer section), bytes: hyper's client default
@@ -816,15 +816,6 @@ fn chunk_size(buf: &[u8]) -> Result<Option<ChunkLine>, Error> {
         size,
         extensions: rest.len(),
     }))
-}
-
-/// Whether an I/O error means the peer closed or reset the connection.
-fn closed(e: &io::Error) -> bool {
-    use std::io::ErrorKind as K;
-    matches!(
-        e.kind(),
-        K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof
-    )
 }
 
 /// A response body read from its connection; the connection goes back to its idle list when

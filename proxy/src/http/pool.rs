@@ -122,8 +122,8 @@ fn refused_h2(e: &h2::Error) -> bool {
     e.get_io().is_some_and(closed)
 }
 
-/// The connection closed under the request.
-fn closed(e: &std::io::Error) -> bool {
+/// The connection closed under the request (the peer closed or reset it).
+pub(super) fn closed(e: &std::io::Error) -> bool {
     use std::io::ErrorKind as K;
     matches!(
         e.kind(),
