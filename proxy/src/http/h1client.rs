@@ -54,8 +54,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tracing::debug;
 
-use super::Body;
 use super::pool::{SendError, closed};
+use super::{Body, connection_has};
 use crate::transport::io::BoxIo;
 
 /// The largest response head (and chunked trailer section), bytes: hyper's client default
@@ -172,8 +172,8 @@ impl Conn {
         let (mut parts, body) = req.into_parts();
         let framing = request_framing(&mut parts, &body);
         let head_only = parts.method == Method::HEAD;
-        self.out.buf.clear();
-        self.out.pos = 0;
+        // A connection is only reused with nothing left to write (`ResponseBody::finish_if_done`).
+        debug_assert!(self.out.is_empty() && self.out.buf.is_empty());
         encode_head(&parts, &mut self.out.buf);
         let mut og = Outgoing {
             body,
@@ -187,25 +187,13 @@ impl Conn {
         self.answered = false;
         // Driven together: the request (head and body) goes out while the response's head is
         // awaited.
-        let head = poll_fn(|cx| self.poll_head(cx, &mut og)).await;
-        let (rsp, framing) = match head {
-            Ok(head) => head,
-            Err(e) => return Err(SendError::H1(e)),
-        };
-        let framing = if head_only {
-            Framing::Length(0)
-        } else {
-            framing
-        };
-        if rsp.version() == Version::HTTP_10 {
-            self.keep_alive &=
-                has_token(rsp.headers(), "keep-alive") && !has_token(rsp.headers(), "close");
-        } else {
-            self.keep_alive &= !has_token(rsp.headers(), "close");
-        }
-        if framing == Framing::Eof {
-            self.keep_alive = false;
-        }
+        let head = poll_fn(|cx| self.poll_head(cx, &mut og, head_only)).await;
+        let Final {
+            rsp,
+            framing,
+            reusable,
+        } = head.map_err(SendError::H1)?;
+        self.keep_alive &= reusable;
         let mut body = ResponseBody {
             conn: Some(self),
             // Boxed: a request body still being sent past the response's head is rare, and
@@ -471,22 +459,22 @@ impl Conn {
         }
     }
 
+    /// Awaits the response head (`head_only`: to a `HEAD` request), sending the request
+    /// meanwhile.
     fn poll_head(
         &mut self,
         cx: &mut Context<'_>,
         og: &mut Outgoing,
-    ) -> Poll<Result<(Response<()>, Framing), Error>> {
+        head_only: bool,
+    ) -> Poll<Result<Final, Error>> {
         self.poll_request(cx, og)?;
         // Bounded: each turn parses a head (informational ones are skipped) or reads bytes;
         // the buffer is bounded by `MAX_HEAD`.
         loop {
             if !self.rbuf.is_empty() {
-                match parse_head(&mut self.rbuf)? {
+                match parse_head(&mut self.rbuf, head_only)? {
                     Some(Head::Informational) => continue,
-                    Some(Head::Final(rsp, framing, close)) => {
-                        self.keep_alive &= !close;
-                        return Poll::Ready(Ok((rsp, framing)));
-                    }
+                    Some(Head::Final(head)) => return Poll::Ready(Ok(head)),
                     None if self.rbuf.len() >= MAX_HEAD => {
                         return Poll::Ready(Err(Error::HeadTooLarge));
                     }
@@ -527,8 +515,15 @@ impl Conn {
 /// A response head, parsed.
 enum Head {
     Informational,
-    /// With whether the connection must close after it.
-    Final(Response<()>, Framing, bool),
+    Final(Final),
+}
+
+/// A final response head.
+struct Final {
+    rsp: Response<()>,
+    framing: Framing,
+    /// The response lets the connection carry another exchange.
+    reusable: bool,
 }
 
 /// How a response body ends.
@@ -555,9 +550,9 @@ enum Chunk {
     Trailers,
 }
 
-/// Parses a response head from the front of `buf`, which it then drops: `None` when the head
-/// is not all there yet.
-fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
+/// Parses a response head (`head_only`: to a `HEAD` request) from the front of `buf`, which it
+/// then drops: `None` when the head is not all there yet.
+fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, Error> {
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let mut rsp = httparse::Response::new(&mut []);
@@ -608,19 +603,25 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
             .map_err(|_| Error::Invalid("header value"))?;
         map.append(name, value);
     }
-    let chunked_or_coded = map.contains_key(header::TRANSFER_ENCODING);
-    if chunked_or_coded && version == Some(0) {
+    let http10 = version == Some(0);
+    let coding = map.get_all(header::TRANSFER_ENCODING).iter().next_back();
+    if coding.is_some() && http10 {
         // RFC 9112 §6.1: faulty framing (hyper's client refuses it too).
         return Err(Error::Invalid("transfer-encoding in an HTTP/1.0 response"));
     }
+    let framing =
+        if head_only || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            Framing::Length(0)
+        } else {
+            response_framing(coding, &map)?
+        };
     // RFC 9112 §6.3: with a transfer coding, a content-length is not the body's, and is not
     // passed on; the connection is closed after the response.
-    let close = chunked_or_coded && map.remove(header::CONTENT_LENGTH).is_some();
-    let framing = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
-        Framing::Length(0)
-    } else {
-        response_framing(&map)?
-    };
+    let faulty = coding.is_some() && map.remove(header::CONTENT_LENGTH).is_some();
+    let reusable = !faulty
+        && framing != Framing::Eof
+        && !connection_has(&map, "close")
+        && (!http10 || connection_has(&map, "keep-alive"));
     let mut rsp = Response::new(());
     // A reason phrase other than the status's own is kept as hyper's client keeps it, for an
     // HTTP/1 server to write back.
@@ -631,22 +632,23 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, Error> {
         rsp.extensions_mut().insert(phrase);
     }
     *rsp.status_mut() = status;
-    *rsp.version_mut() = if version == Some(0) {
+    *rsp.version_mut() = if http10 {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
     *rsp.headers_mut() = map;
-    Ok(Some(Head::Final(rsp, framing, close)))
+    Ok(Some(Head::Final(Final {
+        rsp,
+        framing,
+        reusable,
+    })))
 }
 
-/// How a response's body is framed (RFC 9112 §6.3), but for `HEAD`, 204 and 304.
-fn response_framing(headers: &HeaderMap) -> Result<Framing, Error> {
-    if let Some(last) = headers
-        .get_all(header::TRANSFER_ENCODING)
-        .iter()
-        .next_back()
-    {
+/// How a response's body is framed (RFC 9112 §6.3), but for `HEAD`, 204 and 304: by its last
+/// transfer coding, if any, else its `content-length`.
+fn response_framing(coding: Option<&HeaderValue>, headers: &HeaderMap) -> Result<Framing, Error> {
+    if let Some(last) = coding {
         let chunked = last
             .as_bytes()
             .rsplit(|&b| b == b',')
@@ -682,15 +684,6 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
         }
     }
     Ok(length)
-}
-
-/// Whether a `Connection` header names `token`.
-fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
 }
 
 /// Sets a request's framing headers as hyper's client does: the bytes its body has, by
@@ -1048,6 +1041,30 @@ mod tests {
         panic!("no request head");
     }
 
+    /// Answers one request on the peer's side with `response`; the peer's side, after.
+    fn answer(
+        mut server: DuplexStream,
+        response: &'static [u8],
+    ) -> tokio::task::JoinHandle<DuplexStream> {
+        tokio::spawn(async move {
+            read_head(&mut server).await;
+            server.write_all(response).await.unwrap();
+            server
+        })
+    }
+
+    /// As [`answer`], for a client that may give up before reading the whole response.
+    fn answer_lossy(
+        mut server: DuplexStream,
+        response: Vec<u8>,
+    ) -> tokio::task::JoinHandle<DuplexStream> {
+        tokio::spawn(async move {
+            read_head(&mut server).await;
+            let _ = server.write_all(&response).await;
+            server
+        })
+    }
+
     /// Reads from the peer's side until `buf` ends with `suffix`.
     async fn read_until(server: &mut DuplexStream, buf: &mut Vec<u8>, suffix: &[u8]) {
         // Bounded; room for a body written a few bytes at a time.
@@ -1109,18 +1126,12 @@ mod tests {
 
     #[tokio::test]
     async fn the_last_data_of_a_body_ends_it_and_gives_the_connection_back() {
-        let (conn, mut server) = pair();
+        let (conn, server) = pair();
         let idle = Arc::new(Idle::new(4));
-        let peer = tokio::spawn(async move {
-            read_head(&mut server).await;
-            server
-                .write_all(
-                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-                )
-                .await
-                .unwrap();
-            server
-        });
+        let peer = answer(
+            server,
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        );
         let mut body = send(conn, get("/"), &idle).await.into_body();
         let server = peer.await.unwrap();
         let frame = body.frame().await.unwrap().unwrap();
@@ -1193,18 +1204,12 @@ mod tests {
 
     #[tokio::test]
     async fn an_http10_response_with_keep_alive_is_reused() {
-        let (conn, mut server) = pair();
+        let (conn, server) = pair();
         let idle = Arc::new(Idle::new(4));
-        let peer = tokio::spawn(async move {
-            read_head(&mut server).await;
-            server
-                .write_all(
-                    b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 0\r\n\r\n",
-                )
-                .await
-                .unwrap();
-            server
-        });
+        let peer = answer(
+            server,
+            b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 0\r\n\r\n",
+        );
         let rsp = send(conn, get("/"), &idle).await;
         assert_eq!(rsp.version(), Version::HTTP_10);
         assert!(rsp.body().is_end_stream());
@@ -1228,13 +1233,9 @@ mod tests {
                 b"HTTP/1.1 304 Not Modified\r\ntransfer-encoding: chunked\r\n\r\n",
             ),
         ] {
-            let (conn, mut server) = pair();
+            let (conn, server) = pair();
             let idle = Arc::new(Idle::new(4));
-            let peer = tokio::spawn(async move {
-                read_head(&mut server).await;
-                server.write_all(response).await.unwrap();
-                server
-            });
+            let peer = answer(server, response);
             let mut req = get("/");
             *req.method_mut() = method;
             let rsp = send(conn, req, &idle).await;
@@ -1248,30 +1249,19 @@ mod tests {
 
     #[tokio::test]
     async fn informational_responses_are_skipped_and_101_refused() {
-        let (conn, mut server) = pair();
+        let (conn, server) = pair();
         let idle = Arc::new(Idle::new(4));
-        let peer = tokio::spawn(async move {
-            read_head(&mut server).await;
-            server
-                .write_all(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n")
-                .await
-                .unwrap();
-            server
-        });
+        let peer = answer(server, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n");
         let rsp = send(conn, get("/"), &idle).await;
         assert_eq!(rsp.status(), 201);
         assert!(!rsp.headers().contains_key("link"));
         let _server = peer.await.unwrap();
 
-        let (conn, mut server) = pair();
-        let peer = tokio::spawn(async move {
-            read_head(&mut server).await;
-            server
-                .write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n")
-                .await
-                .unwrap();
-            server
-        });
+        let (conn, server) = pair();
+        let peer = answer(
+            server,
+            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: x\r\n\r\n",
+        );
         let err = conn.send(get("/"), idle.clone()).await.unwrap_err();
         assert!(matches!(err, SendError::H1(Error::Invalid(_))), "{err}");
         assert!(!err.never_processed());
@@ -1297,15 +1287,10 @@ mod tests {
             many.into_bytes(),
         ];
         for response in cases {
-            let (conn, mut server) = pair();
+            let (conn, server) = pair();
             let idle = Arc::new(Idle::new(4));
             let shown = String::from_utf8_lossy(&response[..response.len().min(60)]).to_string();
-            let peer = tokio::spawn(async move {
-                read_head(&mut server).await;
-                // The client may give up before reading it all.
-                let _ = server.write_all(&response).await;
-                server
-            });
+            let peer = answer_lossy(server, response);
             let err = conn.send(get("/"), idle.clone()).await.unwrap_err();
             assert!(matches!(err, SendError::H1(_)), "{shown}: {err}");
             assert!(!err.never_processed(), "{shown}: {err}");
@@ -1344,15 +1329,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_overlong_chunk_size_line_is_an_error() {
-        let (conn, mut server) = pair();
+        let (conn, server) = pair();
         let idle = Arc::new(Idle::new(4));
-        let peer = tokio::spawn(async move {
-            read_head(&mut server).await;
-            let mut response = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1;".to_vec();
-            response.extend(std::iter::repeat_n(b'x', MAX_CHUNK_LINE + 10));
-            let _ = server.write_all(&response).await;
-            server
-        });
+        let mut response = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1;".to_vec();
+        response.extend(std::iter::repeat_n(b'x', MAX_CHUNK_LINE + 10));
+        let peer = answer_lossy(server, response);
         // Found with the head, when it came with it, or while the body is read.
         let err = match conn.send(get("/"), idle.clone()).await {
             Err(SendError::H1(e)) => e,
@@ -1533,17 +1514,12 @@ mod tests {
             many_extensions,
         ];
         for chunks in cases {
-            let (conn, mut server) = pair();
+            let (conn, server) = pair();
             let idle = Arc::new(Idle::new(4));
             let shown = String::from_utf8_lossy(&chunks[..chunks.len().min(40)]).to_string();
-            let peer = tokio::spawn(async move {
-                read_head(&mut server).await;
-                let mut response =
-                    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
-                response.extend_from_slice(&chunks);
-                let _ = server.write_all(&response).await;
-                server
-            });
+            let mut response = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            response.extend_from_slice(&chunks);
+            let peer = answer_lossy(server, response);
             let err = match conn.send(get("/"), idle.clone()).await {
                 Err(SendError::H1(e)) => e,
                 Err(e) => panic!("{shown}: {e}"),

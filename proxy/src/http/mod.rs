@@ -192,6 +192,15 @@ pub fn describe(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Whether a `Connection` header of `headers` names `token` (case-insensitive).
+pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and the headers it names,
 /// `Keep-Alive`, `Proxy-Connection`, `TE` (except `trailers`), `Trailer`, `Transfer-Encoding`,
 /// `Upgrade`.

@@ -376,7 +376,7 @@ impl Pool {
     /// Takes `io`, an HTTP/1 connection to `key` dialled for another purpose (detection's
     /// early dial, `transport/early.rs`), as an idle connection of the pool: the next request
     /// for `key` uses it. Dropped when the pool holds enough idle ones.
-    pub async fn adopt_h1(&self, key: &Key, io: BoxIo) -> bool {
+    pub fn adopt_h1(&self, key: &Key, io: BoxIo) -> bool {
         if key.kind != Kind::Http1 {
             return false;
         }

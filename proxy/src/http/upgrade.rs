@@ -14,14 +14,7 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.method() == Method::CONNECT
         || (req.version() <= http::Version::HTTP_11
             && req.headers().contains_key(header::UPGRADE)
-            && req
-                .headers()
-                .get(header::CONNECTION)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| {
-                    v.split(',')
-                        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-                }))
+            && super::connection_has(req.headers(), "upgrade"))
 }
 
 /// Sends an upgrade request on `io` (a fresh connection to the peer) and, when the peer agrees,

@@ -395,7 +395,7 @@ async fn adopt_or_discard(
         identity: None,
     };
     let io: BoxIo = Box::new(conn.counted(&ctx.inputs, None));
-    let outcome = if http.pool.adopt_h1(&key, io).await {
+    let outcome = if http.pool.adopt_h1(&key, io) {
         EarlyDial::Used
     } else {
         EarlyDial::Wasted
