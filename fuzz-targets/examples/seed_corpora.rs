@@ -81,6 +81,25 @@ fn main() {
         write(&d("http_detect"), &format!("seed-{i}"), h);
     }
 
+    // h1_response: the first byte picks the request (low two bits) and how many bytes the
+    // peer writes at a time (the rest, plus one).
+    for (i, (pick, answer)) in [
+        (0u8, &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"[..]),
+        (4 << 2, b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nx-trailer: yes\r\n\r\n"),
+        (2 | 3 << 2, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"),
+        (1, b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n"),
+        (3 | 1 << 2, b"HTTP/1.0 200 OK\r\n\r\nuntil the end"),
+        (0, b"HTTP/1.1 204 No Content\r\n\r\n"),
+        (0, b"HTTP/1.1 299 Fine Thanks\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut input = vec![*pick];
+        input.extend_from_slice(answer);
+        write(&d("h1_response"), &format!("seed-{i}"), &input);
+    }
+
     // env targets: a first byte picks a variable, the rest of the line is its value.
     let remora_names: Vec<&str> = remora_proxy::config::VARS.iter().map(|v| v.name).collect();
     let pick = |names: &[&str], want: &str| names.iter().position(|n| *n == want).unwrap() as u8;

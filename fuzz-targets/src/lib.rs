@@ -34,6 +34,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("policy_strings", policy_strings),
     ("inbound_policy", inbound_policy),
     ("outbound_policy", outbound_policy),
+    ("h1_response", h1_response),
 ];
 
 /// Transport-header decoding (the direct path's first bytes after mTLS): never panics; what
@@ -295,6 +296,234 @@ pub fn outbound_policy(data: &[u8]) {
     }
 }
 
+/// An HTTP/1 response as the proxy's own client reads it (`remora_proxy::http::h1client`:
+/// from the app, and from unmeshed servers on the outbound). The first byte picks the request
+/// (`GET`, `HEAD`, a `POST` with a body, an HTTP/1.0 `GET`) and how many bytes at a time the
+/// peer writes; the rest is what the peer answers, after which it closes its side.
+///
+/// Never panics or hangs. The response (head, body, trailers, or the error) is the same
+/// whether its bytes arrive a few at a time or at once, and the same with more bytes after
+/// it when its framing (not the peer's close) ends it; a body never delivers more bytes than
+/// the peer sent, and a `content-length` body that ends cleanly delivers exactly its length.
+pub fn h1_response(data: &[u8]) {
+    let Some((&pick, answer)) = data.split_first() else {
+        return;
+    };
+    let step = 1 + usize::from(pick >> 2);
+    let whole = h1_read(pick & 3, answer, answer.len().max(1));
+    let split = h1_read(pick & 3, answer, step);
+    assert_eq!(
+        whole, split,
+        "read {step} bytes at a time, the response differs"
+    );
+    let Ok(read) = &whole else {
+        return;
+    };
+    assert!(
+        read.body.len() <= answer.len(),
+        "a body longer than the answer"
+    );
+    let bodiless = read.method == "HEAD" || matches!(read.status, 204 | 304);
+    if read.ended_cleanly
+        && !bodiless
+        && let Some(len) = read.content_length
+    {
+        assert_eq!(read.body.len() as u64, len, "a body not its content-length");
+    }
+    // A response whose end its framing says (not the peer's close) does not depend on what
+    // follows it.
+    // Chunked when the last transfer coding is (RFC 9112 §6.3; any other reads to the close).
+    let chunked = read
+        .headers
+        .iter()
+        .rfind(|(k, _)| k == "transfer-encoding")
+        .and_then(|(_, v)| v.rsplit(|&b| b == b',').next())
+        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+    if read.ended_cleanly && (bodiless || chunked || read.content_length.is_some()) {
+        let mut more = answer.to_vec();
+        more.extend_from_slice(b"HTTP/1.1 500 Next\r\ncontent-length: 4\r\n\r\nnext");
+        let followed = h1_read(pick & 3, &more, step);
+        assert_eq!(
+            followed.as_ref(),
+            Ok(read),
+            "bytes after the response changed it"
+        );
+    }
+}
+
+/// What [`h1_response`] compares.
+#[derive(Debug, PartialEq)]
+struct H1Read {
+    method: &'static str,
+    status: u16,
+    version: http::Version,
+    headers: Vec<(String, Vec<u8>)>,
+    content_length: Option<u64>,
+    body: Vec<u8>,
+    trailers: Option<Vec<(String, Vec<u8>)>>,
+    /// The body's error, if it failed.
+    error: Option<String>,
+    ended_cleanly: bool,
+}
+
+fn h1_read(kind: u8, answer: &[u8], step: usize) -> Result<H1Read, String> {
+    use http_body_util::BodyExt;
+    use remora_proxy::http::Body;
+    use remora_proxy::http::h1client::{Conn, Idle};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (method, version, body): (_, _, &[u8]) = match kind {
+        0 => (http::Method::GET, http::Version::HTTP_11, b""),
+        1 => (http::Method::HEAD, http::Version::HTTP_11, b""),
+        2 => (http::Method::POST, http::Version::HTTP_11, b"hello"),
+        _ => (http::Method::GET, http::Version::HTTP_10, b""),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let answer = answer.to_vec();
+    rt.block_on(async move {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        // The peer: reads the request (head and body), answers `step` bytes at a time, then
+        // closes its side; it keeps reading what the client writes until the client is gone.
+        let want = body.len();
+        tokio::spawn(async move {
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n")
+                    && got.len() >= end + 4 + want
+                {
+                    break;
+                }
+                match server.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+            for part in answer.chunks(step) {
+                if server.write_all(part).await.is_err() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+            let _ = server.shutdown().await;
+            while matches!(server.read(&mut chunk).await, Ok(n) if n > 0) {}
+        });
+        let mut req = http::Request::new(if body.is_empty() {
+            Body::Empty
+        } else {
+            remora_proxy::http::boxed(http_body_util::Full::new(bytes::Bytes::from_static(body)))
+        });
+        *req.method_mut() = method.clone();
+        *req.uri_mut() = http::Uri::from_static("/");
+        *req.version_mut() = version;
+        req.headers_mut()
+            .insert(http::header::HOST, http::HeaderValue::from_static("app"));
+        let conn = Conn::new(
+            "10.0.0.1:80".parse().expect("an address"),
+            Box::new(Pipe(client)),
+        );
+        let idle = std::sync::Arc::new(Idle::new(4));
+        let rsp = conn.send(req, idle).await.map_err(|e| e.to_string())?;
+        let fields = |h: &http::HeaderMap| -> Vec<(String, Vec<u8>)> {
+            h.iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+                .collect()
+        };
+        let (parts, mut body) = rsp.into_parts();
+        let mut read = H1Read {
+            method: if method == http::Method::HEAD {
+                "HEAD"
+            } else {
+                "other"
+            },
+            status: parts.status.as_u16(),
+            version: parts.version,
+            headers: fields(&parts.headers),
+            content_length: parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok()),
+            body: Vec::new(),
+            trailers: None,
+            error: None,
+            ended_cleanly: false,
+        };
+        // Bounded: every frame but the last carries a byte the peer sent at least, or is its
+        // trailers.
+        for _ in 0..=H1_MAX_FRAMES {
+            match body.frame().await {
+                None => {
+                    read.ended_cleanly = true;
+                    return Ok(read);
+                }
+                Some(Err(e)) => {
+                    read.error = Some(e.to_string());
+                    return Ok(read);
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        assert!(!data.is_empty(), "an empty data frame");
+                        read.body.extend_from_slice(&data);
+                    }
+                    Err(frame) => {
+                        assert!(read.trailers.is_none(), "trailers twice");
+                        let trailers = frame.into_trailers().expect("data or trailers");
+                        read.trailers = Some(fields(&trailers));
+                    }
+                },
+            }
+        }
+        panic!("a body that never ends");
+    })
+}
+
+/// More frames than a response of up to 64 KiB can make.
+const H1_MAX_FRAMES: usize = 64 * 1024 + 2;
+
+/// One end of an in-memory pipe as a proxy connection (`remora_proxy::transport::io::Io`).
+struct Pipe(tokio::io::DuplexStream);
+
+impl remora_proxy::transport::io::Io for Pipe {
+    fn reset(&self) {}
+}
+
+impl tokio::io::AsyncRead for Pipe {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Pipe {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     /// The seeds named valid are tokens the fixture accepts (so the fuzzer starts from inside
@@ -317,6 +546,42 @@ mod tests {
             let token = std::fs::read(dir.join(seed)).unwrap();
             let r = remora_control::sa_token::verify(&rules(), &jwks(), &token, &identity, now);
             assert_eq!(r.is_ok(), valid, "{seed}: {r:?}");
+        }
+    }
+
+    /// The target reads what a real server sends: it is not vacuous.
+    #[test]
+    fn h1_response_reads_valid_answers_whole_and_split() {
+        for step in [1, 3, 1000] {
+            let chunked = super::h1_read(
+                0,
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-t: y\r\n\r\n",
+                step,
+            )
+            .unwrap();
+            assert_eq!((chunked.status, &chunked.body[..]), (200, &b"hello"[..]));
+            assert_eq!(chunked.trailers, Some(vec![("x-t".into(), b"y".to_vec())]));
+            assert!(chunked.ended_cleanly);
+            let posted = super::h1_read(
+                2,
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
+                step,
+            )
+            .unwrap();
+            assert_eq!((posted.status, &posted.body[..]), (201, &b"ok"[..]));
+            let head = super::h1_read(1, b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n", step)
+                .unwrap();
+            assert!(head.body.is_empty() && head.ended_cleanly);
+            let old = super::h1_read(3, b"HTTP/1.0 200 OK\r\n\r\nuntil the end", step).unwrap();
+            assert_eq!(&old.body[..], b"until the end");
+            let cut = super::h1_read(
+                0,
+                b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort",
+                step,
+            )
+            .unwrap();
+            assert!(cut.error.is_some() && !cut.ended_cleanly);
+            assert!(super::h1_read(0, b"HTTP/1.1 2x0 OK\r\n\r\n", step).is_err());
         }
     }
 }

@@ -25,7 +25,10 @@
 //!   refused; beside a `content-length`, it wins, the `content-length` is removed and the
 //!   connection closed after the response. Chunk-size lines are read as strictly as hyper
 //!   reads them (a hex digit first, no bare LF); chunked trailers become a trailers frame. A
-//!   reason phrase other than the status's own is kept (`hyper::ext::ReasonPhrase`);
+//!   reason phrase other than the status's own is kept (`hyper::ext::ReasonPhrase`). A
+//!   malformed body fails the body, never the response head before it, and only after the
+//!   data that precedes the fault: the same however the peer's bytes are split into reads
+//!   (the `h1_response` fuzz target in `fuzz-targets/src/lib.rs` checks it);
 //! - a response head is at most [`MAX_HEAD`] bytes and [`MAX_HEADERS`] fields, a trailer
 //!   section [`MAX_TRAILERS`] bytes, a body's chunk extensions [`MAX_CHUNK_EXTENSIONS`] bytes
 //!   (hyper's client limits); a chunk-size line at most [`MAX_CHUNK_LINE`] bytes;
@@ -120,6 +123,9 @@ pub struct Conn {
     keep_alive: bool,
     /// Some byte of the exchange's response arrived.
     answered: bool,
+    /// Why the response body is [`Framing::Failed`] (kept here, not in the framing: response
+    /// bodies stay small).
+    fault: &'static str,
 }
 
 impl std::fmt::Debug for Conn {
@@ -143,6 +149,7 @@ impl Conn {
             out: Out::default(),
             keep_alive: true,
             answered: false,
+            fault: "",
         })
     }
 
@@ -203,7 +210,7 @@ impl Conn {
             extensions: 0,
             idle: Some(idle),
         };
-        body.settle().map_err(SendError::H1)?;
+        body.settle();
         body.finish_if_done();
         Ok(rsp.map(|()| body))
     }
@@ -536,6 +543,10 @@ enum Framing {
     Eof,
     /// Ended.
     Done,
+    /// Malformed past the data already delivered: the body fails when next polled (with the
+    /// connection's `fault`), so that data decoded before the fault is delivered however the
+    /// bytes were split into reads.
+    Failed,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -775,21 +786,21 @@ struct ChunkLine {
 /// Parses the chunk-size line at the front of `buf` (RFC 9112 §7.1): `None` when it is not all
 /// there yet. Stricter than `httparse::parse_chunk_size`, as hyper's decoder is: at least one
 /// hex digit, at most 16, and no bare LF before the CRLF.
-fn chunk_size(buf: &[u8]) -> Result<Option<ChunkLine>, Error> {
+fn chunk_size(buf: &[u8]) -> Result<Option<ChunkLine>, &'static str> {
     let window = &buf[..buf.len().min(MAX_CHUNK_LINE)];
     let Some(lf) = window.iter().position(|&b| b == b'\n') else {
         return if buf.len() >= MAX_CHUNK_LINE {
-            Err(Error::Invalid("chunk-size line too long"))
+            Err("chunk-size line too long")
         } else {
             Ok(None)
         };
     };
     let Some(line) = window[..lf].strip_suffix(b"\r") else {
-        return Err(Error::Invalid("chunk-size line without CRLF"));
+        return Err("chunk-size line without CRLF");
     };
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 || digits > 16 {
-        return Err(Error::Invalid("chunk size"));
+        return Err("chunk size");
     }
     let size = line[..digits].iter().fold(0u64, |n, &d| {
         // A hex digit, checked above.
@@ -802,7 +813,7 @@ fn chunk_size(buf: &[u8]) -> Result<Option<ChunkLine>, Error> {
         .take_while(|&&b| b == b' ' || b == b'\t')
         .count()..];
     if !(ext.is_empty() || ext[0] == b';') || ext.contains(&b'\r') {
-        return Err(Error::Invalid("chunk size"));
+        return Err("chunk size");
     }
     Ok(Some(ChunkLine {
         len: lf + 1,
@@ -834,8 +845,29 @@ impl std::fmt::Debug for ResponseBody {
 
 impl ResponseBody {
     /// Advances the chunked decoder over what is buffered, short of data and trailers: so that
-    /// the end of the body is seen with its last data, not one read later.
-    fn settle(&mut self) -> Result<(), Error> {
+    /// the end of the body is seen with its last data, not one read later. A fault found there
+    /// fails the body at its next poll ([`Framing::Failed`]), not the data it follows.
+    fn settle(&mut self) {
+        if let Err(why) = self.advance() {
+            self.fail(why);
+        }
+    }
+
+    #[cold]
+    fn fail(&mut self, why: &'static str) {
+        if let Some(conn) = self.conn.as_mut() {
+            conn.fault = why;
+            self.framing = Framing::Failed;
+        }
+    }
+
+    /// The fault [`settle`](Self::settle) found; the connection is closed, not reused.
+    #[cold]
+    fn failed(&mut self) -> Error {
+        Error::Invalid(self.conn.take().map_or("chunked body", |c| c.fault))
+    }
+
+    fn advance(&mut self) -> Result<(), &'static str> {
         let Some(conn) = self.conn.as_mut() else {
             return Ok(());
         };
@@ -846,7 +878,7 @@ impl ResponseBody {
                 Framing::Length(0) => self.framing = Framing::Done,
                 Framing::Chunked(Chunk::DataEnd) if buf.len() >= 2 => {
                     if &buf[..2] != b"\r\n" {
-                        return Err(Error::Invalid("chunk data longer than its size"));
+                        return Err("chunk data longer than its size");
                     }
                     buf.advance(2);
                     self.framing = Framing::Chunked(Chunk::Size);
@@ -857,7 +889,7 @@ impl ResponseBody {
                     };
                     self.extensions += line.extensions;
                     if self.extensions > MAX_CHUNK_EXTENSIONS {
-                        return Err(Error::Invalid("chunk extensions too long"));
+                        return Err("chunk extensions too long");
                     }
                     buf.advance(line.len);
                     self.framing = Framing::Chunked(if line.size == 0 {
@@ -948,13 +980,15 @@ impl ResponseBody {
         }
         // Bounded: each turn yields a frame, ends, or reads more bytes.
         loop {
-            self.settle()?;
+            self.settle();
             self.finish_if_done();
-            if self.framing == Framing::Done {
-                return Poll::Ready(None);
+            match self.framing {
+                Framing::Done => return Poll::Ready(None),
+                Framing::Failed => return Poll::Ready(Some(Err(self.failed()))),
+                _ => {}
             }
             if let Some(frame) = self.decode()? {
-                self.settle()?;
+                self.settle();
                 self.finish_if_done();
                 return Poll::Ready(Some(Ok(frame)));
             }
@@ -1539,6 +1573,41 @@ mod tests {
                 .map(|l| (l.len, l.size)),
             Some((9, 10))
         );
+    }
+
+    /// Found by the `h1_response` fuzz target (`fuzz-targets/src/lib.rs`). Read at once, the
+    /// look-ahead past a chunk's data met the malformed line after it and failed the body with
+    /// the data undelivered; read in pieces, the data came first. A malformed first chunk line
+    /// likewise failed the whole exchange read at once, but only the body read in pieces. Now
+    /// the head and the data come first, then the body fails, however the bytes arrive.
+    #[tokio::test]
+    async fn what_precedes_a_malformed_chunk_line_is_delivered_however_the_bytes_arrive() {
+        let (conn, server) = pair();
+        let idle = Arc::new(Idle::new(4));
+        let peer = answer(
+            server,
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\x0ex: y\r\n\r\n",
+        );
+        let mut body = send(conn, get("/"), &idle).await.into_body();
+        let first = body.frame().await.unwrap().unwrap();
+        assert_eq!(first.into_data().unwrap(), "hello");
+        let err = body.frame().await.unwrap().unwrap_err();
+        assert!(matches!(err, Error::Invalid("chunk size")), "{err}");
+        drop(body);
+        drop(peer.await.unwrap());
+        assert_eq!(idle.len(), 0);
+
+        let (conn, server) = pair();
+        let peer = answer(
+            server,
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        );
+        let rsp = send(conn, get("/"), &idle).await;
+        assert_eq!(rsp.status(), StatusCode::OK);
+        let err = rsp.into_body().collect().await.unwrap_err();
+        assert!(matches!(err, Error::Invalid("chunk size")), "{err}");
+        drop(peer.await.unwrap());
+        assert_eq!(idle.len(), 0);
     }
 
     #[tokio::test]
