@@ -100,6 +100,18 @@ fn main() {
         write(&d("h1_response"), &format!("seed-{i}"), &input);
     }
 
+    // connection_memos: one request per line; `u` first names the authority in the URI.
+    write(
+        &d("connection_memos"),
+        "seed-0",
+        b"web.shop.svc.cluster.local:8080\nweb.shop.svc.cluster.local:8080\nuapi:81\nuser@web:82\nweb\n[fd00::1]\n[fd00::1]:8080\nweb",
+    );
+    write(
+        &d("connection_memos"),
+        "seed-1",
+        b"ua.b:9\nua.b:9\nu10.0.0.1\n10.0.0.1:80\nx.example\nx.example:443\nx.example",
+    );
+
     // env targets: a first byte picks a variable, the rest of the line is its value.
     let remora_names: Vec<&str> = remora_proxy::config::VARS.iter().map(|v| v.name).collect();
     let pick = |names: &[&str], want: &str| names.iter().position(|n| *n == want).unwrap() as u8;

@@ -35,6 +35,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("inbound_policy", inbound_policy),
     ("outbound_policy", outbound_policy),
     ("h1_response", h1_response),
+    ("connection_memos", connection_memos),
 ];
 
 /// Transport-header decoding (the direct path's first bytes after mTLS): never panics; what
@@ -482,6 +483,80 @@ fn h1_read(kind: u8, answer: &[u8], step: usize) -> Result<H1Read, String> {
 
 /// More frames than a response of up to 64 KiB can make.
 const H1_MAX_FRAMES: usize = 64 * 1024 + 2;
+
+/// One client connection's requests, one per line of the input: a line starting with `u`
+/// names its authority in an absolute URI (`http://<rest>/p`), any other in `Host` (the rest of
+/// the line). What the proxy derives from a request's authority through the connection's memos
+/// (`remora_proxy::http::memo`: the routing `host:port`, an explicit request's `Host`, an
+/// upgraded request's authority and the inbound's `Host`) is what it derives without them:
+/// a request never takes another's authority.
+pub fn connection_memos(data: &[u8]) {
+    use remora_proxy::http::memo::Memo;
+    use remora_proxy::http::orig_proto;
+    use remora_proxy::outbound::explicit::{to_origin_form, to_origin_form_with};
+    use remora_proxy::outbound::http::{authority, authority_with};
+
+    let (routes, hosts, upgraded, downgraded) = (
+        Memo::default(),
+        Memo::default(),
+        Memo::default(),
+        Memo::default(),
+    );
+    let same = |a: &http::Request<()>, b: &http::Request<()>| {
+        assert_eq!(
+            (a.uri(), a.version(), a.headers()),
+            (b.uri(), b.version(), b.headers())
+        );
+    };
+    let copy = |r: &http::Request<()>| {
+        let mut c = http::Request::new(());
+        *c.uri_mut() = r.uri().clone();
+        *c.version_mut() = r.version();
+        *c.headers_mut() = r.headers().clone();
+        c
+    };
+    for line in data.split(|&b| b == b'\n').take(64) {
+        let req = match line.split_first() {
+            Some((b'u', rest)) => {
+                let mut uri = b"http://".to_vec();
+                uri.extend_from_slice(rest);
+                uri.extend_from_slice(b"/p");
+                let Ok(uri) = http::Uri::try_from(uri) else {
+                    continue;
+                };
+                let mut r = http::Request::new(());
+                *r.uri_mut() = uri;
+                r
+            }
+            _ => {
+                let Ok(host) = http::HeaderValue::from_bytes(line) else {
+                    continue;
+                };
+                let mut r = http::Request::new(());
+                *r.uri_mut() = http::Uri::from_static("/p");
+                r.headers_mut().insert(http::header::HOST, host);
+                r
+            }
+        };
+        assert_eq!(authority_with(&req, &routes), authority(&req));
+
+        let (mut a, mut b) = (copy(&req), copy(&req));
+        assert_eq!(to_origin_form_with(&mut a, &hosts), to_origin_form(&mut b));
+        same(&a, &b);
+
+        let (mut a, mut b) = (copy(&req), copy(&req));
+        orig_proto::upgrade_with(&mut a, &upgraded);
+        orig_proto::upgrade(&mut b);
+        same(&a, &b);
+
+        let (mut c, mut d) = (copy(&a), copy(&a));
+        assert_eq!(
+            orig_proto::downgrade_with(&mut c, &downgraded),
+            orig_proto::downgrade(&mut d)
+        );
+        same(&c, &d);
+    }
+}
 
 /// One end of an in-memory pipe as a proxy connection (`remora_proxy::transport::io::Io`).
 struct Pipe(tokio::io::DuplexStream);

@@ -119,7 +119,7 @@ pub fn to_origin_form<B>(req: &mut Request<B>) -> Result<(), &'static str> {
 }
 
 /// As [`to_origin_form`], through the connection's memo of its last `Host` value.
-fn to_origin_form_with<B>(
+pub fn to_origin_form_with<B>(
     req: &mut Request<B>,
     hosts: &Memo<HeaderValue>,
 ) -> Result<(), &'static str> {

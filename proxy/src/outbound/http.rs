@@ -61,7 +61,7 @@ pub fn authority<B>(req: &Request<B>) -> Option<Arc<str>> {
 }
 
 /// As [`authority`], through the connection's memo of its last one.
-fn authority_with<B>(req: &Request<B>, memo: &Memo<Arc<str>>) -> Option<Arc<str>> {
+pub fn authority_with<B>(req: &Request<B>, memo: &Memo<Arc<str>>) -> Option<Arc<str>> {
     let raw = match req.uri().authority() {
         Some(a) => a.as_str(),
         None => req.headers().get(header::HOST)?.to_str().ok()?,
