@@ -109,7 +109,7 @@ fn main() {
     write(
         &d("connection_memos"),
         "seed-1",
-        b"ua.b:9\nua.b:9\nu10.0.0.1\n10.0.0.1:80\nx.example\nx.example:443\nx.example",
+        b"ua.b:9\nua.b:9 c.d\nua.b:9 a.b:9\nu10.0.0.1\n10.0.0.1:80\nx.example\nx.example:443\nx.example",
     );
 
     // env targets: a first byte picks a variable, the rest of the line is its value.

@@ -383,6 +383,7 @@ fn h1_read(kind: u8, answer: &[u8], step: usize) -> Result<H1Read, String> {
         .build()
         .expect("a runtime");
     let answer = answer.to_vec();
+    let max_frames = answer.len() + 2;
     rt.block_on(async move {
         let (client, mut server) = tokio::io::duplex(64 * 1024);
         // The peer: reads the request (head and body), answers `step` bytes at a time, then
@@ -454,7 +455,7 @@ fn h1_read(kind: u8, answer: &[u8], step: usize) -> Result<H1Read, String> {
         };
         // Bounded: every frame but the last carries a byte the peer sent at least, or is its
         // trailers.
-        for _ in 0..=H1_MAX_FRAMES {
+        for _ in 0..max_frames {
             match body.frame().await {
                 None => {
                     read.ended_cleanly = true;
@@ -481,12 +482,10 @@ fn h1_read(kind: u8, answer: &[u8], step: usize) -> Result<H1Read, String> {
     })
 }
 
-/// More frames than a response of up to 64 KiB can make.
-const H1_MAX_FRAMES: usize = 64 * 1024 + 2;
-
 /// One client connection's requests, one per line of the input: a line starting with `u`
-/// names its authority in an absolute URI (`http://<rest>/p`), any other in `Host` (the rest of
-/// the line). What the proxy derives from a request's authority through the connection's memos
+/// names its authority in an absolute URI (`u<authority>[ <Host>]`: `http://<authority>/p`,
+/// with a `Host` beside it when one follows a space), any other in `Host` (the whole line).
+/// What the proxy derives from a request's authority through the connection's memos
 /// (`remora_proxy::http::memo`: the routing `host:port`, an explicit request's `Host`, an
 /// upgraded request's authority and the inbound's `Host`) is what it derives without them:
 /// a request never takes another's authority.
@@ -518,14 +517,22 @@ pub fn connection_memos(data: &[u8]) {
     for line in data.split(|&b| b == b'\n').take(64) {
         let req = match line.split_first() {
             Some((b'u', rest)) => {
+                // `u<authority>[ <Host>]`: a URI's authority, and a `Host` beside it if given.
+                let (authority, host) = match rest.iter().position(|&b| b == b' ') {
+                    Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+                    None => (rest, None),
+                };
                 let mut uri = b"http://".to_vec();
-                uri.extend_from_slice(rest);
+                uri.extend_from_slice(authority);
                 uri.extend_from_slice(b"/p");
                 let Ok(uri) = http::Uri::try_from(uri) else {
                     continue;
                 };
                 let mut r = http::Request::new(());
                 *r.uri_mut() = uri;
+                if let Some(host) = host.and_then(|h| http::HeaderValue::from_bytes(h).ok()) {
+                    r.headers_mut().insert(http::header::HOST, host);
+                }
                 r
             }
             _ => {

@@ -543,7 +543,7 @@ enum Framing {
     Eof,
     /// Ended.
     Done,
-    /// Malformed past the data already delivered: the body fails when next polled (with the
+    /// Malformed after any data already delivered: the body fails when next polled (with the
     /// connection's `fault`), so that data decoded before the fault is delivered however the
     /// bytes were split into reads.
     Failed,
@@ -570,6 +570,9 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, Error
     let (len, code, version, count, reason) = match httparse::ParserConfig::default()
         .parse_response_with_uninit_headers(&mut rsp, buf, &mut headers)
     {
+        // The limit holds however the head arrived: whole in one read, or past it in pieces
+        // (`Conn::poll_head`).
+        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => return Err(Error::HeadTooLarge),
         Ok(httparse::Status::Complete(len)) => {
             let base = buf.as_ptr() as usize;
             for (span, h) in spans.iter_mut().zip(rsp.headers.iter()) {
@@ -947,6 +950,10 @@ impl ResponseBody {
             Framing::Chunked(Chunk::Trailers) if !buf.is_empty() => {
                 let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
                 match httparse::parse_headers(buf, &mut fields) {
+                    // The limit holds however the section arrived, as for the head.
+                    Ok(httparse::Status::Complete((len, _))) if len > MAX_TRAILERS => {
+                        Err(Error::Invalid("trailer section too large"))
+                    }
                     Ok(httparse::Status::Complete((len, parsed))) => {
                         let mut trailers = HeaderMap::with_capacity(parsed.len());
                         for f in parsed.iter() {
@@ -1606,6 +1613,43 @@ mod tests {
         assert_eq!(rsp.status(), StatusCode::OK);
         let err = rsp.into_body().collect().await.unwrap_err();
         assert!(matches!(err, Error::Invalid("chunk size")), "{err}");
+        drop(peer.await.unwrap());
+        assert_eq!(idle.len(), 0);
+    }
+
+    /// Found in review of the `h1_response` fuzz target: the head and trailer limits were
+    /// checked only while a section was incomplete, so one that arrived whole in a read passed.
+    #[tokio::test]
+    async fn the_head_and_trailer_limits_hold_for_a_section_read_whole() {
+        let idle = Arc::new(Idle::new(4));
+        let mut head = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n".to_vec();
+        // Past the limit by less than a read, so that the read which completes it starts
+        // below the limit.
+        while head.len() <= MAX_HEAD {
+            head.extend_from_slice(b"x: ");
+            head.extend_from_slice(&[b'y'; 40_000]);
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        let (conn, server) = pair();
+        let peer = answer_lossy(server, head);
+        let err = conn.send(get("/"), idle.clone()).await.unwrap_err();
+        assert!(matches!(err, SendError::H1(Error::HeadTooLarge)), "{err}");
+        drop(peer.await.unwrap());
+
+        let mut rsp =
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n0\r\n".to_vec();
+        rsp.extend_from_slice(b"x-big: ");
+        rsp.extend_from_slice(&[b'y'; MAX_TRAILERS]);
+        rsp.extend_from_slice(b"\r\n\r\n");
+        let (conn, server) = pair();
+        let peer = answer_lossy(server, rsp);
+        let body = send(conn, get("/"), &idle).await.into_body();
+        let err = body.collect().await.unwrap_err();
+        assert!(
+            matches!(err, Error::Invalid("trailer section too large")),
+            "{err}"
+        );
         drop(peer.await.unwrap());
         assert_eq!(idle.len(), 0);
     }
