@@ -422,10 +422,7 @@ fn h1_read(kind: u8, answer: &[u8], step: usize) -> Result<H1Read, String> {
         *req.version_mut() = version;
         req.headers_mut()
             .insert(http::header::HOST, http::HeaderValue::from_static("app"));
-        let conn = Conn::new(
-            "10.0.0.1:80".parse().expect("an address"),
-            Box::new(Pipe(client)),
-        );
+        let conn = Conn::new("10.0.0.1:80".parse().expect("an address"), Box::new(client));
         let idle = std::sync::Arc::new(Idle::new(4));
         let rsp = conn.send(req, idle).await.map_err(|e| e.to_string())?;
         let fields = |h: &http::HeaderMap| -> Vec<(String, Vec<u8>)> {
@@ -562,47 +559,6 @@ pub fn connection_memos(data: &[u8]) {
             orig_proto::downgrade(&mut d)
         );
         same(&c, &d);
-    }
-}
-
-/// One end of an in-memory pipe as a proxy connection (`remora_proxy::transport::io::Io`).
-struct Pipe(tokio::io::DuplexStream);
-
-impl remora_proxy::transport::io::Io for Pipe {
-    fn reset(&self) {}
-}
-
-impl tokio::io::AsyncRead for Pipe {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for Pipe {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
     }
 }
 

@@ -568,11 +568,11 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, Error
     let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let mut rsp = httparse::Response::new(&mut []);
     let (len, code, version, count, reason) = match httparse::ParserConfig::default()
-        .parse_response_with_uninit_headers(&mut rsp, buf, &mut headers)
+        // Parsed within the limit, as `chunk_size` reads its line: a head over it is never
+        // complete, however it arrived (whole in one read, or in pieces), and `Conn::poll_head`
+        // refuses it once that much is buffered.
+        .parse_response_with_uninit_headers(&mut rsp, &buf[..buf.len().min(MAX_HEAD)], &mut headers)
     {
-        // The limit holds however the head arrived: whole in one read, or past it in pieces
-        // (`Conn::poll_head`).
-        Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => return Err(Error::HeadTooLarge),
         Ok(httparse::Status::Complete(len)) => {
             let base = buf.as_ptr() as usize;
             for (span, h) in spans.iter_mut().zip(rsp.headers.iter()) {
@@ -949,11 +949,9 @@ impl ResponseBody {
             Framing::Eof if !buf.is_empty() => Ok(Some(Frame::data(buf.split().freeze()))),
             Framing::Chunked(Chunk::Trailers) if !buf.is_empty() => {
                 let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                match httparse::parse_headers(buf, &mut fields) {
-                    // The limit holds however the section arrived, as for the head.
-                    Ok(httparse::Status::Complete((len, _))) if len > MAX_TRAILERS => {
-                        Err(Error::Invalid("trailer section too large"))
-                    }
+                // Within the limit, as the head is parsed (`parse_head`).
+                let window = &buf[..buf.len().min(MAX_TRAILERS)];
+                match httparse::parse_headers(window, &mut fields) {
                     Ok(httparse::Status::Complete((len, parsed))) => {
                         let mut trailers = HeaderMap::with_capacity(parsed.len());
                         for f in parsed.iter() {

@@ -25,7 +25,7 @@ impl Io for BoxIo {
     }
 }
 
-#[cfg(test)]
+/// An in-memory pipe (tests, and the fuzz targets in `fuzz-targets/src/lib.rs`).
 impl Io for tokio::io::DuplexStream {
     fn reset(&self) {}
 }
