@@ -100,6 +100,28 @@ fn main() {
         write(&d("h1_response"), &format!("seed-{i}"), &input);
     }
 
+    // h1_request: the first byte picks the answer (low two bits) and how many bytes the
+    // client writes at a time (the rest, plus one).
+    for (i, (pick, sent)) in [
+        (0u8, &b"GET /a HTTP/1.1\r\nhost: web\r\n\r\nPOST /b HTTP/1.1\r\nhost: web\r\ncontent-length: 3\r\n\r\nabc"[..]),
+        (1 | 4 << 2, b"POST /up HTTP/1.1\r\nhost: web\r\nte: trailers\r\ntransfer-encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nx-t: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n"),
+        (2 | 3 << 2, b"PUT /c HTTP/1.1\r\nhost: web\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\nokGET /d HTTP/1.1\r\n\r\n"),
+        (3, b"GET /e HTTP/1.0\r\nconnection: keep-alive\r\n\r\nGET /f HTTP/1.0\r\n\r\n"),
+        (1 | 1 << 2, b"GET /g HTTP/1.0\r\n\r\n"),
+        (0, b"POST /h HTTP/1.1\r\ntransfer-encoding: chunked\r\ncontent-length: 4\r\n\r\n0\r\n\r\nGET /i HTTP/1.1\r\n\r\n"),
+        (0, b"GET /j HTTP/1.1\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n"),
+        (0, b"CONNECT web:443 HTTP/1.1\r\nhost: web:443\r\n\r\nbytes after"),
+        (0, b"GET /k HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\ne: 5\r\nf: 6\r\ng: 7\r\nh: 8\r\ni: 9\r\n\r\n"),
+        (0, b"HEAD /l HTTP/1.1\r\nhost: web\r\n\r\nDELETE /m HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let mut input = vec![*pick];
+        input.extend_from_slice(sent);
+        write(&d("h1_request"), &format!("seed-{i}"), &input);
+    }
+
     // connection_memos: one request per line; `u` first names the authority in the URI.
     write(
         &d("connection_memos"),

@@ -35,6 +35,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("inbound_policy", inbound_policy),
     ("outbound_policy", outbound_policy),
     ("h1_response", h1_response),
+    ("h1_request", h1_request),
     ("connection_memos", connection_memos),
 ];
 
@@ -479,6 +480,251 @@ fn h1_read(kind: u8, answer: &[u8], step: usize) -> Result<H1Read, String> {
     })
 }
 
+/// A client connection as the proxy's own HTTP/1 server reads it
+/// (`remora_proxy::http::h1server`: the app's outbound requests, and unmeshed clients'
+/// inbound ones). The first byte picks how the handler answers (low two bits: a `content-length`
+/// body, a streamed body with trailers, a 204, a body short of its length) and how many bytes
+/// at a time the client writes (the rest, plus one); the rest is what the client sends, after
+/// which it closes its side. The handler reads each request's body whole, then answers.
+///
+/// Never panics or hangs. What the handler sees (each request's head, body, trailers or
+/// error) and what the client reads back (but the `date`) are the same whether the client's
+/// bytes arrive a few at a time or at once; a request's body never holds more bytes than the
+/// client sent, and one with a `content-length` that ends cleanly holds exactly its length;
+/// and a request served whole is served the same when more bytes follow it.
+pub fn h1_request(data: &[u8]) {
+    let Some((&pick, sent)) = data.split_first() else {
+        return;
+    };
+    let step = 1 + usize::from(pick >> 2);
+    let answer = pick & 3;
+    let whole = h1_serve(answer, sent, sent.len().max(1));
+    let split = h1_serve(answer, sent, step);
+    assert_eq!(
+        whole, split,
+        "written {step} bytes at a time, served differently"
+    );
+    for req in &whole.requests {
+        assert!(req.body.len() <= sent.len(), "a body longer than the input");
+        if req.error.is_none()
+            && let Some(len) = req.content_length
+        {
+            assert_eq!(req.body.len() as u64, len, "a body not its content-length");
+        }
+    }
+    // The requests served whole (their bodies ended) are served the same, in the same order,
+    // when another request follows.
+    let mut more = sent.to_vec();
+    more.extend_from_slice(b"GET /next HTTP/1.1\r\nhost: next\r\n\r\n");
+    let followed = h1_serve(answer, &more, step);
+    let done: Vec<_> = whole
+        .requests
+        .iter()
+        .take_while(|r| r.error.is_none())
+        .collect();
+    assert!(
+        followed.requests.len() >= done.len()
+            && followed.requests.iter().zip(&done).all(|(a, b)| a == *b),
+        "bytes after a request changed it:\n{done:?}\n{:?}",
+        followed.requests
+    );
+}
+
+/// What [`h1_request`] compares: the requests the handler saw, and the bytes the client read
+/// back without their `date` fields.
+#[derive(Debug, PartialEq)]
+struct H1Served {
+    requests: Vec<H1Seen>,
+    answered: Vec<u8>,
+}
+
+#[derive(Debug, PartialEq)]
+struct H1Seen {
+    method: String,
+    uri: String,
+    version: http::Version,
+    headers: Vec<(String, Vec<u8>)>,
+    content_length: Option<u64>,
+    body: Vec<u8>,
+    trailers: Option<Vec<(String, Vec<u8>)>>,
+    error: Option<String>,
+}
+
+fn h1_serve(answer: u8, sent: &[u8], step: usize) -> H1Served {
+    use http_body_util::BodyExt;
+    use remora_proxy::http::h1server::{Limits, serve};
+    use remora_proxy::http::{Body, RequestBody, boxed};
+    use std::sync::{Arc, Mutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Small limits, so inputs reach them.
+    const LIMITS: Limits = Limits {
+        max_head: 1024,
+        max_headers: 8,
+        header_timeout: Duration::from_secs(60),
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("a runtime");
+    let sent = sent.to_vec();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let handle = move |req: http::Request<RequestBody>| {
+        let log = log.clone();
+        async move {
+            let fields = |h: &http::HeaderMap| -> Vec<(String, Vec<u8>)> {
+                h.iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+                    .collect()
+            };
+            let (parts, mut body) = req.into_parts();
+            let mut seen = H1Seen {
+                method: parts.method.to_string(),
+                uri: parts.uri.to_string(),
+                version: parts.version,
+                headers: fields(&parts.headers),
+                content_length: parts
+                    .headers
+                    .get(http::header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse().ok()),
+                body: Vec::new(),
+                trailers: None,
+                error: None,
+            };
+            // Bounded: every frame but the last carries a byte the client sent, or is its
+            // trailers; the client sends a bounded input.
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Err(e) => {
+                        seen.error = Some(e.to_string());
+                        break;
+                    }
+                    Ok(frame) => match frame.into_data() {
+                        Ok(data) => {
+                            assert!(!data.is_empty(), "an empty data frame");
+                            seen.body.extend_from_slice(&data);
+                        }
+                        Err(frame) => {
+                            assert!(seen.trailers.is_none(), "trailers twice");
+                            let trailers = frame.into_trailers().expect("data or trailers");
+                            seen.trailers = Some(fields(&trailers));
+                        }
+                    },
+                }
+            }
+            log.lock().unwrap().push(seen);
+            let mut rsp = match answer {
+                0 => http::Response::new(boxed(http_body_util::Full::new(
+                    bytes::Bytes::from_static(b"ok"),
+                ))),
+                1 => {
+                    let mut rsp = http::Response::new(boxed(Streamed(2)));
+                    rsp.headers_mut()
+                        .insert("trailer", http::HeaderValue::from_static("x-t"));
+                    rsp
+                }
+                2 => {
+                    let mut rsp = http::Response::new(Body::Empty);
+                    *rsp.status_mut() = http::StatusCode::NO_CONTENT;
+                    rsp
+                }
+                _ => {
+                    let mut rsp = http::Response::new(boxed(http_body_util::Full::new(
+                        bytes::Bytes::from_static(b"ok"),
+                    )));
+                    rsp.headers_mut().insert(
+                        http::header::CONTENT_LENGTH,
+                        http::HeaderValue::from_static("5"),
+                    );
+                    rsp
+                }
+            };
+            rsp.headers_mut()
+                .insert("x-served", http::HeaderValue::from_static("yes"));
+            rsp
+        }
+    };
+    let answered = rt.block_on(async move {
+        // Large enough that no response waits for the client to read: the server's writes
+        // never wait, so when it notices the client's close does not depend on the split.
+        let (client, server) = tokio::io::duplex(4 << 20);
+        let served = tokio::spawn(serve(
+            Box::new(server),
+            LIMITS,
+            std::future::pending(),
+            handle,
+        ));
+        let (mut rx, mut tx) = tokio::io::split(client);
+        tokio::spawn(async move {
+            for part in sent.chunks(step) {
+                if tx.write_all(part).await.is_err() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+            let _ = tx.shutdown().await;
+        });
+        let mut answered = Vec::new();
+        tokio::time::timeout(Duration::from_secs(60), rx.read_to_end(&mut answered))
+            .await
+            .expect("the server closes the connection")
+            .expect("a pipe does not fail");
+        let _ = served.await;
+        answered
+    });
+    let requests = std::mem::take(&mut *seen.lock().unwrap());
+    H1Served {
+        requests,
+        answered: without_dates(&answered),
+    }
+}
+
+/// A response body of unknown length: `a`, `bc`, then the trailer `x-t: 1`.
+struct Streamed(u8);
+
+impl hyper::body::Body for Streamed {
+    type Data = bytes::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, Self::Error>>> {
+        let frame = match self.0 {
+            2 => hyper::body::Frame::data(bytes::Bytes::from_static(b"a")),
+            1 => hyper::body::Frame::data(bytes::Bytes::from_static(b"bc")),
+            0 => {
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("x-t", http::HeaderValue::from_static("1"));
+                hyper::body::Frame::trailers(trailers)
+            }
+            _ => return std::task::Poll::Ready(None),
+        };
+        self.0 = self.0.wrapping_sub(1);
+        std::task::Poll::Ready(Some(Ok(frame)))
+    }
+}
+
+/// `bytes` without its `date` field lines (they name the second they were written in).
+fn without_dates(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(rest.len(), |i| i + 2);
+        let (line, tail) = rest.split_at(end);
+        if !line.starts_with(b"date: ") {
+            out.extend_from_slice(line);
+        }
+        rest = tail;
+    }
+    out
+}
+
 /// One client connection's requests, one per line of the input: a line starting with `u`
 /// names its authority in an absolute URI (`u<authority>[ <Host>]`: `http://<authority>/p`,
 /// with a `Host` beside it when one follows a space), any other in `Host` (the whole line).
@@ -584,6 +830,54 @@ mod tests {
             let token = std::fs::read(dir.join(seed)).unwrap();
             let r = remora_control::sa_token::verify(&rules(), &jwks(), &token, &identity, now);
             assert_eq!(r.is_ok(), valid, "{seed}: {r:?}");
+        }
+    }
+
+    /// The server target serves what a real client sends: it is not vacuous.
+    #[test]
+    fn h1_request_serves_valid_requests_whole_and_split() {
+        let sent = b"POST /up HTTP/1.1\r\nhost: web\r\nte: trailers\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\nx-t: 1\r\n\r\nGET /b HTTP/1.1\r\nhost: web\r\n\r\n";
+        for step in [1, 3, 1000] {
+            let served = super::h1_serve(1, sent, step);
+            let paths: Vec<_> = served.requests.iter().map(|r| r.uri.as_str()).collect();
+            assert_eq!(paths, ["/up", "/b"]);
+            assert_eq!(&served.requests[0].body[..], b"hello");
+            assert_eq!(
+                served.requests[0].trailers,
+                Some(vec![("x-t".into(), b"1".to_vec())])
+            );
+            let answered = String::from_utf8(served.answered).unwrap();
+            // The first asked for trailers and gets them; the second does not.
+            assert_eq!(
+                answered.matches("HTTP/1.1 200 OK\r\n").count(),
+                2,
+                "{answered}"
+            );
+            assert_eq!(answered.matches("x-t: 1\r\n").count(), 1, "{answered}");
+            assert!(!answered.contains("date: "), "{answered}");
+            // A malformed head is refused and nothing after it is served.
+            let refused = super::h1_serve(0, b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\nbad field\r\n\r\nGET /c HTTP/1.1\r\n\r\n", step);
+            assert_eq!(refused.requests.len(), 1);
+            assert!(
+                String::from_utf8_lossy(&refused.answered).contains("HTTP/1.1 400 Bad Request\r\n")
+            );
+            // A malformed body fails, and is answered; a client that leaves within its
+            // body is gone, its handler dropped.
+            let bad = super::h1_serve(
+                0,
+                b"POST /d HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
+                step,
+            );
+            assert!(bad.requests[0].error.is_some(), "{bad:?}");
+            let cut = super::h1_serve(
+                0,
+                b"POST /d HTTP/1.1\r\ncontent-length: 9\r\n\r\nshort",
+                step,
+            );
+            assert!(
+                cut.requests.is_empty() && cut.answered.is_empty(),
+                "{cut:?}"
+            );
         }
     }
 

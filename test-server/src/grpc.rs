@@ -5,7 +5,6 @@
 use std::pin::Pin;
 
 use http::Request;
-use hyper::body::Incoming;
 use tokio_stream::Stream;
 use tonic::{Response, Status};
 
@@ -93,7 +92,7 @@ impl tonic::server::ServerStreamingService<CountRequest> for Count {
 }
 
 /// Serves one gRPC request.
-pub async fn handle(req: Request<Incoming>) -> http::Response<Body> {
+pub async fn handle(req: Request<remora_proxy::http::RequestBody>) -> http::Response<Body> {
     match req.uri().path() {
         ECHO_PATH => {
             let codec = tonic_prost::ProstCodec::<EchoReply, EchoRequest>::default();

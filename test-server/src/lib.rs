@@ -30,7 +30,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::Frame;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 use tracing::debug;
@@ -181,7 +181,11 @@ impl TestServer {
         }
     }
 
-    async fn handle(&self, req: Request<Incoming>, reset: Arc<Notify>) -> Response<Body> {
+    async fn handle(
+        &self,
+        req: Request<remora_proxy::http::RequestBody>,
+        reset: Arc<Notify>,
+    ) -> Response<Body> {
         self.requests.fetch_add(1, Ordering::Relaxed);
         let is_grpc = req
             .headers()
@@ -205,7 +209,11 @@ impl TestServer {
         rsp
     }
 
-    async fn route(&self, req: Request<Incoming>, reset: Arc<Notify>) -> Response<Body> {
+    async fn route(
+        &self,
+        req: Request<remora_proxy::http::RequestBody>,
+        reset: Arc<Notify>,
+    ) -> Response<Body> {
         let path = req.uri().path().to_string();
         let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
         match parts.as_slice() {
@@ -282,7 +290,7 @@ impl TestServer {
         }
     }
 
-    async fn echo(&self, req: Request<Incoming>) -> Response<Body> {
+    async fn echo(&self, req: Request<remora_proxy::http::RequestBody>) -> Response<Body> {
         let (parts, body) = req.into_parts();
         let size = match body.collect().await {
             Ok(b) => b.to_bytes().len(),

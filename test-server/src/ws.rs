@@ -3,8 +3,6 @@
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use remora_proxy::http::Body;
@@ -39,7 +37,7 @@ fn base64(data: &[u8]) -> String {
 }
 
 /// Answers the handshake and echoes frames on the upgraded connection.
-pub fn handle(mut req: Request<Incoming>) -> Response<Body> {
+pub fn handle(mut req: Request<remora_proxy::http::RequestBody>) -> Response<Body> {
     let Some(key) = req.headers().get("sec-websocket-key").cloned() else {
         return remora_proxy::error::error_response(
             StatusCode::BAD_REQUEST,
@@ -47,10 +45,10 @@ pub fn handle(mut req: Request<Incoming>) -> Response<Body> {
             false,
         );
     };
-    let upgrade = hyper::upgrade::on(&mut req);
+    let upgrade = remora_proxy::http::h1server::on_upgrade(&mut req).wait();
     tokio::spawn(async move {
         if let Ok(upgraded) = upgrade.await {
-            let _ = echo(TokioIo::new(upgraded)).await;
+            let _ = echo(upgraded).await;
         }
     });
     let mut rsp = Response::new(Body::Empty);

@@ -74,13 +74,13 @@ pub const MAX_CHUNK_EXTENSIONS: usize = 16 * 1024;
 pub const MAX_TRAILERS: usize = 16 * 1024;
 /// A read asks for at least this much room, and starts at [`READ_MIN`]; a read that fills it
 /// doubles it up to [`READ_MAX`] (a large body is read in larger pieces).
-const READ_MIN: usize = 8 * 1024;
-const READ_MAX: usize = 64 * 1024;
+pub(super) const READ_MIN: usize = 8 * 1024;
+pub(super) const READ_MAX: usize = 64 * 1024;
 /// Request body data up to this size is copied behind the head (one write for both); larger
 /// pieces are written from their own buffer.
-const COPY_MAX: usize = 8 * 1024;
+pub(super) const COPY_MAX: usize = 8 * 1024;
 /// A connection's write buffer is kept between requests up to this capacity.
-const KEEP_WRITE_BUF: usize = 16 * 1024;
+pub(super) const KEEP_WRITE_BUF: usize = 16 * 1024;
 
 /// Why an HTTP/1 exchange failed once its request was handed to the connection.
 #[derive(Debug, thiserror::Error)]
@@ -294,19 +294,23 @@ impl Idle {
 
 /// What is left to write: buffered bytes, then a large piece of body data, then a tail.
 #[derive(Debug, Default)]
-struct Out {
-    buf: Vec<u8>,
+pub(super) struct Out {
+    pub(super) buf: Vec<u8>,
     pos: usize,
     big: Bytes,
     tail: &'static [u8],
 }
 
 impl Out {
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.pos == self.buf.len() && self.big.is_empty() && self.tail.is_empty()
     }
 
-    fn poll_drain(&mut self, io: &mut BoxIo, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    pub(super) fn poll_drain(
+        &mut self,
+        io: &mut BoxIo,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<()>> {
         // Bounded: every write takes at least one byte, or fails.
         while !self.is_empty() {
             let slices = [
@@ -331,9 +335,15 @@ impl Out {
         Poll::Ready(Ok(()))
     }
 
+    /// Whether more body data may be queued: nothing large waits, and the buffer is short of
+    /// [`COPY_MAX`].
+    pub(super) fn has_room(&self) -> bool {
+        self.big.is_empty() && self.tail.is_empty() && self.buf.len() < COPY_MAX
+    }
+
     /// Queues one piece of body data, chunked or not, behind what `buf` holds (a large piece
     /// and its tail must have gone out).
-    fn data(&mut self, data: Bytes, chunked: bool) {
+    pub(super) fn data(&mut self, data: Bytes, chunked: bool) {
         debug_assert!(self.big.is_empty() && self.tail.is_empty());
         if chunked {
             use std::io::Write as _;
@@ -411,11 +421,7 @@ impl Conn {
         loop {
             let mut waiting = false;
             // Nothing is queued behind a large piece or its tail: they go out first.
-            while !og.done
-                && conn.out.big.is_empty()
-                && conn.out.tail.is_empty()
-                && conn.out.buf.len() < COPY_MAX
-            {
+            while !og.done && conn.out.has_room() {
                 match Pin::new(&mut og.body).poll_frame(cx) {
                     Poll::Pending => {
                         waiting = true;
@@ -535,7 +541,7 @@ struct Final {
 
 /// How a response body ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Framing {
+pub(super) enum Framing {
     /// After this many more bytes.
     Length(u64),
     Chunked(Chunk),
@@ -550,7 +556,7 @@ enum Framing {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Chunk {
+pub(super) enum Chunk {
     /// A chunk-size line is next.
     Size,
     /// This many bytes of chunk data, then CRLF.
@@ -682,7 +688,7 @@ fn response_framing(coding: Option<&HeaderValue>, headers: &HeaderMap) -> Result
 }
 
 /// The `content-length` of a message: every value (and every item of a list) must agree.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
+pub(super) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for item in value.as_bytes().split(|&b| b == b',') {
@@ -825,6 +831,100 @@ fn chunk_size(buf: &[u8]) -> Result<Option<ChunkLine>, &'static str> {
     }))
 }
 
+/// Advances a body's framing over what `buf` holds, short of data and trailers (chunk-size
+/// lines, the CRLF after a chunk's data, an empty trailer section): both roles' bodies
+/// (`ResponseBody` here, the server's request bodies in `super::h1server`). `extensions`
+/// counts the body's chunk-extension bytes.
+pub(super) fn advance_body(
+    framing: &mut Framing,
+    extensions: &mut usize,
+    buf: &mut BytesMut,
+) -> Result<(), &'static str> {
+    // Bounded: each turn consumes buffered bytes or returns.
+    loop {
+        match *framing {
+            Framing::Length(0) => *framing = Framing::Done,
+            Framing::Chunked(Chunk::DataEnd) if buf.len() >= 2 => {
+                if &buf[..2] != b"\r\n" {
+                    return Err("chunk data longer than its size");
+                }
+                buf.advance(2);
+                *framing = Framing::Chunked(Chunk::Size);
+            }
+            Framing::Chunked(Chunk::Size) if !buf.is_empty() => {
+                let Some(line) = chunk_size(buf)? else {
+                    return Ok(());
+                };
+                *extensions += line.extensions;
+                if *extensions > MAX_CHUNK_EXTENSIONS {
+                    return Err("chunk extensions too long");
+                }
+                buf.advance(line.len);
+                *framing = Framing::Chunked(if line.size == 0 {
+                    Chunk::Trailers
+                } else {
+                    Chunk::Data(line.size)
+                });
+            }
+            // The common trailer section: none.
+            Framing::Chunked(Chunk::Trailers) if buf.starts_with(b"\r\n") => {
+                buf.advance(2);
+                *framing = Framing::Done;
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// One frame of a body from what `buf` holds (after [`advance_body`]): `None` when more must
+/// be read.
+pub(super) fn decode_body(
+    framing: &mut Framing,
+    buf: &mut BytesMut,
+) -> Result<Option<Frame<Bytes>>, Error> {
+    match framing {
+        Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) if !buf.is_empty() => {
+            let n = (*left).min(buf.len() as u64);
+            *left -= n;
+            let data = buf.split_to(n as usize).freeze();
+            if let Framing::Chunked(Chunk::Data(0)) = framing {
+                *framing = Framing::Chunked(Chunk::DataEnd);
+            }
+            Ok(Some(Frame::data(data)))
+        }
+        Framing::Eof if !buf.is_empty() => Ok(Some(Frame::data(buf.split().freeze()))),
+        Framing::Chunked(Chunk::Trailers) if !buf.is_empty() => {
+            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            // Within the limit, as the head is parsed (`parse_head`).
+            let window = &buf[..buf.len().min(MAX_TRAILERS)];
+            match httparse::parse_headers(window, &mut fields) {
+                Ok(httparse::Status::Complete((len, parsed))) => {
+                    let mut trailers = HeaderMap::with_capacity(parsed.len());
+                    for f in parsed.iter() {
+                        let name = HeaderName::from_bytes(f.name.as_bytes())
+                            .map_err(|_| Error::Invalid("trailer name"))?;
+                        let value = HeaderValue::from_bytes(f.value)
+                            .map_err(|_| Error::Invalid("trailer value"))?;
+                        trailers.append(name, value);
+                    }
+                    buf.advance(len);
+                    *framing = Framing::Done;
+                    Ok(Some(Frame::trailers(trailers)))
+                }
+                Ok(httparse::Status::Partial) if buf.len() >= MAX_TRAILERS => {
+                    Err(Error::Invalid("trailer section too large"))
+                }
+                Ok(httparse::Status::Partial) => Ok(None),
+                Err(httparse::Error::TooManyHeaders) => {
+                    Err(Error::Invalid("too many trailer fields"))
+                }
+                Err(e) => Err(Error::Parse(e)),
+            }
+        }
+        _ => Ok(None),
+    }
+}
+
 /// A response body read from its connection; the connection goes back to its idle list when
 /// both messages ended cleanly, and is closed when the body is dropped before its end.
 pub struct ResponseBody {
@@ -871,43 +971,9 @@ impl ResponseBody {
     }
 
     fn advance(&mut self) -> Result<(), &'static str> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(());
-        };
-        let buf = &mut conn.rbuf;
-        // Bounded: each turn consumes buffered bytes or returns.
-        loop {
-            match self.framing {
-                Framing::Length(0) => self.framing = Framing::Done,
-                Framing::Chunked(Chunk::DataEnd) if buf.len() >= 2 => {
-                    if &buf[..2] != b"\r\n" {
-                        return Err("chunk data longer than its size");
-                    }
-                    buf.advance(2);
-                    self.framing = Framing::Chunked(Chunk::Size);
-                }
-                Framing::Chunked(Chunk::Size) if !buf.is_empty() => {
-                    let Some(line) = chunk_size(buf)? else {
-                        return Ok(());
-                    };
-                    self.extensions += line.extensions;
-                    if self.extensions > MAX_CHUNK_EXTENSIONS {
-                        return Err("chunk extensions too long");
-                    }
-                    buf.advance(line.len);
-                    self.framing = Framing::Chunked(if line.size == 0 {
-                        Chunk::Trailers
-                    } else {
-                        Chunk::Data(line.size)
-                    });
-                }
-                // The common trailer section: none.
-                Framing::Chunked(Chunk::Trailers) if buf.starts_with(b"\r\n") => {
-                    buf.advance(2);
-                    self.framing = Framing::Done;
-                }
-                _ => return Ok(()),
-            }
+        match self.conn.as_mut() {
+            Some(conn) => advance_body(&mut self.framing, &mut self.extensions, &mut conn.rbuf),
+            None => Ok(()),
         }
     }
 
@@ -932,50 +998,9 @@ impl ResponseBody {
 
     /// One step of the body from what is buffered: `None` when more must be read.
     fn decode(&mut self) -> Result<Option<Frame<Bytes>>, Error> {
-        let Some(conn) = self.conn.as_mut() else {
-            return Ok(None);
-        };
-        let buf = &mut conn.rbuf;
-        match &mut self.framing {
-            Framing::Length(left) | Framing::Chunked(Chunk::Data(left)) if !buf.is_empty() => {
-                let n = (*left).min(buf.len() as u64);
-                *left -= n;
-                let data = buf.split_to(n as usize).freeze();
-                if let Framing::Chunked(Chunk::Data(0)) = self.framing {
-                    self.framing = Framing::Chunked(Chunk::DataEnd);
-                }
-                Ok(Some(Frame::data(data)))
-            }
-            Framing::Eof if !buf.is_empty() => Ok(Some(Frame::data(buf.split().freeze()))),
-            Framing::Chunked(Chunk::Trailers) if !buf.is_empty() => {
-                let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-                // Within the limit, as the head is parsed (`parse_head`).
-                let window = &buf[..buf.len().min(MAX_TRAILERS)];
-                match httparse::parse_headers(window, &mut fields) {
-                    Ok(httparse::Status::Complete((len, parsed))) => {
-                        let mut trailers = HeaderMap::with_capacity(parsed.len());
-                        for f in parsed.iter() {
-                            let name = HeaderName::from_bytes(f.name.as_bytes())
-                                .map_err(|_| Error::Invalid("trailer name"))?;
-                            let value = HeaderValue::from_bytes(f.value)
-                                .map_err(|_| Error::Invalid("trailer value"))?;
-                            trailers.append(name, value);
-                        }
-                        buf.advance(len);
-                        self.framing = Framing::Done;
-                        Ok(Some(Frame::trailers(trailers)))
-                    }
-                    Ok(httparse::Status::Partial) if buf.len() >= MAX_TRAILERS => {
-                        Err(Error::Invalid("trailer section too large"))
-                    }
-                    Ok(httparse::Status::Partial) => Ok(None),
-                    Err(httparse::Error::TooManyHeaders) => {
-                        Err(Error::Invalid("too many trailer fields"))
-                    }
-                    Err(e) => Err(Error::Parse(e)),
-                }
-            }
-            _ => Ok(None),
+        match self.conn.as_mut() {
+            Some(conn) => decode_body(&mut self.framing, &mut conn.rbuf),
+            None => Ok(None),
         }
     }
 

@@ -1,16 +1,18 @@
 //! HTTP as both directions use it: HTTP/1.1, HTTP/2 and gRPC between apps and proxies, with
 //! hyper 1.
 //!
-//! A connection detected as HTTP ([`detect`]) is served by hyper ([`server`]); each request is
-//! handled on its own by its direction (`outbound::http`, `inbound::http`). Requests go out on
-//! pooled client connections ([`pool`]): one HTTP/2 connection per meshed peer, carrying HTTP/1
+//! A connection detected as HTTP ([`detect`]) is served ([`server`]: HTTP/1 by our own
+//! [`h1server`], HTTP/2 by hyper); each request is handled on its own by its direction
+//! (`outbound::http`, `inbound::http`). Requests go out on pooled client connections ([`pool`]): one HTTP/2 connection per meshed peer, carrying HTTP/1
 //! requests upgraded with `l5d-orig-proto` ([`orig_proto`]). `Upgrade` (WebSocket) and
 //! `CONNECT` requests get a connection of their own and become byte tunnels after the 101/2xx
 //! ([`upgrade`]).
 //!
 //! # Layout
 //! - [`detect`]: HTTP/1 request line or HTTP/2 preface; refuses a smuggling-prone first head.
-//! - [`server`]: serving a detected connection with hyper; handlers may close it.
+//! - [`server`]: serving a detected connection; handlers may close it.
+//! - [`h1server`], [`h1client`], [`h2client`]: our own HTTP/1 server and client connections,
+//!   and our client on the `h2` crate's connections.
 //! - [`inflight`]: the proxy's cap on requests in flight, both directions.
 //! - [`pool`]: client connections per endpoint.
 //! - [`orig_proto`]: HTTP/1 over HTTP/2 between proxies.
@@ -19,6 +21,7 @@
 
 pub mod detect;
 pub mod h1client;
+pub mod h1server;
 pub mod h2client;
 pub mod inflight;
 pub mod memo;
@@ -27,6 +30,8 @@ pub mod pool;
 pub mod record;
 pub mod server;
 pub mod upgrade;
+
+pub use h1server::RequestBody;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};

@@ -1,6 +1,6 @@
-//! Serving a connection detected as HTTP with hyper: HTTP/1.1 (keep-alive, upgrades) or HTTP/2,
-//! with limits on header size and count. hyper answers malformed requests itself (400, or 431
-//! when the head is too large).
+//! Serving a connection detected as HTTP: HTTP/1.1 (keep-alive, upgrades) with our own server
+//! ([`super::h1server`]), HTTP/2 with hyper; with limits on header size and count. Malformed
+//! requests are answered by the server (400, or 431 when the head is too large).
 //!
 //! A handler closes its connection by marking a response with [`CloseConnection`]: HTTP/1
 //! answers with `connection: close` and closes after it; HTTP/2 sends GOAWAY, so the client
@@ -13,20 +13,15 @@
 //!
 //! An HTTP/1 request head must arrive whole within [`HEADER_READ_TIMEOUT`] of its first byte
 //! (slow-header clients are cut off). The clock starts at that first byte, not when the
-//! connection falls idle between requests: hyper's own header timeout would also close idle
-//! keep-alive connections, and an app whose pooled connection is closed under it may lose the
-//! request it is sending at that moment.
+//! connection falls idle between requests: a timeout that also closed idle keep-alive
+//! connections (as hyper's does) may close an app's pooled connection under it just as it
+//! sends a request, and that request is lost.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
@@ -38,6 +33,7 @@ use tokio::sync::Notify;
 use tracing::debug;
 
 use super::detect::Protocol;
+use super::h1server::{self, RequestBody};
 use super::inflight::{Gate, Held, hold};
 use super::record::Recorded;
 use crate::transport::io::BoxIo;
@@ -45,9 +41,9 @@ use crate::transport::io::BoxIo;
 /// How long an HTTP/1 request head may take to arrive, from its first byte.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// hyper's own limit on the header fields of an HTTP/1 head (`DEFAULT_MAX_HEADERS` in its
-/// `proto/h1/role.rs`).
-const HYPER_MAX_HEADERS: usize = 100;
+/// The default limit on the header fields of an HTTP/1 head: hyper's (`DEFAULT_MAX_HEADERS` in
+/// its `proto/h1/role.rs`).
+const DEFAULT_MAX_HEADERS: usize = 100;
 
 /// Limits on what a client may send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,7 +62,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_head: 64 * 1024,
-            max_headers: HYPER_MAX_HEADERS,
+            max_headers: DEFAULT_MAX_HEADERS,
             max_streams: 2048,
             h2: Http2Params::default(),
         }
@@ -207,28 +203,15 @@ pub async fn serve<H, F>(
     gate: Option<Gate>,
     handle: H,
 ) where
-    H: Fn(Request<Incoming>) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<RequestBody>) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Recorded>> + Send + 'static,
 {
     let close = Arc::new(Notify::new());
     let closing = close.clone();
-    let heads = Arc::new(Heads::default());
-    let io: BoxIo = match protocol {
-        Protocol::Http1 => Box::new(HeadWatch {
-            inner: io,
-            heads: heads.clone(),
-        }),
-        Protocol::Http2 => io,
-    };
-    let seen = heads.clone();
     let draining = drain.clone();
-    // hyper keeps the slot for a connection's in-flight request future allocated for as long
-    // as the connection lives. The routing future is several KiB; boxed per request, an idle
-    // keep-alive connection holds a pointer instead.
-    let service = hyper::service::service_fn(move |req| {
-        // The head is complete: no clock while the request is served, and none again until
-        // the next request's first byte.
-        seen.busy();
+    // The routing future is several KiB: boxed per request, so that a connection's own
+    // future (and an idle keep-alive connection) holds a pointer instead.
+    let respond = move |req: Request<RequestBody>| {
         let admitted = match &gate {
             Some(gate) => gate
                 .try_acquire()
@@ -237,14 +220,13 @@ pub async fn serve<H, F>(
             None => Ok(None),
         }
         .map(|permit| (permit, boxed_in_place(|| handle(req))));
-        let (closing, seen, draining) = (closing.clone(), seen.clone(), draining.clone());
+        let (closing, draining) = (closing.clone(), draining.clone());
         async move {
             let mut rsp = match admitted {
                 Ok((Some(permit), rsp)) => hold(rsp.await, permit),
                 Ok((None, rsp)) => rsp.await.map(Held::free),
                 Err(refused) => refused,
             };
-            seen.idle();
             let close = rsp.extensions_mut().remove::<CloseConnection>().is_some();
             if close || draining.is_draining() {
                 // By the connection's protocol, not the response's version: a response to an
@@ -252,76 +234,58 @@ pub async fn serve<H, F>(
                 if protocol == Protocol::Http1 {
                     rsp.headers_mut()
                         .insert(header::CONNECTION, HeaderValue::from_static("close"));
-                }
-                if close {
+                } else if close {
                     closing.notify_one();
                 }
             }
-            Ok::<_, Infallible>(rsp)
+            rsp
         }
-    });
-    let io = TokioIo::new(io);
-    // A handler's CloseConnection or the process's drain: close gracefully. The watchers are
-    // polled only when they fire, not on each of the connection's wakeups (`OnWake`).
-    let stop = OnWake::new(async move {
-        tokio::select! {
-            _ = close.notified() => {}
-            _ = drain.signaled() => {}
-        }
-    });
-    let res = match protocol {
+    };
+    match protocol {
         Protocol::Http1 => {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(None)
-                .max_buf_size(limits.max_head.max(8192));
-            // hyper parses into an uninitialised array of its default size, but into a vector
-            // it fills (`SmallVec::from_elem`, ~1.9 k instructions a request) once any limit is
-            // set, even its own: set ours only when it differs.
-            if limits.max_headers != HYPER_MAX_HEADERS {
-                builder.max_headers(limits.max_headers);
-            }
-            let conn = builder.serve_connection(io, service).with_upgrades();
-            tokio::pin!(conn);
-            let overdue = OnWake::new(heads.overdue(HEADER_READ_TIMEOUT));
-            tokio::pin!(overdue);
-            tokio::select! {
-                res = conn.as_mut() => res,
-                _ = stop => {
-                    conn.as_mut().graceful_shutdown();
-                    // A head being read still has its deadline.
-                    tokio::select! {
-                        res = conn => res,
-                        _ = overdue => return,
-                    }
-                }
-                _ = &mut overdue => {
-                    debug!("no whole request head within {HEADER_READ_TIMEOUT:?} of its first byte; closing");
-                    return;
-                }
-            }
+            let limits = h1server::Limits {
+                max_head: limits.max_head,
+                max_headers: limits.max_headers,
+                header_timeout: HEADER_READ_TIMEOUT,
+            };
+            // The drain closes an idle connection; one with a request in flight closes after
+            // its response, which says `connection: close` (above).
+            let signaled = async move { drain.signaled().await };
+            h1server::serve(io, limits, signaled, respond).await;
         }
         Protocol::Http2 => {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let rsp = respond(req.map(RequestBody::Hyper));
+                async move { Ok::<_, Infallible>(rsp.await) }
+            });
+            // A handler's CloseConnection or the process's drain: GOAWAY, and the streams in
+            // flight finish. The watchers are polled only when they fire, not on each of the
+            // connection's wakeups (`OnWake`).
+            let stop = OnWake::new(async move {
+                tokio::select! {
+                    _ = close.notified() => {}
+                    _ = drain.signaled() => {}
+                }
+            });
             let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
             builder
                 .timer(TokioTimer::new())
                 .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX))
                 .max_concurrent_streams(limits.max_streams);
             limits.h2.server(&mut builder);
-            let conn = builder.serve_connection(io, service);
+            let conn = builder.serve_connection(TokioIo::new(io), service);
             tokio::pin!(conn);
-            tokio::select! {
+            let res = tokio::select! {
                 res = conn.as_mut() => res,
                 _ = stop => {
                     conn.as_mut().graceful_shutdown();
                     conn.await
                 }
+            };
+            if let Err(e) = res {
+                debug!(error = %e, "HTTP connection ended with an error");
             }
         }
-    };
-    if let Err(e) = res {
-        debug!(error = %e, "HTTP connection ended with an error");
     }
 }
 
@@ -329,127 +293,6 @@ pub async fn serve<H, F>(
 /// (`Box::pin(make())`), the routing future, several KiB, was copied whole on every request.
 fn boxed_in_place<F: Future>(make: impl FnOnce() -> F) -> Pin<Box<F>> {
     Box::into_pin(Box::write(Box::new_uninit(), make()))
-}
-
-/// The request heads of an HTTP/1 connection: the moment the current one began (its first
-/// byte), if one is being read.
-#[derive(Debug, Default)]
-struct Heads {
-    /// Milliseconds since `epoch` + 1 when a head began; [`IDLE`] between requests; [`BUSY`]
-    /// while a request is being served (its body bytes are not a head).
-    started_ms: AtomicU64,
-    epoch: std::sync::OnceLock<tokio::time::Instant>,
-    began: Notify,
-}
-
-impl Heads {
-    fn epoch(&self) -> tokio::time::Instant {
-        *self.epoch.get_or_init(tokio::time::Instant::now)
-    }
-
-    /// Bytes arrived: between requests, a head begins.
-    fn bytes(&self) {
-        // Most reads are of a head already begun or of a body: no clock for those.
-        if self.started_ms.load(Ordering::Relaxed) != IDLE {
-            return;
-        }
-        let now = self.epoch().elapsed().as_millis() as u64 + 1;
-        if self
-            .started_ms
-            .compare_exchange(IDLE, now, Ordering::AcqRel, Ordering::Relaxed)
-            .is_ok()
-        {
-            self.began.notify_one();
-        }
-    }
-
-    /// hyper parsed a whole head: the request is being served.
-    fn busy(&self) {
-        self.started_ms.store(BUSY, Ordering::Release);
-    }
-
-    /// The response is on its way: the connection is between requests again.
-    fn idle(&self) {
-        let _ = self
-            .started_ms
-            .compare_exchange(BUSY, IDLE, Ordering::AcqRel, Ordering::Relaxed);
-    }
-
-    /// Resolves once a head has been in reading for longer than `limit`.
-    async fn overdue(&self, limit: Duration) {
-        loop {
-            let started = self.started_ms.load(Ordering::Acquire);
-            if started == IDLE || started == BUSY {
-                self.began.notified().await;
-                continue;
-            }
-            let deadline = self.epoch() + Duration::from_millis(started - 1) + limit;
-            tokio::time::sleep_until(deadline).await;
-            if self.started_ms.load(Ordering::Acquire) == started {
-                return;
-            }
-        }
-    }
-}
-
-const IDLE: u64 = 0;
-const BUSY: u64 = u64::MAX;
-
-/// An HTTP/1 connection's stream, noting when request bytes arrive.
-struct HeadWatch {
-    inner: BoxIo,
-    heads: Arc<Heads>,
-}
-
-impl crate::transport::io::Io for HeadWatch {
-    fn reset(&self) {
-        self.inner.reset();
-    }
-}
-
-impl AsyncRead for HeadWatch {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.heads.bytes();
-        }
-        res
-    }
-}
-
-impl AsyncWrite for HeadWatch {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]
@@ -478,7 +321,7 @@ mod tests {
             limits,
             drain,
             Some(crate::testing::inputs().gate(Direction::Inbound)),
-            |req: Request<Incoming>| async move {
+            |req: Request<RequestBody>| async move {
                 if req.uri().path() == "/slow" {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
@@ -571,7 +414,7 @@ mod tests {
             Limits::default(),
             Drain::new(),
             Some(crate::testing::inputs().gate(Direction::Inbound)),
-            |req: Request<Incoming>| async move {
+            |req: Request<RequestBody>| async move {
                 let n = req
                     .into_body()
                     .collect()

@@ -1,8 +1,9 @@
 //! `Upgrade` (e.g. WebSocket) and `CONNECT` requests: sent on an HTTP/1 connection of their own;
 //! once the peer answers 101 (or 2xx to CONNECT), both connections become a byte tunnel.
 
+use super::RequestBody;
+use super::h1server::on_upgrade;
 use http::{Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
@@ -19,8 +20,8 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
 
 /// Sends an upgrade request on `io` (a fresh connection to the peer) and, when the peer agrees,
 /// joins the two upgraded connections.
-pub async fn tunnel(mut req: Request<Incoming>, io: BoxIo) -> Result<Response<Body>, String> {
-    let client_upgrade = hyper::upgrade::on(&mut req);
+pub async fn tunnel(mut req: Request<RequestBody>, io: BoxIo) -> Result<Response<Body>, String> {
+    let client_upgrade = on_upgrade(&mut req).wait();
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
@@ -40,10 +41,10 @@ pub async fn tunnel(mut req: Request<Incoming>, io: BoxIo) -> Result<Response<Bo
         || (is_connect && rsp.status().is_success());
     if upgraded {
         let server_upgrade = hyper::upgrade::on(&mut rsp);
+        let server_upgrade = async move { server_upgrade.await.map_err(|e| e.to_string()) };
         tokio::spawn(async move {
             match tokio::try_join!(client_upgrade, server_upgrade) {
-                Ok((client, server)) => {
-                    let mut client = TokioIo::new(client);
+                Ok((mut client, server)) => {
                     let mut server = TokioIo::new(server);
                     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
                         debug!(error = %e, "tunnel ended with an error");

@@ -26,9 +26,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::http::RequestBody;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Request, Response};
-use hyper::body::Incoming;
 use remora_api::multicluster as pb;
 use remora_identity::Name;
 use remora_metrics::labels::TargetLabels;
@@ -179,7 +179,7 @@ impl Gateway {
     /// One HTTP request through the gateway.
     async fn request(
         &self,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
         target: &str,
         client: &str,
     ) -> Response<Body> {

@@ -7,9 +7,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use crate::http::RequestBody;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
 use remora_identity::Name;
 use remora_metrics::golden::{HttpGolden, LastRoute, RouteHandle};
 use remora_metrics::labels::{PolicyLabels, TargetLabels};
@@ -122,7 +122,7 @@ impl HttpInbound {
     pub async fn serve(
         &self,
         conn: &InboundConn,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> Response<Recorded> {
         let start = Instant::now();
         let mut span = self
@@ -203,7 +203,11 @@ impl HttpInbound {
 
     /// Handles one request of `conn` for its app, from a peer whose identity is
     /// `conn.client_id` (the `l5d-client-id` value, if it authenticated with mTLS).
-    pub async fn handle(&self, conn: &InboundConn, mut req: Request<Incoming>) -> Response<Body> {
+    pub async fn handle(
+        &self,
+        conn: &InboundConn,
+        mut req: Request<RequestBody>,
+    ) -> Response<Body> {
         let (app, client_id) = (conn.app, conn.client_id.as_ref());
         let headers = req.headers_mut();
         match client_id {

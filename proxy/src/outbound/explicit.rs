@@ -10,10 +10,9 @@
 //!   forwards bytes both ways.
 //! - Anything else (origin-form HTTP/1, `https://` absolute-form) is answered 400.
 
+use crate::http::RequestBody;
 use http::uri::{PathAndQuery, Uri};
 use http::{HeaderValue, Method, Request, Response, Version, header};
-use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use tracing::{Instrument, debug, info, info_span};
 
 use super::http::{ConnMemo, HttpOutbound};
@@ -29,7 +28,7 @@ const PROXY_AUTHORIZATION: header::HeaderName = header::PROXY_AUTHORIZATION;
 
 impl HttpOutbound {
     /// Handles one request of an explicit connection.
-    pub async fn handle_explicit(&self, req: Request<Incoming>) -> Response<Recorded> {
+    pub async fn handle_explicit(&self, req: Request<RequestBody>) -> Response<Recorded> {
         self.handle_explicit_with(&ConnPolicies::None, &ConnMemo::default(), req)
             .await
     }
@@ -40,7 +39,7 @@ impl HttpOutbound {
         &self,
         policies: &ConnPolicies,
         memo: &ConnMemo,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> Response<Recorded> {
         req.headers_mut().remove(PROXY_AUTHORIZATION);
         if req.method() == Method::CONNECT {
@@ -57,7 +56,7 @@ impl HttpOutbound {
     }
 
     /// `CONNECT host:port`: an opaque tunnel to the target through the normal outbound dial.
-    async fn connect(&self, mut req: Request<Incoming>) -> Response<Body> {
+    async fn connect(&self, mut req: Request<RequestBody>) -> Response<Body> {
         let authority = match req.uri().authority() {
             Some(a) if a.port_u16().is_some() && req.uri().path_and_query().is_none() => {
                 a.as_str().to_string()
@@ -85,15 +84,14 @@ impl HttpOutbound {
         // Every byte of the tunnel crosses the upstream side, so its activity is the tunnel's.
         let mut upstream = conn.counted(&ctx.inputs, activity.clone());
         let idle_timeout = ctx.tcp.idle_timeout;
-        let upgrade = hyper::upgrade::on(&mut req);
+        let upgrade = crate::http::h1server::on_upgrade(&mut req).wait();
         let span = info_span!("tunnel", target = %authority, endpoint = %addr);
         tokio::spawn(
             async move {
-                let client = match upgrade.await {
+                let mut client = match upgrade.await {
                     Ok(u) => u,
                     Err(e) => return debug!(error = %e, "the client left before the tunnel opened"),
                 };
-                let mut client = TokioIo::new(client);
                 let idle = idle_timeout.zip(activity.as_deref());
                 match forward(&mut client, &mut upstream, idle).await {
                     Ended::Closed(sent, received) => debug!(sent, received, "tunnel closed"),

@@ -15,9 +15,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
+use crate::http::RequestBody;
 use http::uri::Authority;
 use http::{HeaderValue, Request, Response, header};
-use hyper::body::Incoming;
 use remora_metrics::labels::TargetLabels;
 use remora_metrics::tcp::{Direction, Tls};
 use tokio::time::Instant;
@@ -355,7 +355,7 @@ impl HttpOutbound {
     pub async fn handle(
         &self,
         orig: Option<SocketAddr>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
     ) -> Response<Recorded> {
         self.handle_with(orig, &ConnPolicies::None, &ConnMemo::default(), req)
             .await
@@ -368,7 +368,7 @@ impl HttpOutbound {
         orig: Option<SocketAddr>,
         policies: &ConnPolicies,
         memo: &ConnMemo,
-        mut req: Request<Incoming>,
+        mut req: Request<RequestBody>,
     ) -> Response<Recorded> {
         let start = Instant::now();
         let mut overridden = false;
@@ -480,7 +480,7 @@ impl HttpOutbound {
         &self,
         orig: Option<SocketAddr>,
         authority: Option<&str>,
-        req: Request<Incoming>,
+        req: Request<RequestBody>,
         done: &mut Dispatched<'_>,
     ) -> Response<Body> {
         let dest = match orig {
