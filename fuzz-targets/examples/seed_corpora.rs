@@ -16,6 +16,15 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
     std::fs::write(dir.join(name), bytes).unwrap();
 }
 
+/// Writes seeds whose first byte is a pick (`h1_response`, `h1_request`): `seed-<i>`.
+fn write_picked(dir: &Path, seeds: &[(u8, &[u8])]) {
+    for (i, (pick, rest)) in seeds.iter().enumerate() {
+        let mut input = vec![*pick];
+        input.extend_from_slice(rest);
+        write(dir, &format!("seed-{i}"), &input);
+    }
+}
+
 fn client_hello(sni: &str) -> Vec<u8> {
     let config = rustls::ClientConfig::builder_with_provider(remora_identity::tls::provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -83,7 +92,9 @@ fn main() {
 
     // h1_response: the first byte picks the request (low two bits) and how many bytes the
     // peer writes at a time (the rest, plus one).
-    for (i, (pick, answer)) in [
+    write_picked(
+        &d("h1_response"),
+        &[
         (0u8, &b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"[..]),
         (4 << 2, b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nx-trailer: yes\r\n\r\n"),
         (2 | 3 << 2, b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"),
@@ -91,18 +102,14 @@ fn main() {
         (3 | 1 << 2, b"HTTP/1.0 200 OK\r\n\r\nuntil the end"),
         (0, b"HTTP/1.1 204 No Content\r\n\r\n"),
         (0, b"HTTP/1.1 299 Fine Thanks\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let mut input = vec![*pick];
-        input.extend_from_slice(answer);
-        write(&d("h1_response"), &format!("seed-{i}"), &input);
-    }
+        ],
+    );
 
     // h1_request: the first byte picks the answer (low two bits) and how many bytes the
     // client writes at a time (the rest, plus one).
-    for (i, (pick, sent)) in [
+    write_picked(
+        &d("h1_request"),
+        &[
         (0u8, &b"GET /a HTTP/1.1\r\nhost: web\r\n\r\nPOST /b HTTP/1.1\r\nhost: web\r\ncontent-length: 3\r\n\r\nabc"[..]),
         (1 | 4 << 2, b"POST /up HTTP/1.1\r\nhost: web\r\nte: trailers\r\ntransfer-encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nx-t: 1\r\n\r\nGET / HTTP/1.1\r\n\r\n"),
         (2 | 3 << 2, b"PUT /c HTTP/1.1\r\nhost: web\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\nokGET /d HTTP/1.1\r\n\r\n"),
@@ -113,14 +120,8 @@ fn main() {
         (0, b"CONNECT web:443 HTTP/1.1\r\nhost: web:443\r\n\r\nbytes after"),
         (0, b"GET /k HTTP/1.1\r\na: 1\r\nb: 2\r\nc: 3\r\nd: 4\r\ne: 5\r\nf: 6\r\ng: 7\r\nh: 8\r\ni: 9\r\n\r\n"),
         (0, b"HEAD /l HTTP/1.1\r\nhost: web\r\n\r\nDELETE /m HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"),
-    ]
-    .iter()
-    .enumerate()
-    {
-        let mut input = vec![*pick];
-        input.extend_from_slice(sent);
-        write(&d("h1_request"), &format!("seed-{i}"), &input);
-    }
+        ],
+    );
 
     // connection_memos: one request per line; `u` first names the authority in the URI.
     write(

@@ -322,26 +322,31 @@ pub fn h1_response(data: &[u8]) {
         return;
     };
     assert!(
-        read.body.len() <= answer.len(),
+        read.msg.body.len() <= answer.len(),
         "a body longer than the answer"
     );
     let bodiless = read.method == "HEAD" || matches!(read.status, 204 | 304);
-    if read.ended_cleanly
+    if read.msg.ended_cleanly
         && !bodiless
-        && let Some(len) = read.content_length
+        && let Some(len) = read.msg.content_length
     {
-        assert_eq!(read.body.len() as u64, len, "a body not its content-length");
+        assert_eq!(
+            read.msg.body.len() as u64,
+            len,
+            "a body not its content-length"
+        );
     }
     // A response whose end its framing says (not the peer's close) does not depend on what
     // follows it.
     // Chunked when the last transfer coding is (RFC 9112 §6.3; any other reads to the close).
     let chunked = read
+        .msg
         .headers
         .iter()
         .rfind(|(k, _)| k == "transfer-encoding")
         .and_then(|(_, v)| v.rsplit(|&b| b == b',').next())
         .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-    if read.ended_cleanly && (bodiless || chunked || read.content_length.is_some()) {
+    if read.msg.ended_cleanly && (bodiless || chunked || read.msg.content_length.is_some()) {
         let mut more = answer.to_vec();
         more.extend_from_slice(b"HTTP/1.1 500 Next\r\ncontent-length: 4\r\n\r\nnext");
         let followed = h1_read(pick & 3, &more, step);
@@ -359,6 +364,13 @@ struct H1Read {
     method: &'static str,
     status: u16,
     version: http::Version,
+    msg: H1Message,
+}
+
+/// A message's fields and body as a handler or a client reads them ([`h1_response`],
+/// [`h1_request`]).
+#[derive(Debug, PartialEq)]
+struct H1Message {
     headers: Vec<(String, Vec<u8>)>,
     content_length: Option<u64>,
     body: Vec<u8>,
@@ -368,8 +380,59 @@ struct H1Read {
     ended_cleanly: bool,
 }
 
-fn h1_read(kind: u8, answer: &[u8], step: usize) -> Result<H1Read, String> {
+fn field_list(h: &http::HeaderMap) -> Vec<(String, Vec<u8>)> {
+    h.iter()
+        .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+/// Reads a message's body to its end, its error, or `max_frames` frames (then panics: every
+/// frame but the last carries a byte the peer sent, or is its trailers, so more means a body
+/// that never ends).
+async fn read_message<B>(headers: &http::HeaderMap, mut body: B, max_frames: usize) -> H1Message
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     use http_body_util::BodyExt;
+    let mut msg = H1Message {
+        headers: field_list(headers),
+        content_length: headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok()),
+        body: Vec::new(),
+        trailers: None,
+        error: None,
+        ended_cleanly: false,
+    };
+    for _ in 0..max_frames {
+        match body.frame().await {
+            None => {
+                msg.ended_cleanly = true;
+                return msg;
+            }
+            Some(Err(e)) => {
+                msg.error = Some(e.to_string());
+                return msg;
+            }
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    assert!(!data.is_empty(), "an empty data frame");
+                    msg.body.extend_from_slice(&data);
+                }
+                Err(frame) => {
+                    assert!(msg.trailers.is_none(), "trailers twice");
+                    let trailers = frame.into_trailers().expect("data or trailers");
+                    msg.trailers = Some(field_list(&trailers));
+                }
+            },
+        }
+    }
+    panic!("a body that never ends");
+}
+
+fn h1_read(kind: u8, answer: &[u8], step: usize) -> Result<H1Read, String> {
     use remora_proxy::http::Body;
     use remora_proxy::http::h1client::{Conn, Idle};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -426,13 +489,8 @@ fn h1_read(kind: u8, answer: &[u8], step: usize) -> Result<H1Read, String> {
         let conn = Conn::new("10.0.0.1:80".parse().expect("an address"), Box::new(client));
         let idle = std::sync::Arc::new(Idle::new(4));
         let rsp = conn.send(req, idle).await.map_err(|e| e.to_string())?;
-        let fields = |h: &http::HeaderMap| -> Vec<(String, Vec<u8>)> {
-            h.iter()
-                .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
-                .collect()
-        };
-        let (parts, mut body) = rsp.into_parts();
-        let mut read = H1Read {
+        let (parts, body) = rsp.into_parts();
+        Ok(H1Read {
             method: if method == http::Method::HEAD {
                 "HEAD"
             } else {
@@ -440,43 +498,8 @@ fn h1_read(kind: u8, answer: &[u8], step: usize) -> Result<H1Read, String> {
             },
             status: parts.status.as_u16(),
             version: parts.version,
-            headers: fields(&parts.headers),
-            content_length: parts
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.trim().parse().ok()),
-            body: Vec::new(),
-            trailers: None,
-            error: None,
-            ended_cleanly: false,
-        };
-        // Bounded: every frame but the last carries a byte the peer sent at least, or is its
-        // trailers.
-        for _ in 0..max_frames {
-            match body.frame().await {
-                None => {
-                    read.ended_cleanly = true;
-                    return Ok(read);
-                }
-                Some(Err(e)) => {
-                    read.error = Some(e.to_string());
-                    return Ok(read);
-                }
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => {
-                        assert!(!data.is_empty(), "an empty data frame");
-                        read.body.extend_from_slice(&data);
-                    }
-                    Err(frame) => {
-                        assert!(read.trailers.is_none(), "trailers twice");
-                        let trailers = frame.into_trailers().expect("data or trailers");
-                        read.trailers = Some(fields(&trailers));
-                    }
-                },
-            }
-        }
-        panic!("a body that never ends");
+            msg: read_message(&parts.headers, body, max_frames).await,
+        })
     })
 }
 
@@ -505,11 +528,18 @@ pub fn h1_request(data: &[u8]) {
         "written {step} bytes at a time, served differently"
     );
     for req in &whole.requests {
-        assert!(req.body.len() <= sent.len(), "a body longer than the input");
-        if req.error.is_none()
-            && let Some(len) = req.content_length
+        assert!(
+            req.msg.body.len() <= sent.len(),
+            "a body longer than the input"
+        );
+        if req.msg.error.is_none()
+            && let Some(len) = req.msg.content_length
         {
-            assert_eq!(req.body.len() as u64, len, "a body not its content-length");
+            assert_eq!(
+                req.msg.body.len() as u64,
+                len,
+                "a body not its content-length"
+            );
         }
     }
     // The requests served whole (their bodies ended) are served the same, in the same order,
@@ -520,7 +550,7 @@ pub fn h1_request(data: &[u8]) {
     let done: Vec<_> = whole
         .requests
         .iter()
-        .take_while(|r| r.error.is_none())
+        .take_while(|r| r.msg.error.is_none())
         .collect();
     assert!(
         followed.requests.len() >= done.len()
@@ -543,15 +573,10 @@ struct H1Seen {
     method: String,
     uri: String,
     version: http::Version,
-    headers: Vec<(String, Vec<u8>)>,
-    content_length: Option<u64>,
-    body: Vec<u8>,
-    trailers: Option<Vec<(String, Vec<u8>)>>,
-    error: Option<String>,
+    msg: H1Message,
 }
 
 fn h1_serve(answer: u8, sent: &[u8], step: usize) -> H1Served {
-    use http_body_util::BodyExt;
     use remora_proxy::http::h1server::{Limits, serve};
     use remora_proxy::http::{Body, RequestBody, boxed};
     use std::sync::{Arc, Mutex};
@@ -568,52 +593,19 @@ fn h1_serve(answer: u8, sent: &[u8], step: usize) -> H1Served {
         .build()
         .expect("a runtime");
     let sent = sent.to_vec();
+    let max_frames = sent.len() + 2;
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = seen.clone();
     let handle = move |req: http::Request<RequestBody>| {
         let log = log.clone();
         async move {
-            let fields = |h: &http::HeaderMap| -> Vec<(String, Vec<u8>)> {
-                h.iter()
-                    .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
-                    .collect()
-            };
-            let (parts, mut body) = req.into_parts();
-            let mut seen = H1Seen {
+            let (parts, body) = req.into_parts();
+            let seen = H1Seen {
                 method: parts.method.to_string(),
                 uri: parts.uri.to_string(),
                 version: parts.version,
-                headers: fields(&parts.headers),
-                content_length: parts
-                    .headers
-                    .get(http::header::CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.trim().parse().ok()),
-                body: Vec::new(),
-                trailers: None,
-                error: None,
+                msg: read_message(&parts.headers, body, max_frames).await,
             };
-            // Bounded: every frame but the last carries a byte the client sent, or is its
-            // trailers; the client sends a bounded input.
-            while let Some(frame) = body.frame().await {
-                match frame {
-                    Err(e) => {
-                        seen.error = Some(e.to_string());
-                        break;
-                    }
-                    Ok(frame) => match frame.into_data() {
-                        Ok(data) => {
-                            assert!(!data.is_empty(), "an empty data frame");
-                            seen.body.extend_from_slice(&data);
-                        }
-                        Err(frame) => {
-                            assert!(seen.trailers.is_none(), "trailers twice");
-                            let trailers = frame.into_trailers().expect("data or trailers");
-                            seen.trailers = Some(fields(&trailers));
-                        }
-                    },
-                }
-            }
             log.lock().unwrap().push(seen);
             let mut rsp = match answer {
                 0 => http::Response::new(boxed(http_body_util::Full::new(
@@ -841,9 +833,9 @@ mod tests {
             let served = super::h1_serve(1, sent, step);
             let paths: Vec<_> = served.requests.iter().map(|r| r.uri.as_str()).collect();
             assert_eq!(paths, ["/up", "/b"]);
-            assert_eq!(&served.requests[0].body[..], b"hello");
+            assert_eq!(&served.requests[0].msg.body[..], b"hello");
             assert_eq!(
-                served.requests[0].trailers,
+                served.requests[0].msg.trailers,
                 Some(vec![("x-t".into(), b"1".to_vec())])
             );
             let answered = String::from_utf8(served.answered).unwrap();
@@ -868,7 +860,7 @@ mod tests {
                 b"POST /d HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n",
                 step,
             );
-            assert!(bad.requests[0].error.is_some(), "{bad:?}");
+            assert!(bad.requests[0].msg.error.is_some(), "{bad:?}");
             let cut = super::h1_serve(
                 0,
                 b"POST /d HTTP/1.1\r\ncontent-length: 9\r\n\r\nshort",
@@ -891,28 +883,34 @@ mod tests {
                 step,
             )
             .unwrap();
-            assert_eq!((chunked.status, &chunked.body[..]), (200, &b"hello"[..]));
-            assert_eq!(chunked.trailers, Some(vec![("x-t".into(), b"y".to_vec())]));
-            assert!(chunked.ended_cleanly);
+            assert_eq!(
+                (chunked.status, &chunked.msg.body[..]),
+                (200, &b"hello"[..])
+            );
+            assert_eq!(
+                chunked.msg.trailers,
+                Some(vec![("x-t".into(), b"y".to_vec())])
+            );
+            assert!(chunked.msg.ended_cleanly);
             let posted = super::h1_read(
                 2,
                 b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\nok",
                 step,
             )
             .unwrap();
-            assert_eq!((posted.status, &posted.body[..]), (201, &b"ok"[..]));
+            assert_eq!((posted.status, &posted.msg.body[..]), (201, &b"ok"[..]));
             let head = super::h1_read(1, b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n", step)
                 .unwrap();
-            assert!(head.body.is_empty() && head.ended_cleanly);
+            assert!(head.msg.body.is_empty() && head.msg.ended_cleanly);
             let old = super::h1_read(3, b"HTTP/1.0 200 OK\r\n\r\nuntil the end", step).unwrap();
-            assert_eq!(&old.body[..], b"until the end");
+            assert_eq!(&old.msg.body[..], b"until the end");
             let cut = super::h1_read(
                 0,
                 b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\nshort",
                 step,
             )
             .unwrap();
-            assert!(cut.error.is_some() && !cut.ended_cleanly);
+            assert!(cut.msg.error.is_some() && !cut.msg.ended_cleanly);
             assert!(super::h1_read(0, b"HTTP/1.1 2x0 OK\r\n\r\n", step).is_err());
         }
     }

@@ -508,21 +508,28 @@ impl Conn {
 
     /// Reads what the peer has sent into the read buffer: the count read, 0 at its end.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let conn = self;
-        if conn.rbuf.capacity() - conn.rbuf.len() < conn.read_size / 2 {
-            conn.rbuf.reserve(conn.read_size);
-        }
-        let room = conn.rbuf.capacity() - conn.rbuf.len();
-        let n = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut conn.io),
-            cx,
-            &mut conn.rbuf
-        ))?;
-        if n == room && conn.read_size < READ_MAX {
-            conn.read_size *= 2;
-        }
-        Poll::Ready(Ok(n))
+        poll_fill(&mut self.io, &mut self.rbuf, &mut self.read_size, cx)
     }
+}
+
+/// Reads what `io` has into `rbuf`, with room for at least half of `read_size`, which doubles
+/// (up to [`READ_MAX`]) when a read fills the room: the count read, 0 at its end. Both roles'
+/// connections read this way (`super::h1server` too).
+pub(super) fn poll_fill(
+    io: &mut BoxIo,
+    rbuf: &mut BytesMut,
+    read_size: &mut usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    if rbuf.capacity() - rbuf.len() < *read_size / 2 {
+        rbuf.reserve(*read_size);
+    }
+    let room = rbuf.capacity() - rbuf.len();
+    let n = ready!(tokio_util::io::poll_read_buf(Pin::new(io), cx, rbuf))?;
+    if n == room && *read_size < READ_MAX {
+        *read_size *= 2;
+    }
+    Poll::Ready(Ok(n))
 }
 
 /// A response head, parsed.
@@ -582,15 +589,7 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, Error
         Ok(httparse::Status::Complete(len)) => {
             let base = buf.as_ptr() as usize;
             for (span, h) in spans.iter_mut().zip(rsp.headers.iter()) {
-                let name = h.name.as_ptr() as usize - base;
-                let value = h.value.as_ptr() as usize - base;
-                // Offsets within a head of at most `MAX_HEAD` bytes fit.
-                *span = (
-                    name as u32,
-                    (name + h.name.len()) as u32,
-                    value as u32,
-                    (value + h.value.len()) as u32,
-                );
+                *span = field_span(h, base);
             }
             let reason = rsp.reason.filter(|r| !r.is_empty()).map(|r| {
                 let start = r.as_ptr() as usize - base;
@@ -669,12 +668,7 @@ fn parse_head(buf: &mut BytesMut, head_only: bool) -> Result<Option<Head>, Error
 /// transfer coding, if any, else its `content-length`.
 fn response_framing(coding: Option<&HeaderValue>, headers: &HeaderMap) -> Result<Framing, Error> {
     if let Some(last) = coding {
-        let chunked = last
-            .as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        return Ok(if chunked {
+        return Ok(if ends_chunked(last) {
             Framing::Chunked(Chunk::Size)
         } else {
             Framing::Eof
@@ -685,6 +679,30 @@ fn response_framing(coding: Option<&HeaderValue>, headers: &HeaderMap) -> Result
         Ok(None) => Ok(Framing::Eof),
         Err(()) => Err(Error::Invalid("content-length")),
     }
+}
+
+/// Whether a `transfer-encoding` value's last coding is `chunked` (RFC 9112 §6.3): what
+/// frames a message by chunks, in either role (`super::h1server` too).
+pub(super) fn ends_chunked(value: &HeaderValue) -> bool {
+    value
+        .as_bytes()
+        .rsplit(|&b| b == b',')
+        .next()
+        .is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+}
+
+/// The span of a parsed header field in its head, as offsets from `base` (the head's first
+/// byte): the name's start and end, then the value's. Offsets within a head the limits bound
+/// fit a `u32`.
+pub(super) fn field_span(h: &httparse::Header<'_>, base: usize) -> (u32, u32, u32, u32) {
+    let name = h.name.as_ptr() as usize - base;
+    let value = h.value.as_ptr() as usize - base;
+    (
+        name as u32,
+        (name + h.name.len()) as u32,
+        value as u32,
+        (value + h.value.len()) as u32,
+    )
 }
 
 /// The `content-length` of a message: every value (and every item of a list) must agree.

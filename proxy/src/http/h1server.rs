@@ -57,11 +57,11 @@ use tokio::sync::oneshot;
 use tracing::debug;
 
 use super::h1client::{
-    Chunk, Framing, KEEP_WRITE_BUF, Out, READ_MAX, READ_MIN, advance_body, content_length,
-    decode_body,
+    Chunk, Framing, KEEP_WRITE_BUF, Out, READ_MIN, advance_body, content_length, decode_body,
+    ends_chunked, field_span, poll_fill,
 };
-use super::{BoxError, connection_has};
-use crate::transport::io::BoxIo;
+use super::{BoxError, connection_has, has_token};
+use crate::transport::io::{BoxIo, PrefixedIo};
 
 /// The longest request target: hyper's (`MAX_URI_LEN`).
 pub const MAX_URI: usize = (u16::MAX - 1) as usize;
@@ -161,7 +161,7 @@ where
                     return;
                 };
                 let pre = conn.rbuf.split().freeze();
-                let _ = tx.send(Upgraded { io: conn.io, pre });
+                let _ = tx.send(PrefixedIo::new(pre, conn.io));
                 return;
             }
             Ended::Aborted => return,
@@ -297,19 +297,7 @@ impl Conn {
 
     /// Reads what the client has sent into the read buffer: the count read, 0 at its end.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.rbuf.capacity() - self.rbuf.len() < self.read_size / 2 {
-            self.rbuf.reserve(self.read_size);
-        }
-        let room = self.rbuf.capacity() - self.rbuf.len();
-        let n = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.io),
-            cx,
-            &mut self.rbuf
-        ))?;
-        if n == room && self.read_size < READ_MAX {
-            self.read_size *= 2;
-        }
-        Poll::Ready(Ok(n))
+        poll_fill(&mut self.io, &mut self.rbuf, &mut self.read_size, cx)
     }
 
     /// Drives one exchange: the request body to the handler, the response to the client, and
@@ -821,13 +809,7 @@ fn encode_head(
             out.extend_from_slice(v.as_bytes());
             first = false;
         }
-        let last_chunked = coding.is_some_and(|c| {
-            c.as_bytes()
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-        });
-        if !last_chunked {
+        if !coding.is_some_and(ends_chunked) {
             out.extend_from_slice(b", chunked");
         }
         out.extend_from_slice(b"\r\n");
@@ -957,16 +939,7 @@ fn parse_head(
                 &mut spans_spilled
             };
             for (span, h) in spans.iter_mut().zip(req.headers.iter()) {
-                let name = h.name.as_ptr() as usize - base;
-                let value = h.value.as_ptr() as usize - base;
-                // Offsets within a head the limit bounds; the limit fits a `u32`
-                // (`Limits` is configured in bytes well below 4 GiB).
-                *span = (
-                    name as u32,
-                    (name + h.name.len()) as u32,
-                    value as u32,
-                    (value + h.value.len()) as u32,
-                );
+                *span = field_span(h, base);
             }
             let path = req.path.unwrap_or("");
             if path.len() > MAX_URI {
@@ -1037,12 +1010,7 @@ fn parse_head(
             .get_all(header::TRANSFER_ENCODING)
             .iter()
             .next_back()
-            .is_some_and(|v| {
-                v.as_bytes()
-                    .rsplit(|&b| b == b',')
-                    .next()
-                    .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-            });
+            .is_some_and(ends_chunked);
         if !chunked {
             debug!("a request whose transfer-encoding does not end in chunked");
             return Err(StatusCode::BAD_REQUEST);
@@ -1079,14 +1047,6 @@ fn parse_head(
         upgrade,
         trailers,
     }))
-}
-
-/// Whether a comma-separated field value names `token` (case-insensitive).
-fn has_token(value: &HeaderValue, token: &[u8]) -> bool {
-    value
-        .as_bytes()
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// What a fault in a request body's framing says.
@@ -1289,6 +1249,9 @@ impl hyper::body::Body for RequestBody {
 #[derive(Clone, Debug)]
 pub struct OnUpgrade(Arc<Mutex<Option<oneshot::Receiver<Upgraded>>>>);
 
+/// An upgraded HTTP/1 connection of our server: the bytes read past its head, then the stream.
+pub type Upgraded = PrefixedIo<BoxIo>;
+
 /// What a request that asked to upgrade becomes: our server's connection, or hyper's upgraded
 /// stream (HTTP/2 `CONNECT`).
 #[derive(Debug)]
@@ -1324,20 +1287,6 @@ impl Upgrade {
     }
 }
 
-/// An upgraded HTTP/1 connection: the bytes read past its head, then the stream.
-pub struct Upgraded {
-    io: BoxIo,
-    pre: Bytes,
-}
-
-impl std::fmt::Debug for Upgraded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upgraded")
-            .field("pre", &self.pre.len())
-            .finish_non_exhaustive()
-    }
-}
-
 /// An upgraded connection of either server.
 #[derive(Debug)]
 pub enum UpgradedIo {
@@ -1352,14 +1301,7 @@ impl AsyncRead for UpgradedIo {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            UpgradedIo::Own(u) => {
-                if !u.pre.is_empty() {
-                    let n = u.pre.len().min(buf.remaining());
-                    buf.put_slice(&u.pre.split_to(n));
-                    return Poll::Ready(Ok(()));
-                }
-                Pin::new(&mut u.io).poll_read(cx, buf)
-            }
+            UpgradedIo::Own(u) => Pin::new(u).poll_read(cx, buf),
             UpgradedIo::Hyper(u) => Pin::new(u).poll_read(cx, buf),
         }
     }
@@ -1372,7 +1314,7 @@ impl AsyncWrite for UpgradedIo {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            UpgradedIo::Own(u) => Pin::new(&mut u.io).poll_write(cx, buf),
+            UpgradedIo::Own(u) => Pin::new(u).poll_write(cx, buf),
             UpgradedIo::Hyper(u) => Pin::new(u).poll_write(cx, buf),
         }
     }
@@ -1383,28 +1325,28 @@ impl AsyncWrite for UpgradedIo {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
-            UpgradedIo::Own(u) => Pin::new(&mut u.io).poll_write_vectored(cx, bufs),
+            UpgradedIo::Own(u) => Pin::new(u).poll_write_vectored(cx, bufs),
             UpgradedIo::Hyper(u) => Pin::new(u).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
-            UpgradedIo::Own(u) => u.io.is_write_vectored(),
+            UpgradedIo::Own(u) => u.is_write_vectored(),
             UpgradedIo::Hyper(u) => u.is_write_vectored(),
         }
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            UpgradedIo::Own(u) => Pin::new(&mut u.io).poll_flush(cx),
+            UpgradedIo::Own(u) => Pin::new(u).poll_flush(cx),
             UpgradedIo::Hyper(u) => Pin::new(u).poll_flush(cx),
         }
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            UpgradedIo::Own(u) => Pin::new(&mut u.io).poll_shutdown(cx),
+            UpgradedIo::Own(u) => Pin::new(u).poll_shutdown(cx),
             UpgradedIo::Hyper(u) => Pin::new(u).poll_shutdown(cx),
         }
     }
@@ -1605,7 +1547,7 @@ mod tests {
     async fn http10_keeps_alive_only_when_asked_and_gets_an_unknown_length_to_the_close() {
         let streaming = || {
             server(|_req: Request<RequestBody>| async move {
-                let frames = futures_like_stream(vec![Bytes::from("ab"), Bytes::from("cd")]);
+                let frames = unsized_body(vec![Bytes::from("ab"), Bytes::from("cd")]);
                 Response::new(boxed(frames))
             })
         };
@@ -1647,7 +1589,7 @@ mod tests {
     type Frames = tokio_stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, BoxError>>>;
 
     /// A body of `parts` that does not know its length.
-    fn futures_like_stream(parts: Vec<Bytes>) -> StreamBody<Frames> {
+    fn unsized_body(parts: Vec<Bytes>) -> StreamBody<Frames> {
         StreamBody::new(tokio_stream::iter(
             parts
                 .into_iter()
@@ -1756,7 +1698,7 @@ mod tests {
     #[tokio::test]
     async fn a_response_body_short_of_its_length_closes_the_connection() {
         let mut c = server(|_req: Request<RequestBody>| async move {
-            let body = futures_like_stream(vec![Bytes::from("ab")]);
+            let body = unsized_body(vec![Bytes::from("ab")]);
             let mut rsp = Response::new(boxed(body));
             rsp.headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));

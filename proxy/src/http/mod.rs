@@ -199,11 +199,18 @@ pub fn describe(e: &dyn std::error::Error) -> String {
 
 /// Whether a `Connection` header of `headers` names `token` (case-insensitive).
 pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|&b| b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| has_token(v, token.as_bytes()))
+}
+
+/// Whether a comma-separated field value names `token` (case-insensitive).
+pub fn has_token(value: &HeaderValue, token: &[u8]) -> bool {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1): `Connection` and the headers it names,

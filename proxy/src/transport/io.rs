@@ -49,10 +49,18 @@ impl<T: Io> Io for tokio_rustls::client::TlsStream<T> {
 }
 
 /// A stream that first yields `prefix`, then reads from `inner`. Writes go straight to `inner`.
-#[derive(Debug)]
 pub struct PrefixedIo<T> {
     prefix: Bytes,
     inner: T,
+}
+
+/// Without the stream's own `Debug`, which a boxed stream (`BoxIo`) has not.
+impl<T> std::fmt::Debug for PrefixedIo<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrefixedIo")
+            .field("prefix", &self.prefix.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<T> PrefixedIo<T> {
