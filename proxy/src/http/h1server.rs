@@ -241,6 +241,9 @@ struct Writing<B> {
     /// The trailer fields the response declared, when they may be sent.
     allowed: Option<Vec<HeaderName>>,
     upgrade: bool,
+    /// Why the body failed: what was queued before it still goes out, then the connection
+    /// closes (the client sees a response cut short, not one never sent).
+    failed: Option<io::Error>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -514,6 +517,7 @@ impl Conn {
             send: enc.send,
             allowed: enc.allowed,
             upgrade,
+            failed: None,
         }
     }
 
@@ -538,11 +542,12 @@ impl Conn {
                     Poll::Pending => break,
                     Poll::Ready(Some(Err(e))) => {
                         let e: BoxError = e.into();
-                        return Poll::Ready(Err(io::Error::other(e)));
+                        w.body = None;
+                        w.failed = Some(io::Error::other(e));
                     }
                     Poll::Ready(None) => {
                         w.body = None;
-                        self.end_body(w)?;
+                        self.end_body(w);
                     }
                     Poll::Ready(Some(Ok(frame))) => {
                         let end = body.is_end_stream();
@@ -556,7 +561,7 @@ impl Conn {
                         }
                         if end && w.body.is_some() {
                             w.body = None;
-                            self.end_body(w)?;
+                            self.end_body(w);
                         }
                     }
                 }
@@ -573,10 +578,10 @@ impl Conn {
             if self.out.buf.capacity() > KEEP_WRITE_BUF {
                 self.out.buf = Vec::new();
             }
-            return if w.body.is_none() {
-                Poll::Ready(Ok(()))
-            } else {
-                Poll::Pending
+            return match (&w.body, w.failed.take()) {
+                (_, Some(e)) => Poll::Ready(Err(e)),
+                (None, None) => Poll::Ready(Ok(())),
+                (Some(_), None) => Poll::Pending,
             };
         }
     }
@@ -625,17 +630,16 @@ impl Conn {
     }
 
     /// The body's end: the last chunk, or a check that the length was reached.
-    fn end_body<B>(&mut self, w: &mut Writing<B>) -> io::Result<()> {
+    fn end_body<B>(&mut self, w: &mut Writing<B>) {
         match w.send {
             Sending::Chunked => self.out.buf.extend_from_slice(b"0\r\n\r\n"),
             Sending::Length(0) | Sending::Close => {}
             Sending::Length(left) => {
-                return Err(io::Error::other(format!(
+                w.failed = Some(io::Error::other(format!(
                     "the response body ended {left} bytes short of its content-length"
                 )));
             }
         }
-        Ok(())
     }
 
     /// Answers a malformed head and closes.
@@ -1708,8 +1712,28 @@ mod tests {
             .await
             .unwrap();
         let got = read_to_end(&mut c).await;
-        // The connection closes: no second response.
-        assert!(got.matches("HTTP/1.1 200").count() <= 1, "{got}");
+        // What the body had goes out, and the connection closes: no second response.
+        assert_eq!(got.matches("HTTP/1.1 200").count(), 1, "{got}");
+        assert!(got.ends_with("\r\n\r\nab"), "{got}");
+    }
+
+    #[tokio::test]
+    async fn a_response_body_that_fails_is_cut_short_and_the_connection_closed() {
+        let mut c = server(|_req: Request<RequestBody>| async move {
+            let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+                Ok(Frame::data(Bytes::from("ab"))),
+                Err("the app broke".into()),
+            ];
+            Response::new(boxed(StreamBody::new(tokio_stream::iter(frames))))
+        });
+        c.write_all(b"GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n")
+            .await
+            .unwrap();
+        let got = read_to_end(&mut c).await;
+        // The chunk sent before the failure, and no last chunk: the client sees it cut short.
+        assert_eq!(got.matches("HTTP/1.1 200").count(), 1, "{got}");
+        assert!(got.contains("transfer-encoding: chunked\r\n"), "{got}");
+        assert!(got.ends_with("\r\n\r\n2\r\nab\r\n"), "{got}");
     }
 
     #[tokio::test]
