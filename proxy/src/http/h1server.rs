@@ -30,8 +30,10 @@
 //! - a response's framing: its `content-length`, else its body's exact size, else chunked to
 //!   HTTP/1.1 and to the end of the connection to HTTP/1.0; no body for `HEAD`, 1xx, 204, 304
 //!   and a 2xx to `CONNECT`; a `date` when it has none; a body longer than its length is cut
-//!   at it, a shorter one closes the connection. Trailers go out only chunked, to a request
-//!   that said `te: trailers`, and only the fields the response's `Trailer` names;
+//!   at it. A body that ends short of its length, or fails, is written as far as it got and
+//!   the connection closed: the client sees a response cut short, never none (which it could
+//!   take for a request not processed). Trailers go out only chunked, to a request that said
+//!   `te: trailers`, and only the fields the response's `Trailer` names;
 //! - a client that closes its end while its request is in flight is gone: the handler's
 //!   future is dropped (hyper's default, without half-close);
 //! - requests may be pipelined: the next one is read once the response before it is written.
