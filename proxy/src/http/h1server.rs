@@ -42,6 +42,7 @@
 //! byte. No clock runs while a connection is idle between requests, nor for a head that
 //! arrives in one read (most do): the timer is armed only when a read leaves a head partial.
 
+use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::mem::MaybeUninit;
@@ -85,10 +86,14 @@ pub struct Limits {
 /// Serves HTTP/1 on `io` until the client is done, calling `handle` for each request. Once
 /// `drain` fires, an idle connection closes; one with a request in flight closes after its
 /// response (the handler marks that response `connection: close`, `super::server`).
+///
+/// The handler's future yields hyper's service shape, a `Result` that cannot fail, so that
+/// `super::server` runs one future per request for either protocol (another around it, only to
+/// add the `Ok` hyper wants, cost HTTP/2 a move of the response per request).
 pub async fn serve<H, F, B>(io: BoxIo, limits: Limits, drain: impl Future<Output = ()>, handle: H)
 where
     H: Fn(Request<RequestBody>) -> F,
-    F: Future<Output = Response<B>>,
+    F: Future<Output = Result<Response<B>, Infallible>>,
     B: hyper::body::Body<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
@@ -314,7 +319,7 @@ impl Conn {
         keep_alive: &mut bool,
     ) -> Poll<Ended>
     where
-        F: Future<Output = Response<B>>,
+        F: Future<Output = Result<Response<B>, Infallible>>,
         B: hyper::body::Body<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
     {
@@ -322,7 +327,7 @@ impl Conn {
             return Poll::Ready(Ended::Aborted);
         }
         if x.writing.is_none()
-            && let Poll::Ready(rsp) = x.rsp.as_mut().poll(cx)
+            && let Poll::Ready(Ok(rsp)) = x.rsp.as_mut().poll(cx)
         {
             x.writing = Some(self.write_head(rsp, x, keep_alive));
         }
@@ -1379,6 +1384,10 @@ mod tests {
         F: Future<Output = Response<Body>> + Send + 'static,
     {
         let (client, srv) = tokio::io::duplex(256 * 1024);
+        let handle = move |req| {
+            let rsp = handle(req);
+            async move { Ok::<_, Infallible>(rsp.await) }
+        };
         tokio::spawn(serve(Box::new(srv), LIMITS, std::future::pending(), handle));
         client
     }

@@ -238,7 +238,7 @@ pub async fn serve<H, F>(
                     closing.notify_one();
                 }
             }
-            rsp
+            Ok::<_, Infallible>(rsp)
         }
     };
     match protocol {
@@ -255,8 +255,7 @@ pub async fn serve<H, F>(
         }
         Protocol::Http2 => {
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let rsp = respond(req.map(RequestBody::Hyper));
-                async move { Ok::<_, Infallible>(rsp.await) }
+                respond(req.map(RequestBody::Hyper))
             });
             // A handler's CloseConnection or the process's drain: GOAWAY, and the streams in
             // flight finish. The watchers are polled only when they fire, not on each of the
