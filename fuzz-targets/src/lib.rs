@@ -635,7 +635,7 @@ fn h1_serve(answer: u8, sent: &[u8], step: usize) -> H1Served {
             };
             rsp.headers_mut()
                 .insert("x-served", http::HeaderValue::from_static("yes"));
-            rsp
+            Ok::<_, std::convert::Infallible>(rsp)
         }
     };
     let answered = rt.block_on(async move {
