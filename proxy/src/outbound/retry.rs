@@ -212,8 +212,9 @@ impl HttpOutbound {
         } else {
             None
         };
-        // Only a replayable request needs its head kept.
-        let pristine = replay.as_ref().map(|_| {
+        // Only a replayable request needs its head kept, and only when it may be retried at
+        // all: without a budget (no target) no attempt is repeated.
+        let pristine = replay.as_ref().filter(|_| a.budget.is_some()).map(|_| {
             (
                 parts.method.clone(),
                 parts.uri.clone(),
