@@ -251,39 +251,45 @@ pub async fn serve<H, F>(
             // The drain closes an idle connection; one with a request in flight closes after
             // its response, which says `connection: close` (above).
             let signaled = async move { drain.signaled().await };
-            h1server::serve(io, limits, signaled, respond).await;
+            // Each protocol's connection future in its own box, sized for that protocol: this
+            // future, inline in the connection's (several KiB larger when both protocols' were
+            // inline), is what an idle keep-alive connection holds.
+            boxed_in_place(|| h1server::serve(io, limits, signaled, respond)).await;
         }
         Protocol::Http2 => {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                respond(req.map(RequestBody::Hyper))
-            });
-            // A handler's CloseConnection or the process's drain: GOAWAY, and the streams in
-            // flight finish. The watchers are polled only when they fire, not on each of the
-            // connection's wakeups (`OnWake`).
-            let stop = OnWake::new(async move {
-                tokio::select! {
-                    _ = close.notified() => {}
-                    _ = drain.signaled() => {}
+            boxed_in_place(|| async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    respond(req.map(RequestBody::Hyper))
+                });
+                // A handler's CloseConnection or the process's drain: GOAWAY, and the streams in
+                // flight finish. The watchers are polled only when they fire, not on each of the
+                // connection's wakeups (`OnWake`).
+                let stop = OnWake::new(async move {
+                    tokio::select! {
+                        _ = close.notified() => {}
+                        _ = drain.signaled() => {}
+                    }
+                });
+                let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                builder
+                    .timer(TokioTimer::new())
+                    .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX))
+                    .max_concurrent_streams(limits.max_streams);
+                limits.h2.server(&mut builder);
+                let conn = builder.serve_connection(TokioIo::new(io), service);
+                tokio::pin!(conn);
+                let res = tokio::select! {
+                    res = conn.as_mut() => res,
+                    _ = stop => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                };
+                if let Err(e) = res {
+                    debug!(error = %e, "HTTP connection ended with an error");
                 }
-            });
-            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            builder
-                .timer(TokioTimer::new())
-                .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX))
-                .max_concurrent_streams(limits.max_streams);
-            limits.h2.server(&mut builder);
-            let conn = builder.serve_connection(TokioIo::new(io), service);
-            tokio::pin!(conn);
-            let res = tokio::select! {
-                res = conn.as_mut() => res,
-                _ = stop => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            };
-            if let Err(e) = res {
-                debug!(error = %e, "HTTP connection ended with an error");
-            }
+            })
+            .await
         }
     }
 }
