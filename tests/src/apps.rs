@@ -280,7 +280,11 @@ pub async fn echo_roundtrip(stream: TcpStream, len: u64) -> io::Result<u64> {
 
 /// Connects, reads what a [`App::Name`] app says, and returns the name.
 pub async fn ask_name(ns: &str, addr: SocketAddr) -> io::Result<String> {
-    let mut conn = connect_in(ns, addr).await?;
+    read_name(connect_in(ns, addr).await?).await
+}
+
+/// The name a `name` app writes on `conn` (10 s at most).
+pub async fn read_name(mut conn: TcpStream) -> io::Result<String> {
     let mut out = String::new();
     tokio::time::timeout(
         std::time::Duration::from_secs(10),
