@@ -1,5 +1,6 @@
 //! The common start of every long-running role (`remora proxy`, `remora gateway`,
-//! `remora control`): logging, the open-file limit, the Tokio runtime, and the signals that
+//! `remora control`): logging, the open-file limit, the allocator's trimming thread, the Tokio
+//! runtime, and the signals that
 //! start the drain. Each role's `main` parses its own configuration first (exiting with
 //! [`EXIT_USAGE`] when it is wrong), then hands its async body to [`run`].
 
@@ -44,6 +45,8 @@ impl Bootstrap {
             Ok(limit) => info!(limit, "raised the open-file soft limit to the hard limit"),
             Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
         }
+        // Memory freed after a burst goes back to the system (`alloc/src/lib.rs`).
+        remora_alloc::start();
         let runtime = match self.worker_threads {
             0 | 1 => tokio::runtime::Builder::new_current_thread()
                 .enable_all()
