@@ -1,8 +1,8 @@
 //! The common start of every long-running role (`remora proxy`, `remora gateway`,
 //! `remora control`): logging, the open-file limit, the allocator's trimming thread, the Tokio
-//! runtime, and the signals that
-//! start the drain. Each role's `main` parses its own configuration first (exiting with
-//! [`EXIT_USAGE`] when it is wrong), then hands its async body to [`run`].
+//! runtime, and the signals that start the drain. Each role's `main` parses its own
+//! configuration first (exiting with [`EXIT_USAGE`] when it is wrong), then hands its async
+//! body to [`run`].
 
 use std::future::Future;
 use std::process::ExitCode;

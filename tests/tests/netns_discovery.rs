@@ -7,10 +7,10 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use remora_tests::apps::{ask_name, connect_in, name, read_name};
+use remora_tests::apps::{ask_name, name, read_name};
 use remora_tests::control::{ControlPlane, Pki};
 use remora_tests::services::Service;
-use remora_tests::{Net, Pod, eventually, netns};
+use remora_tests::{Net, Pod, eventually};
 
 const PORT: u16 = 7000;
 
@@ -72,9 +72,9 @@ async fn converge(client: &Pod, pods: &[&Pod]) {
     );
 }
 
-/// A connection from `ns` to the virtual IP whose handshake completes within 5 s.
-async fn connect_bounded(ns: &str) -> std::io::Result<tokio::net::TcpStream> {
-    tokio::time::timeout(Duration::from_secs(5), connect_in(ns, VIP.parse().unwrap()))
+/// A connection from `pod` to the virtual IP whose handshake completes within 5 s.
+async fn connect_bounded(pod: &Pod) -> std::io::Result<tokio::net::TcpStream> {
+    tokio::time::timeout(Duration::from_secs(5), pod.connect(VIP.parse().unwrap()))
         .await
         .unwrap_or_else(|_| {
             Err(std::io::Error::new(
@@ -85,21 +85,18 @@ async fn connect_bounded(ns: &str) -> std::io::Result<tokio::net::TcpStream> {
 }
 
 /// The pod's sockets and connection-tracking entries for the virtual IP and the outbound port.
-fn kernel_state(ns: &str) -> String {
-    let run = |args: &[&str]| {
-        let mut all = vec!["netns", "exec", ns];
-        all.extend_from_slice(args);
-        netns::run("ip", &all).unwrap_or_else(|e| e)
-    };
-    let ct: String = run(&["cat", "/proc/net/nf_conntrack"])
+fn kernel_state(pod: &Pod) -> String {
+    let ct: String = pod
+        .exec("cat", &["/proc/net/nf_conntrack"])
+        .unwrap_or_else(|e| e)
         .lines()
         .filter(|l| l.contains("dport=7000") || l.contains("sport=4140"))
         .map(|l| format!("{l}\n"))
         .collect();
-    format!(
-        "sockets:\n{}conntrack:\n{ct}",
-        run(&["ss", "-tanoi", "( sport = :4140 or dport = :7000 )"])
-    )
+    let sockets = pod
+        .exec("ss", &["-tanoi", "( sport = :4140 or dport = :7000 )"])
+        .unwrap_or_else(|e| e);
+    format!("sockets:\n{sockets}conntrack:\n{ct}")
 }
 
 struct Mesh {
@@ -219,9 +216,9 @@ async fn netns_proxies_ride_out_a_control_plane_outage() {
     let end = tokio::time::Instant::now() + Duration::from_secs(30);
     let mut seen = BTreeSet::new();
     let mut n = 0;
-    let mut unanswered = Vec::new();
+    let mut retried: Option<String> = None;
     while tokio::time::Instant::now() < end {
-        let conn = match connect_bounded(&m.client.ns).await {
+        let conn = match connect_bounded(&m.client).await {
             Ok(c) => c,
             Err(e) => {
                 // The pod's kernel answers the handshake for the proxy's listener (backlog
@@ -233,18 +230,16 @@ async fn netns_proxies_ride_out_a_control_plane_outage() {
                 // port matches it and skips the redirect (reproduced by hand: a socket bound
                 // to that port is not redirected, a new one is). Record what the kernel held, and
                 // retry once with a new socket, as a client would; a second one fails.
-                unanswered.push(format!(
-                    "connection {n}: {e}\n{}",
-                    kernel_state(&m.client.ns)
-                ));
-                assert!(
-                    unanswered.len() < 2,
-                    "handshakes to the virtual IP went unanswered during the outage:\n{}",
-                    unanswered.join("\n")
-                );
-                connect_bounded(&m.client.ns).await.unwrap_or_else(|e| {
-                    panic!("connection {n} failed twice during the outage: {e}\n{unanswered:?}")
-                })
+                let state = format!("connection {n}: {e}\n{}", kernel_state(&m.client));
+                if let Some(first) = &retried {
+                    panic!("two handshakes went unanswered during the outage:\n{first}\n{state}");
+                }
+                let conn = connect_bounded(&m.client).await.unwrap_or_else(|e| {
+                    panic!("connection {n} failed twice during the outage: {e}\n{state}")
+                });
+                eprintln!("retried an unanswered handshake: {state}");
+                retried = Some(state);
+                conn
             }
         };
         let name = read_name(conn)
@@ -253,9 +248,6 @@ async fn netns_proxies_ride_out_a_control_plane_outage() {
         seen.insert(name);
         n += 1;
         tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    for u in &unanswered {
-        eprintln!("retried an unanswered handshake: {u}");
     }
     assert_eq!(seen, BTreeSet::from(["b1".to_string(), "b2".to_string()]));
     assert!(n > 50);

@@ -257,40 +257,47 @@ pub async fn serve<H, F>(
             boxed_in_place(|| h1server::serve(io, limits, signaled, respond)).await;
         }
         Protocol::Http2 => {
-            boxed_in_place(|| async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    respond(req.map(RequestBody::Hyper))
-                });
-                // A handler's CloseConnection or the process's drain: GOAWAY, and the streams in
-                // flight finish. The watchers are polled only when they fire, not on each of the
-                // connection's wakeups (`OnWake`).
-                let stop = OnWake::new(async move {
-                    tokio::select! {
-                        _ = close.notified() => {}
-                        _ = drain.signaled() => {}
-                    }
-                });
-                let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-                builder
-                    .timer(TokioTimer::new())
-                    .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX))
-                    .max_concurrent_streams(limits.max_streams);
-                limits.h2.server(&mut builder);
-                let conn = builder.serve_connection(TokioIo::new(io), service);
-                tokio::pin!(conn);
-                let res = tokio::select! {
-                    res = conn.as_mut() => res,
-                    _ = stop => {
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(e) = res {
-                    debug!(error = %e, "HTTP connection ended with an error");
-                }
-            })
-            .await
+            boxed_in_place(|| serve_h2(io, &limits, close, drain, respond)).await;
         }
+    }
+}
+
+/// An HTTP/2 connection, served by hyper: `respond` answers each stream's request. A
+/// handler's CloseConnection (`close`) or the process's drain sends GOAWAY, and the streams in
+/// flight finish.
+async fn serve_h2<R, F>(io: BoxIo, limits: &Limits, close: Arc<Notify>, drain: Drain, respond: R)
+where
+    R: Fn(Request<RequestBody>) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Result<Response<Held<Recorded>>, Infallible>> + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        respond(req.map(RequestBody::Hyper))
+    });
+    // The watchers are polled only when they fire, not on each of the connection's wakeups
+    // (`OnWake`).
+    let stop = OnWake::new(async move {
+        tokio::select! {
+            _ = close.notified() => {}
+            _ = drain.signaled() => {}
+        }
+    });
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX))
+        .max_concurrent_streams(limits.max_streams);
+    limits.h2.server(&mut builder);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let res = tokio::select! {
+        res = conn.as_mut() => res,
+        _ = stop => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = res {
+        debug!(error = %e, "HTTP connection ended with an error");
     }
 }
 
