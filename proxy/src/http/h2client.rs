@@ -49,6 +49,14 @@ const MAX_LOCAL_ERROR_RESETS: usize = 1024;
 const SPEC_WINDOW: u32 = 65_535;
 /// Adaptive windows grow to this at most.
 const MAX_WINDOW: u32 = 16 * 1024 * 1024;
+/// What `h2` lets DATA frames under 256 bytes, received and not yet read, cost in all (each
+/// costs 256 less its size; larger frames earn some back): past it, the connection ends with
+/// GOAWAY (ENHANCE_YOUR_CALM). Its default, half the connection window, is spent by a burst
+/// from hyper's server (and so linkerd2-proxy's), which sends each response that waits for
+/// window as a 1-byte frame and then the rest: one such frame per stream waiting. This allows
+/// 4 096 of them (a few hundred KiB buffered at most), twice the streams our own server allows
+/// a connection.
+const DATA_FRAME_BUDGET: usize = 4096 * 256;
 
 /// The sending half of a client connection (cheap to clone).
 #[derive(Clone, Debug)]
@@ -74,6 +82,7 @@ pub async fn handshake(
         .max_send_buffer_size(MAX_SEND_BUF)
         .max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESETS))
         .max_frame_size(MAX_FRAME_SIZE)
+        .data_frame_budget(DATA_FRAME_BUDGET)
         .enable_push(false);
     let adaptive = match params.windows() {
         Some((stream, conn)) => {
@@ -202,9 +211,14 @@ async fn pipe(
     }
 }
 
-/// Sends each frame of `body` as it comes. A data chunk waits for the stream to have some
-/// send capacity (back-pressure on the body: `h2` buffers the chunk and sends it as the
-/// windows open); the end of the body and its trailers never wait.
+/// Sends each frame of `body` as it comes. A data chunk asks for window for all of itself and
+/// waits for the stream to be granted some (back-pressure on the body: `h2` buffers the chunk
+/// and sends it as the windows open); the end of the body and its trailers never wait.
+///
+/// Asking for the whole chunk, not a byte as hyper does, keeps the chunk in one frame unless
+/// the connection's window runs out in it: `h2` grants window to the streams waiting in turn,
+/// each what it asked for, and sends what a stream was granted, so one that asked for a byte
+/// sends a 1-byte frame each time the window opens.
 async fn send_body(body: &mut Body, stream: &mut h2::SendStream<Bytes>) -> Result<(), ()> {
     loop {
         let next = poll_fn(|cx| match stream.poll_reset(cx) {
@@ -223,7 +237,7 @@ async fn send_body(body: &mut Body, stream: &mut h2::SendStream<Bytes>) -> Resul
             Ok(data) => {
                 let last = body.is_end_stream();
                 if !data.is_empty() {
-                    stream.reserve_capacity(1);
+                    stream.reserve_capacity(data.len());
                     // `poll_capacity` reports increases only: look first.
                     while stream.capacity() == 0 {
                         let granted = poll_fn(|cx| match stream.poll_reset(cx) {
@@ -538,6 +552,61 @@ mod tests {
         let collected = within(rsp.into_body().collect()).await.unwrap().unwrap();
         assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
         assert_eq!(collected.to_bytes(), "one two three");
+    }
+
+    #[tokio::test]
+    async fn uploads_that_wait_for_window_go_out_in_frames_of_useful_size() {
+        // 256 uploads of 1 KiB at once, four times what the server's connection window (the
+        // spec's) holds; the server reads none for 100 ms, then all at once.
+        let frames = Arc::new(Mutex::new(Vec::new()));
+        let seen = frames.clone();
+        let tx = client(Http2Params::default(), move |req, mut rsp| {
+            let seen = seen.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let mut recv = req.into_body();
+                let mut sizes = Vec::new();
+                while let Some(data) = recv.data().await {
+                    let n = data.unwrap().len();
+                    let _ = recv.flow_control().release_capacity(n);
+                    sizes.push(n);
+                }
+                seen.lock().unwrap().push(sizes);
+                let _ = rsp.send_response(Response::new(()), true);
+            }
+        })
+        .await;
+        let uploads = (0..256).map(|_| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let body =
+                    super::super::boxed(http_body_util::Full::new(Bytes::from(vec![b'x'; 1024])));
+                let req = Request::post("http://a/up").body(body).unwrap();
+                tx.send(req).await.map(|rsp| rsp.status())
+            })
+        });
+        for upload in uploads.collect::<Vec<_>>() {
+            let status = within(upload).await.expect("answered").unwrap();
+            assert_eq!(status.unwrap(), 200);
+        }
+        let frames = frames.lock().unwrap();
+        assert_eq!(frames.len(), 256);
+        // A body that asks for a byte of window at a time (hyper's way) goes out as a 1-byte
+        // frame and then the rest: here, about half of them. Asking for all of it, a body is
+        // split only where a window the server opens runs out in it: the server gives back
+        // half its window at a time, so nine windows carry the 256 KiB, each with at most one
+        // split body.
+        let mut small = 0;
+        for sizes in frames.iter() {
+            assert_eq!(sizes.iter().sum::<usize>(), 1024, "{sizes:?}");
+            let (_, rest) = sizes.split_last().unwrap();
+            small += rest.iter().filter(|&&n| n < 256).count();
+        }
+        let split: Vec<_> = frames.iter().filter(|s| s.len() > 1).collect();
+        assert!(
+            small <= 16,
+            "{small} small frames; the bodies split: {split:?}"
+        );
     }
 
     #[tokio::test]

@@ -530,6 +530,75 @@ mod tests {
         assert!(tx.send_request(get("/after")).await.is_err());
     }
 
+    /// A burst of `streams` requests on one HTTP/2 connection from our client, each answered 1
+    /// KiB at once; the client reads none of the responses until every head has arrived. Returns
+    /// how many bodies arrived whole, and the errors of those that failed.
+    async fn burst_through_our_client(streams: usize) -> (usize, Vec<String>) {
+        use super::super::h2client;
+        let (client, srv) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(serve(
+            Box::new(srv),
+            Protocol::Http2,
+            Limits::default(),
+            Drain::new(),
+            Some(crate::testing::inputs().gate(Direction::Inbound)),
+            |_req: Request<RequestBody>| async move {
+                let body =
+                    super::super::boxed(http_body_util::Full::new(Bytes::from(vec![b'x'; 1024])));
+                Response::new(body.into())
+            },
+        ));
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        let tx = h2client::handshake(addr, Box::new(client), &Http2Params::default())
+            .await
+            .unwrap();
+        let heads = (0..streams).map(|_| {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let req = Request::get("http://a/")
+                    .body(super::super::boxed(Empty::<Bytes>::new()))
+                    .unwrap();
+                tx.send(req).await
+            })
+        });
+        let mut bodies = Vec::new();
+        for head in heads.collect::<Vec<_>>() {
+            bodies.push(head.await.unwrap().expect("a response head").into_body());
+        }
+        // The client starts reading the responses a batch at a time, so what the windows its
+        // reads open let through waits in the client, unread, while it reads the batches before.
+        let reads = bodies
+            .into_iter()
+            .enumerate()
+            .map(|(i, body)| {
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(50 * (1 + i as u64 / 64))).await;
+                    body.collect().await
+                })
+            })
+            .collect::<Vec<_>>();
+        let (mut whole, mut errors) = (0, Vec::new());
+        for read in reads {
+            match read.await.unwrap() {
+                Ok(body) => whole += usize::from(body.to_bytes().len() == 1024),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        (whole, errors)
+    }
+
+    #[tokio::test]
+    async fn a_burst_of_http2_responses_read_late_arrives_whole() {
+        // hyper's server, waiting for window, sends most of these bodies as a 1-byte DATA frame
+        // and then the rest: a few hundred small frames the client holds unread, past what
+        // `h2` allows by default before it sends GOAWAY (ENHANCE_YOUR_CALM).
+        let (whole, errors) =
+            tokio::time::timeout(Duration::from_secs(30), burst_through_our_client(512))
+                .await
+                .expect("the burst ended");
+        assert_eq!(whole, 512, "errors: {errors:?}");
+    }
+
     #[test]
     fn http2_parameters_parse_as_linkerd_names_them() {
         let p = Http2Params::parse(
