@@ -60,15 +60,15 @@ for s in setups:
     md.append(f"| {s} | {h.get('rps', 0):.0f} | {ms(h.get('p50'))} | {ms(h.get('p99'))} | {b1.get('gbytes_per_s', 0):.2f} | {b8.get('gbytes_per_s', 0):.2f} |")
 md.append("\n### Memory\n")
 conns = (pick("idle_conns") or [{}])[0].get("conns", 10000)
-md.append(f"| setup | idle RSS per proxy MiB (anon) | {conns} idle connections: RSS added (both proxies) | per connection | per connection, each proxy (client, server) |")
-md.append("|---|---|---|---|---|")
+md.append(f"| setup | idle RSS per proxy MiB (anon) | {conns} idle connections: answered 200 | RSS added (both proxies) | per connection | per connection, each proxy (client, server) |")
+md.append("|---|---|---|---|---|---|")
 for s in proxies:
     idle = [f"{r['rss_kib'] / 1024:.1f}" + (f" ({r['anon_kib'] / 1024:.1f})" if "anon_kib" in r else "") for r in pick("idle_rss", setup=s)]
     ic = (pick("idle_conns", setup=s) or [{}])[0]
     delta = ic.get("rss_delta_kib", 0)
     n = max(ic.get("conns", 1), 1)
     each = ", ".join(f"{r['rss_delta_kib'] * 1024 / n:.0f} B" for r in pick("idle_conns_proc", setup=s))
-    md.append(f"| {s} | {', '.join(idle)} | {delta / 1024:.1f} MiB | {delta * 1024 / n:.0f} B | {each or '-'} |")
+    md.append(f"| {s} | {', '.join(idle)} | {ic.get('ok', '-')} | {delta / 1024:.1f} MiB | {delta * 1024 / n:.0f} B | {each or '-'} |")
 open(f"{out}/report.md", "w").write("\n".join(md) + "\n")
 
 # The plot: added p50 and p99 (ms) against the rate.

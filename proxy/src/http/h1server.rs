@@ -968,8 +968,18 @@ fn trailer_field_allowed(name: &HeaderName) -> bool {
     .contains(name)
 }
 
-/// Writes a `date` field for now, formatted once a second per thread.
+/// Writes a `date` field for now.
 fn date_field(out: &mut Vec<u8>) {
+    with_date(|date| write_field(out, b"date", date.as_bytes()));
+}
+
+/// A `date` field's value for now (for HTTP/2 responses: `super::h2server`).
+pub(super) fn date_value() -> HeaderValue {
+    with_date(HeaderValue::from_str).unwrap_or(HeaderValue::from_static(""))
+}
+
+/// `f` of the date now, formatted once a second per thread.
+fn with_date<T>(f: impl FnOnce(&str) -> T) -> T {
     use std::cell::RefCell;
     use std::time::{SystemTime, UNIX_EPOCH};
     thread_local! {
@@ -982,8 +992,8 @@ fn date_field(out: &mut Vec<u8>) {
         if c.0 != secs || c.1.is_empty() {
             *c = (secs, httpdate::fmt_http_date(now));
         }
-        write_field(out, b"date", c.1.as_bytes());
-    });
+        f(&c.1)
+    })
 }
 
 /// Parses a request head from the front of `buf`, which it then drops, into `fields` (an
@@ -1291,7 +1301,7 @@ pub enum RequestBody {
     #[default]
     Empty,
     H1(H1Body),
-    Hyper(hyper::body::Incoming),
+    H2(super::h2conn::RecvBody),
 }
 
 impl hyper::body::Body for RequestBody {
@@ -1305,7 +1315,7 @@ impl hyper::body::Body for RequestBody {
         match self.get_mut() {
             RequestBody::Empty => Poll::Ready(None),
             RequestBody::H1(b) => Pin::new(b).poll_frame(cx),
-            RequestBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            RequestBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
 
@@ -1313,7 +1323,7 @@ impl hyper::body::Body for RequestBody {
         match self {
             RequestBody::Empty => true,
             RequestBody::H1(b) => b.is_end_stream(),
-            RequestBody::Hyper(b) => b.is_end_stream(),
+            RequestBody::H2(b) => b.is_end_stream(),
         }
     }
 
@@ -1321,7 +1331,7 @@ impl hyper::body::Body for RequestBody {
         match self {
             RequestBody::Empty => SizeHint::with_exact(0),
             RequestBody::H1(b) => b.size_hint(),
-            RequestBody::Hyper(b) => b.size_hint(),
+            RequestBody::H2(b) => b.size_hint(),
         }
     }
 }

@@ -15,26 +15,24 @@
 //! - server push is refused;
 //! - with adaptive windows (the default), the connection's and streams' receive windows grow
 //!   from an estimate of the bandwidth-delay product, sampled with PINGs while data arrives
-//!   ([`Bdp`]).
+//!   ([`Pings`]).
 //!
 //! Connection-specific headers are the caller's to remove (`super::strip_hop_by_hop`): `h2`
 //! refuses a request that carries them, before anything is sent.
 
 use std::future::poll_fn;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
-use http::{HeaderMap, HeaderValue, Method, Request, Response};
-use hyper::body::{Body as _, Frame, SizeHint};
-use tokio::time::Instant;
+use http::{HeaderValue, Method, Request, Response};
+use hyper::body::Body as _;
 use tracing::debug;
 
 use super::Body;
+use super::h2conn::{Cancel, DATA_FRAME_BUDGET, Pings, Ponged, RecvBody, SPEC_WINDOW, send_body};
 use super::pool::{ConnectFailure, SendError};
 use super::server::Http2Params;
 use crate::transport::io::BoxIo;
@@ -45,18 +43,6 @@ const MAX_SEND_BUF: usize = 1024 * 1024;
 const MAX_HEADER_LIST: u32 = 16 * 1024;
 const INITIAL_MAX_SEND_STREAMS: usize = 100;
 const MAX_LOCAL_ERROR_RESETS: usize = 1024;
-/// The spec's initial window: where adaptive windows start.
-const SPEC_WINDOW: u32 = 65_535;
-/// Adaptive windows grow to this at most.
-const MAX_WINDOW: u32 = 16 * 1024 * 1024;
-/// What `h2` lets DATA frames under 256 bytes, received and not yet read, cost in all (each
-/// costs 256 less its size; larger frames earn some back): past it, the connection ends with
-/// GOAWAY (ENHANCE_YOUR_CALM). Its default, half the connection window, is spent by a burst
-/// from hyper's server (and so linkerd2-proxy's), which sends each response that waits for
-/// window as a 1-byte frame and then the rest: one such frame per stream waiting. This allows
-/// 4 096 of them (a few hundred KiB buffered at most), twice the streams our own server allows
-/// a connection.
-const DATA_FRAME_BUDGET: usize = 4096 * 256;
 
 /// The sending half of a client connection (cheap to clone).
 #[derive(Clone, Debug)]
@@ -67,7 +53,7 @@ pub struct SendRequest {
     /// opened and then reset (a burst of those looks like a rapid-reset attack to a server).
     tx: Arc<tokio::sync::Mutex<h2::client::SendRequest<Bytes>>>,
     closed: Arc<AtomicBool>,
-    bdp: Option<Arc<Bdp>>,
+    pings: Option<Arc<Pings>>,
 }
 
 /// The HTTP/2 client handshake on `io`; spawns the connection's task.
@@ -98,15 +84,15 @@ pub async fn handshake(
     };
     let (tx, mut conn) = b.handshake::<_, Bytes>(io).await?;
     let closed = Arc::new(AtomicBool::new(false));
-    let bdp = match (adaptive, conn.ping_pong()) {
-        (true, Some(pings)) => Some(Arc::new(Bdp::new(pings))),
-        _ => None,
-    };
-    let (done, estimator) = (closed.clone(), bdp.clone());
+    let pings = conn
+        .ping_pong()
+        .and_then(|p| Pings::new(p, adaptive, None))
+        .map(Arc::new);
+    let (done, estimator) = (closed.clone(), pings.clone());
     tokio::spawn(async move {
         let ended = poll_fn(|cx| {
-            if let Some(bdp) = &estimator
-                && let Some(window) = bdp.poll_pong(cx)
+            if let Some(pings) = &estimator
+                && let Some(Ponged::Window(window)) = pings.poll(cx)
             {
                 conn.set_target_window_size(window);
                 // Refused while our last SETTINGS is unacknowledged: the streams keep their
@@ -126,7 +112,7 @@ pub async fn handshake(
     Ok(SendRequest {
         tx: Arc::new(tokio::sync::Mutex::new(tx)),
         closed,
-        bdp,
+        pings,
     })
 }
 
@@ -138,7 +124,7 @@ impl SendRequest {
 
     /// Sends `req` and waits for its response head. A request the connection was gone for is
     /// handed back (`SendError::Connect`).
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<ClientBody>, SendError> {
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<RecvBody>, SendError> {
         let mut tx = self.tx.lock().await;
         if poll_fn(|cx| tx.poll_ready(cx)).await.is_err() {
             return Err(SendError::Connect(ConnectFailure::Closed, Box::new(req)));
@@ -165,27 +151,9 @@ impl SendRequest {
         };
         let rsp = response.await.map_err(SendError::H2)?;
         let (parts, recv) = rsp.into_parts();
-        // An empty body without a length is known to be empty.
-        let length = content_length(&parts.headers).or(recv.is_end_stream().then_some(0));
-        let body = ClientBody {
-            recv,
-            data_done: false,
-            length,
-            bdp: self.bdp.clone(),
-            cancel,
-        };
+        let body = RecvBody::new(recv, &parts.headers, self.pings.clone(), cancel);
         Ok(Response::from_parts(parts, body))
     }
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .trim()
-        .parse()
-        .ok()
 }
 
 /// Sends `body` on `stream`, and resets the stream (CANCEL) if the body fails, the peer resets
@@ -211,248 +179,16 @@ async fn pipe(
     }
 }
 
-/// Sends each frame of `body` as it comes. A data chunk asks for window for all of itself and
-/// waits for the stream to be granted some (back-pressure on the body: `h2` buffers the chunk
-/// and sends it as the windows open); the end of the body and its trailers never wait.
-///
-/// Asking for the whole chunk, not a byte as hyper does, keeps the chunk in one frame unless
-/// the connection's window runs out in it: `h2` grants window to the streams waiting in turn,
-/// each what it asked for, and sends what a stream was granted, so one that asked for a byte
-/// sends a 1-byte frame each time the window opens.
-async fn send_body(body: &mut Body, stream: &mut h2::SendStream<Bytes>) -> Result<(), ()> {
-    loop {
-        let next = poll_fn(|cx| match stream.poll_reset(cx) {
-            Poll::Ready(reason) => {
-                debug!(?reason, "the peer reset a request body being sent");
-                Poll::Ready(Err(()))
-            }
-            Poll::Pending => Pin::new(&mut *body).poll_frame(cx).map(Ok),
-        })
-        .await?;
-        let Some(frame) = next else {
-            return stream.send_data(Bytes::new(), true).map_err(|_| ());
-        };
-        let frame = frame.map_err(|e| debug!(error = %e, "request body failed"))?;
-        let frame = match frame.into_data() {
-            Ok(data) => {
-                let last = body.is_end_stream();
-                if !data.is_empty() {
-                    stream.reserve_capacity(data.len());
-                    // `poll_capacity` reports increases only: look first.
-                    while stream.capacity() == 0 {
-                        let granted = poll_fn(|cx| match stream.poll_reset(cx) {
-                            Poll::Ready(_) => Poll::Ready(None),
-                            Poll::Pending => stream.poll_capacity(cx),
-                        })
-                        .await;
-                        if !matches!(granted, Some(Ok(_))) {
-                            return Err(());
-                        }
-                    }
-                }
-                stream.send_data(data, last).map_err(|_| ())?;
-                if last {
-                    return Ok(());
-                }
-                continue;
-            }
-            Err(frame) => frame,
-        };
-        if let Ok(trailers) = frame.into_trailers() {
-            stream.reserve_capacity(0);
-            return stream.send_trailers(trailers).map_err(|_| ());
-        }
-    }
-}
-
-/// A response body from the peer; releases flow-control capacity as data is read.
-#[derive(Debug)]
-pub struct ClientBody {
-    recv: h2::RecvStream,
-    data_done: bool,
-    length: Option<u64>,
-    bdp: Option<Arc<Bdp>>,
-    /// The request body's pipe, if any: stopped if this body is dropped before its end.
-    cancel: Option<Cancel>,
-}
-
-/// Stops a request body's pipe when dropped, unless defused (the response ended: a server may
-/// answer in full and still read the rest of the request).
-#[derive(Debug)]
-struct Cancel(Option<tokio::sync::oneshot::Sender<()>>);
-
-impl Cancel {
-    fn defuse(&mut self) {
-        // Dropped unsent: the pipe carries on.
-        self.0 = None;
-    }
-}
-
-impl Drop for Cancel {
-    fn drop(&mut self) {
-        if let Some(tx) = self.0.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-impl ClientBody {
-    /// The response is complete: its request body, if still being sent, goes on.
-    fn ended(
-        &mut self,
-        last: Option<Result<Frame<Bytes>, h2::Error>>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        if let Some(c) = &mut self.cancel {
-            c.defuse();
-        }
-        Poll::Ready(last)
-    }
-}
-
-impl hyper::body::Body for ClientBody {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        let this = &mut *self;
-        if !this.data_done {
-            match this.recv.poll_data(cx) {
-                Poll::Ready(Some(Ok(data))) => {
-                    let n = data.len();
-                    let _ = this.recv.flow_control().release_capacity(n);
-                    if let Some(bdp) = &this.bdp {
-                        bdp.record(n);
-                    }
-                    if let Some(left) = &mut this.length {
-                        *left = left.saturating_sub(n as u64);
-                    }
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                // A reset with NO_ERROR after the data is the peer closing its side cleanly.
-                Poll::Ready(Some(Err(e))) if e.reason() == Some(h2::Reason::NO_ERROR) => {
-                    return this.ended(None);
-                }
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => this.data_done = true,
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-        match this.recv.poll_trailers(cx) {
-            Poll::Ready(Ok(Some(t))) => this.ended(Some(Ok(Frame::trailers(t)))),
-            Poll::Ready(Ok(None)) => this.ended(None),
-            Poll::Ready(Err(e)) if e.reason() == Some(h2::Reason::NO_ERROR) => this.ended(None),
-            Poll::Ready(Err(e)) => Poll::Ready(Some(Err(e))),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self.length {
-            Some(n) => SizeHint::with_exact(n),
-            None => SizeHint::default(),
-        }
-    }
-}
-
-/// Adaptive windows: while data arrives, one PING at a time measures the round trip and the
-/// bytes received during it (a sample of the bandwidth-delay product). A sample that fills two
-/// thirds of the window doubles it (up to [`MAX_WINDOW`]), since the window then limits the
-/// transfer; samples well below it space the pings out, up to one every 10 s.
-#[derive(Debug)]
-struct Bdp {
-    state: Mutex<BdpState>,
-}
-
-#[derive(Debug)]
-struct BdpState {
-    pings: h2::PingPong,
-    window: u32,
-    /// Bytes received since the ping in flight was sent.
-    bytes: usize,
-    /// When the ping in flight was sent.
-    sent: Option<Instant>,
-    /// No ping before then.
-    next: Instant,
-    gap: Duration,
-}
-
-impl Bdp {
-    const MIN_GAP: Duration = Duration::from_millis(100);
-    const MAX_GAP: Duration = Duration::from_secs(10);
-
-    fn new(pings: h2::PingPong) -> Self {
-        Bdp {
-            state: Mutex::new(BdpState {
-                pings,
-                window: SPEC_WINDOW,
-                bytes: 0,
-                sent: None,
-                next: Instant::now(),
-                gap: Self::MIN_GAP,
-            }),
-        }
-    }
-
-    /// `n` bytes of data arrived: counted, and a ping sent if none is in flight and it is time.
-    fn record(&self, n: usize) {
-        let Ok(mut s) = self.state.lock() else { return };
-        if s.window >= MAX_WINDOW {
-            return;
-        }
-        s.bytes += n;
-        if s.sent.is_none() {
-            let now = Instant::now();
-            if now >= s.next && s.pings.send_ping(h2::Ping::opaque()).is_ok() {
-                s.sent = Some(now);
-                s.bytes = n;
-            }
-        }
-    }
-
-    /// On the connection's task: a new window when a pong says the window limits the peer.
-    fn poll_pong(&self, cx: &mut Context<'_>) -> Option<u32> {
-        let mut s = self.state.lock().ok()?;
-        let sent = s.sent?;
-        match s.pings.poll_pong(cx) {
-            Poll::Ready(Ok(_)) => {}
-            Poll::Ready(Err(_)) => {
-                s.sent = None;
-                return None;
-            }
-            Poll::Pending => return None,
-        }
-        let now = Instant::now();
-        let (bytes, window) = (s.bytes, s.window);
-        s.sent = None;
-        s.bytes = 0;
-        let grown = if bytes as u64 * 3 >= u64::from(window) * 2 {
-            s.gap = Self::MIN_GAP;
-            s.window = u32::try_from(bytes.saturating_mul(2))
-                .unwrap_or(MAX_WINDOW)
-                .clamp(window, MAX_WINDOW);
-            (s.window > window).then_some(s.window)
-        } else {
-            s.gap = (s.gap * 2).min(Self::MAX_GAP);
-            None
-        };
-        s.next = now + s.gap.max(now - sent);
-        grown
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::super::BoxError;
     use super::*;
+    use http::HeaderMap;
     use http_body_util::{BodyExt, Empty, StreamBody};
+    use hyper::body::Frame;
     use std::net::SocketAddr;
+    use std::sync::Mutex;
+    use std::time::Duration;
 
     const ADDR: SocketAddr =
         SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 1);

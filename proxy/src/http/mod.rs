@@ -23,6 +23,8 @@ pub mod detect;
 pub mod h1client;
 pub mod h1server;
 pub mod h2client;
+pub mod h2conn;
+pub mod h2server;
 pub mod inflight;
 pub mod memo;
 pub mod orig_proto;

@@ -23,7 +23,7 @@ use http::{Request, Response};
 use remora_identity::Name;
 
 use super::h1client::{self, Idle};
-use super::{Body, h2client};
+use super::{Body, h2client, h2conn};
 use crate::tls::mtls::DialError;
 use crate::transport::io::BoxIo;
 
@@ -135,7 +135,7 @@ pub(super) fn closed(e: &std::io::Error) -> bool {
 #[derive(Debug)]
 pub enum PoolBody {
     H1(h1client::ResponseBody),
-    H2(h2client::ClientBody),
+    H2(h2conn::RecvBody),
 }
 
 impl hyper::body::Body for PoolBody {
@@ -315,7 +315,7 @@ impl Pool {
         key: &Key,
         dial: D,
         req: Request<Body>,
-    ) -> Result<Response<h2client::ClientBody>, SendError> {
+    ) -> Result<Response<h2conn::RecvBody>, SendError> {
         let slot = match self.h2.lock() {
             // Looked up by reference first: the key (and its identity) is cloned only when a
             // new peer is added, not per request.

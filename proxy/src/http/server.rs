@@ -1,5 +1,5 @@
 //! Serving a connection detected as HTTP: HTTP/1.1 (keep-alive, upgrades) with our own server
-//! ([`super::h1server`]), HTTP/2 with hyper; with limits on header size and count. Malformed
+//! ([`super::h1server`]), HTTP/2 with ours on `h2` ([`super::h2server`]); with limits on header size and count. Malformed
 //! requests are answered by the server (400, or 431 when the head is too large).
 //!
 //! A handler closes its connection by marking a response with [`CloseConnection`]: HTTP/1
@@ -25,15 +25,13 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use remora_runtime::drain::Drain;
 use remora_runtime::wake::OnWake;
 use tokio::sync::Notify;
-use tracing::debug;
 
 use super::detect::Protocol;
 use super::h1server::{self, RequestBody};
+use super::h2server;
 use super::inflight::{Gate, Held, hold};
 use super::record::Recorded;
 use crate::transport::io::BoxIo;
@@ -149,34 +147,8 @@ impl Http2Params {
             .zip(self.initial_connection_window_size)
     }
 
-    fn keep_alive(&self) -> Option<(Duration, Duration)> {
+    pub(crate) fn keep_alive(&self) -> Option<(Duration, Duration)> {
         self.keep_alive_interval.zip(self.keep_alive_timeout)
-    }
-
-    /// Applies the server settings to hyper's builder (adaptive windows unless fixed ones are
-    /// given).
-    pub fn server<E>(&self, b: &mut hyper::server::conn::http2::Builder<E>) {
-        match self.windows() {
-            Some((stream, conn)) => {
-                b.initial_stream_window_size(stream)
-                    .initial_connection_window_size(conn);
-            }
-            None => {
-                b.adaptive_window(self.adaptive_flow_control.unwrap_or(true));
-            }
-        }
-        if let Some((interval, timeout)) = self.keep_alive() {
-            b.keep_alive_interval(interval).keep_alive_timeout(timeout);
-        }
-        if let Some(n) = self.max_frame_size {
-            b.max_frame_size(n);
-        }
-        if let Some(n) = self.max_pending_accept_reset_streams {
-            b.max_pending_accept_reset_streams(n);
-        }
-        if let Some(n) = self.max_send_buf_size {
-            b.max_send_buf_size(n);
-        }
     }
 }
 
@@ -262,17 +234,14 @@ pub async fn serve<H, F>(
     }
 }
 
-/// An HTTP/2 connection, served by hyper: `respond` answers each stream's request. A
-/// handler's CloseConnection (`close`) or the process's drain sends GOAWAY, and the streams in
-/// flight finish.
+/// An HTTP/2 connection, served by `super::h2server`: `respond` answers each stream's
+/// request. A handler's CloseConnection (`close`) or the process's drain sends GOAWAY, and the
+/// streams in flight finish.
 async fn serve_h2<R, F>(io: BoxIo, limits: &Limits, close: Arc<Notify>, drain: Drain, respond: R)
 where
-    R: Fn(Request<RequestBody>) -> F + Clone + Send + Sync + 'static,
+    R: Fn(Request<RequestBody>) -> F,
     F: Future<Output = Result<Response<Held<Recorded>>, Infallible>> + Send + 'static,
 {
-    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        respond(req.map(RequestBody::Hyper))
-    });
     // The watchers are polled only when they fire, not on each of the connection's wakeups
     // (`OnWake`).
     let stop = OnWake::new(async move {
@@ -281,24 +250,7 @@ where
             _ = drain.signaled() => {}
         }
     });
-    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_head).unwrap_or(u32::MAX))
-        .max_concurrent_streams(limits.max_streams);
-    limits.h2.server(&mut builder);
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
-    let res = tokio::select! {
-        res = conn.as_mut() => res,
-        _ = stop => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    };
-    if let Err(e) = res {
-        debug!(error = %e, "HTTP connection ended with an error");
-    }
+    h2server::serve(io, limits, stop, respond).await;
 }
 
 /// `make()`'s future, written straight into its box: built on the stack and then moved there
@@ -312,6 +264,7 @@ mod tests {
     use super::*;
     use bytes::Bytes;
     use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     use remora_metrics::tcp::Direction;
 
     /// Serves `protocol` on one end of a pipe; a request to `/close` asks to close the connection.
@@ -589,9 +542,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_of_http2_responses_read_late_arrives_whole() {
-        // hyper's server, waiting for window, sends most of these bodies as a 1-byte DATA frame
-        // and then the rest: a few hundred small frames the client holds unread, past what
-        // `h2` allows by default before it sends GOAWAY (ENHANCE_YOUR_CALM).
+        // hyper's server (our inbound's until stop 48, and linkerd2-proxy's), waiting for
+        // window, sent most of these bodies as a 1-byte DATA frame and then the rest: a few
+        // hundred small frames the client held unread, past what `h2` allows by default before
+        // it sends GOAWAY (ENHANCE_YOUR_CALM). Our client allows more (`DATA_FRAME_BUDGET`),
+        // and our server sends no such frames (`super::h2server`).
         let (whole, errors) =
             tokio::time::timeout(Duration::from_secs(30), burst_through_our_client(512))
                 .await
