@@ -1295,7 +1295,7 @@ impl hyper::body::Body for H1Body {
 }
 
 /// The body of a request a server hands its handler: none, an HTTP/1 body from our server,
-/// or hyper's (HTTP/2).
+/// or an HTTP/2 stream's (`super::h2server`).
 #[derive(Debug, Default)]
 pub enum RequestBody {
     #[default]
