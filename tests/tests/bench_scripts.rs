@@ -125,7 +125,7 @@ fn mesh_report(dir: &Path, setups: &[&str]) -> (String, String) {
             }
             rows.push(
                 serde_json::json!({"setup": s, "scenario": "idle_conns", "conns": 500,
-                "rss_delta_kib": 1000 * (i + 1), "rss_kib": 40960}),
+                "ok": 500 - i, "rss_delta_kib": 1000 * (i + 1), "rss_kib": 40960}),
             );
         }
         for rate in [500, 1000] {
@@ -204,7 +204,7 @@ fn the_mesh_load_report_has_linkerd2_proxy_when_the_run_had_it() {
     );
     assert!(
         md.contains(
-            "| linkerd2-proxy | 40.0 (4.0), 40.0 (4.0) | 3.9 MiB | 8192 B | 4096 B, 4096 B |"
+            "| linkerd2-proxy | 40.0 (4.0), 40.0 (4.0) | 497 | 3.9 MiB | 8192 B | 4096 B, 4096 B |"
         ),
         "{md}"
     );
