@@ -10,8 +10,9 @@
 //! As hyper's server does (its `proto/h2/server.rs`):
 //! - each stream is served by a task of its own, which calls the handler and sends its
 //!   response; a stream the client resets drops the handler's future;
-//! - a response loses its connection-specific fields (`super::strip_hop_by_hop`, and `te`),
-//!   gains a `date` when it has none, and a `content-length` from its body's exact size;
+//! - a response loses the fields HTTP/2 forbids (`strip_connection_fields`; unlike
+//!   `super::strip_hop_by_hop`, it keeps `trailer`), gains a `date` when it has none, and a
+//!   `content-length` from its body's exact size;
 //! - a body that fails resets its stream, with the `h2` reason the error carries, if any, else
 //!   INTERNAL_ERROR;
 //! - the settings are hyper's defaults unless `Http2Params` says otherwise: adaptive windows
@@ -31,7 +32,7 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response};
 use hyper::body::Body as _;
 use tracing::debug;
@@ -221,18 +222,10 @@ fn strip_connection_fields(headers: &mut HeaderMap) {
     if !headers.keys().any(|n| FORBIDDEN.contains(&n.as_str())) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named {
-        headers.remove(name);
-    }
-    for name in FORBIDDEN {
-        headers.remove(name);
+    super::remove_connection_named(headers);
+    // `connection` went with the fields it names.
+    for name in &FORBIDDEN[1..] {
+        headers.remove(*name);
     }
 }
 
@@ -252,6 +245,7 @@ fn reason(e: &BoxError) -> h2::Reason {
 mod tests {
     use super::*;
     use crate::http::server::Http2Params;
+    use http::header::HeaderName;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -336,27 +330,11 @@ mod tests {
                 sizes
             })
         });
-        let mut small = 0;
-        let mut split = Vec::new();
+        let mut frames = Vec::new();
         for read in reads.collect::<Vec<_>>() {
-            let sizes = within(read).await.expect("a body").unwrap();
-            assert_eq!(sizes.iter().sum::<usize>(), 1024, "{sizes:?}");
-            // Every frame but a body's last under 256 bytes counts against the client's budget
-            // for small frames (`h2`'s DEFAULT_DATA_FRAME_OVERHEAD_THRESHOLD).
-            let (_, rest) = sizes.split_last().unwrap();
-            small += rest.iter().filter(|&&n| n < 256).count();
-            if sizes.len() > 1 {
-                split.push(sizes);
-            }
+            frames.push(within(read).await.expect("a body").unwrap());
         }
-        // hyper's server sent about half of these bodies as a 1-byte frame and then the rest.
-        // Asking for all of a chunk's window, a body is split only where a window the client
-        // opens runs out in it: the client gives back half its window at a time, so nine
-        // windows carry the 256 KiB, each with at most one split body.
-        assert!(
-            small <= 16,
-            "{small} small frames; the bodies split: {split:?}"
-        );
+        super::super::h2conn::assert_few_small_frames(&frames);
     }
 
     #[tokio::test]

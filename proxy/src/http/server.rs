@@ -1,6 +1,7 @@
 //! Serving a connection detected as HTTP: HTTP/1.1 (keep-alive, upgrades) with our own server
-//! ([`super::h1server`]), HTTP/2 with ours on `h2` ([`super::h2server`]); with limits on header size and count. Malformed
-//! requests are answered by the server (400, or 431 when the head is too large).
+//! ([`super::h1server`]), HTTP/2 with ours on `h2` ([`super::h2server`]); with limits on header
+//! size and count. Malformed requests are answered by the server (400, or 431 when the head is
+//! too large).
 //!
 //! A handler closes its connection by marking a response with [`CloseConnection`]: HTTP/1
 //! answers with `connection: close` and closes after it; HTTP/2 sends GOAWAY, so the client
@@ -279,13 +280,10 @@ mod tests {
 
     /// As [`draining_server`], under `limits`.
     fn limited_server(protocol: Protocol, limits: Limits, drain: Drain) -> tokio::io::DuplexStream {
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        tokio::spawn(serve(
-            Box::new(server),
+        serving(
             protocol,
             limits,
             drain,
-            Some(crate::testing::inputs().gate(Direction::Inbound)),
             |req: Request<RequestBody>| async move {
                 if req.uri().path() == "/slow" {
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -296,6 +294,28 @@ mod tests {
                 }
                 rsp
             },
+        )
+    }
+
+    /// Serves `protocol` on one end of a pipe, `handle` answering, under `limits`.
+    fn serving<H, F>(
+        protocol: Protocol,
+        limits: Limits,
+        drain: Drain,
+        handle: H,
+    ) -> tokio::io::DuplexStream
+    where
+        H: Fn(Request<RequestBody>) -> F + Clone + Send + Sync + 'static,
+        F: Future<Output = Response<Recorded>> + Send + 'static,
+    {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(serve(
+            Box::new(server),
+            protocol,
+            limits,
+            drain,
+            Some(crate::testing::inputs().gate(Direction::Inbound)),
+            handle,
         ));
         client
     }
@@ -372,13 +392,10 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_slow_request_body_is_not_a_slow_head() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (client, srv) = tokio::io::duplex(64 * 1024);
-        tokio::spawn(serve(
-            Box::new(srv),
+        let mut c = serving(
             Protocol::Http1,
             Limits::default(),
             Drain::new(),
-            Some(crate::testing::inputs().gate(Direction::Inbound)),
             |req: Request<RequestBody>| async move {
                 let n = req
                     .into_body()
@@ -390,8 +407,7 @@ mod tests {
                     super::super::boxed(http_body_util::Full::new(Bytes::from(n.to_string())));
                 Response::new(body.into())
             },
-        ));
-        let mut c = client;
+        );
         c.write_all(b"POST /up HTTP/1.1\r\nhost: a\r\ncontent-length: 4\r\n\r\na")
             .await
             .unwrap();
@@ -488,19 +504,16 @@ mod tests {
     /// how many bodies arrived whole, and the errors of those that failed.
     async fn burst_through_our_client(streams: usize) -> (usize, Vec<String>) {
         use super::super::h2client;
-        let (client, srv) = tokio::io::duplex(64 * 1024);
-        tokio::spawn(serve(
-            Box::new(srv),
+        let client = serving(
             Protocol::Http2,
             Limits::default(),
             Drain::new(),
-            Some(crate::testing::inputs().gate(Direction::Inbound)),
             |_req: Request<RequestBody>| async move {
                 let body =
                     super::super::boxed(http_body_util::Full::new(Bytes::from(vec![b'x'; 1024])));
                 Response::new(body.into())
             },
-        ));
+        );
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
         let tx = h2client::handshake(addr, Box::new(client), &Http2Params::default())
             .await
